@@ -1,0 +1,7 @@
+"""img2img-operator: A1111/RunPod-compatible img2img jobs on Kubernetes."""
+
+API_GROUP = "img2img.dev"
+API_VERSION = "v1alpha1"
+KIND = "Img2ImgJob"
+PLURAL = "img2imgjobs"
+PROJECT = "img2img-operator"

@@ -1,0 +1,103 @@
+"""The `img2img` command: validate, run, submit, status, fetch, and the local stack.
+
+Each subcommand imports its implementation lazily, so `img2img validate` never pays for torch or kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _validate(args) -> int:
+    from img2img.api.validate import validate_command
+
+    return validate_command(args.file, sys.stdout, sys.stderr)
+
+
+def _run(args) -> int:
+    from img2img_runner.local_run import run_command
+
+    catalog = args.catalog or os.environ.get("IMG2IMG_CATALOG")
+    if not catalog:
+        print("img2img run: no model catalog: pass --catalog or set IMG2IMG_CATALOG", file=sys.stderr)
+        return 2
+    return run_command(args.file, Path(args.output), Path(catalog))
+
+
+def _submit(args) -> int:
+    from img2img.client import submit_command
+
+    return submit_command(args.file, name=args.name, namespace=args.namespace, wait=args.wait, timeout=args.timeout)
+
+
+def _status(args) -> int:
+    from img2img.client import status_command
+
+    return status_command(args.name, namespace=args.namespace)
+
+
+def _fetch(args) -> int:
+    from img2img.client import fetch_command
+
+    return fetch_command(args.name, Path(args.output), namespace=args.namespace)
+
+
+def _local(args) -> int:
+    from img2img.local.stack import main as local_main
+
+    return local_main([args.action, *args.rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="img2img", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a RunPod request or an Img2ImgJob manifest offline")
+    p.add_argument("file", help="JSON request ({'input': {...}}) or Img2ImgJob manifest (YAML/JSON); '-' for stdin")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("run", help="execute a job in-process, without a cluster")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", default="out", help="folder for the images (default: ./out)")
+    p.add_argument("--catalog", help="model catalog file (default: $IMG2IMG_CATALOG)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("submit", help="create an Img2ImgJob in the current kube context")
+    p.add_argument("file")
+    p.add_argument("--name", help="job name (default: generated)")
+    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("--wait", action="store_true", help="follow the job and print its final status")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("status", help="print a job's RunPod-shaped status")
+    p.add_argument("name")
+    p.add_argument("-n", "--namespace", default=None)
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("fetch", help="download a job's result images from S3")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", default="out")
+    p.add_argument("-n", "--namespace", default=None)
+    p.set_defaults(func=_fetch)
+
+    p = sub.add_parser("local", help="start or stop the embedded stack (etcd, kube-apiserver, S3, executor, operator)")
+    p.add_argument("action", choices=["up", "down", "env"])
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Shared fixtures: the real embedded stack (kube-apiserver, etcd, kube-controller-manager, MinIO, the local executor).
+
+The stack starts once per test session from the same code as `img2img local up`; tests that need the operator start
+and stop it themselves (it is the component under test, and some tests kill it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from img2img.local.stack import Stack, StackInfo, bootstrap_namespace
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never read weights from a hub
+
+
+@dataclass
+class StackHandle:
+    stack: Stack
+    info: StackInfo
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.info.kubeconfig
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.info.env()
+
+    @property
+    def bucket(self) -> str:
+        return self.info.bucket
+
+    @property
+    def catalog(self) -> Path | None:
+        return self.info.catalog
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = self.stack.kubectl(self.info, *args, input=input, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def s3(self):
+        import boto3
+
+        env = self.env
+        return boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        )
+
+    def api_client(self):
+        from kubernetes import client, config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def start_operator(self, overrides: dict | None = None) -> None:
+        self.stack.start_operator(self.info, overrides or {})
+
+    def stop_operator(self, sig: int = signal.SIGTERM) -> None:
+        self.stack.stop("operator", sig=sig)
+
+    @property
+    def operator_metrics_url(self) -> str:
+        ports = self.stack._state()["ports"]
+        return f"http://127.0.0.1:{ports['operator_metrics']}/metrics"
+
+    def bootstrap(self, namespace: str) -> None:
+        bootstrap_namespace(lambda *a, **k: self.kubectl(*a, **k), namespace)
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> StackHandle:
+    state_dir = tmp_path_factory.mktemp("stack")
+    s = Stack(
+        state_dir=state_dir,
+        with_operator=False,
+        with_models=_module_exists("img2img_runner.tiny_models"),
+        with_executor=_module_exists("img2img.local.executor"),
+    )
+    try:
+        info = s.up()
+        yield StackHandle(s, info)
+    finally:
+        s.down()
+
+
+@pytest.fixture
+def namespace(stack: StackHandle):
+    """A fresh namespace with what a cluster admin provides per namespace (runner ServiceAccount, S3 Secret)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    stack.kubectl("create", "namespace", name)
+    stack.bootstrap(name)
+    yield name
+    stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
