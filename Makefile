@@ -10,7 +10,7 @@ DEMO_JOB := seed-demo-$(shell date +%s)
 .PHONY: venv binaries test test-unit demo down bench crd lint clean
 
 venv:
-	@$(PYTHON) scripts/venv.py
+	@$(PYTHON) scripts/make_venv.py
 
 # Builds etcd, kube-apiserver, kube-controller-manager and MinIO once per machine (cached by version under ~/.cache).
 binaries: venv
