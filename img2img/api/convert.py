@@ -1,0 +1,39 @@
+"""RunPod request -> Img2ImgJob manifest (used by `img2img submit`).
+
+The manifest carries the request's ``input`` verbatim, exactly as the user wrote it (``cfg_scale: 7`` stays 7): the
+API server and the operator validate the same bytes the user sent, and the ``parameters`` echo shows them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from img2img import API_GROUP, API_VERSION, KIND
+from img2img.api.job import GENERATE_NAME, job_from_data
+
+
+def to_manifest(data: dict[str, Any], *, name: str | None = None, namespace: str | None = None,
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A RunPod request (``{"input": …}``) or an Img2ImgJob manifest -> a manifest dict ready to create.
+
+    Validates first (raises ``JobProblems``). ``name`` sets ``metadata.name``; without it a RunPod request gets
+    ``generateName: img2img-`` and a manifest keeps its own naming.
+    """
+    loaded = job_from_data(data)
+    if loaded.from_runpod_request:
+        manifest = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
+                    "metadata": {"generateName": GENERATE_NAME}, "spec": {"input": copy.deepcopy(data["input"])}}
+    else:
+        manifest = copy.deepcopy(data)
+        manifest.pop("status", None)
+        manifest.setdefault("metadata", {})
+    metadata = manifest["metadata"]
+    if name:
+        metadata["name"] = name
+        metadata.pop("generateName", None)
+    if namespace:
+        metadata["namespace"] = namespace
+    if annotations:
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
+    return manifest

@@ -1,0 +1,180 @@
+"""The Img2ImgJob CustomResourceDefinition, derived from the pydantic models (the one source of truth).
+
+``python -m img2img.api.crd > crds/img2img.dev_img2imgjobs.yaml`` writes it; tests/unit/test_api_crd.py fails when
+the committed file differs from what this module generates.
+
+How a pydantic JSON schema becomes a structural OpenAPI v3 schema:
+
+- ``$ref`` is inlined; ``X | None`` becomes X: the API server prunes nulls of non-nullable fields, and our models read
+  null as absent (see base.py), so both sides agree;
+- ``int | str`` becomes ``x-kubernetes-int-or-string``; ``Any`` and open objects (``override_settings``'s unknown
+  keys, ``output.parameters``) become ``x-kubernetes-preserve-unknown-fields``;
+- defaults are left out: the stored spec is what the user sent, defaults apply when it is read (A1111's defaults in
+  the payload, the operator configuration's for the controls);
+- titles are dropped, descriptions kept (``kubectl explain``).
+
+CEL rules are kept cheap, since the API server refuses a CRD whose rules' estimated cost is too high: immutability is
+checked per top-level field of the spec with presence tests, and no rule walks the payload's big strings.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from img2img import API_GROUP, API_VERSION, KIND, PLURAL
+from img2img.api.job import Img2ImgJob, Img2ImgJobSpec
+
+SINGULAR = KIND.lower()
+SHORT_NAMES = ["i2i"]
+CATEGORIES = ["img2img", "gpujobs"]
+CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
+
+PRINTER_COLUMNS = [
+    {"name": "Status", "type": "string", "jsonPath": ".status.status"},
+    {"name": "Delay", "type": "integer", "jsonPath": ".status.delayTime", "description": "ms from submission to "
+     "the runner starting the work"},
+    {"name": "Execution", "type": "integer", "jsonPath": ".status.executionTime", "description": "ms of work"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
+    {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
+]
+
+# JSON schema keys that carry over unchanged into OpenAPI v3 (value validations and formats)
+_KEEP = {"type", "description", "format", "enum", "pattern", "minimum", "maximum", "minLength", "maxLength",
+         "minItems", "maxItems", "minProperties", "maxProperties", "required",
+         "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys"}
+
+
+def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One pydantic JSON-schema node -> a structural OpenAPI v3 schema node."""
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        outer = {k: v for k, v in node.items() if k != "$ref"}
+        return structural({**target, **outer}, defs)
+    if "anyOf" in node:
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        types = sorted(b.get("type", "") for b in branches)
+        if types == ["integer", "string"]:
+            out = {"x-kubernetes-int-or-string": True}
+            out.update(_kept(outer))
+            return out
+        if len(branches) != 1:
+            raise ValueError(f"no structural form for anyOf {node['anyOf']}")
+        # the branch's own description (a type's) yields to the field's
+        return structural({**branches[0], **outer}, defs)
+    if "const" in node:
+        node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
+
+    out = _kept(node)
+    kind = node.get("type")
+    if kind == "string" and "enum" in node and "maxLength" not in out:
+        out["maxLength"] = max(len(v) for v in node["enum"])  # CEL cost estimates need a bound on every string
+    if kind is None and not {"enum"} & node.keys():
+        # Any: a value of any JSON type, kept as sent
+        out["x-kubernetes-preserve-unknown-fields"] = True
+        return out
+    if kind == "object":
+        props = node.get("properties") or {}
+        if props:
+            out["properties"] = {name: structural(sub, defs) for name, sub in props.items()}
+        extra = node.get("additionalProperties")
+        if extra is True or (extra is None and not props):
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        elif isinstance(extra, dict):
+            if props:
+                raise ValueError("an object with both properties and typed additionalProperties is not structural")
+            out["additionalProperties"] = structural(extra, defs)
+    elif kind == "array":
+        out["items"] = structural(node.get("items") or {}, defs)
+    return out
+
+
+def _kept(node: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in node.items() if k in _KEEP}
+    if "description" in out:
+        out["description"] = _one_paragraph(out["description"])
+    return out
+
+
+def _one_paragraph(text: str) -> str:
+    return " ".join(text.split("\n\n", 1)[0].replace("``", "").split())
+
+
+def spec_rules() -> list[dict[str, str]]:
+    """Immutability of the spec, except ``cancel``; a cancel cannot be undone.
+
+    One cheap rule per top-level field (presence, then equality) rather than ``self == oldSelf`` on the whole spec:
+    the message names the field, and no single rule's cost covers everything at once.
+    """
+    rules = []
+    for name in Img2ImgJobSpec.model_fields:
+        if name == "cancel":
+            continue
+        rules.append({
+            "rule": f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})",
+            "message": "is immutable: only spec.cancel may change after creation",
+            "fieldPath": f".{name}",
+            "reason": "FieldValueForbidden",
+        })
+    rules.append({
+        "rule": "!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",
+        "message": "a cancel cannot be undone",
+        "fieldPath": ".cancel",
+        "reason": "FieldValueForbidden",
+    })
+    return rules
+
+
+def openapi_schema() -> dict[str, Any]:
+    schema = Img2ImgJob.model_json_schema(mode="validation")
+    defs = schema.get("$defs", {})
+    props = schema["properties"]
+    spec = structural(props["spec"], defs)
+    spec["x-kubernetes-validations"] = spec_rules()
+    return {
+        "type": "object",
+        "description": "An A1111 img2img job (RunPod request shape) run on a GPU runner pod.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "maxLength": 64},
+            "kind": {"type": "string", "maxLength": 64},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": structural(props["status"], defs),
+        },
+    }
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR,
+                      "shortNames": SHORT_NAMES, "categories": CATEGORIES},
+            "versions": [{
+                "name": API_VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": openapi_schema()},
+            }],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m img2img.api.crd` from img2img/api/*.py: do not edit by hand.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120, allow_unicode=True)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,368 @@
+"""The A1111 ``/sdapi/v1/img2img`` request body: ``StableDiffusionImg2ImgProcessingAPI``, field for field.
+
+Attribute names are A1111's keys and defaults are A1111's API defaults (steps 50, sampler_index "Euler", …), not the
+RunPod worker's (steps 20, "Euler a"). Ranges follow A1111's UI sliders where A1111's API has none.
+
+What A1111 accepts but we cannot do is refused, naming the field and the reason, whenever the value would change
+the output; it is never silently ignored. Values that have no effect (``restore_faces: false``, ``mask: null``,
+inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) are accepted, as A1111 does.
+
+| field(s) | refused when | why |
+|---|---|---|
+| mask, latent_mask | set | inpainting is not supported |
+| restore_faces | true | no face restoration models |
+| tiling | true | not implemented yet |
+| styles | non-empty | there is no styles database; put the text into the prompt |
+| script_name | set | selectable scripts are A1111 plug-ins |
+| firstpass_image | set | txt2img hires fix only |
+| infotext | set | send the fields themselves |
+| subseed_strength | ≠ 0 | variation seeds are not implemented yet |
+| seed_resize_from_h/_w | > 0 | not implemented yet |
+| s_min_uncond | ≠ 0 | not implemented yet |
+| save_images | true with >1 image | A1111 would prepend a grid image; grids are not produced |
+| prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
+| alwayson_scripts | any script but controlnet | only ControlNet is built in |
+
+Unknown keys are refused (with the nearest known key suggested), where A1111 ignores them: an ignored typo
+silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+
+from img2img.api import samplers
+from img2img.api.base import ApiModel
+from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
+from img2img.api.errors import Refusals, refuse
+from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageStr, is_inline, too_large_message
+
+PROMPT_MAX = 32768
+NAME_MAX = 256
+MAX_IMAGES = 8  # init_images: A1111 needs at most batch_size of them
+SEED_MAX = 2**32 - 1
+
+# A1111 extra-network tags (modules/extra_networks.py `re_extra_net`): "<lora:name:0.8>", "<hypernet:…>"
+EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
+# A1111's "off" spellings for refiner_checkpoint (processing.py)
+REFINER_OFF = ("", "None", "none")
+
+
+class OverrideSettings(ApiModel):
+    """``override_settings``: the keys we act on are typed; any other A1111 option is kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sd_model_checkpoint: str | None = Field(None, max_length=NAME_MAX, description="checkpoint name, as A1111 "
+                                            "names it (sd_xl_base_1.0); absent = the catalog's default")
+    sd_vae: str | None = Field(None, max_length=NAME_MAX, description="VAE file name, 'Automatic' or 'None'")
+    CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12, description="clip skip")
+    eta_noise_seed_delta: int | None = Field(None, ge=0, le=SEED_MAX, description="ENSD")
+    img2img_fix_steps: bool | None = None
+    samples_format: Literal["png", "jpg", "jpeg", "webp"] | None = None
+
+
+class ControlNetArgs(ApiModel):
+    args: list[ControlNetUnit] = Field(default_factory=list, max_length=MAX_UNITS)
+
+
+class AlwaysOnScripts(ApiModel):
+    """``alwayson_scripts``: A1111 matches script titles case-insensitively; only ControlNet is built in."""
+
+    controlnet: ControlNetArgs | None = None
+
+    @classmethod
+    def _normalize_keys(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {"controlnet" if isinstance(k, str) and k.lower() == "controlnet" else k: v for k, v in data.items()}
+
+    @classmethod
+    def _unknown_key_reason(cls, key: str) -> str:
+        return f"always-on script {key!r} is not supported; supported: controlnet"
+
+
+class Img2ImgPayload(ApiModel):
+    """A1111's ``StableDiffusionImg2ImgProcessingAPI`` (v1.9/1.10), as ``input.payload``."""
+
+    # --- images and img2img ----------------------------------------------------------------------------------
+    init_images: list[ImageStr] = Field(..., min_length=1, max_length=MAX_IMAGES,
+                                        description="base64, data URI, s3://bucket/key or https:// URL")
+    resize_mode: int = Field(0, ge=0, le=3, description="0 just resize, 1 crop and resize, 2 resize and fill, "
+                             "3 just resize (latent upscale)")
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    image_cfg_scale: float | None = Field(None, ge=0.0, le=30.0, description="instruct-pix2pix only; no effect")
+    initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0)
+
+    # --- inpainting: accepted only as "off" --------------------------------------------------------------------
+    mask: str | None = Field(None, max_length=64, description="not supported: must be absent")
+    latent_mask: str | None = Field(None, max_length=64, description="not supported: must be absent")
+    mask_blur_x: int = Field(4, ge=0, le=64)
+    mask_blur_y: int = Field(4, ge=0, le=64)
+    mask_blur: int | None = Field(None, ge=0, le=64)
+    mask_round: bool = True
+    inpainting_fill: int = Field(0, ge=0, le=3)
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = Field(0, ge=0, le=256)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+
+    # --- prompt ------------------------------------------------------------------------------------------------
+    prompt: str = Field("", max_length=PROMPT_MAX)
+    negative_prompt: str = Field("", max_length=PROMPT_MAX)
+    styles: list[Annotated[str, Field(max_length=NAME_MAX)]] | None = Field(
+        None, max_length=16, description="not supported: must be empty")
+
+    # --- seeds -------------------------------------------------------------------------------------------------
+    seed: int = Field(-1, ge=-1, le=SEED_MAX, description="-1 = random")
+    subseed: int = Field(-1, ge=-1, le=SEED_MAX)
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0)
+    seed_resize_from_h: int = Field(-1, ge=-1, le=8192)
+    seed_resize_from_w: int = Field(-1, ge=-1, le=8192)
+
+    # --- sampling ----------------------------------------------------------------------------------------------
+    sampler_name: str | None = Field(None, max_length=64, description="A1111 sampler, legacy combined names too")
+    sampler_index: str = Field("Euler", max_length=64, description="used when sampler_name is empty")
+    scheduler: str | None = Field(None, max_length=64, description="schedule type: name or label")
+    batch_size: int = Field(1, ge=1, le=8)
+    n_iter: int = Field(1, ge=1, le=100)
+    steps: int = Field(50, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    width: int = Field(512, ge=64, le=2048)
+    height: int = Field(512, ge=64, le=2048)
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    eta: float | None = Field(None, ge=0.0, le=1.0)
+    s_min_uncond: float | None = Field(None, ge=0.0, le=100.0)
+    s_churn: float | None = Field(None, ge=0.0, le=100.0)
+    s_tmax: float | None = Field(None, ge=0.0, le=1000.0)
+    s_tmin: float | None = Field(None, ge=0.0, le=1000.0)
+    s_noise: float | None = Field(None, ge=0.0, le=2.0)
+
+    # --- models ------------------------------------------------------------------------------------------------
+    override_settings: OverrideSettings | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = Field(None, max_length=NAME_MAX, description="'None', 'none' or '' = off")
+    refiner_switch_at: float | None = Field(None, ge=0.0, le=1.0, description="fraction of the schedule at "
+                                            "which the refiner takes over")
+    disable_extra_networks: bool = False
+
+    # --- output and bookkeeping --------------------------------------------------------------------------------
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    include_init_images: bool = False
+    send_images: bool = True
+    save_images: bool = False
+    firstpass_image: str | None = Field(None, max_length=64, description="txt2img hires fix only; must be absent")
+    comments: dict[str, Any] | None = Field(None, max_length=64)
+    force_task_id: str | None = Field(None, max_length=NAME_MAX)
+    infotext: str | None = Field(None, max_length=64, description="not supported: must be absent")
+    script_name: str | None = Field(None, max_length=NAME_MAX, description="not supported: must be absent")
+    script_args: list[Any] = Field(default_factory=list, max_length=64)
+    alwayson_scripts: AlwaysOnScripts = Field(default_factory=AlwaysOnScripts)
+
+    # alwayson_scripts exactly as sent, for the `parameters` echo (A1111 echoes the request as received)
+    _alwayson_sent: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    # --- refusals of one field ---------------------------------------------------------------------------------
+
+    # mode="before": the refusal is the message, not "too long" or "not a string" (null never gets here)
+    @field_validator("mask", "latent_mask", mode="before")
+    @classmethod
+    def _no_mask(cls, value: Any) -> None:
+        raise refuse("inpainting is not supported; remove the mask")
+
+    @field_validator("firstpass_image", mode="before")
+    @classmethod
+    def _no_firstpass(cls, value: Any) -> None:
+        raise refuse("applies to txt2img hires fix only; remove it")
+
+    @field_validator("restore_faces")
+    @classmethod
+    def _no_restore_faces(cls, value: bool) -> bool:
+        if value:
+            raise refuse("face restoration is not supported; set it to false")
+        return value
+
+    @field_validator("tiling")
+    @classmethod
+    def _no_tiling(cls, value: bool) -> bool:
+        if value:
+            raise refuse("tiling is not supported yet; set it to false")
+        return value
+
+    @field_validator("styles")
+    @classmethod
+    def _no_styles(cls, value: list[str]) -> list[str]:
+        if value:
+            raise refuse(f"prompt styles are not supported (there is no styles database): {value!r}; "
+                         "put the style's text into the prompt")
+        return value
+
+    @field_validator("script_name")
+    @classmethod
+    def _no_script(cls, value: str) -> str:
+        if value:
+            raise refuse(f"scripts are not supported ({value!r}); only alwayson_scripts.controlnet is")
+        return value
+
+    @field_validator("infotext", mode="before")
+    @classmethod
+    def _no_infotext(cls, value: Any) -> Any:
+        if value:
+            raise refuse("is not supported; send the parameters as fields")
+        return value
+
+    @field_validator("subseed_strength")
+    @classmethod
+    def _no_variation(cls, value: float) -> float:
+        if value != 0:
+            raise refuse("variation seeds (subseed_strength other than 0) are not supported yet")
+        return value
+
+    @field_validator("seed_resize_from_h", "seed_resize_from_w")
+    @classmethod
+    def _no_seed_resize(cls, value: int) -> int:
+        if value > 0:
+            raise refuse("seed resize is not supported yet; use -1")
+        return value
+
+    @field_validator("s_min_uncond")
+    @classmethod
+    def _no_min_uncond(cls, value: float) -> float:
+        if value:
+            raise refuse("is not supported yet; use 0")
+        return value
+
+    @field_validator("sampler_name")
+    @classmethod
+    def _known_sampler_name(cls, value: str) -> str:
+        if value:
+            _check_sampler(value)
+        return value
+
+    @field_validator("sampler_index")
+    @classmethod
+    def _known_sampler_index(cls, value: str, info: ValidationInfo) -> str:
+        if not info.data.get("sampler_name"):  # A1111 uses sampler_index only when sampler_name is empty
+            _check_sampler(value)
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value and samplers.find_scheduler(value) is None:
+            raise refuse(f"unknown scheduler {value!r}; valid: {samplers.valid_scheduler_list()}")
+        return value
+
+    # --- refusals that need several fields ---------------------------------------------------------------------
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_alwayson_as_sent(cls, data: Any, handler: Any) -> "Img2ImgPayload":
+        payload = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("alwayson_scripts"), dict):
+            payload._alwayson_sent = data["alwayson_scripts"]
+        return payload
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Img2ImgPayload":
+        found = Refusals("Img2ImgPayload")
+        if self.save_images and self.images_per_job > 1:
+            found.add("save_images", "with more than one image A1111 prepends a grid image, and grids are not "
+                                     "produced; set save_images to false")
+        if not self.disable_extra_networks:
+            for key in ("prompt", "negative_prompt"):
+                tags = EXTRA_NETWORK_TAG.findall(getattr(self, key))
+                if tags:
+                    names = ", ".join(f"<{kind}:{arg}>" for kind, arg in tags[:3])
+                    found.add(key, f"extra networks ({names}) are not supported; remove the tags or set "
+                                   "disable_extra_networks to true")
+        if len(self.init_images) > self.batch_size:
+            found.add("init_images", f"has {len(self.init_images)} images, more than batch_size "
+                                     f"({self.batch_size})")
+        inline = self.inline_image_chars
+        if inline > MAX_INLINE_TOTAL_CHARS:
+            found.add("init_images", "all inline images together: " + too_large_message(inline))
+        found.raise_any()
+        return self
+
+    # --- normalized values -------------------------------------------------------------------------------------
+
+    def effective_sampler(self) -> tuple[str, str]:
+        """(canonical sampler name, schedule label), e.g. ("DPM++ SDE", "Karras"), resolved as A1111 1.9+ does.
+
+        The label is the schedule that runs: "Automatic" becomes the sampler's own default when it has one
+        (DPM++ 2M -> Karras); it stays "Automatic" (the model's schedule) for Euler, Euler a, LMS, Heun, ….
+        """
+        return samplers.resolve(self.sampler_name, self.sampler_index, self.scheduler).pair()
+
+    @property
+    def controlnet_units(self) -> list[ControlNetUnit]:
+        """Every unit as sent, disabled ones included (A1111's index counts them)."""
+        return self.alwayson_scripts.controlnet.args if self.alwayson_scripts.controlnet else []
+
+    @property
+    def enabled_controlnet_units(self) -> list[ControlNetUnit]:
+        return [unit for unit in self.controlnet_units if unit.enabled]
+
+    @property
+    def refiner(self) -> str | None:
+        """The refiner checkpoint's name, None when off."""
+        name = self.refiner_checkpoint
+        return None if name is None or name.strip() in REFINER_OFF else name
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.override_settings.sd_model_checkpoint if self.override_settings else None
+
+    @property
+    def vae(self) -> str | None:
+        return self.override_settings.sd_vae if self.override_settings else None
+
+    @property
+    def images_per_job(self) -> int:
+        return self.batch_size * self.n_iter
+
+    @property
+    def inline_image_chars(self) -> int:
+        """Characters of inline (base64) image data in the payload: what counts against etcd's limit."""
+        values = [*self.init_images, *(u.source_image for u in self.controlnet_units if u.source_image)]
+        return sum(len(v) for v in values if is_inline(v))
+
+    def parameters(self) -> dict[str, Any]:
+        """The ``parameters`` echo of A1111's answer: every field with its default, as received, ``init_images``
+        null unless ``include_init_images`` (A1111 api.py), ``alwayson_scripts`` as sent.
+
+        Inline ControlNet images are nulled too (A1111 would echo them): the echo lands in the job's status, and a
+        megabyte of base64 there would not fit etcd's limit. References (s3://, https://) are kept.
+        """
+        params = self.model_dump(mode="json", exclude={"alwayson_scripts"})
+        if not self.include_init_images:
+            params["init_images"] = None
+        sent = _drop_inline_images(self._alwayson_sent) if self._alwayson_sent else {}
+        params["alwayson_scripts"] = sent
+        return dict(sorted(params.items()))
+
+
+def _check_sampler(name: str) -> None:
+    try:
+        samplers.resolve(name, None, None)
+    except samplers.UnknownName as exc:
+        raise refuse(str(exc)) from None
+
+
+def _drop_inline_images(scripts: dict[str, Any]) -> dict[str, Any]:
+    out = dict(scripts)
+    for title, script in scripts.items():
+        if title.lower() != "controlnet" or not isinstance(script, dict):
+            continue
+        args = []
+        for unit in script.get("args") or []:
+            unit = dict(unit)
+            for key in ("image", "input_image"):
+                if isinstance(unit.get(key), str) and is_inline(unit[key]):
+                    unit[key] = None
+            args.append(unit)
+        out[title] = {**script, "args": args}
+    return out

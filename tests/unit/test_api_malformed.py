@@ -1,0 +1,169 @@
+"""Malformed jobs: each is refused, and the problem names the field the user wrote and why."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from api_samples import PNG, manifest, seed_request, seed_unit
+from img2img.api.job import JobProblems, job_from_data
+
+
+def request_with(**payload_changes) -> dict:
+    request = seed_request()
+    request["input"]["payload"].update(payload_changes)
+    return request
+
+
+def unit_with(**changes) -> dict:
+    return request_with(alwayson_scripts={"controlnet": {"args": [seed_unit(**changes)]}})
+
+
+def envelope_with(**api) -> dict:
+    request = seed_request()
+    request["input"]["api"].update(api)
+    return request
+
+
+def spec_with(**controls) -> dict:
+    return manifest(controls)
+
+
+CN = "input.payload.alwayson_scripts.controlnet.args[0]"
+
+CASES = [
+    # --- the envelope ---
+    ("txt2img endpoint", envelope_with(endpoint="/sdapi/v1/txt2img"), "input.api.endpoint",
+     "/sdapi/v1/txt2img is not supported; supported: POST /sdapi/v1/img2img"),
+    ("GET method", envelope_with(method="GET"), "input.api.method", "GET is not supported"),
+    ("options endpoint without slash", envelope_with(endpoint="sdapi/v1/options"), "input.api.endpoint",
+     "/sdapi/v1/options is not supported"),
+    ("no api", {"input": {"payload": seed_request()["input"]["payload"]}}, "input.api", "is required"),
+    ("no payload", {"input": {"api": seed_request()["input"]["api"]}}, "input.payload", "is required"),
+    ("unknown input key", {"input": {**seed_request()["input"], "paylaod": {}}}, "input.paylaod",
+     "did you mean 'payload'"),
+    ("RunPod policy", {**seed_request(), "policy": {"executionTimeout": 1000}}, "policy", "timeoutSeconds"),
+    ("RunPod webhook", {**seed_request(), "webhook": "https://example.com/hook"}, "webhook", "not supported"),
+    # --- payload: types and ranges ---
+    ("steps 0", request_with(steps=0), "input.payload.steps", "must be at least 1"),
+    ("steps 151", request_with(steps=151), "input.payload.steps", "must be at most 150"),
+    ("steps a string", request_with(steps="many"), "input.payload.steps", "must be a whole number"),
+    ("steps fractional", request_with(steps=30.5), "input.payload.steps", "must be a whole number"),
+    ("denoising above 1", request_with(denoising_strength=1.5), "input.payload.denoising_strength",
+     "must be at most 1"),
+    ("negative cfg", request_with(cfg_scale=-1), "input.payload.cfg_scale", "must be at least 0"),
+    ("width too small", request_with(width=32), "input.payload.width", "must be at least 64"),
+    ("height too big", request_with(height=4096), "input.payload.height", "must be at most 2048"),
+    ("seed below -1", request_with(seed=-2), "input.payload.seed", "must be at least -1"),
+    ("batch size 0", request_with(batch_size=0), "input.payload.batch_size", "must be at least 1"),
+    ("n_iter too many", request_with(n_iter=1000), "input.payload.n_iter", "must be at most 100"),
+    ("resize mode 4", request_with(resize_mode=4), "input.payload.resize_mode", "must be at most 3"),
+    ("refiner switch above 1", request_with(refiner_switch_at=1.2), "input.payload.refiner_switch_at",
+     "must be at most 1"),
+    ("prompt not a string", request_with(prompt=["a", "b"]), "input.payload.prompt", "must be a string"),
+    ("clip skip 0", request_with(override_settings={"CLIP_stop_at_last_layers": 0}),
+     "input.payload.override_settings.CLIP_stop_at_last_layers", "must be at least 1"),
+    ("samples format gif", request_with(override_settings={"samples_format": "gif"}),
+     "input.payload.override_settings.samples_format", "must be one of"),
+    ("typo in a key", request_with(stpes=20), "input.payload.stpes", "did you mean 'steps'"),
+    ("unknown key", request_with(hires_fix=True), "input.payload.hires_fix", "is not a known field"),
+    # --- payload: names ---
+    ("unknown sampler", request_with(sampler_name="DPM++ 4M"), "input.payload.sampler_name",
+     "unknown sampler 'DPM++ 4M'; valid: DPM++ 2M, DPM++ SDE"),
+    ("unknown sampler_index alone", request_with(sampler_name=None, sampler_index="Eulr"),
+     "input.payload.sampler_index", "unknown sampler 'Eulr'"),
+    ("unknown scheduler", request_with(scheduler="karas"), "input.payload.scheduler",
+     "unknown scheduler 'karas'; valid: automatic (Automatic), uniform (Uniform), karras (Karras)"),
+    # --- payload: what we cannot honour ---
+    ("inpainting mask", request_with(mask=PNG), "input.payload.mask", "inpainting is not supported"),
+    ("restore faces", request_with(restore_faces=True), "input.payload.restore_faces",
+     "face restoration is not supported"),
+    ("tiling", request_with(tiling=True), "input.payload.tiling", "tiling is not supported"),
+    ("styles", request_with(styles=["cinematic"]), "input.payload.styles", "no styles database"),
+    ("script", request_with(script_name="x/y/z plot"), "input.payload.script_name", "scripts are not supported"),
+    ("variation seed", request_with(subseed_strength=0.3), "input.payload.subseed_strength", "variation seeds"),
+    ("seed resize", request_with(seed_resize_from_w=512), "input.payload.seed_resize_from_w", "seed resize"),
+    ("infotext", request_with(infotext="a cat\nSteps: 20"), "input.payload.infotext", "not supported"),
+    ("lora tag", request_with(prompt="a cat <lora:pixel:0.8>"), "input.payload.prompt",
+     "extra networks (<lora:pixel:0.8>) are not supported"),
+    ("grid", request_with(save_images=True, batch_size=2), "input.payload.save_images", "grid"),
+    ("other always-on script", request_with(alwayson_scripts={"ADetailer": {"args": []}}),
+     "input.payload.alwayson_scripts.ADetailer", "always-on script 'ADetailer' is not supported"),
+    # --- images ---
+    ("seed placeholder", request_with(init_images=["base64 encoded image content"]),
+     "input.payload.init_images[0]", "not a decodable image"),
+    ("empty image", request_with(init_images=[""]), "input.payload.init_images[0]", "not a decodable image"),
+    ("base64 of text", request_with(init_images=["aGVsbG8gd29ybGQ="]), "input.payload.init_images[0]",
+     "not a decodable image"),
+    ("truncated png", request_with(init_images=[PNG[: len(PNG) // 2]]), "input.payload.init_images[0]",
+     "not a decodable image"),
+    ("no init image", request_with(init_images=[]), "input.payload.init_images", "at least 1 item"),
+    ("init_images missing", {"input": {"api": seed_request()["input"]["api"], "payload": {"prompt": "x"}}},
+     "input.payload.init_images", "is required"),
+    ("plain http", request_with(init_images=["http://example.com/a.png"]), "input.payload.init_images[0]",
+     "plain http:// is not accepted"),
+    ("s3 without key", request_with(init_images=["s3://bucket"]), "input.payload.init_images[0]",
+     "needs an object key"),
+    ("more images than batch", request_with(init_images=[PNG, PNG], batch_size=1), "input.payload.init_images",
+     "more than batch_size"),
+    ("bad control image", unit_with(image="not-an-image"), f"{CN}.image", "not a decodable image"),
+    # --- ControlNet units ---
+    ("unknown preprocessor", unit_with(module="cany"), f"{CN}.module", "unknown preprocessor 'cany'; valid: none"),
+    ("weight above 2", unit_with(weight=2.5), f"{CN}.weight", "must be at most 2"),
+    ("guidance start after end", unit_with(guidance_start=0.8, guidance_end=0.5, guidance=0.5),
+     f"{CN}.guidance_start", "must not be after guidance_end"),
+    ("guidance differs from guidance_end", unit_with(guidance=0.5), f"{CN}.guidance",
+     "is an alias of guidance_end, and they differ"),
+    ("both image keys", unit_with(image=PNG, input_image=PNG), f"{CN}.input_image", "not both"),
+    ("resize mode 5", unit_with(resize_mode=5), f"{CN}.resize_mode", "unknown resize mode 5"),
+    ("unknown control mode", unit_with(control_mode="Prompt first"), f"{CN}.control_mode",
+     "unknown control mode 'Prompt first'"),
+    ("unit mask", unit_with(mask=PNG), f"{CN}.mask", "masks (inpainting) are not supported"),
+    ("unit typo", unit_with(modle="x"), f"{CN}.modle", "did you mean 'module' or 'model'"),
+    ("low vram aliases differ", unit_with(low_vram=True), f"{CN}.lowvram", "alias of low_vram"),
+    ("enabled not a bool", unit_with(enabled="maybe"), f"{CN}.enabled", "must be true or false"),
+    ("too many units", request_with(alwayson_scripts={"controlnet": {"args": [seed_unit()] * 9}}),
+     "input.payload.alwayson_scripts.controlnet.args", "at most 8"),
+    # --- the manifest's controls ---
+    ("priority too high", spec_with(priority=5000), "spec.priority", "must be at most 1000"),
+    ("gpu class not a DNS label", spec_with(gpuClass="A100_80GB"), "spec.gpuClass", "is not a DNS label"),
+    ("timeout 0", spec_with(timeoutSeconds=0), "spec.timeoutSeconds", "must be at least 1"),
+    ("retries 11", spec_with(retries=11), "spec.retries", "must be at most 10"),
+    ("negative ttl", spec_with(ttlSecondsAfterFinished=-5), "spec.ttlSecondsAfterFinished", "must be at least 0"),
+    ("bucket name", spec_with(output={"bucket": "My_Bucket"}), "spec.output.bucket", "is not an S3 bucket name"),
+    ("cancel not a bool", spec_with(cancel="please"), "spec.cancel", "must be true or false"),
+    ("control inside the payload", manifest() | {"spec": {"input": request_with(priority=3)["input"]}},
+     "spec.input.payload.priority", "is not a known field"),
+    ("wrong kind", {**manifest(), "kind": "Job"}, "kind", "must be one of 'Img2ImgJob'"),
+    ("wrong version", {**manifest(), "apiVersion": "img2img.dev/v1"}, "apiVersion", "'img2img.dev/v1alpha1'"),
+    ("manifest payload error", manifest() | {"spec": {"input": request_with(steps=0)["input"]}},
+     "spec.input.payload.steps", "must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("data, path, reason", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_job_is_refused_naming_the_field(data, path, reason):
+    with pytest.raises(JobProblems) as info:
+        job_from_data(copy.deepcopy(data))
+    found = {p.path: p.reason for p in info.value.problems}
+    assert path in found, f"expected a problem at {path}, got {found}"
+    assert reason in found[path]
+
+
+def test_every_problem_is_reported_at_once():
+    data = request_with(steps=0, cfg_scale="high", stpes=3, mask=PNG,
+                        alwayson_scripts={"controlnet": {"args": [seed_unit(module="cany", weight=9)]}})
+    with pytest.raises(JobProblems) as info:
+        job_from_data(data)
+    assert {p.path for p in info.value.problems} == {
+        "input.payload.steps", "input.payload.cfg_scale", "input.payload.stpes", "input.payload.mask",
+        f"{CN}.module", f"{CN}.weight"}
+
+
+def test_reasons_are_plain_words_not_pydantic_jargon():
+    with pytest.raises(JobProblems) as info:
+        job_from_data(request_with(steps=0, width="wide"))
+    text = str(info.value)
+    assert "input.payload.steps: must be at least 1" in text
+    assert "Input should be" not in text and "errors.pydantic.dev" not in text
