@@ -65,23 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="model catalog file (default: $IMG2IMG_CATALOG)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("submit", help="create an Img2ImgJob in the current kube context")
-    p.add_argument("file")
-    p.add_argument("--name", help="job name (default: generated)")
-    p.add_argument("-n", "--namespace", default=None)
-    p.add_argument("--wait", action="store_true", help="follow the job and print its final status")
+    p = sub.add_parser(
+        "submit", help="create an Img2ImgJob in the current kube context",
+        description="Validate FILE offline, upload large inline images to s3://$IMG2IMG_BUCKET/uploads/<namespace>/ "
+                    "(docs/large-images.md), and create the Img2ImgJob in the current kube context ($KUBECONFIG).",
+        epilog="exit codes: 0 created (--wait: COMPLETED); 1 invalid request, error, or (--wait) the job FAILED, was "
+               "CANCELLED or TIMED_OUT; 124 --wait timed out (the job goes on)")
+    p.add_argument("file", help="JSON request ({'input': {...}}) or Img2ImgJob manifest (YAML/JSON); '-' for stdin")
+    p.add_argument("--name", help="job name (default: the manifest's, else generated: img2img-xxxxx)")
+    p.add_argument("-n", "--namespace", default=None, help="default: the manifest's, else the context's")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the job (progress on stderr) and print its final RunPod-shaped status on stdout")
     p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("status", help="print a job's RunPod-shaped status")
     p.add_argument("name")
-    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("-n", "--namespace", default=None, help="default: the context's namespace")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("fetch", help="download a job's result images from S3")
     p.add_argument("name")
-    p.add_argument("-o", "--output", default="out")
-    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("-o", "--output", default="out", help="folder for the images (default: ./out)")
+    p.add_argument("-n", "--namespace", default=None, help="default: the context's namespace")
     p.set_defaults(func=_fetch)
 
     p = sub.add_parser("local", help="start or stop the embedded stack (etcd, kube-apiserver, S3, executor, operator)")

@@ -1,0 +1,765 @@
+"""The operator at scale: N jobs through the whole lifecycle on the embedded stack, with a no-op runner.
+
+The operator runs unchanged; only its configuration says `runner.image: img2img/noop:bench`, and the local executor's
+image table puts `bench/noop-image/bin` first on PATH for `img2img/noop:*`, so each runner pod is a process that does
+the real runner's edges (read input.json, write result.json and the termination message, exit 0) without the GPU
+work. The node and the GPU class get a large capacity, so the concurrency limit is not the bottleneck.
+
+Phases, in one run (each bounded in time, each in its own namespace):
+
+1. operator burst: N Img2ImgJobs created at once -> jobs/s through the lifecycle, submission -> pod created and
+   -> COMPLETED percentiles, API writes per job (kube-apiserver `apiserver_request_total` by verb and resource,
+   before/after), the operator's peak RSS (VmHWM);
+2. operator paced: jobs arrive at a steady rate the system sustains (half the burst's jobs/s unless given), far
+   under the GPU class's `maxConcurrent` -> the latency of submission -> pod created when nothing waits;
+3. native burst / paced: the same no-op pods as batch/v1 Jobs on the same API server, their pods created by
+   kube-controller-manager's job-controller (the operator is stopped), at the same N and rate;
+4. present: Img2ImgJobs are added (operator stopped) until `--present` exist, most COMPLETED with a full status and
+   a share queued in a GPU class with `maxConcurrent: 0`; the operator starts again (start-up time, writes) and
+   the burst runs once more -> the same figures with that many jobs present, and the operator's RSS there.
+
+Prints figures; asserts nothing about timing. `--json FILE` writes every figure for `run_all.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import kubeapi  # noqa: E402
+import machine  # noqa: E402
+from stats import fmt, summary  # noqa: E402
+
+from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
+from img2img.local.stack import (  # noqa: E402
+    BUCKET, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_SECRET, S3_USER, Stack, StackInfo, bootstrap_namespace,
+)
+
+NOOP_BIN = BENCH / "noop-image" / "bin"
+NOOP_IMAGE = "img2img/noop:bench"
+NOOP_IMAGE_PATTERN = "img2img/noop:*"
+SEED_REQUEST = BENCH.parent / "tests" / "data" / "seed_request.json"
+SUBMITTED_AT = f"{API_GROUP}/submitted-at"
+PARKED_CLASS = "parked"  # a GPU class with maxConcurrent 0: its jobs stay queued
+# A runner pod's requests: tiny, so that the node's 2 CPUs do not limit how many no-op pods run at once.
+NOOP_REQUESTS = {"cpu": "10m", "memory": "32Mi"}
+# Writes that are not about jobs: heartbeats of the node and of the controllers.
+HEARTBEATS = frozenset({"leases", "nodes", "nodes/status"})
+
+TARGETS = {
+    "jobs_per_s": 50.0,  # >= through the whole lifecycle, N at once
+    "p99_submit_to_pod_ms": 250.0,  # <= when under the concurrency limit
+    "writes_per_job": 6.0,  # <= API writes per job by the operator
+    "rss_mb_present": 200.0,  # <= operator RSS with --present jobs
+}
+
+
+def log(msg: str) -> None:
+    print(f"[operator_scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- the stack --------------------------------------------------------------------------------------------------
+@dataclass
+class BenchStack(Stack):
+    """The embedded stack, with the no-op image first on PATH for `img2img/noop:*` in the executor's image table,
+    and optionally kube-controller-manager's client rate limit raised (`kcm_qps`; its default is 20 QPS, burst 30).
+
+    `Stack` writes the executor's configuration and starts it in one step, so this changes the file just before the
+    executor starts (a `Stack(executor_images=..., controller_manager_args=...)` hook would be cleaner).
+    """
+
+    kcm_qps: int | None = None
+
+    def _spawn(self, state: dict, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        if not self._running(state, name):
+            if name == "executor":
+                _put_noop_first(argv)
+            elif name == "kube-controller-manager" and self.kcm_qps:
+                argv = [*argv, f"--kube-api-qps={self.kcm_qps}", f"--kube-api-burst={self.kcm_qps}"]
+        super()._spawn(state, name, argv, env)
+
+
+def _put_noop_first(argv: list[str]) -> None:
+    import yaml
+
+    config_file = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("--config=")), None)
+    if config_file is None or not config_file.exists():
+        raise RuntimeError(f"cannot find the executor's configuration in {argv}")
+    config = yaml.safe_load(config_file.read_text())
+    images = config.setdefault("images", {})
+    entry = dict(images.get(NOOP_IMAGE_PATTERN) or {})
+    entry["pathPrepend"] = [str(NOOP_BIN), *[p for p in entry.get("pathPrepend") or [] if p != str(NOOP_BIN)]]
+    images[NOOP_IMAGE_PATTERN] = entry
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def operator_overrides(limit: int) -> dict:
+    return {
+        "runner": {"image": NOOP_IMAGE, "resources": {"requests": dict(NOOP_REQUESTS)}},
+        "gpuClasses": {
+            "local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": limit},
+            PARKED_CLASS: {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 0},
+        },
+        "defaultGpuClass": "local",
+    }
+
+
+def pid_of(stack: Stack, component: str) -> int | None:
+    return stack._state().get("pids", {}).get(component)
+
+
+def memory_mb(pid: int | None) -> dict[str, float]:
+    """VmHWM (peak RSS) and VmRSS of a process, in MB (10^6 bytes)."""
+    out = {"peak_rss_mb": math.nan, "rss_mb": math.nan}
+    if not pid:
+        return out
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    out["peak_rss_mb"] = int(line.split()[1]) * 1024 / 1e6
+                elif line.startswith("VmRSS:"):
+                    out["rss_mb"] = int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return out
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system, with reaped children) of each component of the stack so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in stack._state().get("pids", {}).items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+# ---- what is submitted ------------------------------------------------------------------------------------------
+def tiny_png_b64() -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 120, 200)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def seed_input() -> dict:
+    """The seed's request `input`, with a real (tiny) image in place of its placeholder."""
+    request = json.loads(SEED_REQUEST.read_text())
+    request["input"]["payload"]["init_images"] = [tiny_png_b64()]
+    return request["input"]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Workload:
+    """One way of running a no-op job: an Img2ImgJob through the operator, or a batch/v1 Job."""
+
+    name: str
+    kind: str  # the job object's kind (events about it are the controller's)
+    controller_resources: frozenset[str]  # writes on these (but the benchmark's own creates) are the controller's
+    collection: Callable[[str], str]
+    manifest: Callable[[str, str], dict]
+    job_of_pod: Callable[[dict], str | None]
+    outcome: Callable[[dict], str | None]  # "COMPLETED", "FAILED" or None while it runs
+
+
+def operator_workload(job_input: dict, gpu_class: str | None = None) -> Workload:
+    def manifest(namespace: str, name: str) -> dict:
+        spec: dict[str, Any] = {"input": job_input}
+        if gpu_class:
+            spec["gpuClass"] = gpu_class
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "Img2ImgJob",
+            "metadata": {"name": name, "namespace": namespace, "annotations": {SUBMITTED_AT: str(now_ms())}},
+            "spec": spec,
+        }
+
+    def outcome(job: dict) -> str | None:
+        state = (job.get("status") or {}).get("status")
+        if state == "COMPLETED":
+            return "COMPLETED"
+        if state in ("FAILED", "CANCELLED", "TIMED_OUT"):
+            return "FAILED"
+        return None
+
+    return Workload(
+        name="operator",
+        kind="Img2ImgJob",
+        controller_resources=frozenset({PLURAL, f"{PLURAL}/status", "pods"}),
+        collection=lambda ns: f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/{PLURAL}",
+        manifest=manifest,
+        job_of_pod=lambda pod: ((pod.get("metadata") or {}).get("labels") or {}).get(f"{API_GROUP}/job"),
+        outcome=outcome,
+    )
+
+
+def native_workload(input_uri: str, s3_endpoint: str) -> Workload:
+    """batch/v1 Jobs running the same no-op container, with what the operator would give it (S3 env, GPU)."""
+
+    def manifest(namespace: str, name: str) -> dict:
+        resources = {**NOOP_REQUESTS, "nvidia.com/gpu": 1}
+        env = [
+            {"name": "IMG2IMG_JOB_INPUT", "value": input_uri},
+            {"name": "IMG2IMG_OUTPUT", "value": f"s3://{BUCKET}/native/{namespace}/{name}/"},
+            {"name": "IMG2IMG_ATTEMPT", "value": "1"},
+            {"name": "AWS_ENDPOINT_URL", "value": s3_endpoint},
+            {"name": "AWS_REGION", "value": "us-east-1"},
+        ] + [{"name": k, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": k}}}
+             for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "backoffLimit": 2,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "serviceAccountName": RUNNER_SERVICE_ACCOUNT,
+                        "automountServiceAccountToken": False,
+                        "containers": [{
+                            "name": "runner",
+                            "image": NOOP_IMAGE,
+                            "command": ["img2img-runner"],
+                            "env": env,
+                            "resources": {"requests": resources, "limits": {"nvidia.com/gpu": 1}},
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                        }],
+                    }
+                },
+            },
+        }
+
+    def outcome(job: dict) -> str | None:
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            if cond.get("status") == "True" and cond.get("type") == "Complete":
+                return "COMPLETED"
+            if cond.get("status") == "True" and cond.get("type") == "Failed":
+                return "FAILED"
+        return None
+
+    return Workload(
+        name="native",
+        kind="Job",
+        controller_resources=frozenset({"jobs", "jobs/status", "pods"}),
+        collection=lambda ns: f"/apis/batch/v1/namespaces/{ns}/jobs",
+        manifest=manifest,
+        job_of_pod=lambda pod: ((pod.get("metadata") or {}).get("labels") or {}).get("batch.kubernetes.io/job-name"),
+        outcome=outcome,
+    )
+
+
+# ---- one phase --------------------------------------------------------------------------------------------------
+@dataclass
+class Tracker:
+    """Times (monotonic s) seen for each job of a phase: submitted, its first pod created, finished."""
+
+    workload: Workload
+    submitted: dict[str, float] = field(default_factory=dict)
+    pod_created: dict[str, float] = field(default_factory=dict)
+    pod_finished: dict[str, float] = field(default_factory=dict)  # the first pod seen Succeeded or Failed
+    finished: dict[str, tuple[float, str]] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_pod(self, kind: str, pod: dict, arrived: float) -> None:
+        name = self.workload.job_of_pod(pod)
+        if name not in self.submitted:
+            return
+        if kind == "ADDED" and name not in self.pod_created:
+            self.pod_created[name] = arrived
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and name not in self.pod_finished:
+            self.pod_finished[name] = arrived
+
+    def on_job(self, kind: str, job: dict, arrived: float) -> None:
+        name = (job.get("metadata") or {}).get("name")
+        if name not in self.submitted or name in self.finished:
+            return
+        outcome = self.workload.outcome(job)
+        if outcome:
+            with self.cond:
+                self.finished[name] = (arrived, outcome)
+                self.cond.notify_all()
+
+
+def create_namespace(api: kubeapi.Api, stack: Stack, info: StackInfo, name: str) -> None:
+    api.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}}, ok=(201, 409))
+    bootstrap_namespace(lambda *a, **k: stack.kubectl(info, *a, **k), name)
+
+
+def write_total(counts: Counter) -> int:
+    return sum(v for (verb, res), v in counts.items() if verb in kubeapi.WRITE_VERBS and res not in HEARTBEATS)
+
+
+def wait_quiet(api: kubeapi.Api, quiet: float = 2.0, timeout: float = 30.0) -> Counter:
+    """Wait until no write (heartbeats aside) reaches the API server for `quiet` s; return the counters then."""
+    deadline = time.monotonic() + timeout
+    counts = api.request_counts()
+    last, since = write_total(counts), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        counts = api.request_counts()
+        total = write_total(counts)
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return counts
+
+
+def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str, count: int, *,
+              rate: float | None, workers: int, timeout: float, limit: int | None = None) -> dict:
+    """Submit `count` jobs (all at once, or `rate` per second), follow them to the end, and measure."""
+    mode = "burst" if rate is None else f"paced {rate:g}/s"
+    log(f"{workload.name} {mode}: {count} jobs in namespace {namespace}")
+    tracker = Tracker(workload)
+    jobs_path = workload.collection(namespace)
+    pods_path = f"/api/v1/namespaces/{namespace}/pods"
+    watches = [
+        api.watch(pods_path, api.get(f"{pods_path}?limit=1")["metadata"]["resourceVersion"], tracker.on_pod),
+        api.watch(jobs_path, api.get(f"{jobs_path}?limit=1")["metadata"]["resourceVersion"], tracker.on_job),
+    ]
+    prefix = "n" if workload.name == "native" else "j"
+    names = [f"{prefix}{'b' if rate is None else 'p'}-{i:05d}" for i in range(count)]
+    errors: list[str] = []
+    before = wait_quiet(api)
+    cpu_before = cpu_seconds(stack)
+    start = time.monotonic()
+
+    def submit(i: int) -> None:
+        if rate is not None:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        name = names[i]
+        tracker.submitted[name] = time.monotonic()
+        try:
+            api.create(jobs_path, workload.manifest(namespace, name))
+        except (kubeapi.ApiError, OSError) as e:
+            tracker.submitted.pop(name, None)
+            errors.append(str(e))
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(submit, range(count)))
+        submit_seconds = time.monotonic() - start
+        if not tracker.submitted:
+            raise RuntimeError(f"no job could be created: {errors[0] if errors else '?'}")
+        deadline = start + timeout
+        with tracker.cond:
+            while len(tracker.finished) < len(tracker.submitted) and time.monotonic() < deadline:
+                tracker.cond.wait(timeout=1.0)
+        end = time.monotonic()
+        after = wait_quiet(api)
+        cpu_after = cpu_seconds(stack)
+    finally:
+        for w in watches:
+            w.stop()
+    events, _ = api.list_all(f"/api/v1/namespaces/{namespace}/events")
+
+    created = len(tracker.submitted)
+    ok = [n for n, (_, outcome) in tracker.finished.items() if outcome == "COMPLETED"]
+    last_done = max((t for t, _ in tracker.finished.values()), default=end)
+    to_pod = [(tracker.pod_created[n] - tracker.submitted[n]) * 1000 for n in tracker.submitted
+              if n in tracker.pod_created]
+    to_done = [(tracker.finished[n][0] - tracker.submitted[n]) * 1000 for n in ok]
+    pod_run = [(tracker.pod_finished[n] - tracker.pod_created[n]) * 1000 for n in tracker.pod_finished
+               if n in tracker.pod_created]
+    pod_to_done = [(tracker.finished[n][0] - tracker.pod_finished[n]) * 1000 for n in ok if n in tracker.pod_finished]
+    diff = after - before
+    writes = {f"{verb} {res}": v / created for (verb, res), v in sorted(diff.items())
+              if verb in kubeapi.WRITE_VERBS and res not in HEARTBEATS and v > 0}
+    reads = sum(v for (verb, res), v in diff.items() if verb not in kubeapi.WRITE_VERBS)
+    events_by = Counter()
+    controller_events = 0
+    for ev in events:
+        n = int(ev.get("count") or 1)
+        component = ev.get("reportingComponent") or (ev.get("source") or {}).get("component") or "?"
+        events_by[f"{component} on {(ev.get('involvedObject') or {}).get('kind', '?')}"] += n
+        if (ev.get("involvedObject") or {}).get("kind") == workload.kind:
+            controller_events += n
+    controller_writes = (sum(v for (verb, res), v in diff.items()
+                             if verb in kubeapi.WRITE_VERBS and res in workload.controller_resources)
+                         - created + controller_events)
+    result = {
+        "workload": workload.name,
+        "mode": "burst" if rate is None else "paced",
+        "rate": rate,
+        "namespace": namespace,
+        "jobs": count,
+        "created": created,
+        "create_errors": len(errors),
+        "first_create_error": errors[0] if errors else None,
+        "completed": len(ok),
+        "failed": sum(1 for _, o in tracker.finished.values() if o != "COMPLETED"),
+        "unfinished": created - len(tracker.finished),
+        "timed_out": len(tracker.finished) < created,
+        "submit_seconds": submit_seconds,
+        "makespan_seconds": last_done - start,
+        "jobs_per_s": len(ok) / (last_done - start) if ok else 0.0,
+        "submit_to_pod_ms": summary(to_pod),
+        "submit_to_done_ms": summary(to_done),
+        "pod_created_to_pod_finished_ms": summary(pod_run),
+        "pod_finished_to_done_ms": summary(pod_to_done),
+        "max_in_flight": max_in_flight(tracker),
+        "limit": limit,
+        "writes_per_job_controller": controller_writes / created,
+        "writes_per_job_all": write_total(diff) / created,
+        "reads_per_job_all": reads / created,
+        "writes_by_request": writes,
+        "events_by_component": dict(events_by),
+        "cpu_seconds": {k: round(cpu_after.get(k, 0) - v, 2) for k, v in cpu_before.items()},
+    }
+    log(f"{workload.name} {mode}: {len(ok)}/{count} COMPLETED, {result['jobs_per_s']:.1f} jobs/s; "
+        f"submit->pod {fmt(result['submit_to_pod_ms'])}; "
+        f"controller writes/job {result['writes_per_job_controller']:.2f}")
+    return result
+
+
+def max_in_flight(tracker: Tracker) -> int:
+    """The most jobs submitted and not yet finished at any one time."""
+    moments = [(t, 1) for t in tracker.submitted.values()]
+    moments += [(t, -1) for t, _ in tracker.finished.values()]
+    current = peak = 0
+    for _, step in sorted(moments):
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+# ---- jobs present -----------------------------------------------------------------------------------------------
+A1111_INFO_KEYS = ("prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "subseed",
+                   "all_subseeds", "subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps",
+                   "batch_size", "restore_faces", "face_restoration_model", "sd_model_name", "sd_model_hash",
+                   "sd_vae_name", "sd_vae_hash", "seed_resize_from_w", "seed_resize_from_h", "denoising_strength",
+                   "extra_generation_params", "index_of_first_image", "infotexts", "styles", "job_timestamp",
+                   "clip_skip", "is_using_inpainting_conditioning", "version")
+
+
+def finished_status(uid: str, name: str, namespace: str, payload: dict, t_ms: int) -> dict:
+    """A COMPLETED status as the operator writes it, with a realistic size (two images, A1111's info, parameters)."""
+    from img2img.api.status import JobStatus, rfc3339_ms
+
+    seed = 1234567890
+    infotext = (f"{payload.get('prompt', '')}\nNegative prompt: \nSteps: 30, Sampler: DPM++ SDE, Schedule type: Karras, "
+                f"CFG scale: 7, Seed: {seed}, Size: 480x640, Model hash: 31e35c80fc, Model: sd_xl_base_1.0, "
+                "VAE hash: 235745af8d, VAE: sdxl_vae.safetensors, Denoising strength: 0.75, ControlNet 0: \"Module: "
+                "canny, Model: control_v11p_sd15_canny, Weight: 1.0, Resize Mode: Crop and Resize, Processor Res: "
+                "512, Threshold A: 75.0, Threshold B: 75.0, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: "
+                "False, Control Mode: Balanced\", Refiner: sd_xl_refiner_1.0, Refiner switch at: 0.8, Version: v1.10.1")
+    info = {key: None for key in A1111_INFO_KEYS}
+    info.update(prompt=payload.get("prompt", ""), all_prompts=[payload.get("prompt", "")], seed=seed,
+                all_seeds=[seed], width=480, height=640, sampler_name="DPM++ SDE", steps=30, cfg_scale=7,
+                infotexts=[infotext], sd_model_name="sd_xl_base_1.0", denoising_strength=0.75)
+    prefix = f"s3://{BUCKET}/jobs/{namespace}/{name}/{uid}/"
+    params = {**payload, "init_images": None}
+    status = JobStatus(
+        id=uid, status="COMPLETED", delayTime=1800, executionTime=5200, attempts=1, runnerPod=f"{name}-1",
+        submittedAt=rfc3339_ms(t_ms - 7000), startedAt=rfc3339_ms(t_ms - 5200), completedAt=rfc3339_ms(t_ms),
+        modelLoadTime=1200, result=prefix + "result.json",
+        output={"images": [prefix + "images/0.png", prefix + "images/1.png"], "info": json.dumps(info),
+                "parameters": params},
+        conditions=[{"type": "Ready", "status": "True", "reason": "Completed", "message": "",
+                     "lastTransitionTime": rfc3339_ms(t_ms), "observedGeneration": 1}],
+        observedGeneration=1,
+    )
+    return status.as_dict()
+
+
+def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, job_input: dict,
+             workers: int) -> dict:
+    """Create `count` Img2ImgJobs while the operator is stopped: COMPLETED ones (status written as the operator
+    would), and a share queued in the parked GPU class (their status is left to the operator)."""
+    started = time.monotonic()
+    n_queued = round(count * queued_share)
+    done = operator_workload(job_input)
+    parked = operator_workload(job_input, gpu_class=PARKED_CLASS)
+    path = done.collection(namespace)
+    errors: list[str] = []
+
+    def make(i: int) -> None:
+        queued = i < n_queued
+        name = f"{'q' if queued else 'c'}-{i:05d}"
+        try:
+            body = api.create(path, (parked if queued else done).manifest(namespace, name))
+            if not queued:
+                meta = body["metadata"]
+                api.merge_patch(f"{path}/{name}/status", {"status": finished_status(
+                    meta["uid"], name, namespace, job_input["payload"], now_ms())})
+        except (kubeapi.ApiError, OSError) as e:
+            errors.append(str(e))
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(make, range(count)))
+    seconds = time.monotonic() - started
+    if errors:
+        log(f"{len(errors)} of {count} jobs could not be created; first: {errors[0]}")
+    log(f"created {count - len(errors)} jobs ({n_queued} queued) in {seconds:.0f} s")
+    return {"created": count - len(errors), "queued": n_queued, "errors": len(errors),
+            "first_error": errors[0] if errors else None, "seconds": seconds}
+
+
+def count_jobs(api: kubeapi.Api) -> int:
+    """Img2ImgJobs in every namespace (a paginated list of names only would do; the count is what matters)."""
+    items, _ = api.list_all(f"/apis/{API_GROUP}/{API_VERSION}/{PLURAL}", limit=1000)
+    return len(items)
+
+
+def start_operator_and_settle(api: kubeapi.Api, stack: Stack, info: StackInfo, overrides: dict,
+                              timeout: float) -> dict:
+    """Start the operator; wait until it is healthy and its start-up writes have stopped."""
+    before = wait_quiet(api)
+    started = time.monotonic()
+    stack.start_operator(info, overrides)
+    healthy = time.monotonic() - started
+    after = wait_quiet(api, quiet=3.0, timeout=timeout)
+    settled = time.monotonic() - started
+    return {"healthy_seconds": healthy, "settled_seconds": settled,
+            "startup_writes": write_total(after - before),
+            **memory_mb(pid_of(stack, "operator"))}
+
+
+# ---- the whole benchmark ------------------------------------------------------------------------------------------
+@dataclass
+class Bench:
+    """One run: the stack, a client, what is submitted, and the figures so far."""
+
+    args: argparse.Namespace
+    stack: BenchStack
+    info: StackInfo
+    api: kubeapi.Api
+    job_input: dict
+    limit: int
+    results: dict
+
+    @property
+    def phase_timeout(self) -> float:
+        return self.args.phase_timeout or 60 + max(self.args.jobs, self.args.paced_jobs) / 2
+
+    def phase(self, key: str, workload: Workload, count: int, rate: float | None) -> dict:
+        namespace = "bench-" + key.replace("_", "-")
+        create_namespace(self.api, self.stack, self.info, namespace)
+        self.results[key] = run_phase(self.api, self.stack, workload, namespace, count, rate=rate,
+                                      workers=self.args.workers, timeout=self.phase_timeout, limit=self.limit)
+        return self.results[key]
+
+    def start_operator(self, key: str, timeout: float) -> None:
+        log("starting the operator")
+        self.results[key] = start_operator_and_settle(self.api, self.stack, self.info,
+                                                      operator_overrides(self.limit), timeout)
+
+    @property
+    def paced_rate(self) -> float:
+        """--paced-rate, else half the first burst's throughput (a load the system sustains), 1 to 50 per s."""
+        if self.args.paced_rate:
+            return self.args.paced_rate
+        burst = self.results.get("operator_burst") or self.results.get("native_burst") or {}
+        return round(min(50.0, max(1.0, burst.get("jobs_per_s", 2.0) / 2)), 1)
+
+
+def operator_phases(bench: Bench) -> None:
+    """N at once, then paced arrivals, through the operator; the operator is stopped at the end."""
+    ours = operator_workload(bench.job_input)
+    bench.start_operator("operator_start", timeout=60)
+    bench.phase("operator_burst", ours, bench.args.jobs, rate=None)
+    bench.phase("operator_paced", ours, bench.args.paced_jobs, rate=bench.paced_rate)
+    bench.results["operator_memory"] = memory_mb(pid_of(bench.stack, "operator"))
+    bench.stack.stop("operator")
+
+
+def native_phases(bench: Bench) -> None:
+    """The same no-op pods as batch/v1 Jobs (kube-controller-manager's job-controller), input staged once in S3."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=bench.info.s3_endpoint, aws_access_key_id=S3_USER,
+                      aws_secret_access_key=S3_PASSWORD, region_name="us-east-1")
+    key = "native/input.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({"input": bench.job_input}).encode())
+    native = native_workload(f"s3://{BUCKET}/{key}", bench.info.s3_endpoint)
+    bench.phase("native_burst", native, bench.args.jobs, rate=None)
+    bench.phase("native_paced", native, bench.args.paced_jobs, rate=bench.paced_rate)
+
+
+def present_phases(bench: Bench) -> None:
+    """Jobs are added (operator stopped) until --present exist; the operator restarts; the burst runs again."""
+    present = count_jobs(bench.api)
+    add = max(0, bench.args.present - present)
+    log(f"{present} jobs present; adding {add} with the operator stopped")
+    create_namespace(bench.api, bench.stack, bench.info, "bench-present")
+    population = populate(bench.api, "bench-present", add, bench.args.queued_share, bench.job_input,
+                          bench.args.workers)
+    population["present_before"] = present
+    population["present_after"] = count_jobs(bench.api)
+    bench.results["present_population"] = population
+    bench.start_operator("present_start", timeout=120 + bench.args.present / 50)
+    bench.phase("present_burst", operator_workload(bench.job_input), bench.args.jobs, rate=None)
+    bench.results["present_memory"] = memory_mb(pid_of(bench.stack, "operator"))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every phase on one stack, brought up here and always taken down."""
+    state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="img2img-bench-"))
+    limit = max(args.jobs, args.paced_jobs) * 10  # the GPU class's maxConcurrent and the node's GPUs
+    stack = BenchStack(state_dir=state_dir, with_operator=False, with_models=False, gpus=limit, kcm_qps=args.kcm_qps)
+    results: dict[str, Any] = {"parameters": vars(args).copy(), "machine": machine.describe(), "targets": TARGETS,
+                               "limit": limit}
+    wall = time.monotonic()
+    try:
+        log(f"starting the stack in {state_dir}")
+        info = stack.up()
+        api = kubeapi.Api(info.api_server, state_dir)
+        results["machine"]["kube_apiserver"] = api.version()
+        bench = Bench(args, stack, info, api, seed_input(), limit, results)
+        if not args.skip_operator:
+            operator_phases(bench)
+        if not args.skip_native:
+            native_phases(bench)
+        if not args.skip_operator and args.present:
+            present_phases(bench)
+    finally:
+        log("stopping the stack")
+        try:
+            stack.down()
+        finally:
+            if not args.keep and not args.state_dir:
+                shutil.rmtree(state_dir, ignore_errors=True)
+    results["wall_seconds"] = time.monotonic() - wall
+    return results
+
+
+# ---- printing -----------------------------------------------------------------------------------------------------
+def verdicts(results: dict) -> list[tuple[str, float, float, str, bool]]:
+    """(what, measured, target, unit, higher is better) for every target there is a figure for."""
+    out = []
+    burst = results.get("operator_burst")
+    if burst:
+        out.append(("jobs/s through the lifecycle (burst)", burst["jobs_per_s"], TARGETS["jobs_per_s"], "jobs/s", True))
+        out.append(("API writes per job by the operator", burst["writes_per_job_controller"],
+                    TARGETS["writes_per_job"], "writes", False))
+    paced = results.get("operator_paced")
+    if paced:
+        out.append(("p99 submission -> pod created (under the limit)", paced["submit_to_pod_ms"]["p99"],
+                    TARGETS["p99_submit_to_pod_ms"], "ms", False))
+    memory = results.get("present_memory")
+    if memory:
+        n = results.get("present_population", {}).get("present_after", "?")
+        out.append((f"operator peak RSS with {n} jobs present", memory["peak_rss_mb"], TARGETS["rss_mb_present"],
+                    "MB", False))
+    return out
+
+
+def met(measured: float, target: float, higher_is_better: bool) -> str:
+    if measured != measured:  # NaN
+        return "no figure"
+    if higher_is_better:
+        return "met" if measured >= target else f"missed by {target - measured:.3g} ({measured / target:.0%} of target)"
+    return "met" if measured <= target else f"missed by {measured - target:.3g} ({measured / target:.0%} of target)"
+
+
+def print_report(results: dict, out=sys.stdout) -> None:
+    def line(text: str = "") -> None:
+        print(text, file=out)
+
+    line("== operator at scale (no-op runner, embedded stack) ==")
+    for key in ("native_burst", "native_paced", "operator_burst", "operator_paced", "present_burst"):
+        r = results.get(key)
+        if not r:
+            continue
+        rate = f" at {r['rate']:g}/s" if r["rate"] else ""
+        line(f"{key}: {r['completed']}/{r['jobs']} COMPLETED ({r['failed']} failed, {r['unfinished']} unfinished)"
+             f"{rate}; {r['jobs_per_s']:.1f} jobs/s; makespan {r['makespan_seconds']:.1f} s "
+             f"(submitting took {r['submit_seconds']:.1f} s)")
+        line(f"  submit -> pod created: {fmt(r['submit_to_pod_ms'])}")
+        line(f"  submit -> COMPLETED:   {fmt(r['submit_to_done_ms'])}")
+        line(f"  of which pod created -> pod finished (executor): {fmt(r['pod_created_to_pod_finished_ms'])}")
+        line(f"  and pod finished -> job finished (controller):   {fmt(r['pod_finished_to_done_ms'])}")
+        line(f"  writes/job: controller {r['writes_per_job_controller']:.2f}, all clients "
+             f"{r['writes_per_job_all']:.2f}; reads/job (all clients) {r['reads_per_job_all']:.2f}; "
+             f"max in flight {r['max_in_flight']}")
+        line("  writes/job by request: " + ", ".join(f"{k} {v:.2f}" for k, v in r["writes_by_request"].items()))
+        line("  CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_seconds"].items()))
+    for key in ("operator_memory", "present_memory"):
+        m = results.get(key)
+        if m:
+            line(f"{key}: peak RSS {m['peak_rss_mb']:.0f} MB, RSS now {m['rss_mb']:.0f} MB")
+    pop = results.get("present_population")
+    if pop:
+        line(f"present: {pop['present_after']} jobs ({pop['created']} created in {pop['seconds']:.0f} s, "
+             f"{pop['queued']} queued in a parked class); operator start-up {results['present_start']}")
+    ob, nb = results.get("operator_burst"), results.get("native_burst")
+    op, np_ = results.get("operator_paced"), results.get("native_paced")
+    if ob and nb and nb["jobs_per_s"]:
+        line(f"operator vs native Jobs: jobs/s {ob['jobs_per_s']:.1f} vs {nb['jobs_per_s']:.1f} "
+             f"(ratio {ob['jobs_per_s'] / nb['jobs_per_s']:.2f})")
+    if op and np_ and np_["submit_to_pod_ms"]["n"]:
+        line(f"operator vs native Jobs: p99 submit -> pod created (paced) {op['submit_to_pod_ms']['p99']:.0f} vs "
+             f"{np_['submit_to_pod_ms']['p99']:.0f} ms (ratio "
+             f"{op['submit_to_pod_ms']['p99'] / np_['submit_to_pod_ms']['p99']:.2f})")
+    for what, measured, target, unit, higher in verdicts(results):
+        line(f"target: {what}: {measured:.3g} {unit} vs {'>=' if higher else '<='} {target:g} -> "
+             f"{met(measured, target, higher)}")
+    line(f"wall time {results.get('wall_seconds', 0):.0f} s")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=1000, help="jobs submitted at once per burst (default 1000)")
+    p.add_argument("--paced-jobs", type=int, default=200, help="jobs of the paced run (default 200)")
+    p.add_argument("--paced-rate", type=float, default=None,
+                   help="arrivals per second of the paced runs (default: half the first burst's jobs/s, 1 to 50)")
+    p.add_argument("--present", type=int, default=10000,
+                   help="Img2ImgJobs present for the last burst (default 10000; 0 skips that phase)")
+    p.add_argument("--queued-share", type=float, default=0.1,
+                   help="share of the added present jobs left queued (default 0.1); the rest are COMPLETED")
+    p.add_argument("--workers", type=int, default=8, help="concurrent create requests (default 8)")
+    p.add_argument("--phase-timeout", type=float, default=None,
+                   help="seconds a phase may take before it is cut (default 60 + jobs/2)")
+    p.add_argument("--skip-native", action="store_true", help="skip the batch/v1 Job comparison")
+    p.add_argument("--skip-operator", action="store_true", help="only the batch/v1 Job phases")
+    p.add_argument("--kcm-qps", type=int, default=None,
+                   help="raise kube-controller-manager's client rate limit (QPS = burst) for the Job comparison "
+                        "(default: its own, 20 QPS / burst 30)")
+    p.add_argument("--state-dir", help="stack state folder (default: a temporary one, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs) at the end")
+    p.add_argument("--json", help="also write every figure to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    results = run(args)
+    print_report(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

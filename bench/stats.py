@@ -1,0 +1,37 @@
+"""Summaries of measured samples: percentiles and their one-line rendering."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summary(values: Iterable[float]) -> dict[str, float]:
+    """n, min, p50, p95, p99, max and mean of the samples (NaN when there are none)."""
+    v = sorted(values)
+    return {
+        "n": len(v),
+        "min": v[0] if v else math.nan,
+        "p50": percentile(v, 50),
+        "p95": percentile(v, 95),
+        "p99": percentile(v, 99),
+        "max": v[-1] if v else math.nan,
+        "mean": sum(v) / len(v) if v else math.nan,
+    }
+
+
+def fmt(s: dict[str, float], unit: str = "ms", digits: int = 0) -> str:
+    if not s.get("n"):
+        return "no samples"
+    f = lambda x: f"{x:.{digits}f}"  # noqa: E731
+    return (f"p50 {f(s['p50'])} / p95 {f(s['p95'])} / p99 {f(s['p99'])} {unit} "
+            f"(min {f(s['min'])}, max {f(s['max'])}, n={s['n']})")

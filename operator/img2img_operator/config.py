@@ -1,0 +1,304 @@
+"""The operator's configuration: one YAML file, rendered by the Helm chart from its values.
+
+The file is found at ``--config PATH`` or ``$IMG2IMG_OPERATOR_CONFIG``. Keys are camelCase, as in Kubernetes
+manifests and Helm values; unknown keys are an error (a typo must not silently fall back to a default).
+
+A minimal file::
+
+    s3: {bucket: img2img}
+    gpuClasses:
+      l4: {resources: {nvidia.com/gpu: 1, memory: 24Gi}, maxConcurrent: 4}
+    defaultGpuClass: l4
+
+Everything else has a default documented on its field below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_ENV = "IMG2IMG_OPERATOR_CONFIG"
+
+Quantity = int | float | str  # a Kubernetes quantity as YAML gives it: 1, 0.5, "16Gi"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+class _Camel(_Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, alias_generator=_camel)
+
+
+class ResourceRequirements(_Camel):
+    """A container's ``resources``: quantities by resource name."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class ModelCache(_Camel):
+    """Where runners keep downloaded models between jobs. Exactly one source, mounted at ``mountPath``.
+
+    - ``persistentVolumeClaim``: a claim name (ReadWriteMany when several GPU nodes share it);
+    - ``hostPath``: a directory on the node (a node-local cache);
+    - neither: an ``emptyDir`` (models are fetched again by every pod), bounded by ``sizeLimit``.
+    """
+
+    persistent_volume_claim: str | None = None
+    host_path: str | None = None
+    size_limit: str | None = None
+    mount_path: str = "/models"
+    read_only: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelCache:
+        if self.persistent_volume_claim and self.host_path:
+            raise ValueError("set persistentVolumeClaim or hostPath, not both")
+        return self
+
+    @property
+    def kind(self) -> Literal["persistentVolumeClaim", "hostPath", "emptyDir"]:
+        if self.persistent_volume_claim:
+            return "persistentVolumeClaim"
+        if self.host_path:
+            return "hostPath"
+        return "emptyDir"
+
+
+class SecurityContext(_Camel):
+    """The runner runs under the "restricted" Pod Security Standard; only the identity is configurable."""
+
+    run_as_user: int = 1000
+    run_as_group: int = 1000
+    fs_group: int | None = 1000
+    read_only_root_filesystem: bool = True
+
+
+class SecretKeyRef(_Camel):
+    name: str
+    key: str = "HF_TOKEN"
+
+
+class RunnerConfig(_Camel):
+    """The runner pod: what runs, with which identity, with which volumes."""
+
+    image: str = "ghcr.io/img2img-operator/runner:0.1.0"
+    command: list[str] = Field(default_factory=lambda: ["img2img-runner"])
+    args: list[str] = Field(default_factory=list)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    # The runners' own ServiceAccount: no API rights; its token is never mounted. None = the namespace's default.
+    service_account_name: str | None = "img2img-runner"
+    # Defaults for every runner; the GPU class's resources are laid over them.
+    resources: ResourceRequirements = Field(
+        default_factory=lambda: ResourceRequirements(requests={"cpu": "1", "memory": "4Gi"})
+    )
+    # None = no cache volume (the runner keeps models under /tmp, lost with the pod).
+    model_cache: ModelCache | None = None
+    # The model catalog: a ConfigMap mounted at catalogPath (key catalogKey), or, without a ConfigMap,
+    # a path that already exists in the runner's file system (baked into the image, or a host path locally).
+    catalog_config_map: str | None = None
+    catalog_key: str = "catalog.yaml"
+    catalog_path: str | None = "/etc/img2img/catalog/catalog.yaml"
+    # Hosts https:// input images may come from; empty = any public host.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Extra plain environment variables for the runner container.
+    env: dict[str, str] = Field(default_factory=dict)
+    # A Secret key (in each job namespace) holding a Hugging Face token, given to the runner as HF_TOKEN: for catalog
+    # entries naming a gated or private hub repository. None = no token.
+    hub_token_secret: SecretKeyRef | None = None
+    security_context: SecurityContext = Field(default_factory=SecurityContext)
+    tmp_size_limit: str | None = "8Gi"
+    termination_grace_period_seconds: int = Field(30, ge=0)
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _catalog(self) -> RunnerConfig:
+        if self.catalog_config_map and not self.catalog_path:
+            raise ValueError("catalogConfigMap needs catalogPath (where to mount it)")
+        return self
+
+
+class S3Config(_Camel):
+    """Where jobs are staged and results land: ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/``."""
+
+    bucket: str
+    prefix: str = "jobs"
+    endpoint: str | None = None  # None = AWS; set for MinIO, Ceph, R2, …
+    region: str | None = None
+    # A Secret in each job namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, given to runners.
+    # None = the runners use a cloud identity (IRSA, workload identity) through their ServiceAccount.
+    credentials_secret: str | None = None
+    # s3:// prefixes a job may read input images from, by namespace ("*" = every namespace). A namespace's own
+    # area s3://<bucket>/<prefix>/<namespace>/ is always allowed.
+    allowed_read_prefixes: dict[str, list[str]] = Field(default_factory=dict)
+    # Lifetime of the presigned result URLs the runner adds to result.json; 0 = none.
+    presign_expiry_seconds: int = Field(0, ge=0)
+
+    def job_prefix(self, namespace: str, name: str, uid: str, bucket: str | None = None,
+                   prefix: str | None = None) -> str:
+        """``s3://bucket/prefix/namespace/name/uid/`` for one job (the job's own output location if it has one)."""
+        parts = [p.strip("/") for p in ((prefix if prefix is not None else self.prefix), namespace, name, uid)]
+        return f"s3://{bucket or self.bucket}/" + "/".join(p for p in parts if p) + "/"
+
+    def allowed_reads(self, namespace: str) -> list[str]:
+        own = f"s3://{self.bucket}/" + "/".join(p for p in (self.prefix.strip("/"), namespace) if p) + "/"
+        extra = self.allowed_read_prefixes.get("*", []) + self.allowed_read_prefixes.get(namespace, [])
+        return list(dict.fromkeys([own, *extra]))
+
+
+class Toleration(_Camel):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class GpuClass(_Camel):
+    """A kind of GPU node: what a runner asks for and where it may land."""
+
+    # Laid over runner.resources as both requests and limits (GPUs must not be overcommitted).
+    resources: dict[str, Quantity] = Field(default_factory=lambda: {"nvidia.com/gpu": 1})
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = None
+    max_concurrent: int | None = Field(None, ge=0)  # None = no limit of its own
+
+
+class QueueConfig(_Camel):
+    """Admission limits on top of the GPU classes' own; None = no limit."""
+
+    max_concurrent: int | None = Field(None, ge=0)
+    max_concurrent_per_namespace: int | None = Field(None, ge=0)
+
+
+class JobDefaults(_Camel):
+    """Values for the job controls a job leaves out."""
+
+    priority: int = 0
+    timeout_seconds: int = Field(3600, ge=1)
+    retries: int = Field(2, ge=0)
+    ttl_seconds_after_finished: int | None = Field(None, ge=0)  # None = keep finished jobs
+
+
+class RetryBackoff(_Camel):
+    """Delay before attempt n+1: initialSeconds · 2^(n−1), at most maxSeconds."""
+
+    initial_seconds: float = Field(10, ge=0)
+    max_seconds: float = Field(300, ge=0)
+
+    def delay(self, failed_attempt: int) -> float:
+        return min(self.max_seconds, self.initial_seconds * 2 ** max(0, failed_attempt - 1))
+
+
+class Timing(_Camel):
+    """How long the operator waits on the cluster before it calls something a failure."""
+
+    image_pull_grace_seconds: float = Field(300, ge=0)  # ErrImagePull/ImagePullBackOff longer than this: retry
+    container_config_grace_seconds: float = Field(120, ge=0)  # CreateContainerConfigError longer than this: FAILED
+    node_lost_grace_seconds: float = Field(300, ge=0)  # pod phase Unknown longer than this: retry
+    deadline_grace_seconds: float = Field(30, ge=0)  # past activeDeadlineSeconds + this: the operator times out
+    cancel_grace_period_seconds: int = Field(10, ge=0)  # terminationGracePeriod when deleting a pod
+    tick_seconds: float = Field(10, gt=0)  # the dispatcher looks at every job at least this often
+    resync_seconds: float = Field(300, gt=0)  # full re-list of jobs and pods, healing missed watch events
+
+
+class PeeringConfig(_Camel):
+    """kopf peering: several operator replicas, one active. Disabled = ``--standalone``."""
+
+    enabled: bool = False
+    name: str = "img2img-operator"
+    priority: int = 0
+
+
+class LoggingConfig(_Camel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class OperatorConfig(_Camel):
+    """The whole configuration file."""
+
+    namespaces: list[str] = Field(default_factory=list)  # empty = every namespace
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    s3: S3Config
+    gpu_classes: dict[str, GpuClass] = Field(default_factory=lambda: {"default": GpuClass()})
+    default_gpu_class: str | None = None  # None = the only class, if there is exactly one
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    defaults: JobDefaults = Field(default_factory=JobDefaults)
+    retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
+    timing: Timing = Field(default_factory=Timing)
+    peering: PeeringConfig = Field(default_factory=PeeringConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics_port: int | None = Field(9090, ge=0, le=65535)  # None = no metrics endpoint
+    health_port: int = Field(8080, ge=0, le=65535)  # /healthz (kopf's liveness endpoint)
+    dispatch_concurrency: int = Field(16, ge=1)  # jobs acted on at once by the dispatcher
+
+    @model_validator(mode="after")
+    def _gpu_classes(self) -> OperatorConfig:
+        if not self.gpu_classes:
+            raise ValueError("gpuClasses: at least one GPU class is needed")
+        if self.default_gpu_class is not None and self.default_gpu_class not in self.gpu_classes:
+            raise ValueError(
+                f"defaultGpuClass: {self.default_gpu_class!r} is not one of gpuClasses ({', '.join(self.gpu_classes)})"
+            )
+        if self.default_gpu_class is None and len(self.gpu_classes) > 1:
+            raise ValueError("defaultGpuClass: needed when there is more than one GPU class")
+        return self
+
+    @property
+    def default_class(self) -> str:
+        return self.default_gpu_class or next(iter(self.gpu_classes))
+
+    @property
+    def all_namespaces(self) -> bool:
+        return not self.namespaces
+
+
+class ConfigError(Exception):
+    """The configuration file is missing or wrong; the message names the file and every bad key."""
+
+
+def parse_config(data: Any, source: str = "<config>") -> OperatorConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return OperatorConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"  {where}: {err['msg']}")
+        raise ConfigError(f"{source}: invalid operator configuration\n" + "\n".join(problems)) from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> OperatorConfig:
+    """Load the file at ``path``, else at ``$IMG2IMG_OPERATOR_CONFIG``."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"no configuration: pass --config PATH or set ${CONFIG_ENV}")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the operator configuration: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_config(data, str(p))

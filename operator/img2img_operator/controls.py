@@ -1,0 +1,84 @@
+"""A job's spec, checked with the shared API models, and its controls with the configuration's defaults. Pure.
+
+A spec the models refuse (or that names a GPU class the configuration does not have) cannot run: the job ends
+FAILED at once, its error naming every bad field (``spec.input.payload.steps: must be at least 1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from img2img.api.errors import Problem, problems
+from img2img.api.job import Img2ImgJobSpec
+
+from .config import OperatorConfig
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The Kubernetes-side controls of a job, defaults applied."""
+
+    priority: int
+    gpu_class: str
+    timeout_seconds: int
+    retries: int
+    ttl_seconds_after_finished: int | None
+    cancel: bool = False
+    output_bucket: str | None = None
+    output_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The outcome of checking a spec: controls, and the problems that stop it from running (if any)."""
+
+    controls: Controls
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        return "; ".join(str(p) for p in self.problems)
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return value
+
+
+def controls_from(spec: Mapping[str, Any], config: OperatorConfig) -> Controls:
+    """Controls from a raw spec, leniently (wrong types fall back to defaults): usable even for a refused job."""
+    d = config.defaults
+    output = spec.get("output") if isinstance(spec.get("output"), Mapping) else {}
+    gpu_class = spec.get("gpuClass") if isinstance(spec.get("gpuClass"), str) else None
+    return Controls(
+        priority=_int(spec.get("priority"), d.priority),
+        gpu_class=gpu_class or config.default_class,
+        timeout_seconds=_int(spec.get("timeoutSeconds"), d.timeout_seconds),
+        retries=_int(spec.get("retries"), d.retries),
+        ttl_seconds_after_finished=_int(spec.get("ttlSecondsAfterFinished"), d.ttl_seconds_after_finished),
+        cancel=spec.get("cancel") is True,
+        output_bucket=output.get("bucket") or None,
+        output_prefix=output.get("prefix") if isinstance(output.get("prefix"), str) else None,
+    )
+
+
+def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
+    """Validate ``spec`` with the shared models and the configuration (GPU classes)."""
+    controls = controls_from(spec, config)
+    found: list[Problem] = []
+    try:
+        Img2ImgJobSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        found += problems(exc, "spec")
+    if controls.gpu_class not in config.gpu_classes:
+        known = ", ".join(sorted(config.gpu_classes))
+        found.append(Problem("spec.gpuClass", f"unknown GPU class {controls.gpu_class!r} (known: {known})"))
+    return Checked(controls, tuple(found))

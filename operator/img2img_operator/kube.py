@@ -1,0 +1,205 @@
+"""Every call the operator makes to the Kubernetes API (kubernetes_asyncio), with raw dict bodies in and out.
+
+Writes are idempotent where the API allows: creating a pod that exists is a success (409 → read it), deleting one
+that is gone is a success (404), a status patch carries the resourceVersion it was decided on (409 → decide again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes_asyncio import client, config as kconfig
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from img2img import API_GROUP, API_VERSION, KIND, PLURAL
+
+from .views import LABEL_MANAGED_BY, MANAGED_BY
+
+log = logging.getLogger("img2img_operator.kube")
+
+RUNNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+TIMEOUT = 30  # seconds per API call
+MERGE_PATCH = "application/merge-patch+json"
+COMPONENT = "img2img-operator"
+
+
+class Conflict(Exception):
+    """The object changed since the decision was taken (409)."""
+
+
+class Gone(Exception):
+    """The object no longer exists (404)."""
+
+
+OBJECT = {200: "object", 201: "object", 202: "object"}  # JSON bodies as plain dicts
+
+
+async def connect() -> client.ApiClient:
+    """An API client: in-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    configuration = client.Configuration()
+    try:
+        kconfig.load_incluster_config(client_configuration=configuration)
+    except kconfig.ConfigException:
+        await kconfig.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient):
+        self.api = api
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, Any] | None = None,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        """One API call with the client's authentication; a dict back; ApiException (``.status``) on errors."""
+        result = await self.api.call_api(
+            path, method,
+            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body, auth_settings=["BearerToken"], response_types_map=OBJECT,
+            _return_http_data_only=True, _preload_content=True, _request_timeout=TIMEOUT,
+        )
+        return result or {}
+
+    # ---- runner pods ------------------------------------------------------------------------------------------
+    async def create_pod(self, manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the pod; (body, True) if created now, (existing body, False) if it already existed."""
+        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            return await self.request("POST", f"/api/v1/namespaces/{ns}/pods", body=dict(manifest)), True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        return await self.request("GET", f"/api/v1/namespaces/{ns}/pods/{name}"), False
+
+    async def delete_pod(self, namespace: str, name: str, uid: str | None, grace_seconds: int) -> dict | None:
+        """Delete the pod (only that uid, if given): the pod as it is now being deleted; None if already gone."""
+        body: dict[str, Any] = {"gracePeriodSeconds": grace_seconds, "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            data = await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body=body)
+            return data if data.get("kind") == "Pod" else None
+        except ApiException as e:
+            if e.status in (404, 409):  # gone, or a newer pod of that name (precondition failed)
+                return None
+            raise
+
+    async def _list(self, namespaces: Sequence[str], path: Callable[[str | None], str],
+                    query: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        items: list[dict[str, Any]] = []
+        rvs: list[int | None] = []
+        for ns in namespaces or [None]:
+            data = await self.request("GET", path(ns), query=query)
+            items += data.get("items") or []
+            rvs.append(_rv(data))
+        known = [r for r in rvs if r is not None]
+        return items, min(known) if known and len(known) == len(rvs) else None
+
+    async def list_pods(self, namespaces: Sequence[str]) -> tuple[list[dict[str, Any]], int | None]:
+        """Runner pods (by label), in the namespaces or everywhere; with the lowest list resourceVersion."""
+        return await self._list(namespaces, lambda ns: f"/api/v1/namespaces/{ns}/pods" if ns else "/api/v1/pods",
+                                {"labelSelector": RUNNER_SELECTOR})
+
+    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    # ---- jobs -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _jobs_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{API_GROUP}/{API_VERSION}"
+        path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
+        if name:
+            path += f"/{name}"
+        if sub:
+            path += f"/{sub}"
+        return path
+
+    async def list_jobs(self, namespaces: Sequence[str]) -> tuple[list[dict[str, Any]], int | None]:
+        items, rv = await self._list(namespaces, self._jobs_path)
+        for item in items:
+            item.setdefault("apiVersion", f"{API_GROUP}/{API_VERSION}")
+            item.setdefault("kind", KIND)
+        return items, rv
+
+    async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self._jobs_path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any],
+                               resource_version: str | None) -> dict[str, Any]:
+        """Merge-patch ``.status`` through the status subresource, on the condition the job is still as seen."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return await self.request("PATCH", self._jobs_path(namespace, name, "status"), body=body,
+                                      content_type=MERGE_PATCH)
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
+            if e.status == 404:
+                raise Gone(f"{namespace}/{name}") from None
+            raise
+
+    async def delete_job(self, namespace: str, name: str, uid: str) -> bool:
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+        try:
+            await self.request("DELETE", self._jobs_path(namespace, name), body=body)
+            return True
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False
+            raise
+
+    # ---- events -----------------------------------------------------------------------------------------------
+    async def post_event(self, job: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the job. Best effort: events are a convenience, the status is the record."""
+        meta = job.get("metadata") or {}
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": f"{API_GROUP}/operator",
+            "reportingInstance": self.instance[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", f"/api/v1/namespaces/{meta.get('namespace')}/events", body=event)
+
+
+def _rv(data: Mapping[str, Any]) -> int | None:
+    try:
+        return int((data.get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None

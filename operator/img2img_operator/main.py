@@ -1,0 +1,246 @@
+"""``img2img-operator``: kopf for watching, login, health and peering; one dispatcher task for everything else.
+
+kopf is used statelessly: ``@kopf.on.event`` handlers feed the cache (jobs, and runner pods filtered server-side by
+label); kopf writes nothing on the objects — no diff-base annotation (the spec, with its inline images, is never
+copied), no progress, no finalizers. The dispatcher (started on startup, stopped on cleanup) is the one writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+
+from img2img import API_GROUP, API_VERSION, PLURAL
+
+from .cache import Cache
+from .config import ConfigError, OperatorConfig, load_config
+from .dispatcher import Dispatcher
+from .kube import Kube, connect
+from .metrics import Metrics
+from .placement import PodPlacement
+from .staging import Staging
+from .views import LABEL_MANAGED_BY, MANAGED_BY
+
+log = logging.getLogger("img2img_operator")
+
+CONTEXT_KEYS = ("job", "namespace", "uid", "attempt")
+
+
+# ---- kopf storages that store nothing ----------------------------------------------------------------------------
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: no handler here detects changes, and the spec (up to 1.5 MB of images) is never copied."""
+
+    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
+class NoProgress(kopf.ProgressStorage):
+    """No handler progress: event handlers are stateless, nothing is written on the objects."""
+
+    def fetch(self, *, key: Any, body: Any) -> Any:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: Any, patch: Any) -> None:
+        return None
+
+    def touch(self, *, body: Any, patch: Any, value: Any) -> None:
+        return None
+
+    def clear(self, *, essence: Any) -> Any:
+        return essence
+
+
+def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.diffbase_storage = NoDiffBase()
+    settings.persistence.progress_storage = NoProgress()
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"  # never added: no deletion handlers, no daemons
+    settings.posting.level = logging.WARNING  # kopf's own Events only for problems (our Events are the dispatcher's)
+    settings.posting.reporting_component = "img2img-operator"
+    settings.posting.event_name_prefix = "img2img-operator-"
+    settings.watching.label_selectors["v1", "pods"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"  # server-side filter
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    settings.peering.name = config.peering.name
+    settings.peering.priority = config.peering.priority
+    settings.peering.standalone = not config.peering.enabled
+    settings.peering.clusterwide = config.all_namespaces
+    # No namespace or CRD scanning (it needs cluster-wide list rights the chart does not grant): the namespaces are
+    # the configured ones (or all), and the CRD must exist when the operator starts.
+    settings.scanning.disabled = True
+    return settings
+
+
+# ---- the runtime -------------------------------------------------------------------------------------------------
+class Runtime:
+    """What lives as long as the operator: configuration, cache, metrics, and (after startup) the dispatcher."""
+
+    def __init__(self, config: OperatorConfig):
+        self.config = config
+        self.dispatcher: Dispatcher | None = None
+        self.cache = Cache(on_change=self._changed)
+        self.metrics = Metrics()
+        self.kube: Kube | None = None
+        self.task: asyncio.Task | None = None
+        self.started = time.monotonic()
+
+    def _changed(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.poke()
+
+    async def start(self) -> None:
+        self.kube = Kube(await connect())
+        staging = Staging(self.config.s3)
+        placement = PodPlacement(self.config, self.kube, staging, self.cache)
+        self.dispatcher = Dispatcher(self.config, self.cache, self.kube, placement, staging, self.metrics)
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port)
+        self.task = asyncio.create_task(self.dispatcher.run(), name="img2img dispatcher")
+        log.info("operator started (namespaces: %s; GPU classes: %s; metrics on :%s)",
+                 ", ".join(self.config.namespaces) or "all", ", ".join(self.config.gpu_classes),
+                 self.config.metrics_port)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.kube is not None:
+            await self.kube.close()
+
+    def health(self) -> dict[str, Any]:
+        """Liveness: the dispatcher runs and has passed recently (once it has listed the cluster)."""
+        d = self.dispatcher
+        if self.task is None or d is None:
+            return {"dispatcher": "starting"}
+        if self.task.done():
+            raise RuntimeError(f"the dispatcher stopped: {self.task.exception()!r}")
+        stale_after = max(120.0, 6 * self.config.timing.tick_seconds)
+        if d.synced and d.last_pass is not None and time.monotonic() - d.last_pass > stale_after:
+            raise RuntimeError(f"no dispatcher pass for {time.monotonic() - d.last_pass:.0f} s")
+        return {"dispatcher": "running" if d.synced else "listing", "jobs": len(self.cache)}
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        await runtime.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.probe(id="dispatcher", registry=registry)
+    def probe(**_: Any) -> dict[str, Any]:
+        return runtime.health()
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    def job_event(event: dict[str, Any], **_: Any) -> None:
+        runtime.cache.job_event(event.get("type"), event["object"])
+
+    @kopf.on.event("v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
+    def pod_event(event: dict[str, Any], **_: Any) -> None:
+        runtime.cache.pod_event(event.get("type"), event["object"])
+
+    return registry
+
+
+# ---- logging -----------------------------------------------------------------------------------------------------
+class _TextContext(logging.Filter):
+    """Text logs: ``[namespace/job #attempt]`` before the message of records that carry a job."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = getattr(record, "job", None)
+        if job and not getattr(record, "_img2img_prefixed", False):
+            where = f"{getattr(record, 'namespace', '')}/{job}"
+            attempt = getattr(record, "attempt", None)
+            record.msg = f"[{where}{f' #{attempt}' if attempt else ''}] {record.msg}"
+            record._img2img_prefixed = True
+        return True
+
+
+def configure_logging(config: OperatorConfig, level: str | None = None) -> None:
+    level = level or config.logging.level
+    kopf.configure(
+        debug=level == "DEBUG",
+        verbose=level in ("DEBUG", "INFO"),
+        quiet=level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if config.logging.format == "json" else kopf.LogFormat.FULL,
+    )
+    ours = logging.getLogger("img2img_operator")
+    ours.setLevel(level)
+    if config.logging.format == "text":
+        ours.addFilter(_TextContext())
+        for name in ("img2img_operator.dispatcher", "img2img_operator.kube"):
+            logging.getLogger(name).addFilter(_TextContext())
+    if level != "DEBUG":
+        # kopf logs every event handler call at INFO: only its warnings, unless debugging
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# ---- entry point -------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="img2img-operator", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="the configuration file (default: $IMG2IMG_OPERATOR_CONFIG)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="overrides logging.level of the configuration")
+    parser.add_argument("--check-config", action="store_true", help="load the configuration, print it, and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"img2img-operator: {e}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(config.model_dump_json(by_alias=True, indent=2))
+        return 0
+    configure_logging(config, args.log_level)
+    runtime = Runtime(config)
+    asyncio.run(kopf.operator(
+        registry=build_registry(runtime),
+        settings=build_settings(config),
+        standalone=not config.peering.enabled,
+        peering_name=config.peering.name if config.peering.enabled else None,
+        priority=config.peering.priority,
+        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+        clusterwide=config.all_namespaces,
+        namespaces=config.namespaces,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

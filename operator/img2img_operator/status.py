@@ -1,0 +1,125 @@
+"""Status patches (RunPod-shaped, img2img.api.status.JobStatus) and kstatus conditions. Pure.
+
+The lifecycle says what the status should be; ``changes`` keeps only what differs from the stored status, so a
+decision taken twice writes once, and a pass over an unchanged job writes nothing.
+
+Conditions (kstatus, read by Argo CD / Flux):
+
+| status | Ready | Reconciling | Stalled |
+|---|---|---|---|
+| IN_QUEUE, IN_PROGRESS | False | True | False |
+| COMPLETED | True | False | False |
+| FAILED, TIMED_OUT, CANCELLED | False | False | True |
+
+CANCELLED is Stalled too: the job will not become Ready, and a GitOps tool waiting on it must stop waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from img2img.api.status import READY, RECONCILING, STALLED, JobState
+
+from .views import JobView, format_time_ms
+
+TERMINAL_STATES = {s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)}
+MAX_CONDITION_MESSAGE = 1024
+
+
+def is_terminal(state: str | None) -> bool:
+    return state in TERMINAL_STATES
+
+
+def condition_time(now: int) -> str:
+    """Conditions carry whole seconds, as metav1.Time does."""
+    return format_time_ms(now - now % 1000).replace(".000Z", "Z")
+
+
+def conditions(state: str, reason: str, message: str, generation: int, now: int,
+               previous: list[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Ready, Reconciling, Stalled for ``state``; a condition keeps its lastTransitionTime while its status holds."""
+    ready = state == JobState.COMPLETED.value
+    reconciling = not is_terminal(state)
+    stalled = is_terminal(state) and not ready
+    before = {c.get("type"): c for c in previous or [] if isinstance(c, Mapping)}
+    message = message[:MAX_CONDITION_MESSAGE]
+    out = []
+    for kind, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled)):
+        status = "True" if value else "False"
+        old = before.get(kind) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status else None
+        out.append({
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since or condition_time(now),
+            "observedGeneration": generation,
+        })
+    return out
+
+
+def desired(job: JobView, now: int, state: str, reason: str, message: str = "", **fields: Any) -> dict[str, Any]:
+    """The status a decision wants: state, conditions, observedGeneration, id, and ``fields`` (None = remove)."""
+    patch: dict[str, Any] = {
+        "id": job.uid,
+        "status": state,
+        **fields,
+        "conditions": conditions(state, reason, message, job.generation, now, job.status.get("conditions")),
+        "observedGeneration": job.generation,
+    }
+    return patch
+
+
+def _pruned(value: Any) -> Any:
+    """Without None values, recursively: what the API server stores of a merge patch."""
+    if isinstance(value, Mapping):
+        return {k: _pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def _same_conditions(old: Any, new: Any) -> bool:
+    def strip(items: Any) -> list[dict]:
+        return sorted(
+            ({k: v for k, v in c.items()} for c in items or [] if isinstance(c, Mapping)),
+            key=lambda c: str(c.get("type")),
+        )
+    return strip(old) == strip(new)
+
+
+def changes(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns ``current`` into ``wanted`` for the keys ``wanted`` names (None = remove)."""
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        if value is None:
+            if current.get(key) is not None:
+                patch[key] = None
+        elif key == "conditions":
+            if not _same_conditions(current.get(key), value):
+                patch[key] = value
+        elif _pruned(current.get(key)) != _pruned(value):
+            patch[key] = value
+    return patch
+
+
+def applied(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` with a merge patch applied at the top level (our patches replace whole values)."""
+    out = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def last_failure(reason: str, message: str, exit_code: int | None = None) -> dict[str, Any]:
+    """``status.lastFailure``; every key present, so a merge patch replaces the previous one whole."""
+    return {"reason": reason, "exitCode": exit_code, "message": message}
+
+
+def error_text(reason: str, message: str) -> str:
+    return f"{reason}: {message}" if message else reason

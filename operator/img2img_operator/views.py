@@ -1,0 +1,245 @@
+"""Read-only views of the objects the operator decides on: an Img2ImgJob and its runner pods. Pure.
+
+The cache keeps raw bodies (as the API returns them); these views pick out what the decisions need, so that
+``lifecycle`` reads as decisions rather than as dictionary digging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from img2img import API_GROUP
+
+MANAGED_BY = "img2img-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_JOB = f"{API_GROUP}/job"
+LABEL_JOB_UID = f"{API_GROUP}/job-uid"
+LABEL_ATTEMPT = f"{API_GROUP}/attempt"
+LABEL_GPU_CLASS = f"{API_GROUP}/gpu-class"
+ANNOTATION_SUBMITTED_AT = f"{API_GROUP}/submitted-at"
+RUNNER_CONTAINER = "runner"
+
+
+# ---- time ---------------------------------------------------------------------------------------------------------
+def parse_time_ms(value: Any) -> int | None:
+    """RFC 3339 (``2026-01-01T00:00:00Z``, with or without fractions) or ms since the epoch → ms since the epoch."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(round(parsed.timestamp() * 1000))
+    return None
+
+
+def format_time_ms(ms: int) -> str:
+    """ms since the epoch → RFC 3339 with milliseconds, UTC (``2026-01-01T00:00:00.123Z``)."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def resource_version(body: Mapping[str, Any]) -> int | None:
+    """The resourceVersion as a number (etcd's revision), for newest-wins merging; None if it is not one."""
+    rv = (body.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(rv)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---- the job ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    created_ms: int
+    annotations: Mapping[str, str]
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    deleting: bool = False
+    first_seen_ms: int | None = None  # when this operator process first saw the job on a live watch event
+    resource_version: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], first_seen_ms: int | None = None) -> JobView:
+        meta = body.get("metadata") or {}
+        return cls(
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 1),
+            created_ms=parse_time_ms(meta.get("creationTimestamp")) or 0,
+            annotations=dict(meta.get("annotations") or {}),
+            spec=body.get("spec") or {},
+            status=body.get("status") or {},
+            deleting=bool(meta.get("deletionTimestamp")),
+            first_seen_ms=first_seen_ms,
+            resource_version=meta.get("resourceVersion"),
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def state(self) -> str | None:
+        return self.status.get("status")
+
+    @property
+    def attempts(self) -> int:
+        try:
+            return int(self.status.get("attempts") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+
+# ---- the runner pod -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Terminated:
+    exit_code: int
+    reason: str | None = None
+    message: str | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    running_since_ms: int | None = None
+    terminated: Terminated | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    status: str
+    reason: str | None = None
+    message: str | None = None
+    transition_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    uid: str
+    attempt: int
+    namespace: str = ""
+    phase: str = "Pending"  # Pending, Running, Succeeded, Failed, Unknown
+    reason: str | None = None  # pod-level: Evicted, DeadlineExceeded, Preempting, NodeLost, …
+    message: str | None = None
+    created_ms: int | None = None
+    started_ms: int | None = None  # status.startTime: the kubelet accepted the pod
+    deleting: bool = False
+    deleted_ms: int | None = None  # metadata.deletionTimestamp (the end of the grace period)
+    gone: bool = False  # deleted from the API (kept by the cache as a tombstone while its job lives)
+    gone_ms: int | None = None  # when the cache saw it go
+    conditions: Mapping[str, Condition] = field(default_factory=dict)
+    container: ContainerView | None = None
+    node_name: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def ended_ms(self) -> int | None:
+        """When the pod stopped running (finished, or deleted), as well as the pod tells."""
+        term = self.container.terminated if self.container else None
+        if term is not None and term.finished_ms is not None:
+            return term.finished_ms
+        if self.finished:
+            times = [c.transition_ms for c in self.conditions.values() if c.transition_ms is not None]
+            if times:
+                return max(times)
+        return self.gone_ms or self.deleted_ms
+
+    @property
+    def live(self) -> bool:
+        """Still holding (or about to hold) a node's resources."""
+        return not self.gone and not self.finished
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], gone_ms: int | None = None) -> PodView:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        labels = meta.get("labels") or {}
+        try:
+            attempt = int(labels.get(LABEL_ATTEMPT) or 0)
+        except ValueError:
+            attempt = 0
+        conditions = {
+            c.get("type"): Condition(str(c.get("status")), c.get("reason"), c.get("message"),
+                                     parse_time_ms(c.get("lastTransitionTime")))
+            for c in status.get("conditions") or []
+            if c.get("type")
+        }
+        container = None
+        for cs in status.get("containerStatuses") or []:
+            if cs.get("name") == RUNNER_CONTAINER:
+                container = _container_view(cs)
+        return cls(
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            attempt=attempt,
+            namespace=meta.get("namespace", ""),
+            phase=status.get("phase") or "Pending",
+            reason=status.get("reason"),
+            message=status.get("message"),
+            created_ms=parse_time_ms(meta.get("creationTimestamp")),
+            started_ms=parse_time_ms(status.get("startTime")),
+            deleting=bool(meta.get("deletionTimestamp")),
+            deleted_ms=parse_time_ms(meta.get("deletionTimestamp")),
+            gone=gone_ms is not None,
+            gone_ms=gone_ms,
+            conditions=conditions,
+            container=container,
+            node_name=(body.get("spec") or {}).get("nodeName"),
+        )
+
+
+def _container_view(cs: Mapping[str, Any]) -> ContainerView:
+    state = cs.get("state") or {}
+    waiting = state.get("waiting") or None
+    running = state.get("running") or None
+    terminated = state.get("terminated") or None
+    term = None
+    if terminated is not None:
+        term = Terminated(
+            exit_code=int(terminated.get("exitCode") or 0),
+            reason=terminated.get("reason"),
+            message=terminated.get("message"),
+            started_ms=parse_time_ms(terminated.get("startedAt")),
+            finished_ms=parse_time_ms(terminated.get("finishedAt")),
+        )
+    return ContainerView(
+        waiting_reason=(waiting or {}).get("reason"),
+        waiting_message=(waiting or {}).get("message"),
+        running_since_ms=parse_time_ms((running or {}).get("startedAt")),
+        terminated=term,
+    )
+
+
+def job_uid_of_pod(body: Mapping[str, Any]) -> str | None:
+    """The uid of the job a runner pod belongs to: its controller ownerReference, else its label."""
+    meta = body.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "Img2ImgJob":
+            return ref.get("uid")
+    return (meta.get("labels") or {}).get(LABEL_JOB_UID)

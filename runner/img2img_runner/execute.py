@@ -1,0 +1,265 @@
+"""One job, in process: RunPod ``input`` -> images, A1111 ``info`` and ``parameters``.
+
+The steps, each in its own module: validate the payload (img2img.api) -> resolve the models (catalog) -> fetch and
+decode the images (fetch) -> plan every A1111 decision (plan) -> load the models (pipelines, cached) -> ControlNet
+detect maps (preprocess) -> per batch: the base pipeline, handing over to the refiner at ``refiner_switch_at``
+-> info and infotexts (info). ``main`` (the pod) and ``local_run`` (``img2img run``) both call ``execute``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PIL import Image
+
+from img2img_runner.catalog import Catalog
+from img2img_runner.errors import BadInput
+from img2img_runner.fetch import FetchPolicy, load_image
+from img2img_runner.images import flatten, resize_init_image
+from img2img_runner.info import Outcome, info as make_info
+from img2img_runner.plan import Batch, ImageSizes, Plan, make_plan
+
+log = logging.getLogger(__name__)
+
+# the VAE posterior is sampled from its own stream, so it is not the same numbers as the initial noise
+VAE_SEED_OFFSET = 0x5EED_1111
+
+
+@dataclass
+class Result:
+    images: list[Image.Image]  # generated images (infotext in .info["parameters"]), then detect maps
+    info: str  # A1111's info JSON string
+    parameters: dict[str, Any]  # the request, A1111-shaped, init_images null
+    infotexts: list[str]
+    timings: dict[str, int] = field(default_factory=dict)  # ms: modelLoad, preprocess, inference, total
+    trace: dict[str, Any] = field(default_factory=dict)  # what ran: schedule indices per stage, per batch
+    plan: Plan | None = None
+
+    @property
+    def generated(self) -> int:
+        return len(self.infotexts)
+
+
+def parse_input(job_input: dict[str, Any]):
+    """The RunPod ``input`` validated; BadInput with every problem (field paths under ``input``)."""
+    from pydantic import ValidationError
+
+    from img2img.api.envelope import RunPodInput
+    from img2img.api.errors import problems
+
+    try:
+        return RunPodInput.model_validate(job_input)
+    except ValidationError as exc:
+        found = problems(exc, "input")
+        message = "; ".join(str(p) for p in found) or str(exc)
+        raise BadInput(message, found[0].path if found else "input", absolute=True) from None
+
+
+def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: FetchPolicy | None = None,
+            rng: random.Random | None = None, on_models_loaded: Callable[[], None] | None = None,
+            s3_client=None) -> Result:
+    started = time.monotonic()
+    job_timestamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
+    request = parse_input(job_input)
+    payload = request.payload
+
+    enabled = payload.enabled_controlnet_units
+    models = catalog.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
+                             controlnets=[u.model_name for u in enabled])
+
+    policy = policy or FetchPolicy.from_env()
+    init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client)
+                   for i, v in enumerate(payload.init_images)]
+    unit_images: dict[int, Image.Image] = {}
+    for i, unit in enumerate(payload.controlnet_units):
+        if unit.enabled and unit.source_image is not None:
+            key = "image" if unit.image is not None else "input_image"
+            unit_images[i] = load_image(unit.source_image, f"alwayson_scripts.controlnet.args[{i}].{key}", policy,
+                                        s3_client=s3_client)
+    sizes = ImageSizes(init=tuple(flatten(im).size for im in init_images),
+                       units={i: flatten(im).size for i, im in unit_images.items()})
+    plan = make_plan(payload, models, sizes, rng)
+
+    from img2img_runner import preprocess
+
+    for unit in plan.units:
+        preprocess.check_supported(unit, catalog)
+
+    # --- models --------------------------------------------------------------------------------------------
+    from img2img_runner.pipelines import ModelCache
+
+    t0 = time.monotonic()
+    cache = cache or ModelCache(catalog)
+    loaded = _load_models(plan, cache)
+    model_load_ms = int((time.monotonic() - t0) * 1000)
+    if on_models_loaded is not None:
+        on_models_loaded()
+
+    # --- ControlNet detect maps ----------------------------------------------------------------------------
+    t1 = time.monotonic()
+    detect_maps = []
+    for unit in plan.units:
+        source = unit_images.get(unit.request_index, init_images[0])
+        detect_maps.append(preprocess.detect_map(unit, source, plan.run_width, plan.run_height, catalog=catalog,
+                                                 seed=plan.seed, device=cache.runtime.device))
+    preprocess_ms = int((time.monotonic() - t1) * 1000)
+
+    # --- sampling ------------------------------------------------------------------------------------------
+    t2 = time.monotonic()
+    prepared = [_prepare_init(im, plan) for im in init_images]
+    generated: list[Image.Image] = []
+    traces = []
+    refiner_ran = False
+    for batch in plan.batches:
+        images, trace = _run_batch(plan, batch, loaded, prepared, [Image.fromarray(m) for m in detect_maps])
+        generated.extend(images)
+        traces.append(trace)
+        refiner_ran = refiner_ran or bool(trace.get("refiner"))
+    inference_ms = int((time.monotonic() - t2) * 1000)
+
+    outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp)
+    info_json, infotexts = make_info(plan, outcome, restore_faces=bool(payload.restore_faces),
+                                     styles=payload.styles or [],
+                                     seed_resize_from=(payload.seed_resize_from_w, payload.seed_resize_from_h))
+    for image, text in zip(generated, infotexts):
+        image.info["parameters"] = text
+    maps = [Image.fromarray(m) for m, u in zip(detect_maps, plan.units) if u.save_detected_map]
+    images = generated + maps if payload.send_images else []
+    return Result(
+        images=images, info=info_json, parameters=payload.parameters(), infotexts=infotexts,
+        timings={"modelLoad": model_load_ms, "preprocess": preprocess_ms, "inference": inference_ms,
+                 "total": int((time.monotonic() - started) * 1000)},
+        trace={"batches": traces, "runtime": cache.runtime.name}, plan=plan,
+    )
+
+
+@dataclass
+class _Loaded:
+    base: Any  # Components
+    vae: Any
+    refiner: Any | None  # Components
+    controlnets: list[Any]
+    runtime: Any
+
+
+def _load_models(plan: Plan, cache) -> _Loaded:
+    models = plan.models
+    base = cache.checkpoint(models.checkpoint)
+    vae = cache.vae(models.vae) if models.vae is not None else base["vae"]
+    refiner = cache.refiner(plan.refiner.entry, base, vae) if plan.refiner is not None else None
+    controlnets = [cache.controlnet(u.controlnet) for u in plan.units]
+    return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime)
+
+
+def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Image]:
+    """(the image the pipeline is given, the image that is VAE-encoded). resize_mode 3 encodes the original
+    (at a multiple of 8) and interpolates the latents; 0-2 resize the pixels as A1111 does."""
+    if plan.resize_mode == 3:
+        flat = flatten(image)
+        w, h = flat.width - flat.width % 8, flat.height - flat.height % 8
+        original = flat if (w, h) == flat.size else flat.crop((0, 0, w, h))
+        return resize_init_image(image, 0, plan.run_width, plan.run_height), original
+    resized = resize_init_image(image, plan.resize_mode, plan.run_width, plan.run_height)
+    return resized, resized
+
+
+def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_images) -> tuple[list, dict]:
+    import torch
+
+    from img2img_runner import pipelines as P
+
+    spec = plan.scheduler
+    steps = plan.steps
+    base = loaded.base
+    latent_shape = (base["unet"].config.in_channels, plan.run_height // 8, plan.run_width // 8)
+    noise, generators = P.a1111_noise(batch.seeds, latent_shape)
+    if plan.eta_noise_seed_delta:  # A1111: ENSD re-seeds the per-step noise (ancestral/SDE samplers)
+        generators = [torch.Generator("cpu").manual_seed(int(s) + plan.eta_noise_seed_delta) for s in batch.seeds]
+    vae_seeds = [(int(s) + VAE_SEED_OFFSET) & 0xFFFFFFFFFFFF for s in batch.seeds]
+    init = P.InitialLatents(
+        images=[prepared[i][1] for i in batch.init_image_indices], noise=noise, noise_multiplier=plan.noise_multiplier,
+        vae_seeds=vae_seeds,
+        latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None)
+    images_in = [prepared[i][0] for i in batch.init_image_indices]
+    cfg_on = plan.cfg_scale > 1
+    common = dict(prompt=list(batch.prompts), negative_prompt=list(batch.negative_prompts),
+                  num_inference_steps=steps.schedule, guidance_scale=plan.cfg_scale, generator=generators)
+    if spec.eta is not None:
+        common["eta"] = spec.eta
+    first = steps.first_index * spec.order  # index in scheduler.timesteps of the first executed evaluation
+    trace: dict[str, Any] = {"seeds": list(batch.seeds), "order": spec.order, "first": first}
+
+    # where the refiner takes over (None: no refiner; 0 evaluations on the base: the refiner does it all)
+    stop = None
+    refiner = loaded.refiner
+    if refiner is not None:
+        switch_at = plan.refiner.switch_at
+        if switch_at is None or switch_at <= 0:
+            stop = first
+        else:
+            probe = P.make_scheduler(refiner["scheduler"], spec)
+            stop = P.refiner_start_index(probe, steps.schedule, switch_at)
+            if stop >= len(probe.timesteps):  # the schedule ends before the switch: A1111 never switches
+                stop, refiner = None, None
+        trace["stop"] = stop
+    refiner_sched = P.make_scheduler(refiner["scheduler"], spec) if refiner is not None else None
+
+    if refiner is not None and stop is not None and stop <= first:
+        # A1111: the switch point is before the first img2img step -> the refiner samples everything (no ControlNet)
+        pipe = P.refiner_pipeline(refiner, refiner_sched)
+        if spec.brownian:
+            pipe.scheduler.noise_sampler_seed = list(batch.seeds)
+        seen: list[int] = []
+        P.install_initial_latents(pipe, init)
+        try:
+            out = pipe(image=images_in, strength=steps.strength, output_type="pil",
+                       callback_on_step_end=P.step_counter(None, first, seen), **common).images
+        finally:
+            P.remove_initial_latents(pipe)
+        trace.update(base=[], refiner=seen)
+        return list(out), trace
+
+    scheduler = P.make_scheduler(base["scheduler"], spec)
+    if spec.brownian:
+        scheduler.noise_sampler_seed = list(batch.seeds)
+    units = None
+    kwargs = dict(common)
+    if plan.units:
+        units = P.control_units(loaded.controlnets, [u.soft_injection for u in plan.units],
+                                [u.cfg_injection for u in plan.units])
+        units.cfg_active = cfg_on
+        kwargs.update(control_image=list(control_images), controlnet_conditioning_scale=[u.weight for u in plan.units],
+                      control_guidance_start=[u.guidance_start for u in plan.units],
+                      control_guidance_end=[u.guidance_end for u in plan.units],
+                      height=plan.run_height, width=plan.run_width)
+    if plan.clip_skip is not None:
+        kwargs["clip_skip"] = plan.clip_skip
+    pipe = P.base_pipeline(base, loaded.vae, scheduler, units)
+    seen_base: list[int] = []
+    P.install_initial_latents(pipe, init)
+    try:
+        out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
+                   callback_on_step_end=P.step_counter(stop, first, seen_base), **kwargs).images
+    finally:
+        P.remove_initial_latents(pipe)
+    trace["base"] = seen_base
+    if units is not None:
+        trace["controlnet_calls"] = list(units.calls)
+    if stop is None:
+        return list(out), trace
+
+    pipe_r = P.refiner_pipeline(refiner, refiner_sched)
+    if spec.brownian:
+        pipe_r.scheduler.noise_sampler_seed = list(batch.seeds)
+    seen_refiner: list[int] = []
+    images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
+                    callback_on_step_end=P.step_counter(None, stop, seen_refiner), **common).images
+    if pipe_r.scheduler.begin_index != stop:
+        raise RuntimeError(f"refiner began at {pipe_r.scheduler.begin_index}, the base stopped before {stop}")
+    trace["refiner"] = seen_refiner
+    return list(images), trace

@@ -1,0 +1,336 @@
+"""Image fields -> PIL images: inline base64 / data URI, or a reference fetched safely.
+
+References are checked *before any request is sent*:
+
+- ``https://host/…``: only https; the host must be on ``IMG2IMG_ALLOWED_HOSTS`` (a JSON list; empty or unset = any
+  public host; an entry ``.example.com`` allows its subdomains). The name is resolved first and *every* address
+  must be public: loopback, private (RFC 1918, ULA), link-local (169.254.0.0/16, where cloud metadata lives),
+  shared (100.64.0.0/10), multicast, reserved and unspecified addresses are refused, as are IPv4-mapped forms of
+  them. The connection then goes to the address that was checked (no second lookup a DNS rebind could change),
+  with TLS verified against the host name. Redirects are not followed blindly: each ``Location`` goes through the
+  same checks (at most 3). The body is capped (``IMG2IMG_MAX_IMAGE_BYTES``, default 20 MB) and every read has a
+  timeout. ``IMG2IMG_ALLOW_PRIVATE_HOSTS=1`` lifts the address rule (for a cluster-internal image server).
+- ``s3://bucket/key``: only under an entry of ``IMG2IMG_ALLOWED_S3`` (a JSON list of ``s3://bucket/prefix``;
+  unset = none), keys with ``.``/``..``/empty segments refused; read with the runner's S3 credentials, same cap.
+
+Failures: a reference the job may not use, a 4xx, or data that is not an image -> BadInput (never retried); a
+5xx or a connection failure after retries -> StorageError (the job is retried).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+from urllib.parse import urljoin, urlsplit
+
+from PIL import Image
+
+from img2img.api.images import ImageError, decode_inline, parse_reference, S3Ref, HttpsRef, MAX_PIXELS
+from img2img_runner.errors import BadInput, StorageError
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_TIMEOUT = 20.0
+MAX_REDIRECTS = 3
+RETRIES = 3
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    allowed_hosts: tuple[str, ...] = ()  # empty = any public host
+    allowed_s3: tuple[str, ...] = ()  # s3://bucket/prefix entries; empty = no S3 reads
+    allow_private: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+    timeout: float = DEFAULT_TIMEOUT
+    resolver: Resolver = field(default=system_resolver, compare=False)
+    ca_file: str | None = None  # extra CA bundle (a private image server's CA)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "FetchPolicy":
+        env = os.environ if env is None else env
+        return cls(
+            allowed_hosts=tuple(_json_list(env, "IMG2IMG_ALLOWED_HOSTS")),
+            allowed_s3=tuple(_json_list(env, "IMG2IMG_ALLOWED_S3")),
+            allow_private=env.get("IMG2IMG_ALLOW_PRIVATE_HOSTS", "") in ("1", "true", "True", "yes"),
+            max_bytes=int(env.get("IMG2IMG_MAX_IMAGE_BYTES") or DEFAULT_MAX_BYTES),
+            timeout=float(env.get("IMG2IMG_FETCH_TIMEOUT") or DEFAULT_TIMEOUT),
+            ca_file=env.get("IMG2IMG_CA_BUNDLE") or None,
+        )
+
+
+def _json_list(env: dict[str, str], key: str) -> list[str]:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = [part.strip() for part in raw.split(",")]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a JSON list of strings")
+    return [v for v in value if v]
+
+
+# --- decisions (pure) --------------------------------------------------------------------------------------
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a connection to this IP address is refused, or None when it is a public address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata lives there)"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved or not ip.is_global:
+        return "a non-public address"
+    return None
+
+
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    allowed = [a.lower().rstrip(".") for a in allowed]
+    if not allowed:
+        return True
+    host = host.lower().rstrip(".")
+    return any(host == a or (a.startswith(".") and host.endswith(a)) for a in allowed)
+
+
+def s3_allowed(ref: S3Ref, allowed: Iterable[str]) -> bool:
+    for entry in allowed:
+        if not entry.startswith("s3://"):
+            continue
+        bucket, _, prefix = entry[5:].partition("/")
+        if bucket != ref.bucket:
+            continue
+        if not prefix or ref.key.startswith(prefix if prefix.endswith("/") else prefix + "/") or ref.key == prefix:
+            return True
+    return False
+
+
+def check_s3(ref: S3Ref, policy: FetchPolicy, field_: str) -> None:
+    segments = ref.key.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise BadInput(f"{ref}: key segments may not be empty, '.' or '..'", field_)
+    if not s3_allowed(ref, policy.allowed_s3):
+        allowed = ", ".join(policy.allowed_s3) or "none (IMG2IMG_ALLOWED_S3 is empty)"
+        raise BadInput(f"{ref}: this job may not read from that bucket/prefix; allowed: {allowed}", field_)
+
+
+def check_https(url: str, policy: FetchPolicy, field_: str) -> tuple[str, int, list[str]]:
+    """(host, port, addresses to connect to) for an https URL the job may fetch; BadInput otherwise.
+
+    Resolves the name (one lookup) and checks every address; nothing is sent anywhere.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https":
+        raise BadInput(f"{_short(url)}: only https:// URLs are fetched", field_)
+    host = parts.hostname
+    if not host:
+        raise BadInput(f"{_short(url)}: no host", field_)
+    if parts.username or parts.password:
+        raise BadInput(f"{_short(url)}: credentials in the URL are not accepted", field_)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise BadInput(f"{_short(url)}: bad port", field_) from None
+    if not host_allowed(host, policy.allowed_hosts):
+        raise BadInput(f"{_short(url)}: host {host!r} is not on the allowed list ({', '.join(policy.allowed_hosts)})",
+                       field_)
+    try:
+        literal = ipaddress.ip_address(host)
+        addresses = [str(literal)]
+    except ValueError:
+        try:
+            addresses = policy.resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise BadInput(f"{_short(url)}: cannot resolve {host!r} ({exc})", field_) from None
+    if not addresses:
+        raise BadInput(f"{_short(url)}: {host!r} has no address", field_)
+    if not policy.allow_private:
+        for address in addresses:
+            why = address_refusal(address)
+            if why is not None:
+                raise BadInput(f"{_short(url)}: {host!r} resolves to {address}, {why}; refused", field_)
+    return host, port, addresses
+
+
+# --- I/O ---------------------------------------------------------------------------------------------------
+
+
+def load_image(value: str, field_: str, policy: FetchPolicy | None = None, *, s3_client=None) -> Image.Image:
+    """The image a payload field names (inline or a reference), decoded and fully loaded."""
+    policy = policy or FetchPolicy.from_env()
+    try:
+        ref = parse_reference(value)
+    except ImageError as exc:
+        raise BadInput(str(exc), field_) from None
+    try:
+        if ref is None:
+            return decode_inline(value)
+        if isinstance(ref, S3Ref):
+            check_s3(ref, policy, field_)
+            data = _get_s3(ref, policy, field_, s3_client)
+        else:
+            assert isinstance(ref, HttpsRef)
+            data = fetch_https(ref.url, policy, field_)
+        return _decode(data, str(ref))
+    except ImageError as exc:
+        raise BadInput(str(exc), field_) from None
+
+
+def _decode(data: bytes, what: str) -> Image.Image:
+    from PIL import UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            raise ImageError(f"{what}: image of {image.width}x{image.height} pixels is larger than {MAX_PIXELS}")
+        image.load()
+        return image
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{what}: not a decodable image ({type(exc).__name__})") from None
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a checked address: TCP to ``address``, TLS (SNI, certificate) for ``host``."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def fetch_https(url: str, policy: FetchPolicy, field_: str) -> bytes:
+    context = ssl.create_default_context(cafile=policy.ca_file) if policy.ca_file else ssl.create_default_context()
+    for _ in range(MAX_REDIRECTS + 1):
+        host, port, addresses = check_https(url, policy, field_)
+        status, headers, body = _with_retries(lambda: _get_once(url, host, port, addresses, policy, context), url,
+                                              field_)
+        if status in (301, 302, 303, 307, 308):
+            location = headers.get("location")
+            if not location:
+                raise BadInput(f"{_short(url)}: redirect without a Location", field_)
+            url = urljoin(url, location)
+            continue
+        if 400 <= status < 500:
+            raise BadInput(f"{_short(url)}: HTTP {status}", field_)
+        if status != 200:
+            raise StorageError(f"{_short(url)}: HTTP {status}", field_)
+        return body
+    raise BadInput(f"{_short(url)}: more than {MAX_REDIRECTS} redirects", field_)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _get_once(url: str, host: str, port: int, addresses: list[str], policy: FetchPolicy,
+              context: ssl.SSLContext) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + policy.timeout
+    last: Exception | None = None
+    for address in addresses:
+        conn = _PinnedHTTPSConnection(host, port, address, policy.timeout, context)
+        try:
+            conn.request("GET", path, headers={"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": "img2img-runner",
+                                                "Accept": "image/*"})
+            resp = conn.getresponse()
+            headers = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.status >= 500:
+                raise _Retry(f"HTTP {resp.status}")
+            if resp.status != 200:
+                return resp.status, headers, b""
+            length = headers.get("content-length")
+            if length and length.isdigit() and int(length) > policy.max_bytes:
+                raise BadInput(f"{_short(url)}: {length} bytes is more than the {policy.max_bytes} allowed", None)
+            chunks, size = [], 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise _Retry(f"timed out after {policy.timeout}s")
+                chunk = resp.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > policy.max_bytes:
+                    raise BadInput(f"{_short(url)}: more than the {policy.max_bytes} bytes allowed", None)
+                chunks.append(chunk)
+            return 200, headers, b"".join(chunks)
+        except ssl.SSLCertVerificationError as exc:
+            raise BadInput(f"{_short(url)}: TLS certificate not trusted ({exc.verify_message})", None) from None
+        except (OSError, http.client.HTTPException) as exc:
+            last = exc
+        finally:
+            conn.close()
+    raise _Retry(str(last))
+
+
+def _with_retries(call: Callable[[], tuple[int, dict[str, str], bytes]], url: str, field_: str):
+    delay = 0.5
+    for attempt in range(RETRIES):
+        try:
+            return call()
+        except BadInput as exc:
+            raise BadInput(str(exc), field_) from None
+        except _Retry as exc:
+            if attempt == RETRIES - 1:
+                raise StorageError(f"{_short(url)}: {exc} (after {RETRIES} attempts)", field_) from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _get_s3(ref: S3Ref, policy: FetchPolicy, field_: str, client=None) -> bytes:
+    from img2img_runner.storage import s3_client, transient
+
+    client = client or s3_client()
+    import botocore.exceptions
+
+    try:
+        head = client.head_object(Bucket=ref.bucket, Key=ref.key)
+        if head.get("ContentLength", 0) > policy.max_bytes:
+            raise BadInput(f"{ref}: {head['ContentLength']} bytes is more than the {policy.max_bytes} allowed", field_)
+        body = client.get_object(Bucket=ref.bucket, Key=ref.key)["Body"]
+        data = body.read(policy.max_bytes + 1)
+        if len(data) > policy.max_bytes:
+            raise BadInput(f"{ref}: more than the {policy.max_bytes} bytes allowed", field_)
+        return data
+    except botocore.exceptions.ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        if transient(exc):
+            raise StorageError(f"{ref}: S3 error {code or status} (after retries)", field_) from None
+        raise BadInput(f"{ref}: {code or status}" + (" (no such object)" if status == 404 else ""), field_) from None
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError,
+            botocore.exceptions.ReadTimeoutError) as exc:
+        raise StorageError(f"{ref}: cannot reach S3 ({exc})", field_) from None
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:117] + "..."

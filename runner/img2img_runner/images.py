@@ -1,0 +1,154 @@
+"""Image geometry as A1111 and its ControlNet extension do it (numpy/cv2/Pillow; no torch).
+
+- ``flatten`` / ``rgb_array``: what A1111 and CN do with alpha (composite on white) and EXIF orientation.
+- ``resize_init_image``: A1111 ``images.resize_image`` for img2img ``resize_mode`` 0-2 (LANCZOS; no upscaler model,
+  A1111's default ``upscaler_for_img2img`` is None).
+- ``resize_with_pad``: CN ``resize_image_with_pad``: the short side scaled to the preprocessor resolution
+  (INTER_CUBIC up, INTER_AREA down), edge-padded to multiples of 64 for the detector, cropped back after.
+- ``detectmap_resize``: CN ``detectmap_proc``: the detected map brought to the generation size with the unit's resize
+  mode (Just Resize = stretch, Crop and Resize = cover + centre crop, Resize and Fill = fit + pad with the border's
+  median colour), with CN's "high quality" interpolation choice (nearest for few-colour maps such as segmentations,
+  area down / cubic up otherwise, and Otsu re-binarisation for binary maps such as Canny edges).
+  Not reproduced: CN's extra thinning of one-pixel edges after upscaling (``nake_nms`` + ``lvmin_thin``); an
+  upscaled edge map therefore keeps edges a little thicker than CN's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+LANCZOS = Image.Resampling.LANCZOS
+
+
+def flatten(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """EXIF-oriented RGB; transparency composited on ``background`` (A1111 ``images.flatten``, white by default)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """HxWx3 uint8, as CN's HWC3 gives it (alpha composited on white)."""
+    return np.asarray(flatten(image), dtype=np.uint8).copy()
+
+
+def hwc3(x: np.ndarray) -> np.ndarray:
+    """Grey -> 3 channels; RGBA -> RGB on white (CN/controlnet-aux HWC3)."""
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.shape[2] == 1:
+        return np.concatenate([x, x, x], axis=2)
+    if x.shape[2] == 4:
+        color = x[:, :, :3].astype(np.float32)
+        alpha = x[:, :, 3:4].astype(np.float32) / 255.0
+        return (color * alpha + 255.0 * (1.0 - alpha)).clip(0, 255).astype(np.uint8)
+    return x
+
+
+def resize_init_image(image: Image.Image, mode: int, width: int, height: int) -> Image.Image:
+    """A1111 ``resize_image(resize_mode, im, width, height)`` for modes 0 (stretch), 1 (crop), 2 (fill)."""
+    image = flatten(image)
+    if mode == 0 or mode == 3:
+        return image.resize((width, height), resample=LANCZOS)
+    ratio = width / height
+    src_ratio = image.width / image.height
+    if mode == 1:  # scale to cover, centre, crop the overflow
+        src_w = width if ratio > src_ratio else image.width * height // image.height
+        src_h = height if ratio <= src_ratio else image.height * width // image.width
+    else:  # scale to fit, centre, fill the borders by stretching the edge rows/columns
+        src_w = width if ratio < src_ratio else image.width * height // image.height
+        src_h = height if ratio >= src_ratio else image.height * width // image.width
+    resized = image.resize((src_w, src_h), resample=LANCZOS)
+    out = Image.new("RGB", (width, height))
+    out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+    if mode == 2:
+        if ratio < src_ratio:
+            fill = height // 2 - src_h // 2
+            if fill > 0:
+                out.paste(resized.resize((width, fill), box=(0, 0, width, 0)), box=(0, 0))
+                out.paste(resized.resize((width, fill), box=(0, resized.height, width, resized.height)),
+                          box=(0, fill + src_h))
+        elif ratio > src_ratio:
+            fill = width // 2 - src_w // 2
+            if fill > 0:
+                out.paste(resized.resize((fill, height), box=(0, 0, 0, height)), box=(0, 0))
+                out.paste(resized.resize((fill, height), box=(resized.width, 0, resized.width, height)),
+                          box=(fill + src_w, 0))
+    return out
+
+
+def resize_with_pad(img: np.ndarray, resolution: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """CN ``resize_image_with_pad``: (padded image, (height, width) to crop the detector's output back to)."""
+    import cv2
+
+    img = hwc3(img)
+    h_raw, w_raw = img.shape[:2]
+    k = float(resolution) / float(min(h_raw, w_raw))
+    interpolation = cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA
+    h, w = int(np.round(h_raw * k)), int(np.round(w_raw * k))
+    img = cv2.resize(img, (w, h), interpolation=interpolation)
+    pad_h, pad_w = _pad64(h), _pad64(w)
+    padded = np.pad(img, [[0, pad_h], [0, pad_w], [0, 0]], mode="edge")
+    return np.ascontiguousarray(padded), (h, w)
+
+
+def _pad64(x: int) -> int:
+    return int(np.ceil(float(x) / 64.0) * 64 - x)
+
+
+def _unique_colors(x: np.ndarray) -> int:
+    flat = x.reshape(-1, x.shape[2])
+    packed = flat[:, 0].astype(np.uint32) << 16 | flat[:, 1].astype(np.uint32) << 8 | flat[:, 2].astype(np.uint32)
+    return len(np.unique(packed))
+
+
+def high_quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """CN's resize of a detected map to ``size`` = (width, height)."""
+    import cv2
+
+    if x.shape[0] == size[1] and x.shape[1] == size[0]:
+        return x
+    smaller = size[0] * size[1] < x.shape[0] * x.shape[1]
+    colors = _unique_colors(x)
+    binary = colors == 2 and x.min() < 16 and x.max() > 240
+    if 2 < colors < 200:
+        interpolation = cv2.INTER_NEAREST
+    elif smaller:
+        interpolation = cv2.INTER_AREA
+    else:
+        interpolation = cv2.INTER_CUBIC
+    y = cv2.resize(x, size, interpolation=interpolation)
+    if binary:
+        grey = np.mean(y.astype(np.float32), axis=2).clip(0, 255).astype(np.uint8)
+        _, grey = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        y = np.stack([grey] * 3, axis=2)
+    return y
+
+
+def detectmap_resize(detected: np.ndarray, resize_mode: str, width: int, height: int) -> np.ndarray:
+    """CN ``detectmap_proc``: the map at the generation size (HxWx3 uint8), per the unit's resize mode."""
+    detected = hwc3(detected)
+    if resize_mode == "Just Resize":
+        return np.ascontiguousarray(high_quality_resize(detected, (width, height)))
+    old_h, old_w = float(detected.shape[0]), float(detected.shape[1])
+    k0, k1 = height / old_h, width / old_w
+    if resize_mode == "Resize and Fill":
+        k = min(k0, k1)
+        borders = np.concatenate([detected[0, :, :], detected[-1, :, :], detected[:, 0, :], detected[:, -1, :]], axis=0)
+        color = np.median(borders, axis=0).astype(detected.dtype)
+        canvas = np.tile(color[None, None], [height, width, 1])
+        resized = high_quality_resize(detected, (int(np.round(old_w * k)), int(np.round(old_h * k))))
+        new_h, new_w = resized.shape[:2]
+        pad_h, pad_w = max(0, (height - new_h) // 2), max(0, (width - new_w) // 2)
+        canvas[pad_h:pad_h + new_h, pad_w:pad_w + new_w] = resized[:height, :width]
+        return np.ascontiguousarray(canvas)
+    k = max(k0, k1)  # Crop and Resize
+    resized = high_quality_resize(detected, (int(np.round(old_w * k)), int(np.round(old_h * k))))
+    new_h, new_w = resized.shape[:2]
+    pad_h, pad_w = max(0, (new_h - height) // 2), max(0, (new_w - width) // 2)
+    return np.ascontiguousarray(resized[pad_h:pad_h + height, pad_w:pad_w + width])

@@ -1,0 +1,200 @@
+"""A1111's answer text: the ``info`` JSON string, one infotext per image, in A1111 1.10's format (pure).
+
+Format decision (reference spec §6 Q1): A1111 1.10 + current sd-webui-controlnet, because that is what current
+clients parse (1.9+ split "Schedule type" off the sampler name; A1111's infotext parser reads CN's "ControlNet N"
+values in the current "Key: value" form and refuses the legacy one). The legacy CN string of the RunPod example
+(webui 1.5.1) is available with ``IMG2IMG_CONTROLNET_INFOTEXT=legacy``.
+
+- ``info`` keys in ``Processed.js`` order (modules/processing.py), dumped with ``json.dumps(default=None)``.
+- infotext: ``prompt[\\nNegative prompt: …]\\n`` + ``Key: value`` pairs in ``create_infotext``'s order, None values
+  left out, a value containing ``,``, ``:`` or a newline JSON-quoted (infotext_utils.quote).
+- ``extra_generation_params`` in the order A1111 writes them: ControlNet units (CN's ``process``), Denoising strength
+  (img2img ``init``), Schedule type (sampling), Refiner and Refiner switch at (when the refiner takes over).
+- "RNG: CPU": the initial noise is drawn on the CPU on every device (so a seed gives the same picture on any GPU
+  class); A1111 writes that key whenever its noise source is not the GPU.
+- "Version": the A1111 version whose format this is (``IMG2IMG_INFOTEXT_VERSION``, default v1.10.1), so infotext
+  parsers apply 1.10's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from img2img_runner.plan import Plan, UnitPlan
+
+A1111_VERSION = "v1.10.1"
+RNG_SOURCE = "CPU"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What only running the job tells: did the refiner take over, when did the job start."""
+
+    refiner_ran: bool
+    job_timestamp: str  # YYYYMMDDhhmmss
+
+
+def version() -> str:
+    return os.environ.get("IMG2IMG_INFOTEXT_VERSION", A1111_VERSION)
+
+
+def controlnet_format() -> str:
+    return "legacy" if os.environ.get("IMG2IMG_CONTROLNET_INFOTEXT", "").lower() == "legacy" else "1.10"
+
+
+def quote(value: Any) -> Any:
+    """infotext_utils.quote: JSON-quote a value containing ',', ':' or a newline."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return value
+    return json.dumps(text, ensure_ascii=False)
+
+
+def controlnet_value(unit: UnitPlan) -> str:
+    """CN ``ControlNetUnit.serialize`` (internal_controlnet/args.py): "Module: canny, Model: …, Control Mode: …".
+
+    Values are the unit's after CN's bounds check (processor_res -1 -> 512, thresholds -> the module's defaults),
+    before pixel perfect; CN writes an empty string when any value contains ',' or ':'.
+    """
+    fields = [
+        ("Module", unit.module_as_sent),
+        ("Model", unit.model),
+        ("Weight", float(unit.weight)),
+        ("Resize Mode", unit.resize_mode_as_sent),
+        ("Processor Res", int(unit.processor_res_info)),
+        ("Threshold A", float(unit.threshold_a_info)),
+        ("Threshold B", float(unit.threshold_b_info)),
+        ("Guidance Start", float(unit.guidance_start)),
+        ("Guidance End", float(unit.guidance_end)),
+        ("Pixel Perfect", bool(unit.pixel_perfect)),
+        ("Control Mode", unit.control_mode),
+    ]
+    values = [(k, str(v)) for k, v in fields]
+    if any("," in v or ":" in v for _, v in values):
+        return ""
+    return ", ".join(f"{k}: {v}" for k, v in values)
+
+
+def controlnet_value_legacy(unit: UnitPlan) -> str:
+    """The pre-2023-08 CN string of the RunPod example, values as sent."""
+    s = unit.sent
+
+    def v(key: str, default: Any) -> Any:
+        return s.get(key, default)
+
+    end = s.get("guidance_end", s.get("guidance", unit.guidance_end))
+    return (f"preprocessor: {unit.module_as_sent}, model: {unit.model}, weight: {v('weight', unit.weight)}, "
+            f"starting/ending: ({v('guidance_start', unit.guidance_start)}, {end}), "
+            f"resize mode: {v('resize_mode', unit.resize_mode_as_sent)}, pixel perfect: {unit.pixel_perfect}, "
+            f"control mode: {v('control_mode', unit.control_mode)}, preprocessor params: "
+            f"({v('processor_res', unit.processor_res)}, {v('threshold_a', unit.threshold_a_info)}, "
+            f"{v('threshold_b', unit.threshold_b_info)})")
+
+
+def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None = None) -> dict[str, Any]:
+    cn_format = cn_format or controlnet_format()
+    extra: dict[str, Any] = {}
+    units = {f"ControlNet {u.index}": u for u in plan.units}
+    for key, value in plan.extra_generation_params.items():
+        if key in units:
+            unit = units[key]
+            if cn_format == "legacy":
+                extra[f"ControlNet {unit.request_index}"] = controlnet_value_legacy(unit)
+            else:
+                extra[key] = controlnet_value(unit)
+        else:
+            extra[key] = value
+    if plan.refiner is not None and outcome.refiner_ran:
+        extra["Refiner"] = plan.refiner.entry.short_title
+        extra["Refiner switch at"] = plan.refiner.switch_at
+    return extra
+
+
+def infotext(plan: Plan, index: int, extra: dict[str, Any]) -> str:
+    """A1111 ``create_infotext`` for image ``index`` (0-based over all batches)."""
+    models = plan.models
+    vae = models.vae
+    subseed_strength = plan.subseed_strength
+    ensd = plan.eta_noise_seed_delta if plan.eta_noise_seed_delta and plan.scheduler.stochastic else None
+    params: dict[str, Any] = {
+        "Steps": plan.steps.requested,
+        "Sampler": plan.sampler,
+        "Schedule type": plan.schedule,
+        "CFG scale": plan.cfg_scale,
+        "Image CFG scale": None,
+        "Seed": plan.all_seeds[index],
+        "Face restoration": None,
+        "Size": f"{plan.width}x{plan.height}",
+        "Model hash": models.checkpoint.hash,
+        "Model": models.checkpoint.stem,
+        "FP8 weight": None,
+        "Cache FP16 weight for LoRA": None,
+        "VAE hash": vae.hash if vae else None,
+        "VAE": vae.name if vae else None,
+        "Variation seed": None if subseed_strength == 0 else plan.all_subseeds[index],
+        "Variation seed strength": None if subseed_strength == 0 else subseed_strength,
+        "Seed resize from": None,
+        "Denoising strength": plan.denoising_strength,
+        "Conditional mask weight": None,
+        "Clip skip": None if plan.clip_skip_a1111 <= 1 else plan.clip_skip_a1111,
+        "ENSD": ensd,
+        "Token merging ratio": None,
+        "Token merging ratio hr": None,
+        "Init image hash": None,
+        "RNG": RNG_SOURCE,
+        "Tiling": None,
+        **extra,
+        "Version": version(),
+        "User": None,
+    }
+    text = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = plan.all_negative_prompts[index]
+    negative_text = f"\nNegative prompt: {negative}" if negative else ""
+    return f"{plan.all_prompts[index]}{negative_text}\n{text}".strip()
+
+
+def info(plan: Plan, outcome: Outcome, *, restore_faces: bool = False, styles: list[str] | None = None,
+         seed_resize_from: tuple[int, int] = (-1, -1), cn_format: str | None = None) -> tuple[str, list[str]]:
+    """(``info`` JSON string, infotexts). Keys in A1111 1.10's ``Processed.js`` order."""
+    extra = extra_generation_params(plan, outcome, cn_format)
+    infotexts = [infotext(plan, i, extra) for i in range(plan.images)]
+    models = plan.models
+    vae = models.vae
+    obj = {
+        "prompt": plan.all_prompts[0],
+        "all_prompts": list(plan.all_prompts),
+        "negative_prompt": plan.all_negative_prompts[0],
+        "all_negative_prompts": list(plan.all_negative_prompts),
+        "seed": plan.seed,
+        "all_seeds": list(plan.all_seeds),
+        "subseed": plan.subseed,
+        "all_subseeds": list(plan.all_subseeds),
+        "subseed_strength": plan.subseed_strength if plan.subseed_strength else 0,
+        "width": plan.width,
+        "height": plan.height,
+        "sampler_name": plan.sampler,
+        "cfg_scale": plan.cfg_scale,
+        "steps": plan.steps.requested,
+        "batch_size": plan.batch_size,
+        "restore_faces": restore_faces,
+        "face_restoration_model": None,
+        "sd_model_name": models.checkpoint.stem,
+        "sd_model_hash": models.checkpoint.hash,
+        "sd_vae_name": vae.name if vae else None,
+        "sd_vae_hash": vae.hash if vae else None,
+        "seed_resize_from_w": seed_resize_from[0],
+        "seed_resize_from_h": seed_resize_from[1],
+        "denoising_strength": plan.denoising_strength,
+        "extra_generation_params": extra,
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": list(styles or []),
+        "job_timestamp": outcome.job_timestamp,
+        "clip_skip": plan.clip_skip_a1111,
+        "is_using_inpainting_conditioning": False,
+        "version": version(),
+    }
+    return json.dumps(obj, default=lambda o: None), infotexts

@@ -1,0 +1,435 @@
+"""Loading models (cached in-process) and assembling the diffusers pipelines a plan needs.
+
+- ``ModelCache`` loads each catalog entry once per process and keeps it: checkpoints (as their components), VAEs,
+  ControlNets, refiners. A refiner shares the base's VAE, ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model
+  card's recipe; the refiner repository ships identical copies).
+- ``base_pipeline`` / ``refiner_pipeline`` assemble a pipeline object per job from cached components (cheap: no
+  weights are copied) with a fresh scheduler, so jobs never share scheduler state.
+- ``ControlUnits`` runs the job's ControlNets (diffusers' MultiControlNetModel, one net per enabled unit) and applies
+  sd-webui-controlnet's control modes per unit, which diffusers has no flag for: "My prompt is more important" scales
+  residual k by 0.825 ** (12 - k); "ControlNet is more important" does that and also zeroes the control on the
+  unconditional half of the CFG batch (CN hook.py ``soft_injection`` / ``cfg_injection``).
+- ``install_initial_latents`` replaces a pipeline's ``prepare_latents`` for one call so that the initial noise is
+  A1111's: one CPU generator per image seeded with that image's seed, ``torch.randn(4, H/8, W/8)``, times
+  ``initial_noise_multiplier``; and ``resize_mode`` 3 (latent upscale) encodes the image at its own size and
+  interpolates the latents.
+
+GPU when present (fp16 by default, ``IMG2IMG_DTYPE=bf16|fp32`` to change; PyTorch SDPA attention, diffusers'
+default), CPU (fp32) otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from img2img_runner.catalog import Catalog, Entry, ModelError
+from img2img_runner.plan import soft_injection_scales
+from img2img_runner.samplers import SchedulerSpec
+
+log = logging.getLogger(__name__)
+
+_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return f"{self.device}/{str(self.dtype).removeprefix('torch.')}"
+
+
+def runtime() -> Runtime:
+    """CUDA (fp16, or $IMG2IMG_DTYPE) when a GPU is visible; CPU fp32 otherwise."""
+    if torch.cuda.is_available():
+        wanted = os.environ.get("IMG2IMG_DTYPE", "fp16").lower()
+        dtype = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}.get(wanted, torch.float16)
+        return Runtime("cuda", dtype)
+    return Runtime("cpu", torch.float32)
+
+
+@dataclass
+class Components:
+    """A loaded checkpoint: its modules, and the pipeline config flags it was saved with."""
+
+    entry: Entry
+    modules: dict[str, Any]  # vae, text_encoder(_2), tokenizer(_2), unet, scheduler (a config template)
+    flags: dict[str, Any]  # force_zeros_for_empty_prompt, requires_aesthetics_score
+
+    def __getitem__(self, key: str) -> Any:
+        return self.modules[key]
+
+
+class ModelCache:
+    """Loaded models for the life of the process, keyed by catalog entry; reused across jobs.
+
+    At most ``max_checkpoints`` checkpoints (with their refiners) stay loaded; the least recently used goes first.
+    """
+
+    def __init__(self, catalog: Catalog, rt: Runtime | None = None, max_checkpoints: int | None = None):
+        self.catalog = catalog
+        self.runtime = rt or runtime()
+        self.max_checkpoints = max_checkpoints or int(os.environ.get("IMG2IMG_MAX_CHECKPOINTS", "2"))
+        self._checkpoints: OrderedDict[str, Components] = OrderedDict()
+        self._refiners: dict[tuple[str, str, str | None], Components] = {}
+        self._controlnets: dict[str, Any] = {}
+        self._vaes: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # --- public --------------------------------------------------------------------------------------------
+
+    def checkpoint(self, entry: Entry) -> Components:
+        with self._lock:
+            found = self._checkpoints.get(entry.name)
+            if found is not None:
+                self._checkpoints.move_to_end(entry.name)
+                return found
+            loaded = self._load_checkpoint(entry)
+            self._checkpoints[entry.name] = loaded
+            while len(self._checkpoints) > self.max_checkpoints:
+                old, _ = self._checkpoints.popitem(last=False)
+                for key in [k for k in self._refiners if k[0] == old]:
+                    del self._refiners[key]
+                log.info("unloaded checkpoint %s", old)
+            return loaded
+
+    def vae(self, entry: Entry) -> Any:
+        with self._lock:
+            if entry.name not in self._vaes:
+                self._vaes[entry.name] = self._load_vae(entry)
+            return self._vaes[entry.name]
+
+    def controlnet(self, entry: Entry) -> Any:
+        with self._lock:
+            if entry.name not in self._controlnets:
+                self._controlnets[entry.name] = self._load_controlnet(entry)
+            return self._controlnets[entry.name]
+
+    def refiner(self, entry: Entry, base: Components, vae: Any) -> Components:
+        """The refiner's components, sharing ``vae`` (the job's VAE), ``text_encoder_2`` and ``tokenizer_2``."""
+        key = (base.entry.name, entry.name, id(vae))
+        with self._lock:
+            if key not in self._refiners:
+                self._refiners[key] = self._load_refiner(entry, base, vae)
+            return self._refiners[key]
+
+    # --- loading -------------------------------------------------------------------------------------------
+
+    def _weights(self, entry: Entry) -> tuple[str, dict[str, Any], bool]:
+        """(what to pass to from_pretrained/from_single_file, extra kwargs, is a single file)."""
+        source = entry.source
+        if source is None:
+            raise ModelError("model", f"model {entry.name!r} has no source in the catalog")
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        if source.kind == "hub":
+            kwargs: dict[str, Any] = {"cache_dir": str(self.catalog.cache_dir / "hub"), "local_files_only": offline}
+            if source.revision:
+                kwargs["revision"] = source.revision
+            if source.variant:
+                kwargs["variant"] = source.variant
+            if source.subfolder:
+                kwargs["subfolder"] = source.subfolder
+            return source.location, kwargs, False
+        path = self.catalog.local_path(source)
+        if source.kind == "s3":
+            from img2img_runner.storage import sync_prefix
+
+            sync_prefix(source.location, path)
+        if source.kind == "file":
+            config = self.catalog.config_path(source)
+            kwargs = {"local_files_only": True}
+            if config is not None:
+                kwargs["config"] = str(config)
+            if not path.is_file():
+                raise ModelError("model", f"model {entry.name!r}: weights file {path} not found")
+            return str(path), kwargs, True
+        if source.subfolder:
+            path = path / source.subfolder
+        if not path.exists():
+            raise ModelError("model", f"model {entry.name!r}: folder {path} not found")
+        kwargs = {"local_files_only": True}
+        if source.variant:
+            kwargs["variant"] = source.variant
+        return str(path), kwargs, False
+
+    def _load(self, cls: Any, entry: Entry, **extra: Any) -> Any:
+        where, kwargs, single = self._weights(entry)
+        kwargs.update(extra)
+        log.info("loading %s (%s) from %s", entry.name, entry.architecture, where)
+        try:
+            if single:
+                return cls.from_single_file(where, dtype=self.runtime.dtype, **kwargs)
+            return cls.from_pretrained(where, dtype=self.runtime.dtype, **kwargs)
+        except ModelError:
+            raise
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelError("model", f"cannot load model {entry.name!r} from {where}: {exc}") from exc
+
+    def _load_checkpoint(self, entry: Entry) -> Components:
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
+        if entry.architecture == "sdxl":
+            pipe = self._load(StableDiffusionXLImg2ImgPipeline, entry, add_watermarker=False)
+        elif entry.architecture == "sd15":
+            pipe = self._load(StableDiffusionImg2ImgPipeline, entry, safety_checker=None, feature_extractor=None,
+                              requires_safety_checker=False)
+        else:
+            raise ModelError("override_settings.sd_model_checkpoint",
+                             f"{entry.name!r} is a {entry.architecture} model, not a checkpoint")
+        pipe.to(self.runtime.device)
+        names = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
+        modules = {k: getattr(pipe, k, None) for k in names}
+        flags = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
+                 if k in pipe.config}
+        return Components(entry=entry, modules=modules, flags=flags)
+
+    def _load_refiner(self, entry: Entry, base: Components, vae: Any) -> Components:
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        shared = {"vae": vae, "text_encoder_2": base["text_encoder_2"], "tokenizer_2": base["tokenizer_2"]}
+        if entry.architecture == "sdxl-refiner":
+            shared.update(text_encoder=None, tokenizer=None)
+        pipe = self._load(StableDiffusionXLImg2ImgPipeline, entry, add_watermarker=False, **shared)
+        pipe.to(self.runtime.device)
+        names = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
+        modules = {k: getattr(pipe, k, None) for k in names}
+        flags = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
+                 if k in pipe.config}
+        return Components(entry=entry, modules=modules, flags=flags)
+
+    def _load_vae(self, entry: Entry) -> Any:
+        from diffusers import AutoencoderKL
+
+        vae = self._load(AutoencoderKL, entry).to(self.runtime.device)
+        if entry.fp16_fix and vae.config.force_upcast:
+            vae.register_to_config(force_upcast=False)  # the fp16-fix VAE runs in fp16 without NaNs
+        return vae
+
+    def _load_controlnet(self, entry: Entry) -> Any:
+        from diffusers import ControlNetModel
+
+        return self._load(ControlNetModel, entry).to(self.runtime.device)
+
+
+# --- schedulers --------------------------------------------------------------------------------------------
+
+
+def make_scheduler(template: Any, spec: SchedulerSpec) -> Any:
+    """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config."""
+    import diffusers
+
+    cls = getattr(diffusers, spec.class_name)
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the model config may have set one
+    kwargs.update(spec.kwargs)
+    return cls.from_config(template.config, **kwargs)
+
+
+def refiner_start_index(scheduler: Any, steps: int, switch_at: float) -> int:
+    """The index in ``scheduler.timesteps`` where an SDXL img2img refiner with ``denoising_start=switch_at`` begins.
+
+    diffusers' rule (StableDiffusionXLImg2ImgPipeline.get_timesteps): cutoff = round(T - switch_at * T); the refiner
+    runs the timesteps below the cutoff; for 2nd-order schedulers an even count gets one more so that it starts at a
+    step boundary. The base stops right before this index, so no step is run twice or skipped (reference A1.4).
+    """
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    total = scheduler.config.num_train_timesteps
+    cutoff = int(round(total - switch_at * total))
+    n = int((timesteps < cutoff).sum().item())
+    if scheduler.order == 2 and n % 2 == 0:
+        n += 1
+    return len(timesteps) - n
+
+
+# --- ControlNet units --------------------------------------------------------------------------------------
+
+
+def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[bool]) -> Any:
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    class ControlUnits(MultiControlNetModel):
+        """One ControlNet per enabled unit, each with its own control mode (see the module docstring)."""
+
+        def __init__(self) -> None:
+            super().__init__(controlnets)
+            self.soft = list(soft)
+            self.cfg_injection = list(cfg_injection)
+            self.cfg_active = False  # set per call: is the batch [uncond, cond]?
+            self.calls = [0] * len(controlnets)  # how often each unit ran (tests: guidance windows)
+
+        def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
+                    class_labels=None, timestep_cond=None, attention_mask=None, added_cond_kwargs=None,
+                    cross_attention_kwargs=None, guess_mode=False, return_dict=True):
+            active = [i for i, scale in enumerate(conditioning_scale) if scale != 0]
+            down_total = mid_total = None
+            for i in active or [0]:  # no unit in its guidance window: one run at scale 0 gives zero residuals
+                down, mid = self.nets[i](
+                    sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
+                    controlnet_cond=controlnet_cond[i], conditioning_scale=conditioning_scale[i],
+                    class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
+                    added_cond_kwargs=added_cond_kwargs, cross_attention_kwargs=cross_attention_kwargs,
+                    guess_mode=False, return_dict=False,
+                )
+                if active:
+                    self.calls[i] += 1
+                residuals = [*down, mid]
+                if self.soft[i]:
+                    residuals = [r * s for r, s in zip(residuals, soft_injection_scales(len(residuals)))]
+                if self.cfg_injection[i] and self.cfg_active:
+                    half = residuals[0].shape[0] // 2  # diffusers' CFG batch is [negative, positive]
+                    mask = torch.ones(residuals[0].shape[0], 1, 1, 1, device=sample.device, dtype=residuals[0].dtype)
+                    mask[:half] = 0
+                    residuals = [r * mask for r in residuals]
+                if down_total is None:
+                    down_total, mid_total = residuals[:-1], residuals[-1]
+                else:
+                    down_total = [a + b for a, b in zip(down_total, residuals[:-1])]
+                    mid_total = mid_total + residuals[-1]
+            return down_total, mid_total
+
+    return ControlUnits()
+
+
+# --- pipelines ---------------------------------------------------------------------------------------------
+
+
+def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None) -> Any:
+    """The pipeline that runs the checkpoint: with ControlNet units (a ``control_units`` object) or without."""
+    import diffusers
+
+    m = base.modules
+    if base.entry.architecture == "sdxl":
+        common = dict(vae=vae, text_encoder=m["text_encoder"], text_encoder_2=m["text_encoder_2"],
+                      tokenizer=m["tokenizer"], tokenizer_2=m["tokenizer_2"], unet=m["unet"], scheduler=scheduler,
+                      force_zeros_for_empty_prompt=base.flags.get("force_zeros_for_empty_prompt", True),
+                      add_watermarker=False)
+        if units is not None:
+            pipe = diffusers.StableDiffusionXLControlNetImg2ImgPipeline(controlnet=units, **common)
+        else:
+            pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
+                requires_aesthetics_score=base.flags.get("requires_aesthetics_score", False), **common)
+    else:
+        common = dict(vae=vae, text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
+                      scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        if units is not None:
+            pipe = diffusers.StableDiffusionControlNetImg2ImgPipeline(controlnet=units, **common)
+        else:
+            pipe = diffusers.StableDiffusionImg2ImgPipeline(**common)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def refiner_pipeline(refiner: Components, scheduler: Any) -> Any:
+    import diffusers
+
+    m = refiner.modules
+    pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
+        vae=m["vae"], text_encoder=m["text_encoder"], text_encoder_2=m["text_encoder_2"], tokenizer=m["tokenizer"],
+        tokenizer_2=m["tokenizer_2"], unet=m["unet"], scheduler=scheduler,
+        requires_aesthetics_score=refiner.flags.get("requires_aesthetics_score", True),
+        force_zeros_for_empty_prompt=refiner.flags.get("force_zeros_for_empty_prompt", False), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --- initial latents ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class InitialLatents:
+    """What ``prepare_latents`` builds for one batch: encoded init images + A1111 noise at the start timestep."""
+
+    images: list[Any]  # PIL images, one per batch element (already at the render size, or original for mode 3)
+    noise: torch.Tensor  # (B, C, h, w), float32, CPU
+    noise_multiplier: float
+    vae_seeds: list[int]  # generator seeds for sampling the VAE posterior, one per image
+    latent_size: tuple[int, int] | None  # (h, w): resize_mode 3 interpolates the encoded latents to this
+
+
+def a1111_noise(seeds: list[int] | tuple[int, ...], shape: tuple[int, int, int]) -> tuple[torch.Tensor, list]:
+    """A1111's first noise draw per image (rng.ImageRNG.first, CPU source): a generator per seed, randn(shape).
+
+    Returns the stacked noise and the generators (A1111 keeps drawing from them for ancestral/SDE noise).
+    """
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
+    return noise, generators
+
+
+def encode_images(pipe: Any, images: list[Any], seeds: list[int], device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """VAE-encode PIL images one by one (posterior sampled with a seeded CPU generator), scaled for the UNet."""
+    vae = pipe.vae
+    upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        latents = []
+        for image, seed in zip(images, seeds):
+            x = pipe.image_processor.preprocess(image).to(device=device, dtype=vae.dtype)
+            dist = vae.encode(x).latent_dist
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+            latents.append(dist.sample(generator=generator))
+        z = torch.cat(latents).to(dtype)
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+    config = vae.config
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        mean = torch.tensor(mean).view(1, -1, 1, 1).to(z.device, z.dtype)
+        std = torch.tensor(std).view(1, -1, 1, 1).to(z.device, z.dtype)
+        return (z - mean) * config.scaling_factor / std
+    return z * config.scaling_factor
+
+
+def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
+    """Make ``pipe`` start from ``init`` on its next call (instance attribute; removed by ``remove_initial_latents``).
+
+    diffusers' own ``prepare_latents`` samples the VAE and the noise from the one ``generator``; A1111 draws the
+    noise first from a per-image generator. The replacement keeps diffusers' timestep and noising (scheduler
+    ``add_noise`` at the first executed timestep) and only changes where the numbers come from.
+    """
+
+    def prepare_latents(image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None,
+                        add_noise=True):
+        if getattr(image, "ndim", 0) == 4 and image.shape[1] == 4 and not add_noise:
+            return image  # latents handed over (refiner after the base)
+        latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
+        if init.latent_size is not None and tuple(latents.shape[-2:]) != init.latent_size:
+            latents = torch.nn.functional.interpolate(latents, size=init.latent_size, mode="bilinear")
+        if not add_noise:
+            return latents
+        noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
+        return pipe.scheduler.add_noise(latents, noise, timestep)
+
+    pipe.prepare_latents = prepare_latents
+
+
+def remove_initial_latents(pipe: Any) -> None:
+    pipe.__dict__.pop("prepare_latents", None)
+
+
+def step_counter(stop_at: int | None, first: int, seen: list[int]) -> Callable:
+    """A ``callback_on_step_end`` that records executed schedule indices and interrupts at ``stop_at``."""
+
+    def callback(pipe: Any, i: int, t: Any, kwargs: dict) -> dict:
+        index = first + i
+        seen.append(index)
+        if stop_at is not None and index + 1 >= stop_at:
+            pipe._interrupt = True
+        return kwargs
+
+    return callback

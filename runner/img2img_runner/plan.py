@@ -1,0 +1,357 @@
+"""Payload -> plan: every A1111 decision about a job, as data (pure; no torch, no I/O).
+
+``make_plan`` takes the validated payload, the models the catalog resolved, the sizes of the decoded images and a
+random source for ``seed: -1``, and returns a ``Plan``: sizes, seeds per image, batches, the scheduler, A1111's
+img2img step count and the ``strength`` that makes diffusers run it, the refiner switch, and one ``UnitPlan`` per
+enabled ControlNet unit. ``execute`` turns the plan into pipeline calls; ``info`` turns plan + results into A1111's
+answer.
+
+A1111 sources (v1.9/1.10): modules/processing.py (seeds, prompts, batches, ``Processed``), sd_samplers_common.py
+(``setup_img2img_steps``), sd_samplers_kdiffusion.py / sd_samplers_timesteps.py (executed steps), images.py
+(``resize_image``); ControlNet: Mikubill/sd-webui-controlnet scripts/controlnet.py (``choose_input_image``,
+``get_control``), internal_controlnet/args.py and external_code.py (``pixel_perfect_resolution``), scripts/hook.py
+(control modes).
+"""
+
+from __future__ import annotations
+
+import random as _random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from img2img_runner.catalog import Entry, Resolved
+from img2img_runner.samplers import SchedulerSpec, UnsupportedSampler, scheduler_spec
+
+if TYPE_CHECKING:  # the payload types are pydantic models from img2img.api (no torch either)
+    from img2img.api.controlnet import ControlNetUnit
+    from img2img.api.payload import Img2ImgPayload
+
+SEED_RANGE = 4294967294  # A1111 get_fixed_seed: random.randrange(4294967294) -> [0, 4294967293]
+LATENT_FACTOR = 8  # pixels per latent cell (opt_f)
+# A1111 img2img resize_mode -> the ControlNet resize mode CN uses when a unit takes the init image
+I2I_TO_CN_RESIZE = {0: "Just Resize", 1: "Crop and Resize", 2: "Resize and Fill", 3: "Just Resize"}
+# CN hook.py soft injection: residual k of 13 (SD 1.5: 12 encoder + middle) scaled by 0.825 ** (12 - k);
+# SDXL's 10 residuals take the first 10 of these (CN zips the control list with the 13 scales)
+SOFT_INJECTION_SCALES = tuple(0.825 ** float(12 - k) for k in range(13))
+
+
+class PlanError(ValueError):
+    """A request the runner cannot carry out as asked; ``field`` is the payload key (exit code BAD_INPUT)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Steps:
+    requested: int  # A1111 p.steps: what info/infotext report
+    schedule: int  # the sampler's schedule length: diffusers' num_inference_steps
+    executed: int  # sampler steps A1111 runs in img2img (k-diffusion: t_enc + 1; DDIM/PLMS/UniPC: t_enc)
+    strength: float  # the `strength` that makes diffusers run exactly `executed` steps of `schedule`
+
+    @property
+    def first_index(self) -> int:
+        """Schedule index (in steps) of the first executed step: A1111 starts at sigmas[steps - t_enc - 1]."""
+        return self.schedule - self.executed
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int  # A1111's iteration n (0 .. n_iter - 1)
+    seeds: tuple[int, ...]  # one per image of the batch
+    subseeds: tuple[int, ...]
+    prompts: tuple[str, ...]
+    negative_prompts: tuple[str, ...]
+    init_image_indices: tuple[int, ...]  # which init image each image of the batch starts from
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """One enabled ControlNet unit, as CN runs it."""
+
+    index: int  # among enabled units: "ControlNet {index}" in infotext
+    request_index: int  # position in alwayson_scripts.controlnet.args
+    module: str  # canonical preprocessor name ("canny")
+    module_as_sent: str
+    model: str  # the unit's model as sent ("control_v11p_sd15_canny [hash]"), for infotext
+    controlnet: Entry  # the catalog entry that runs
+    substituted_from: Entry | None  # the entry the unit named, when the catalog substituted another
+    weight: float
+    guidance_start: float
+    guidance_end: float
+    image: str | None  # the unit's own image field (None = the init image)
+    resize_mode: str  # what the detect map is resized with (the init image case uses img2img's resize_mode)
+    resize_mode_as_sent: str  # the unit's own value (infotext shows it)
+    processor_res: int  # what the preprocessor runs at: after CN's bounds check and pixel perfect
+    processor_res_info: int  # after the bounds check only: CN writes its infotext before pixel perfect
+    pixel_perfect: bool
+    threshold_a: float | None  # after CN's bounds check; None: the module has no such slider
+    threshold_b: float | None
+    threshold_a_info: float  # as CN's infotext shows them (modules without a slider: 0.5 for out-of-range)
+    threshold_b_info: float
+    control_mode: str
+    soft_injection: bool  # per-residual scales 0.825 ** (12 - k)
+    cfg_injection: bool  # control only on the conditional half of the CFG batch
+    save_detected_map: bool
+    sent: dict  # the unit's keys as sent, raw JSON values (the legacy infotext format shows them)
+
+
+@dataclass(frozen=True)
+class RefinerPlan:
+    entry: Entry
+    switch_at: float | None  # None: A1111 switches at the first step (the refiner does the whole job)
+
+
+@dataclass(frozen=True)
+class Plan:
+    # sizes: A1111 reports the requested size; latents are floor(size / 8)
+    width: int
+    height: int
+    run_width: int  # multiple of 8, what the pipeline renders
+    run_height: int
+    resize_mode: int
+    denoising_strength: float
+    sampler: str  # canonical A1111 sampler ("DPM++ SDE")
+    schedule: str  # schedule label as it runs ("Karras"; "Automatic" = the model's own)
+    scheduler: SchedulerSpec
+    steps: Steps
+    cfg_scale: float
+    clip_skip_a1111: int  # CLIP_stop_at_last_layers (1 = last layer)
+    clip_skip: int | None  # diffusers clip_skip (layers skipped), None for SDXL (A1111 ignores it there)
+    seed: int
+    subseed: int
+    subseed_strength: float
+    all_seeds: tuple[int, ...]
+    all_subseeds: tuple[int, ...]
+    all_prompts: tuple[str, ...]
+    all_negative_prompts: tuple[str, ...]
+    batch_size: int
+    n_iter: int
+    batches: tuple[Batch, ...]
+    noise_multiplier: float
+    eta_noise_seed_delta: int
+    models: Resolved
+    refiner: RefinerPlan | None
+    units: tuple[UnitPlan, ...]
+    extra_generation_params: dict = field(default_factory=dict)  # known before sampling, in A1111's order
+
+    @property
+    def architecture(self) -> str:
+        return self.models.architecture
+
+    @property
+    def images(self) -> int:
+        return len(self.all_seeds)
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """(width, height) of the decoded init images, and of each unit's own image by request index."""
+
+    init: tuple[tuple[int, int], ...]
+    units: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+# --- decisions ---------------------------------------------------------------------------------------------
+
+
+def fixed_seed(seed: int | None, rng: _random.Random | None = None) -> int:
+    """A1111 get_fixed_seed: -1 (or None) -> a random seed in [0, 4294967293] from Python's random."""
+    if seed is None or seed == -1:
+        return int((rng or _random).randrange(SEED_RANGE))
+    return int(seed)
+
+
+def img2img_steps(steps: int, denoising_strength: float, *, timestep_sampler: bool,
+                  fix_steps: bool = False) -> Steps:
+    """A1111's img2img step count, and the diffusers ``strength`` that runs exactly that many steps.
+
+    ``setup_img2img_steps``: t_enc = int(min(ds, 0.999) * steps) on a ``steps`` schedule; with the
+    ``img2img_fix_steps`` option the schedule is int(steps / min(ds, 0.999)) long and t_enc = steps - 1.
+    k-diffusion samplers run t_enc + 1 steps starting at sigmas[steps - t_enc - 1]; timestep samplers run t_enc.
+    diffusers runs int(num_inference_steps * strength) steps from the end of its schedule, so strength =
+    (executed + 0.5) / schedule (the half step keeps float rounding from losing one), at most 1.
+    """
+    ds = min(denoising_strength, 0.999)
+    if fix_steps:
+        schedule = int(steps / ds) if ds > 0 else steps
+        t_enc = steps - 1
+    else:
+        schedule = steps
+        t_enc = int(ds * steps)
+    executed = t_enc if timestep_sampler else t_enc + 1
+    executed = max(1, min(executed, schedule))  # diffusers cannot run 0 steps (A1111 DDIM at ds ~0 runs none)
+    strength = min(1.0, (executed + 0.5) / schedule)
+    assert min(int(schedule * strength), schedule) == executed, (schedule, strength, executed)
+    return Steps(requested=steps, schedule=schedule, executed=executed, strength=strength)
+
+
+def pixel_perfect_resolution(image_size: tuple[int, int], target: tuple[int, int], resize_mode: str) -> int:
+    """CN external_code.pixel_perfect_resolution: the preprocessor resolution that maps the input 1:1 onto the
+    target. ``image_size`` and ``target`` are (width, height)."""
+    raw_w, raw_h = image_size
+    target_w, target_h = target
+    k0, k1 = target_h / raw_h, target_w / raw_w
+    k = min(k0, k1) if resize_mode == "Resize and Fill" else max(k0, k1)
+    return int(round(k * min(raw_h, raw_w)))
+
+
+def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, payload: "Img2ImgPayload",
+              target: tuple[int, int], sizes: ImageSizes, sent: dict | None = None) -> UnitPlan:
+    pre = unit.preprocessor
+    field_ = f"alwayson_scripts.controlnet.args[{request_index}]"
+    if not pre.needs_model:
+        raise PlanError(f"{field_}.module", f"preprocessor {unit.module!r} works by attention injection "
+                                            "(reference-only); it is not supported")
+    if resolved is None:
+        raise PlanError(f"{field_}.model", f"the enabled unit with preprocessor {unit.module!r} names no ControlNet "
+                                           "model; name one (e.g. control_v11p_sd15_canny) or disable the unit")
+    image = unit.source_image
+    if image is None:
+        resize_mode = I2I_TO_CN_RESIZE[payload.resize_mode]
+        source_size = sizes.init[0]
+    else:
+        resize_mode = unit.resize_mode_name
+        source_size = sizes.units.get(request_index, sizes.init[0])
+    processor_res = processor_res_info = unit.effective_processor_res
+    if unit.pixel_perfect:
+        processor_res = pixel_perfect_resolution(source_size, target, resize_mode)
+    thr_a, thr_b = unit.effective_thresholds
+    control_mode = unit.control_mode_name
+    return UnitPlan(
+        index=index, request_index=request_index, module=pre.name, module_as_sent=unit.module, model=unit.model,
+        controlnet=resolved.runs, substituted_from=resolved.requested if resolved.substituted else None,
+        weight=float(unit.weight), guidance_start=float(unit.guidance_start),
+        guidance_end=float(unit.effective_guidance_end), image=image, resize_mode=resize_mode,
+        resize_mode_as_sent=unit.resize_mode_name, processor_res=processor_res, processor_res_info=processor_res_info,
+        pixel_perfect=unit.pixel_perfect,
+        threshold_a=thr_a, threshold_b=thr_b,
+        threshold_a_info=_info_threshold(thr_a, unit.threshold_a),
+        threshold_b_info=_info_threshold(thr_b, unit.threshold_b),
+        control_mode=control_mode,
+        soft_injection=control_mode in ("My prompt is more important", "ControlNet is more important"),
+        cfg_injection=control_mode == "ControlNet is more important",
+        save_detected_map=unit.save_detected_map, sent=dict(sent) if sent is not None else unit.sent(),
+    )
+
+
+def _info_threshold(effective: float | None, sent: float) -> float:
+    # CN bounds-checks every slider; a module without the slider has CN's hidden default slider (0..1, value 0.5)
+    if effective is not None:
+        return float(effective)
+    return float(sent) if 0.0 <= sent <= 1.0 else 0.5
+
+
+def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
+              rng: _random.Random | None = None) -> Plan:
+    """Every decision of the job. Raises PlanError for what the runner cannot do as asked."""
+    sampler, schedule = payload.effective_sampler()
+    try:
+        spec = scheduler_spec(sampler, schedule, payload.eta)
+    except UnsupportedSampler as exc:
+        raise PlanError(exc.field, str(exc)) from None
+
+    opts = payload.override_settings
+    fix_steps = bool(opts and opts.img2img_fix_steps)
+    steps = img2img_steps(payload.steps, payload.denoising_strength, timestep_sampler=spec.timestep_sampler,
+                          fix_steps=fix_steps)
+
+    # A1111 img2img init: one init image is repeated for the batch; 2..batch_size images set the batch size
+    n_init = len(sizes.init)
+    batch_size = payload.batch_size if n_init == 1 else n_init
+    n_iter = payload.n_iter
+    total = batch_size * n_iter
+
+    seed = fixed_seed(payload.seed, rng)
+    subseed = fixed_seed(payload.subseed, rng)
+    variation = payload.subseed_strength != 0
+    all_seeds = tuple(seed + (0 if variation else i) for i in range(total))
+    all_subseeds = tuple(subseed + i for i in range(total))
+    all_prompts = (payload.prompt,) * total
+    all_negative = (payload.negative_prompt,) * total
+
+    batches = tuple(
+        Batch(index=n, seeds=all_seeds[n * batch_size:(n + 1) * batch_size],
+              subseeds=all_subseeds[n * batch_size:(n + 1) * batch_size],
+              prompts=all_prompts[n * batch_size:(n + 1) * batch_size],
+              negative_prompts=all_negative[n * batch_size:(n + 1) * batch_size],
+              init_image_indices=tuple(i % n_init for i in range(batch_size)))
+        for n in range(n_iter)
+    )
+
+    run_w = payload.width - payload.width % LATENT_FACTOR
+    run_h = payload.height - payload.height % LATENT_FACTOR
+
+    clip_stop = int(opts.CLIP_stop_at_last_layers) if opts and opts.CLIP_stop_at_last_layers else 1
+    # SDXL: A1111 always takes the penultimate layer (opts sdxl_clip_l_skip is off by default); SD: skip n - 1
+    clip_skip = None if models.architecture == "sdxl" or clip_stop <= 1 else clip_stop - 1
+
+    refiner = None
+    if models.refiner is not None and models.refiner.name != models.checkpoint.name:
+        switch_at = payload.refiner_switch_at
+        # A1111 switches once (999 - t) / 1000 >= switch_at; that ratio never reaches 1, so 1 means "never"
+        if switch_at is None or switch_at < 1.0:
+            refiner = RefinerPlan(entry=models.refiner, switch_at=switch_at)
+
+    units: list[UnitPlan] = []
+    enabled = [(i, u) for i, u in enumerate(payload.controlnet_units) if u.enabled]
+    if len(models.controlnets) != len(enabled):
+        raise ValueError("resolved ControlNets do not match the enabled units")
+    sent_units = _units_as_sent(payload)
+    for index, ((request_index, unit), resolved) in enumerate(zip(enabled, models.controlnets)):
+        sent = sent_units[request_index] if request_index < len(sent_units) else None
+        units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, sent))
+
+    noise_multiplier = 1.0 if payload.initial_noise_multiplier is None else float(payload.initial_noise_multiplier)
+    ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
+
+    # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's
+    # process()), then img2img init (Denoising strength, Noise multiplier), then sampling (Eta, Schedule type);
+    # the refiner's keys are added when it runs (info.py)
+    extra: dict = {}
+    for u in units:
+        extra[f"ControlNet {u.index}"] = None  # the value depends on the infotext format: filled by info.py
+        if u.substituted_from is not None:
+            extra[f"ControlNet {u.index} substitute"] = (
+                f"{u.controlnet.name} (catalog substitute for {u.substituted_from.name} under {models.architecture})")
+    extra["Denoising strength"] = payload.denoising_strength
+    if noise_multiplier != 1.0:
+        extra["Noise multiplier"] = noise_multiplier
+    if spec.eta_info is not None:
+        extra[spec.eta_info[0]] = spec.eta_info[1]
+    if schedule != "Automatic" and not spec.timestep_sampler:
+        extra["Schedule type"] = schedule
+
+    return Plan(
+        width=payload.width, height=payload.height, run_width=run_w, run_height=run_h,
+        resize_mode=payload.resize_mode, denoising_strength=payload.denoising_strength,
+        sampler=sampler, schedule=schedule, scheduler=spec, steps=steps, cfg_scale=float(payload.cfg_scale),
+        clip_skip_a1111=clip_stop, clip_skip=clip_skip, seed=seed, subseed=subseed,
+        subseed_strength=float(payload.subseed_strength), all_seeds=all_seeds, all_subseeds=all_subseeds,
+        all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
+        batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,
+        refiner=refiner, units=tuple(units), extra_generation_params=extra,
+    )
+
+
+def _units_as_sent(payload: "Img2ImgPayload") -> list[dict]:
+    """The ControlNet units exactly as the request sent them (inline images nulled), by request index."""
+    scripts = payload.parameters().get("alwayson_scripts") or {}
+    for title, script in scripts.items():
+        if isinstance(title, str) and title.lower() == "controlnet" and isinstance(script, dict):
+            return [u if isinstance(u, dict) else {} for u in script.get("args") or []]
+    return []
+
+
+def soft_injection_scales(residuals: int) -> tuple[float, ...]:
+    """CN's per-residual scales for "My prompt is more important": 0.825 ** (12 - k) for the first ``residuals``
+    of 13 (SD 1.5 has 13 residuals, SDXL 10: CN zips the control list with the 13 scales)."""
+    scales = SOFT_INJECTION_SCALES[:residuals]
+    if residuals > len(SOFT_INJECTION_SCALES):
+        scales = scales + (1.0,) * (residuals - len(SOFT_INJECTION_SCALES))
+    return scales

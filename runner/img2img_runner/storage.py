@@ -1,0 +1,199 @@
+"""S3 I/O of the runner: the job input, the result images and result.json, model folders.
+
+- Keys (docs/architecture.md): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/`` holds ``input.json`` (the
+  operator's), ``images/<n>.png`` (generated images, then detect maps, in A1111's order) and ``result.json``
+  (written last: its presence means the upload is complete).
+- PNGs carry the image's infotext in the ``parameters`` tEXt chunk, as A1111 saves them.
+- Endpoint and credentials come from the environment as boto3 reads them (``AWS_ENDPOINT_URL``,
+  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``). Every call is retried with exponential backoff
+  on 5xx answers, throttling and connection errors (``IMG2IMG_S3_ATTEMPTS``, default 4); then StorageError, which
+  the runner reports with exit code 5 (the operator retries the job).
+- Presigned GET URLs for the images when ``IMG2IMG_PRESIGN_EXPIRY`` (seconds) > 0.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from PIL import Image, PngImagePlugin
+
+from img2img_runner.errors import StorageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+                    "ServiceUnavailable", "RequestTimeTooSkewed", "XMinioServerNotInitialized"}
+
+
+def png_bytes(image: Image.Image, infotext: str | None = None) -> bytes:
+    """PNG with A1111's ``parameters`` text chunk (api.py ``encode_pil_to_base64`` keeps string ``info`` items)."""
+    meta = PngImagePlugin.PngInfo()
+    for key, value in image.info.items():
+        if isinstance(key, str) and isinstance(value, str) and key != "parameters":
+            meta.add_text(key, value)
+    text = infotext if infotext is not None else image.info.get("parameters")
+    if isinstance(text, str):
+        meta.add_text("parameters", text)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {uri!r}")
+    return bucket, key
+
+
+def join_key(prefix: str, name: str) -> str:
+    return f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
+
+
+def s3_client(attempts: int = 1):
+    """A boto3 S3 client from the environment. botocore's own retries are off: ``with_retries`` does them."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+                    signature_version="s3v4", s3={"addressing_style": "path"})
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.client("s3", endpoint_url=endpoint, config=config,
+                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: a 5xx, throttling, or no connection at all."""
+    import botocore.exceptions as be
+
+    if isinstance(exc, (be.EndpointConnectionError, be.ConnectionError, be.ReadTimeoutError,
+                        be.ConnectTimeoutError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, be.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        return status >= 500 or code in _TRANSIENT_CODES
+    return False
+
+
+def with_retries(what: str, call: Callable[[], T], *, attempts: int | None = None, delay: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """``call()``, retried with exponential backoff while it fails transiently; then StorageError."""
+    attempts = attempts or int(os.environ.get("IMG2IMG_S3_ATTEMPTS") or 4)
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if not transient(exc):
+                raise StorageError(f"{what}: {_describe(exc)}") from exc
+            if attempt == attempts:
+                raise StorageError(f"{what}: {_describe(exc)} (after {attempts} attempts)") from exc
+            log.warning("%s failed (%s), attempt %d of %d; retrying in %.1fs", what, _describe(exc), attempt,
+                        attempts, delay)
+            sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise AssertionError("unreachable")
+
+
+def _describe(exc: BaseException) -> str:
+    import botocore.exceptions as be
+
+    if isinstance(exc, be.ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"{err.get('Code') or status} {err.get('Message') or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def read_bytes(uri: str, client=None) -> bytes:
+    bucket, key = split_s3_uri(uri)
+    client = client or s3_client()
+    return with_retries(f"reading {uri}", lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def read_json(uri: str, client=None) -> Any:
+    return json.loads(read_bytes(uri, client))
+
+
+def sync_prefix(uri: str, folder: str | os.PathLike, client=None) -> Path:
+    """Mirror ``s3://bucket/prefix/`` into ``folder`` (files missing or of another size are downloaded)."""
+    bucket, prefix = split_s3_uri(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+    folder = Path(folder)
+    marker = folder / ".img2img-synced"
+    if marker.exists():
+        return folder
+    client = client or s3_client()
+    objects: list[dict] = []
+
+    def listing() -> None:
+        objects.clear()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            objects.extend(page.get("Contents", []))
+
+    with_retries(f"listing {uri}", listing)
+    if not objects:
+        raise StorageError(f"{uri}: no objects under that prefix")
+    for obj in objects:
+        rel = obj["Key"][len(prefix):]
+        if not rel or rel.endswith("/") or ".." in rel.split("/"):
+            continue
+        target = folder / rel
+        if target.exists() and target.stat().st_size == obj["Size"]:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        with_retries(f"downloading s3://{bucket}/{obj['Key']}",
+                     lambda: client.download_file(bucket, obj["Key"], str(tmp)))
+        os.replace(tmp, target)
+    marker.write_text(json.dumps({"source": uri, "objects": len(objects)}))
+    return folder
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    images: list[str]  # s3:// URIs, in order
+    result: str  # s3:// URI of result.json
+    presigned: list[str] | None
+
+
+def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, client=None,
+                  presign_seconds: int | None = None) -> Uploaded:
+    """Upload ``images/<n>.png`` then ``result.json`` (with ``images`` and ``presigned`` filled in) under
+    ``output`` (``s3://bucket/prefix/…/``). result.json goes last: readers take its presence as completion."""
+    bucket, prefix = split_s3_uri(output)
+    client = client or s3_client()
+    if presign_seconds is None:
+        presign_seconds = int(os.environ.get("IMG2IMG_PRESIGN_EXPIRY") or 0)
+    uris, presigned = [], []
+    for n, data in enumerate(images):
+        key = join_key(prefix, f"images/{n}.png")
+        with_retries(f"uploading s3://{bucket}/{key}",
+                     lambda: client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/png"))
+        uris.append(f"s3://{bucket}/{key}")
+        if presign_seconds > 0:
+            presigned.append(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                           ExpiresIn=presign_seconds))
+    body = dict(result)
+    body["images"] = uris
+    body["presigned"] = presigned if presign_seconds > 0 else None
+    key = join_key(prefix, "result.json")
+    payload = json.dumps(body).encode()
+    with_retries(f"uploading s3://{bucket}/{key}",
+                 lambda: client.put_object(Bucket=bucket, Key=key, Body=payload, ContentType="application/json"))
+    return Uploaded(images=uris, result=f"s3://{bucket}/{key}", presigned=body["presigned"])

@@ -1,0 +1,277 @@
+"""The chart against the real API server of the embedded stack.
+
+1. Everything the chart renders (default values, every example values file) is accepted by kube-apiserver
+   (`kubectl apply --dry-run=server`), and the operator's pod passes the "restricted" Pod Security Standard.
+2. The chart's RBAC is enough: its ServiceAccounts, Role and RoleBinding are applied, the operator runs under the
+   operator ServiceAccount's own identity (a token from the TokenRequest API: the Python clients do not honour a
+   kubeconfig's impersonation fields, a real token is the identity a pod would have), with the configuration file the
+   chart renders, and runs the seed's job to COMPLETED.
+3. The chart's RBAC is not more than that: the operator's account can do nothing outside it, and the runner's account
+   can do nothing at all (`kubectl auth can-i --as=system:serviceaccount:…`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helm_support import EXAMPLES, FULLNAME, operator_config, render
+
+pytestmark = pytest.mark.stack
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
+# Kinds whose CRDs the stack does not have (Prometheus Operator, kopf peering): checked by the unit tests only.
+ABSENT_KINDS = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
+SA_GROUPS = ("system:serviceaccounts", "system:authenticated")
+
+
+def _ensure_namespace(stack, name: str, restricted: bool = False) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    if restricted:
+        manifest["metadata"]["labels"] = {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        }
+    stack.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+
+
+def _as_list(manifests: list[dict]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+
+
+def _namespaces_of(manifests: list[dict]) -> set[str]:
+    return {m["metadata"]["namespace"] for m in manifests if m["metadata"].get("namespace")}
+
+
+# ---- 1. accepted by the API server --------------------------------------------------------------------------------
+@pytest.mark.parametrize("values", [None, *EXAMPLE_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_the_rendered_chart_is_accepted_by_the_api_server(stack, values):
+    release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
+    manifests = [m for m in render([values] if values else [], namespace=release_ns) if m["kind"] not in ABSENT_KINDS]
+    _ensure_namespace(stack, release_ns, restricted=True)
+    for ns in _namespaces_of(manifests) - {release_ns}:
+        _ensure_namespace(stack, ns)
+    try:
+        proc = stack.kubectl("apply", "--dry-run=server", "--server-side", "-f", "-", input=_as_list(manifests))
+        assert "would violate PodSecurity" not in proc.stderr, proc.stderr
+        applied = proc.stdout.splitlines()
+        assert len(applied) == len(manifests), proc.stdout
+        # The Deployment's pod, as its ReplicaSet would create it, in a namespace enforcing "restricted".
+        deployment = next(m for m in manifests if m["kind"] == "Deployment")
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "operator-pod", "namespace": release_ns,
+                            "labels": deployment["spec"]["template"]["metadata"]["labels"]},
+               "spec": deployment["spec"]["template"]["spec"]}
+        stack.kubectl("create", "serviceaccount", pod["spec"]["serviceAccountName"], "-n", release_ns)
+        proc = stack.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+        assert proc.returncode == 0, f"the operator's pod is refused under the restricted profile:\n{proc.stderr}"
+    finally:
+        stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def test_the_crd_shipped_in_the_chart_is_the_one_the_api_server_serves(stack):
+    shipped = yaml.safe_load((REPO / "helm" / "img2img-operator" / "crds" / "img2img.dev_img2imgjobs.yaml").read_text())
+    proc = stack.kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts", "-f", "-",
+                         input=json.dumps(shipped))
+    assert "serverside-applied" in proc.stdout or "unchanged" in proc.stdout, proc.stdout
+
+
+# ---- 2. the operator under the chart's ServiceAccount -------------------------------------------------------------
+def _stack_values(stack, job_namespace: str, health_port: int, metrics_port: int) -> dict:
+    """The chart's values for the embedded stack: its S3, its runner image, its node, its tiny models."""
+    catalog = yaml.safe_load(stack.catalog.read_text())
+    base = stack.catalog.parent
+    for entry in catalog["models"].values():  # the ConfigMap is mounted elsewhere: make the paths absolute
+        source = entry["source"]
+        for key in ("path", "file", "config"):
+            if key in source and not os.path.isabs(source[key]):
+                source[key] = str(base / source[key])
+    env = stack.env
+    return {
+        "watch": {"namespaces": [job_namespace]},
+        "operator": {"healthPort": health_port},
+        "metrics": {"port": metrics_port},
+        "runner": {
+            "image": {"repository": "img2img/runner", "tag": "local"},
+            "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}},
+            "modelCache": {"enabled": False},
+        },
+        "s3": {"bucket": stack.bucket, "endpoint": env["AWS_ENDPOINT_URL"], "region": env["AWS_REGION"],
+               "credentialsSecret": "img2img-s3"},
+        "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 1}},
+        "catalog": {"content": catalog},
+        "defaults": {"timeoutSeconds": 900},
+    }
+
+
+def _token_kubeconfig(stack, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount itself (a bound token from the TokenRequest API)."""
+    token = stack.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(stack.kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": service_account,
+                                                "namespace": namespace}}],
+        "current-context": "sa",
+    }))
+    return path
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the operator exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the operator's /healthz did not answer within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def _wait_terminal(stack, namespace: str, name: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = stack.get_json("-n", namespace, "img2imgjobs", name).get("status") or {}
+        if status.get("status") in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+            return status
+        time.sleep(2)
+    pytest.fail(f"{namespace}/{name} did not finish within {timeout} s; last status: {json.dumps(status)[:2000]}")
+
+
+@pytest.mark.skipif(not (REPO / "operator" / "img2img_operator" / "main.py").exists(),
+                    reason="the operator (img2img_operator.main) is not written yet")
+def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, namespace, tmp_path):
+    from img2img.local.stack import free_port
+
+    if stack.catalog is None:
+        pytest.skip("the stack has no tiny models (img2img_runner.tiny_models missing)")
+    release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
+    _ensure_namespace(stack, release_ns, restricted=True)
+    health_port, metrics_port = free_port(), free_port()
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(_stack_values(stack, namespace, health_port, metrics_port)))
+    manifests = render([values_file], namespace=release_ns)
+
+    # What a cluster admin gets from `helm install`, less the Deployment (no kubelet runs the operator's image here:
+    # the operator runs as a local process below, with the same configuration and the same identity).
+    installed = [m for m in manifests if m["kind"] not in ABSENT_KINDS | {"Deployment", "Service"}]
+    assert {m["kind"] for m in installed} >= {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
+    stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_as_list(installed))
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(operator_config(manifests)))
+    kubeconfig = _token_kubeconfig(stack, release_ns, FULLNAME, tmp_path / "operator.kubeconfig")
+    log = tmp_path / "operator.log"
+    env = {**os.environ, **{k: v for k, v in stack.env.items() if k.startswith("AWS_")},
+           "KUBECONFIG": str(kubeconfig), "IMG2IMG_OPERATOR_CONFIG": str(config_file), "POD_NAME": "test-operator"}
+    operator = Path(sys.executable).parent / "img2img-operator"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(operator), "--config", str(config_file)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    try:
+        _wait_healthy(health_port, proc, log)
+        job = yaml.safe_load((EXAMPLES / "job.yaml").read_text())
+        stack.kubectl("-n", namespace, "create", "-f", "-", input=json.dumps(job))
+        status = _wait_terminal(stack, namespace, job["metadata"]["name"], timeout=600)
+        text = log.read_text(errors="replace")
+        assert status["status"] == "COMPLETED", f"{json.dumps(status, indent=1)[:3000]}\n--- operator log ---\n{text[-4000:]}"
+        assert status["output"]["images"], status
+        bucket, _, key = status["output"]["images"][0][len("s3://"):].partition("/")
+        assert stack.s3().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        forbidden = [line for line in text.splitlines() if " 403" in line or "Forbidden" in line or "forbidden" in line]
+        assert not forbidden, "the operator was refused API calls:\n" + "\n".join(forbidden[:20])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+# ---- 3. and nothing more -------------------------------------------------------------------------------------------
+def _can_i(stack, user: str, namespace: str, verb: str, resource: str) -> str:
+    groups = [f"--as-group={g}" for g in (*SA_GROUPS, f"system:serviceaccounts:{user.split(':')[2]}")]
+    proc = stack.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", *groups, check=False)
+    return proc.stdout.strip()
+
+
+def _install_rbac(stack, values: list[str], release_ns: str) -> list[dict]:
+    manifests = render(sets=values, namespace=release_ns)
+    _ensure_namespace(stack, release_ns)
+    for ns in _namespaces_of(manifests):
+        _ensure_namespace(stack, ns)
+    rbac = [m for m in manifests if m["kind"] in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                                                   "ClusterRoleBinding"}]
+    stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_as_list(rbac))
+    return rbac
+
+
+def test_the_runner_service_account_can_do_nothing_in_the_api(stack, namespace):
+    release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
+    _install_rbac(stack, [f"watch.namespaces={{{namespace}}}", f"fullnameOverride=op-{release_ns}"], release_ns)
+    runner = f"system:serviceaccount:{namespace}:img2img-runner"
+    try:
+        answers = {(verb, resource): _can_i(stack, runner, namespace, verb, resource)
+                   for verb in ("get", "list", "watch", "create", "delete")
+                   for resource in ("pods", "secrets", "configmaps", "img2imgjobs.img2img.dev", "events")}
+        assert set(answers.values()) == {"no"}, answers
+        assert _can_i(stack, runner, release_ns, "list", "pods") == "no"
+    finally:
+        stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def test_the_operator_account_gets_exactly_its_rules_in_the_watched_namespace_and_nothing_elsewhere(stack, namespace):
+    release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
+    fullname = f"op-{release_ns}"
+    _install_rbac(stack, [f"watch.namespaces={{{namespace}}}", f"fullnameOverride={fullname}"], release_ns)
+    operator = f"system:serviceaccount:{release_ns}:{fullname}"
+    try:
+        for verb, resource in [("watch", "img2imgjobs.img2img.dev"), ("delete", "img2imgjobs.img2img.dev"),
+                               ("patch", "img2imgjobs.img2img.dev/status"), ("create", "pods"), ("delete", "pods"),
+                               ("list", "pods"), ("create", "events")]:
+            assert _can_i(stack, operator, namespace, verb, resource) == "yes", (verb, resource)
+        for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "img2imgjobs.img2img.dev"),
+                               ("update", "img2imgjobs.img2img.dev/status"), ("patch", "pods"),
+                               ("create", "pods/exec"), ("get", "configmaps"), ("create", "serviceaccounts/token")]:
+            assert _can_i(stack, operator, namespace, verb, resource) == "no", (verb, resource)
+        other = f"t-other-{uuid.uuid4().hex[:6]}"
+        _ensure_namespace(stack, other)
+        for verb, resource in [("list", "img2imgjobs.img2img.dev"), ("create", "pods")]:
+            assert _can_i(stack, operator, other, verb, resource) == "no", (other, verb, resource)
+        stack.kubectl("delete", "namespace", other, "--wait=false", check=False)
+    finally:
+        stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+
+
+def test_watching_every_namespace_grants_the_same_rules_cluster_wide(stack, namespace):
+    release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
+    fullname = f"op-{release_ns}"
+    _install_rbac(stack, [f"fullnameOverride={fullname}"], release_ns)
+    operator = f"system:serviceaccount:{release_ns}:{fullname}"
+    try:
+        assert _can_i(stack, operator, namespace, "create", "pods") == "yes"
+        assert _can_i(stack, operator, namespace, "patch", "img2imgjobs.img2img.dev/status") == "yes"
+        assert _can_i(stack, operator, namespace, "get", "secrets") == "no"
+        assert _can_i(stack, operator, namespace, "create", "img2imgjobs.img2img.dev") == "no"
+    finally:
+        stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
+        stack.kubectl("delete", "clusterrole,clusterrolebinding", fullname, "--wait=false", check=False)

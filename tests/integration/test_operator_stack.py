@@ -1,0 +1,376 @@
+"""The operator against the real stack: kube-apiserver + etcd + kube-controller-manager, the local executor playing
+the kubelet, the real runner on tiny models, MinIO. Issue 5's "Done when" list, one test per line.
+
+Each test starts the operator it needs (some kill it); jobs run in a fresh namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.stack
+
+REPO = Path(__file__).resolve().parents[2]
+SEED_JOB = REPO / "examples" / "job.yaml"
+FAST = {  # the operator, tuned for tests: short back-off and tick, small runner requests (two fit the node)
+    "retryBackoff": {"initialSeconds": 1, "maxSeconds": 2},
+    "timing": {"tickSeconds": 1, "deadlineGraceSeconds": 5, "cancelGracePeriodSeconds": 2},
+    "runner": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
+}
+SLEEPER = {"runner": {"command": ["sleep", "600"]}}  # a runner that runs until killed
+
+
+def deep_merge(*parts: dict) -> dict:
+    from img2img.local.stack import deep_merge as merge
+
+    out: dict = {}
+    for part in parts:
+        out = merge(out, part)
+    return out
+
+
+@pytest.fixture
+def operator(stack):
+    """start(overrides) → the operator runs with FAST + overrides; stopped at the end."""
+    started = []
+
+    def start(overrides: dict | None = None) -> None:
+        stack.stop_operator()
+        stack.start_operator(deep_merge(FAST, overrides or {}))
+        started.append(True)
+
+    yield start
+    if started:
+        stack.stop_operator()
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+def png_b64(size: tuple[int, int] = (64, 64), noise: bool = False) -> str:
+    from PIL import Image, ImageDraw
+
+    if noise:
+        rng = random.Random(5)
+        image = Image.frombytes("RGB", size, bytes(rng.getrandbits(8) for _ in range(size[0] * size[1] * 3)))
+    else:
+        image = Image.new("RGB", size, "white")
+        ImageDraw.Draw(image).ellipse((8, 8, size[0] - 8, size[1] - 8), outline="black", width=3)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def light_input(image: str | None = None, **payload) -> dict:
+    """A quick job for the tiny models: SDXL base only, 64x64, 2 steps."""
+    return {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"},
+            "payload": {"init_images": [image or png_b64()], "prompt": "a red circle", "steps": 2, "width": 64,
+                        "height": 64, "denoising_strength": 0.5, "seed": 1,
+                        "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"}, **payload}}
+
+
+def create(stack, namespace: str, name: str, input: dict | None = None, **controls) -> None:
+    manifest = {"apiVersion": "img2img.dev/v1alpha1", "kind": "Img2ImgJob",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"input": input or light_input(), **controls}}
+    stack.kubectl("create", "-f", "-", input=json.dumps(manifest))
+
+
+def get(stack, namespace: str, name: str) -> dict:
+    return stack.get_json("-n", namespace, "img2imgjob", name)
+
+
+def status(stack, namespace: str, name: str) -> dict:
+    return get(stack, namespace, name).get("status") or {}
+
+
+def wait_for(what: str, check, timeout: float = 240, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def wait_state(stack, namespace: str, name: str, states: set[str], timeout: float = 240) -> dict:
+    def check():
+        s = status(stack, namespace, name)
+        return s if s.get("status") in states else None
+
+    try:
+        return wait_for(f"{name} in {states}", check, timeout)
+    except AssertionError:
+        raise AssertionError(f"{name}: {json.dumps(status(stack, namespace, name), indent=1)[:3000]}") from None
+
+
+def pods(stack, namespace: str) -> list[dict]:
+    return stack.get_json("-n", namespace, "pods", "-l", "app.kubernetes.io/managed-by=img2img-operator")["items"]
+
+
+def pod(stack, namespace: str, name: str) -> dict | None:
+    found = [p for p in pods(stack, namespace) if p["metadata"]["name"] == name]
+    return found[0] if found else None
+
+
+def runner_starts(stack, namespace: str, job: str) -> list[str]:
+    """The executor's folder per pod it ran (<namespace>_<pod>_<uid>): one per runner start."""
+    root = Path(stack.info.state_dir) / "executor" / "pods"
+    return sorted(p.name for p in root.glob(f"{namespace}_{job}-*_*") if (p / "logs").exists()
+                  and any((p / "logs").iterdir()))
+
+
+class StateWatch:
+    """Every status.status a job goes through, from a watch (nothing polled in between is missed)."""
+
+    def __init__(self, stack, namespace: str, name: str):
+        from kubernetes import client, watch
+
+        self.seen: list[str] = []
+        self._watch = watch.Watch()
+        api = client.CustomObjectsApi(stack.api_client())
+
+        def follow():
+            for event in self._watch.stream(api.list_namespaced_custom_object, "img2img.dev", "v1alpha1",
+                                            namespace, "img2imgjobs", field_selector=f"metadata.name={name}",
+                                            timeout_seconds=600):
+                state = (event["object"].get("status") or {}).get("status")
+                if state and (not self.seen or self.seen[-1] != state):
+                    self.seen.append(state)
+                if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+                    break
+
+        self.thread = threading.Thread(target=follow, daemon=True)
+        self.thread.start()
+        time.sleep(0.5)
+
+    def stop(self) -> list[str]:
+        self.thread.join(timeout=10)
+        self._watch.stop()
+        return self.seen
+
+
+def s3_exists(stack, uri: str) -> bool:
+    bucket, _, key = uri[5:].partition("/")
+    try:
+        stack.s3().head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception:
+        return False
+
+
+# ---- the tests ----------------------------------------------------------------------------------------------------
+def test_seed_job_created_with_kubectl_create_runs_to_completed(stack, namespace, operator):
+    operator()
+    manifest = yaml.safe_load(SEED_JOB.read_text())
+    watch = StateWatch(stack, namespace, manifest["metadata"]["name"])
+    stack.kubectl("create", "-n", namespace, "-f", str(SEED_JOB))
+    name = manifest["metadata"]["name"]
+    final = wait_state(stack, namespace, name, {"COMPLETED", "FAILED", "TIMED_OUT"}, timeout=600)
+    assert final["status"] == "COMPLETED", final
+    assert watch.stop() == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+
+    job = get(stack, namespace, name)
+    assert final["id"] == job["metadata"]["uid"]
+    for key in ("delayTime", "executionTime", "modelLoadTime"):
+        assert isinstance(final[key], int) and final[key] >= 0, key
+    assert final["delayTime"] >= final["modelLoadTime"]
+    images = final["output"]["images"]
+    assert len(images) == 2  # the image, then the ControlNet detect map
+    assert all(uri.startswith(f"s3://{stack.bucket}/jobs/{namespace}/{name}/") and s3_exists(stack, uri)
+               for uri in images)
+    info = json.loads(final["output"]["info"])
+    assert info["all_seeds"] and "infotexts" in info
+    assert final["output"]["parameters"]["prompt"] == "an astronaut riding a horse"
+    assert final["output"]["parameters"]["init_images"] is None
+    assert s3_exists(stack, final["result"])
+    assert final["attempts"] == 1 and final["runnerPod"] == f"{name}-1"
+    conditions = {c["type"]: c["status"] for c in final["conditions"]}
+    assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert final["observedGeneration"] == job["metadata"]["generation"]
+    runner = pod(stack, namespace, f"{name}-1")
+    assert runner["status"]["phase"] == "Succeeded"
+    # kopf left nothing on the job: no diff-base annotation, no progress, no finalizer
+    assert not job["metadata"].get("finalizers")
+    assert not [a for a in job["metadata"].get("annotations") or {} if "kopf" in a or "last-handled" in a]
+    events = stack.get_json("-n", namespace, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    assert "Completed" in {e["reason"] for e in events}
+
+
+def test_two_at_a_time_by_priority_then_submission_with_queue_positions(stack, namespace, operator):
+    # a GPU-less class so that two runners fit the one-GPU node: the operator's limit is what is tested
+    operator({"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}}, "defaultGpuClass": "cpu",
+              "runner": {"command": ["sh", "-c", "sleep 4; exec img2img-runner"]}})
+    priorities = [0, 5, 0, 5, 1, 0]
+    for i, p in enumerate(priorities):
+        create(stack, namespace, f"j{i}", priority=p)
+        time.sleep(0.3)
+
+    samples: list[dict[str, dict]] = []
+
+    def all_done():
+        snapshot = {j["metadata"]["name"]: j.get("status") or {}
+                    for j in stack.get_json("-n", namespace, "img2imgjobs")["items"]}
+        samples.append(snapshot)
+        running = [n for n, s in snapshot.items() if s.get("runnerPod") and s.get("status") in ("IN_QUEUE", "IN_PROGRESS")]
+        assert len(running) <= 2, snapshot
+        live = [p for p in pods(stack, namespace) if p["status"].get("phase") in ("Pending", "Running")]
+        assert len(live) <= 2
+        # positions of the waiting jobs: 1..n in priority, then submission order
+        waiting = sorted(((s["queuePosition"], n) for n, s in snapshot.items()
+                          if s.get("status") == "IN_QUEUE" and not s.get("runnerPod") and s.get("queuePosition")))
+        if waiting:
+            names = [n for _, n in waiting]
+            expected = [n for n in ("j1", "j3", "j4", "j0", "j2", "j5") if n in names]
+            assert names == expected and [p for p, _ in waiting] == list(range(1, len(waiting) + 1)), snapshot
+        return all(s.get("status") in ("COMPLETED", "FAILED") for s in snapshot.values()) and len(snapshot) == 6
+
+    wait_for("six jobs done", all_done, timeout=900, every=0.3)
+    final = samples[-1]
+    assert {s["status"] for s in final.values()} == {"COMPLETED"}
+    started = sorted(final, key=lambda n: final[n]["startedAt"])
+    assert set(started[:2]) == {"j1", "j3"}
+    assert started[2] == "j4" and started[3:] == ["j0", "j2", "j5"]
+    assert any(s.get("queuePosition") == 4 for snap in samples for s in snap.values())
+
+
+def test_pod_evicted_mid_run_is_retried_and_completes_with_two_attempts(stack, namespace, operator):
+    operator({"runner": {"command": ["sh", "-c", "sleep 5; exec img2img-runner"]}})
+    create(stack, namespace, "evicted")
+    wait_for("pod running", lambda: (pod(stack, namespace, "evicted-1") or {}).get("status", {}).get("phase")
+             == "Running")
+    stack.kubectl("-n", namespace, "annotate", "pod", "evicted-1", "local.img2img.dev/evict=true")
+    final = wait_state(stack, namespace, "evicted", {"COMPLETED", "FAILED"}, timeout=600)
+    assert final["status"] == "COMPLETED" and final["attempts"] == 2 and final["runnerPod"] == "evicted-2"
+    assert final["lastFailure"]["reason"] == "Evicted"
+    assert pod(stack, namespace, "evicted-1")["status"]["reason"] == "Evicted"
+
+
+def test_job_failing_transiently_ends_failed_after_the_retry_limit(stack, namespace, operator):
+    operator({"runner": {"command": ["sh", "-c", "echo 'S3 is down' >&2; exit 5"]}})
+    create(stack, namespace, "flaky", retries=2)
+    final = wait_state(stack, namespace, "flaky", {"COMPLETED", "FAILED"})
+    assert final["status"] == "FAILED" and final["attempts"] == 3
+    assert final["lastFailure"]["reason"] == "StorageError" and final["lastFailure"]["exitCode"] == 5
+    assert "(after 3 attempts)" in final["error"] and "S3 is down" in final["error"]
+    assert sorted(p["metadata"]["name"] for p in pods(stack, namespace)) == ["flaky-1", "flaky-2", "flaky-3"]
+
+
+def test_unknown_model_ends_failed_at_once_naming_the_model(stack, namespace, operator):
+    operator()
+    create(stack, namespace, "nomodel", retries=3,
+           input=light_input(override_settings={"sd_model_checkpoint": "no_such_model_xl"}))
+    final = wait_state(stack, namespace, "nomodel", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "FAILED" and final["attempts"] == 1
+    assert "no_such_model_xl" in final["error"] and final["lastFailure"]["exitCode"] == 3
+    assert [p["metadata"]["name"] for p in pods(stack, namespace)] == ["nomodel-1"]
+
+
+def test_refused_spec_fails_at_once_with_the_field_named(stack, namespace, operator):
+    operator()
+    create(stack, namespace, "badclass", gpuClass="h200")
+    final = wait_state(stack, namespace, "badclass", {"FAILED"}, timeout=60)
+    assert "spec.gpuClass" in final["error"] and final["attempts"] == 0
+    assert pods(stack, namespace) == []
+
+
+def test_deadline_ends_timed_out_and_removes_the_pod(stack, namespace, operator):
+    operator(SLEEPER)
+    create(stack, namespace, "slow", timeoutSeconds=3)
+    final = wait_state(stack, namespace, "slow", {"TIMED_OUT", "FAILED", "COMPLETED"}, timeout=120)
+    assert final["status"] == "TIMED_OUT" and final["lastFailure"]["reason"] == "DeadlineExceeded"
+    assert final["error"]
+    wait_for("pod removed", lambda: pod(stack, namespace, "slow-1") is None, timeout=60)
+
+
+def test_cancel_ends_cancelled_and_kills_the_process(stack, namespace, operator):
+    operator(SLEEPER)
+    create(stack, namespace, "cancelme")
+    wait_state(stack, namespace, "cancelme", {"IN_PROGRESS"}, timeout=120)
+    running = pod(stack, namespace, "cancelme-1")
+    pid_file = (Path(stack.info.state_dir) / "executor" / "pods" /
+                f"{namespace}_cancelme-1_{running['metadata']['uid']}" / "containers" / "runner" / "pid")
+    pid = int(wait_for("runner pid", lambda: pid_file.exists() and pid_file.read_text().strip()))
+    stack.kubectl("-n", namespace, "patch", "img2imgjob", "cancelme", "--type=merge", "-p", '{"spec":{"cancel":true}}')
+    final = wait_state(stack, namespace, "cancelme", {"CANCELLED"}, timeout=60)
+    assert final["observedGeneration"] == 2
+    wait_for("pod removed", lambda: pod(stack, namespace, "cancelme-1") is None, timeout=60)
+    from img2img.local.stack import pid_alive
+
+    assert not pid_alive(pid)
+
+
+def test_deleting_a_job_removes_its_pod(stack, namespace, operator):
+    operator(SLEEPER)
+    create(stack, namespace, "doomed")
+    wait_state(stack, namespace, "doomed", {"IN_PROGRESS"}, timeout=120)
+    stack.kubectl("-n", namespace, "delete", "img2imgjob", "doomed", "--wait=true")
+    wait_for("pod removed", lambda: pod(stack, namespace, "doomed-1") is None, timeout=90)
+
+
+def test_operator_killed_at_random_points_every_job_ends_right_and_ran_once(stack, namespace, operator):
+    operator({"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}}, "defaultGpuClass": "cpu"})
+    names = [f"k{i}" for i in range(6)]
+    rng = random.Random(11)
+    for name in names:
+        create(stack, namespace, name, priority=rng.randint(0, 2))
+    deadline = time.monotonic() + 900
+    kills = 0
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.5, 6))
+        stack.stop_operator(signal.SIGKILL)
+        kills += 1
+        time.sleep(rng.uniform(0, 2))
+        operator({"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}},
+                  "defaultGpuClass": "cpu"})
+        states = {n: status(stack, namespace, n).get("status") for n in names}
+        if all(s == "COMPLETED" for s in states.values()) or kills >= 5:
+            break
+    for name in names:
+        final = wait_state(stack, namespace, name, {"COMPLETED", "FAILED", "TIMED_OUT"}, timeout=600)
+        assert final["status"] == "COMPLETED", (name, final)
+        assert final["attempts"] == 1 and final["runnerPod"] == f"{name}-1"
+        assert len(runner_starts(stack, namespace, name)) == 1, (name, runner_starts(stack, namespace, name))
+    assert kills >= 2
+
+
+def test_job_with_a_1_mb_inline_image_completes(stack, namespace, operator):
+    operator()
+    image = png_b64((590, 590), noise=True)
+    assert 1_000_000 <= len(base64.b64decode(image)) < 1_100_000
+    create(stack, namespace, "big", input=light_input(image=image))
+    final = wait_state(stack, namespace, "big", {"COMPLETED", "FAILED"}, timeout=600)
+    assert final["status"] == "COMPLETED", final
+    job = get(stack, namespace, "big")
+    assert sum(len(v) for v in (job["metadata"].get("annotations") or {}).values()) < 10_000
+
+
+def test_metrics_endpoint_reports_the_jobs_just_run(stack, namespace, operator):
+    operator()
+    create(stack, namespace, "m1")
+    create(stack, namespace, "m2", gpuClass="nope")
+    wait_state(stack, namespace, "m1", {"COMPLETED"}, timeout=300)
+    wait_state(stack, namespace, "m2", {"FAILED"}, timeout=60)
+    text = urllib.request.urlopen(stack.operator_metrics_url, timeout=5).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    assert values['img2img_jobs_finished_total{state="COMPLETED"}'] >= 1
+    assert values['img2img_jobs_finished_total{state="FAILED"}'] >= 1
+    assert values['img2img_job_failures_total{reason="InvalidSpec"}'] >= 1
+    assert values["img2img_job_delay_seconds_count"] >= 1 and values["img2img_job_execution_seconds_count"] >= 1
+    assert values['img2img_api_writes_total{kind="pod_create"}'] >= 1
+    assert any(k.startswith("img2img_jobs{") and 'state="COMPLETED"' in k and v >= 1 for k, v in values.items())

@@ -1,0 +1,128 @@
+"""The container launcher on its own: exec, start errors on the status pipe, mount namespace and bind mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from img2img.local import executor_sandbox
+
+SANDBOX = Path(executor_sandbox.__file__)
+
+
+def launch(tmp_path: Path, argv, *, env=None, mounts=(), mount_namespace=False, workdir=None, host_workdir=False):
+    r, w = os.pipe()
+    spec = {"argv": argv, "env": env or {"PATH": "/usr/bin:/bin"}, "workdir": str(workdir or tmp_path / "work"),
+            "workdir_is_host_path": host_workdir,
+            "mounts": list(mounts), "mount_namespace": mount_namespace, "status_fd": w, "parent_pid": os.getpid()}
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(SANDBOX), str(spec_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, pass_fds=(w,), start_new_session=True)
+    os.close(w)
+    report = b""
+    while chunk := os.read(r, 4096):
+        report += chunk
+    os.close(r)
+    out, _ = proc.communicate(timeout=30)
+    return proc.returncode, (json.loads(report) if report else None), out.decode(), spec_file
+
+
+def test_exec_success_closes_the_pipe_without_a_report_and_deletes_the_spec(tmp_path):
+    code, report, out, spec_file = launch(tmp_path, ["sh", "-c", 'echo "$GREETING from $(pwd)"; exit 3'],
+                                          env={"PATH": "/usr/bin:/bin", "GREETING": "hi"})
+    assert report is None
+    assert code == 3
+    assert out.strip() == f"hi from {tmp_path / 'work'}"
+    assert not spec_file.exists()  # it held the container's environment
+
+
+def test_missing_executable_is_a_start_error(tmp_path):
+    code, report, _, _ = launch(tmp_path, ["no-such-binary-xyz"])
+    assert code == executor_sandbox.START_ERROR_EXIT
+    assert report["reason"] == "StartError"
+    assert 'exec: "no-such-binary-xyz": executable file not found in $PATH' in report["message"]
+
+
+def test_the_executable_is_resolved_with_the_container_path(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "mytool"
+    tool.write_text("#!/bin/sh\necho tool-ran\n")
+    tool.chmod(0o755)
+    code, report, out, _ = launch(tmp_path, ["mytool"], env={"PATH": f"{bindir}:/usr/bin:/bin"})
+    assert (code, report, out.strip()) == (0, None, "tool-ran")
+
+
+mount_ns = pytest.mark.skipif(subprocess.run([sys.executable, "-I", "-S", str(SANDBOX), "--probe"],
+                                             capture_output=True).returncode != 0,
+                              reason="mount namespaces need root (CAP_SYS_ADMIN)")
+
+
+@mount_ns
+def test_bind_mounts_in_a_private_mount_namespace(tmp_path):
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "data.txt").write_text("from the volume")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("t0k3n")
+    term = tmp_path / "termination-log"
+    term.write_text("")
+    target = f"/tmp/img2img-sandbox-test-{os.getpid()}"
+    term_target = f"/tmp/img2img-sandbox-test-{os.getpid()}-termlog/termination-log"
+    script = (f"cat {target}/data/data.txt; echo; cat {target}/secret/token; echo; "
+              f"echo written > {target}/data/out.txt; "
+              f"(echo nope > {target}/secret/x) 2>/dev/null || echo read-only; "
+              f"echo -n done > {term_target}")
+    code, report, out, _ = launch(tmp_path, ["sh", "-c", script], mount_namespace=True, mounts=[
+        {"source": str(volume), "target": f"{target}/data"},
+        {"source": str(secret), "target": f"{target}/secret", "read_only": True},
+        {"source": str(term), "target": term_target},
+    ])
+    try:
+        assert report is None, report
+        assert code == 0, out
+        assert out.split() == ["from", "the", "volume", "t0k3n", "read-only"]
+        assert (volume / "out.txt").read_text() == "written\n"
+        assert term.read_text() == "done"
+        # the mounts stayed inside the container's namespace
+        assert not os.path.exists(f"{target}/data/data.txt")
+    finally:
+        subprocess.run(["rm", "-rf", target, os.path.dirname(term_target)])
+
+
+@mount_ns
+def test_a_failing_mount_is_a_start_error(tmp_path):
+    code, report, _, _ = launch(tmp_path, ["true"], mount_namespace=True,
+                                mounts=[{"source": str(tmp_path / "missing"), "target": str(tmp_path / "t")}])
+    assert code == executor_sandbox.START_ERROR_EXIT
+    assert report["reason"] == "StartError"
+    assert f"mount source {tmp_path / 'missing'}: No such file or directory" in report["message"]
+
+
+@mount_ns
+def test_a_mount_may_cover_the_executor_folders_that_later_mounts_and_the_workdir_come_from(tmp_path):
+    """An emptyDir on /tmp while the executor's state dir lives in /tmp: sources are held open before mounting."""
+    covered = tmp_path / "covered"
+    state = covered / "state"
+    (state / "work").mkdir(parents=True)
+    (state / "emptydir").mkdir()
+    term = state / "termination-log"
+    term.write_text("")
+    script = f"echo here > ./out; echo -n msg > {covered}/dev/termination-log; ls {covered}"
+    code, report, out, _ = launch(tmp_path, ["sh", "-c", script], mount_namespace=True, host_workdir=True,
+                                  workdir=state / "work", mounts=[
+                                      {"source": str(state / "emptydir"), "target": str(covered)},
+                                      {"source": str(term), "target": f"{covered}/dev/termination-log"},
+                                  ])
+    assert report is None, report
+    assert code == 0, out
+    assert out.split() == ["dev"]  # the container sees the emptyDir, not the state folder under it
+    assert (state / "work" / "out").read_text() == "here\n"
+    assert term.read_text() == "msg"

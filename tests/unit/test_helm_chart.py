@@ -1,0 +1,299 @@
+"""The Helm chart: lints, renders the operator's real configuration, grants exactly what the operator uses."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helm_support import CHART, EXAMPLES, FULLNAME, RELEASE_NAMESPACE, find, helm, one, operator_config, render
+from img2img_operator.config import parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
+
+# The operator's API calls (docs/gitops.md, "RBAC"): nothing more is granted.
+OPERATOR_RULES = {
+    ("img2img.dev", "img2imgjobs"): {"get", "list", "watch", "patch", "delete"},
+    ("img2img.dev", "img2imgjobs/status"): {"get", "patch"},
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "events"): {"create"},
+}
+
+
+def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+# ---- lint and render -----------------------------------------------------------------------------------------------
+def test_helm_lint_strict_passes_with_the_default_values():
+    proc = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("values", EXAMPLE_VALUES, ids=lambda p: p.name)
+def test_helm_lint_strict_passes_with_each_example_values_file(values):
+    proc = helm("lint", "--strict", str(CHART), "-f", str(values))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_there_is_an_example_values_file_for_a_gpu_cluster():
+    assert EXAMPLES / "values-gpu-cluster.yaml" in EXAMPLE_VALUES
+
+
+@pytest.mark.parametrize("values", [None, *EXAMPLE_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_the_rendered_configuration_is_a_valid_operator_configuration(values):
+    manifests = render([values] if values else [])
+    config = parse_config(operator_config(manifests), "rendered config.yaml")
+    deployment = one(manifests, "Deployment", FULLNAME)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["--config", "/etc/img2img-operator/config.yaml"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": config.health_port, "protocol": "TCP"} in container["ports"]
+
+
+def test_the_default_configuration_is_the_operators_defaults_where_values_say_nothing():
+    config = parse_config(operator_config(render()))
+    assert config.all_namespaces
+    assert list(config.gpu_classes) == ["default"] and config.gpu_classes["default"].resources == {"nvidia.com/gpu": 1}
+    assert config.runner.image == "ghcr.io/img2img-operator/runner:0.1.0"
+    assert config.runner.service_account_name == "img2img-runner"
+    assert config.runner.catalog_config_map == f"{FULLNAME}-catalog"
+    assert config.s3.credentials_secret is None
+    assert config.defaults.timeout_seconds == 3600 and config.defaults.retries == 2
+    assert config.metrics_port == 9090 and config.health_port == 8080
+
+
+def test_the_gpu_cluster_values_become_two_gpu_classes_a_read_only_model_volume_and_irsa():
+    manifests = render([EXAMPLES / "values-gpu-cluster.yaml"])
+    config = parse_config(operator_config(manifests))
+    assert set(config.gpu_classes) == {"a100", "h100"} and config.default_class == "a100"
+    for name, product in (("a100", "NVIDIA-A100-SXM4-80GB"), ("h100", "NVIDIA-H100-80GB-HBM3")):
+        gpu = config.gpu_classes[name]
+        assert gpu.node_selector == {"nvidia.com/gpu.product": product}
+        assert [t.model_dump(by_alias=True, exclude_none=True) for t in gpu.tolerations] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert gpu.resources["nvidia.com/gpu"] == 1
+    assert config.gpu_classes["a100"].max_concurrent == 8 and config.gpu_classes["h100"].max_concurrent == 4
+    cache = config.runner.model_cache
+    assert cache.kind == "persistentVolumeClaim" and cache.read_only and cache.mount_path == "/models"
+    assert config.s3.credentials_secret is None
+    assert config.namespaces == ["img2img-jobs", "team-a"]
+    for ns in config.namespaces:
+        sa = one(manifests, "ServiceAccount", "img2img-runner", ns)
+        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/img2img-runner")
+        catalog = yaml.safe_load(one(manifests, "ConfigMap", f"{FULLNAME}-catalog", ns)["data"]["catalog.yaml"])
+        assert catalog["models"]["sd_xl_base_1.0"]["source"]["path"].startswith("/models/")
+    deployment = one(manifests, "Deployment", FULLNAME)
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "AWS_ACCESS_KEY_ID" not in env  # IRSA: no credentials anywhere
+    assert find(manifests, "ServiceMonitor")
+
+
+def test_the_default_catalog_maps_the_seed_requests_models_and_the_sd15_controlnet_under_sdxl():
+    manifests = render()
+    catalog = yaml.safe_load(one(manifests, "ConfigMap", f"{FULLNAME}-catalog", RELEASE_NAMESPACE)["data"]["catalog.yaml"])
+    models = catalog["models"]
+    for name in ("sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "control_v11p_sd15_canny"):
+        assert name in models
+    assert models["control_v11p_sd15_canny"]["substitutes"]["sdxl"] in models
+
+
+def test_a_catalog_in_the_values_replaces_the_default_one_whole(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"catalog": {"content": {"version": 1, "models": {
+        "mine": {"architecture": "sdxl", "source": {"path": "/models/mine"}}}}}}))
+    catalog = yaml.safe_load(one(render([values]), "ConfigMap", f"{FULLNAME}-catalog")["data"]["catalog.yaml"])
+    assert list(catalog["models"]) == ["mine"]
+
+
+def test_s3_credentials_secret_reaches_the_operator_and_the_runners():
+    manifests = render(sets=["s3.credentialsSecret=img2img-s3", "s3.endpoint=http://minio.storage:9000"])
+    config = parse_config(operator_config(manifests))
+    assert config.s3.credentials_secret == "img2img-s3" and config.s3.endpoint == "http://minio.storage:9000"
+    env = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]["env"]
+    keys = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in env}
+    assert keys["AWS_ACCESS_KEY_ID"] == {"name": "img2img-s3", "key": "AWS_ACCESS_KEY_ID"}
+    assert keys["AWS_SECRET_ACCESS_KEY"] == {"name": "img2img-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_the_hub_token_secret_is_rendered_for_the_runners():
+    manifests = render(sets=["runner.hubToken.secretName=hf-token"])
+    rendered = operator_config(manifests)
+    assert rendered["runner"]["hubTokenSecret"] == {"name": "hf-token", "key": "HF_TOKEN"}
+    from img2img_operator.config import RunnerConfig
+
+    if "hub_token_secret" not in RunnerConfig.model_fields:
+        pytest.xfail("OperatorConfig has no runner.hubTokenSecret yet (HF_TOKEN for hub ids): asked of the operator")
+    parse_config(rendered)
+
+
+def test_the_crd_in_the_chart_is_the_generated_crd():
+    generated = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    shipped = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert generated, "crds/ holds no CRD"
+    assert shipped == generated, "copy crds/*.yaml into helm/img2img-operator/crds/ (`make crd` does)"
+    for name in generated:
+        assert filecmp.cmp(REPO / "crds" / name, CHART / "crds" / name, shallow=False), (
+            f"helm/img2img-operator/crds/{name} differs from crds/{name}: run `make crd` (or cp crds/*.yaml helm/img2img-operator/crds/)")
+
+
+# ---- the operator's pod ------------------------------------------------------------------------------------------
+def test_the_operator_runs_once_replaced_not_rolled_under_the_restricted_profile():
+    deployment = one(render(), "Deployment", FULLNAME)
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert volumes[mounts["/etc/img2img-operator"]]["configMap"]["name"] == f"{FULLNAME}-config"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "checksum/config" in spec["template"]["metadata"]["annotations"]
+
+
+def test_every_object_carries_the_app_kubernetes_io_labels():
+    for m in render([EXAMPLES / "values-gpu-cluster.yaml"]):
+        labels = m["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "app.kubernetes.io/component"):
+            assert key in labels, (m["kind"], m["metadata"]["name"], key)
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"  # never img2img-operator: that marks runner pods
+
+
+def test_metrics_service_selects_the_operator_and_the_service_monitor_is_optional():
+    manifests = render()
+    service = one(manifests, "Service", f"{FULLNAME}-metrics")
+    pod_labels = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert not find(manifests, "ServiceMonitor")
+    monitor = one(render(sets=["metrics.serviceMonitor.enabled=true"]), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert not find(render(sets=["metrics.enabled=false"]), "Service")
+
+
+# ---- RBAC --------------------------------------------------------------------------------------------------------
+def test_watching_every_namespace_grants_one_cluster_role_with_exactly_the_operators_verbs():
+    manifests = render()
+    assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
+    role = one(manifests, "ClusterRole", FULLNAME)
+    assert rules_of(role) == OPERATOR_RULES
+    binding = one(manifests, "ClusterRoleBinding", FULLNAME)
+    assert binding["roleRef"]["name"] == FULLNAME
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": RELEASE_NAMESPACE}]
+
+
+def test_watching_a_list_of_namespaces_grants_a_role_in_each_and_nothing_cluster_wide():
+    manifests = render(sets=["watch.namespaces={team-a,team-b}"])
+    assert not find(manifests, "ClusterRole") and not find(manifests, "ClusterRoleBinding")
+    for ns in ("team-a", "team-b"):
+        assert rules_of(one(manifests, "Role", FULLNAME, ns)) == OPERATOR_RULES
+        binding = one(manifests, "RoleBinding", FULLNAME, ns)
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": RELEASE_NAMESPACE}]
+        one(manifests, "ServiceAccount", "img2img-runner", ns)
+        one(manifests, "ConfigMap", f"{FULLNAME}-catalog", ns)
+    assert parse_config(operator_config(manifests)).namespaces == ["team-a", "team-b"]
+
+
+def test_peering_adds_only_the_peering_objects_rights():
+    cluster = rules_of(one(render(sets=["peering.enabled=true"]), "ClusterRole"))
+    assert cluster.pop(("kopf.dev", "clusterkopfpeerings")) == {"get", "list", "watch", "patch"}
+    assert cluster == OPERATOR_RULES
+    manifests = render(sets=["peering.enabled=true", "watch.namespaces={team-a}"])
+    namespaced = rules_of(one(manifests, "Role", FULLNAME, "team-a"))
+    assert namespaced.pop(("kopf.dev", "kopfpeerings")) == {"get", "list", "watch", "patch"}
+    assert namespaced == OPERATOR_RULES
+    assert one(manifests, "KopfPeering", "img2img-operator", "team-a")
+
+
+@pytest.mark.parametrize("values", [None, *EXAMPLE_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_the_runner_service_account_has_no_token_and_is_bound_to_nothing(values):
+    manifests = render([values] if values else [])
+    runner_accounts = [m for m in find(manifests, "ServiceAccount") if m["metadata"]["name"] == "img2img-runner"]
+    assert runner_accounts
+    for sa in runner_accounts:
+        assert sa["automountServiceAccountToken"] is False
+    for binding in find(manifests, "RoleBinding") + find(manifests, "ClusterRoleBinding"):
+        for subject in binding["subjects"]:
+            assert subject["name"] != "img2img-runner"
+
+
+# ---- values the chart refuses ------------------------------------------------------------------------------------
+BAD_VALUES = {
+    "empty bucket": ("s3: {bucket: ''}", ["/s3/bucket", "minLength"]),
+    "bucket with capitals": ("s3: {bucket: My_Bucket}", ["/s3/bucket", "does not match pattern"]),
+    "typo in a key": ("s3: {bucket: img2img, credentialSecret: x}", ["additional properties 'credentialSecret' not allowed"]),
+    "negative maxConcurrent": ("gpuClasses: {a100: {maxConcurrent: -1}}", ["/gpuClasses/a100/maxConcurrent", "minimum"]),
+    "gpu class name not a DNS label": ("gpuClasses: {A100_80GB: {}}", ["at '/gpuClasses'", "'A100_80GB' not allowed"]),
+    "bad toleration effect": (
+        "gpuClasses: {a100: {tolerations: [{key: nvidia.com/gpu, effect: NoScheduling}]}}",
+        ["/gpuClasses/a100/tolerations/0/effect", "NoSchedule"]),
+    "timeout of zero": ("defaults: {timeoutSeconds: 0}", ["/defaults/timeoutSeconds", "minimum"]),
+    "runner as root": ("runner: {securityContext: {runAsUser: 0}}", ["/runner/securityContext/runAsUser", "minimum"]),
+    "log level in lower case": ("logging: {level: info}", ["/logging/level", "INFO"]),
+    "relative model cache path": ("runner: {modelCache: {mountPath: models}}", ["/runner/modelCache/mountPath"]),
+    "namespace not a DNS label": ("watch: {namespaces: [Team_A]}", ["/watch/namespaces/0", "does not match pattern"]),
+    "quantity that is no quantity": ("gpuClasses: {a100: {resources: {memory: lots}}}",
+                                     ["/gpuClasses/a100/resources/memory", "does not match pattern"]),
+}
+
+TEMPLATE_REFUSALS = {
+    "two classes, no default": (
+        "gpuClasses: {a100: {}, h100: {}}", "defaultGpuClass: needed when there is more than one GPU class"),
+    "default class that does not exist": (
+        "gpuClasses: {a100: {}}\ndefaultGpuClass: l4", 'defaultGpuClass: "l4" is not one of gpuClasses (a100)'),
+    "two model cache sources": (
+        "runner: {modelCache: {persistentVolumeClaim: models, hostPath: /data/models}}",
+        "runner.modelCache: set persistentVolumeClaim or hostPath, not both"),
+    "job namespace not watched": (
+        "watch: {namespaces: [team-a]}\njobNamespaces: [team-b]", 'jobNamespaces: "team-b" is not watched'),
+    "no catalog": ("catalog: {create: false}", "catalog.configMapName: needed with catalog.create: false"),
+}
+
+
+def _template_error(values_text: str, tmp_path: Path) -> str:
+    values = tmp_path / "values.yaml"
+    values.write_text(values_text + "\n")
+    proc = helm("template", "x", str(CHART), "-f", str(values), check=False)
+    assert proc.returncode != 0, f"helm accepted:\n{values_text}"
+    return proc.stderr
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_the_schema_refuses_wrong_values_naming_the_value(case, tmp_path):
+    values_text, expected = BAD_VALUES[case]
+    error = _template_error(values_text, tmp_path)
+    assert "values don't meet the specifications of the schema" in error
+    for fragment in expected:
+        assert fragment in error, error
+
+
+@pytest.mark.parametrize("case", list(TEMPLATE_REFUSALS))
+def test_the_chart_refuses_inconsistent_values_with_a_reason(case, tmp_path):
+    values_text, expected = TEMPLATE_REFUSALS[case]
+    assert expected in _template_error(values_text, tmp_path)
+
+
+def test_the_schema_is_valid_json_schema():
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(defaults) <= set(schema["properties"])

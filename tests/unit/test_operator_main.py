@@ -1,0 +1,120 @@
+"""main: the kopf wiring (stateless, nothing written on objects), the command line, logging, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import kopf
+import pytest
+from img2img_operator.main import NoDiffBase, NoProgress, Runtime, build_registry, build_settings, main
+from img2img_operator.metrics import Metrics
+
+from operator_samples import CONFIG, config, job_body
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_kopf_stores_nothing_on_the_objects():
+    settings = build_settings(CONFIG)
+    assert isinstance(settings.persistence.diffbase_storage, NoDiffBase)
+    assert isinstance(settings.persistence.progress_storage, NoProgress)
+    body = kopf.Body(job_body(None))
+    assert settings.persistence.diffbase_storage.build(body=body) == {}  # the spec (images) is never copied
+    assert settings.persistence.diffbase_storage.fetch(body=body) is None
+    assert settings.peering.standalone and settings.peering.clusterwide
+    selectors = dict(settings.watching.label_selectors.items())
+    assert list(selectors.values()) == ["app.kubernetes.io/managed-by=img2img-operator"]
+    assert settings.posting.level == logging.WARNING
+
+
+def test_peering_and_namespaces_from_the_configuration():
+    settings = build_settings(config(peering={"enabled": True, "name": "x", "priority": 7}, namespaces=["a"]))
+    assert not settings.peering.standalone and settings.peering.name == "x" and settings.peering.priority == 7
+    assert not settings.peering.clusterwide
+
+
+def test_registry_has_only_stateless_handlers():
+    registry = build_registry(Runtime(CONFIG))
+    assert not registry._changing.get_all_handlers()  # no on.create/update/delete: no diff-base, no finalizer
+    assert not registry._spawning.get_all_handlers()  # no timers, no daemons: no finalizer
+    watching = registry._watching.get_all_handlers()
+    assert len(watching) == 2
+    kinds = {h.selector.plural or h.selector.any_name for h in watching}
+    assert kinds == {"img2imgjobs", "pods"}
+    activities = {h.activity.value for h in registry._activities.get_all_handlers()}
+    assert {"startup", "cleanup", "probe", "authentication"} <= activities
+
+
+def test_events_feed_the_cache_and_wake_the_dispatcher():
+    runtime = Runtime(CONFIG)
+    registry = build_registry(runtime)
+    handlers = {h.selector.plural or h.selector.any_name: h.fn for h in registry._watching.get_all_handlers()}
+    handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)})
+    assert len(runtime.cache) == 1
+
+
+def test_health_reports_a_dead_dispatcher():
+    runtime = Runtime(CONFIG)
+    assert runtime.health() == {"dispatcher": "starting"}
+
+    async def scenario():
+        class D:
+            synced, last_pass = True, None
+
+        async def boom():
+            raise RuntimeError("x")
+
+        runtime.dispatcher = D()
+        runtime.task = asyncio.create_task(boom())
+        await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError, match="dispatcher stopped"):
+            runtime.health()
+
+    asyncio.run(scenario())
+
+
+def test_bad_configuration_exits_2_with_the_reason(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("s3: {}\n")
+    assert main(["--config", str(path)]) == 2
+    assert "s3.bucket: Field required" in capsys.readouterr().err
+
+
+def test_check_config_prints_the_effective_configuration(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("s3: {bucket: b}\n")
+    proc = subprocess.run([sys.executable, "-m", "img2img_operator.main", "--config", str(path), "--check-config"],
+                          capture_output=True, text=True, check=True)
+    data = json.loads(proc.stdout)
+    assert data["s3"]["bucket"] == "b" and data["defaults"]["retries"] == 2
+
+
+def test_operator_never_imports_torch_or_diffusers():
+    code = ("import sys, img2img_operator.main, img2img_operator.dispatcher; "
+            "print(any(m in sys.modules for m in ('torch', 'diffusers', 'img2img_runner')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_metrics_count_what_status_writes_mean():
+    m = Metrics()
+    m.observe_status_write({"status": "IN_PROGRESS"}, {"status": "COMPLETED", "delayTime": 1500, "executionTime": 3000})
+    m.observe_status_write({"status": "IN_PROGRESS"},
+                           {"status": "IN_QUEUE", "runnerPod": None, "lastFailure": {"reason": "Evicted"}})
+    m.observe_status_write({"status": "IN_PROGRESS"}, {"status": "FAILED", "lastFailure": {"reason": "ModelError"}})
+    m.observe_jobs([("COMPLETED", "l4"), ("IN_QUEUE", "l4")], {"l4": 1}, {"l4": 0})
+    text = m.render().decode()
+    assert 'img2img_jobs_finished_total{state="COMPLETED"} 1.0' in text
+    assert 'img2img_job_retries_total{reason="Evicted"} 1.0' in text
+    assert 'img2img_job_failures_total{reason="ModelError"} 1.0' in text
+    assert "img2img_job_delay_seconds_count 1.0" in text
+    assert 'img2img_jobs{gpu_class="l4",state="COMPLETED"} 1.0' in text
+    assert 'img2img_queue_depth{gpu_class="l4"} 1.0' in text
+    assert 'img2img_api_writes_total{kind="status"} 3.0' in text
+    m.observe_jobs([], {}, {})
+    assert 'img2img_jobs{gpu_class="l4",state="COMPLETED"} 0.0' in m.render().decode()

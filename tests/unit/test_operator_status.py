@@ -1,0 +1,113 @@
+"""status, timing, report: the pieces the lifecycle's status writes are made of."""
+
+from __future__ import annotations
+
+import pytest
+from img2img_operator.report import check_result, parse_termination_message
+from img2img_operator.status import applied, changes, conditions, desired
+from img2img_operator.timing import submitted_at_ms, timings
+from img2img_operator.views import format_time_ms, parse_time_ms
+
+from operator_samples import SEC, T0, job, report
+
+
+# ---- times --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,ms", [
+    ("2026-01-01T00:00:00Z", T0), ("2026-01-01T00:00:00.123Z", T0 + 123), ("2026-01-01T01:00:00+01:00", T0),
+    (T0 + 5, T0 + 5), (str(T0), T0), ("", None), (None, None), ("yesterday", None), (True, None)])
+def test_parse_time(text, ms):
+    assert parse_time_ms(text) == ms
+
+
+def test_format_time_has_milliseconds():
+    assert format_time_ms(T0 + 7) == "2026-01-01T00:00:00.007Z"
+    assert parse_time_ms(format_time_ms(T0 + 123_456)) == T0 + 123_456
+
+
+# ---- submittedAt --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("annotation,first_seen,stored,expected", [
+    (None, None, None, T0),  # creationTimestamp
+    ("2026-01-01T00:00:00.734Z", None, None, T0 + 734),  # the CLI's annotation, consistent
+    (str(T0 + 734), None, None, T0 + 734),  # ms epoch form
+    ("2025-12-31T23:59:55.000Z", None, None, T0 - 5_000),  # a client clock a little behind
+    ("2025-12-31T23:00:00.000Z", None, None, T0),  # an hour before its creation: not believed
+    ("2026-01-01T00:00:01.500Z", None, None, T0),  # after its creation: not believed
+    ("garbage", T0 + 420, None, T0 + 420),  # the operator saw it arrive
+    (None, T0 + 420, None, T0 + 420),
+    (None, T0 - 300, None, T0),  # operator clock behind the API server's
+    (None, T0 + 60_000, None, T0),  # seen long after (operator was down): creationTimestamp
+    ("2026-01-01T00:00:00.734Z", T0 + 420, "2026-01-01T00:00:00.111Z", T0 + 111),  # stored wins
+])
+def test_submitted_at(annotation, first_seen, stored, expected):
+    j = job({"submittedAt": stored} if stored else None,
+            annotations={"img2img.dev/submitted-at": annotation} if annotation else None, first_seen_ms=first_seen)
+    assert submitted_at_ms(j) == expected
+
+
+# ---- timings ------------------------------------------------------------------------------------------------------
+def test_timings_follow_the_architecture_definitions():
+    r = parse_termination_message(__import__("json").dumps(report()))
+    t = timings(T0, r, None, None, T0 + 99 * SEC)
+    assert t.delay_time == 4_500  # modelsLoadedAt − submittedAt
+    assert t.execution_time == 4_250  # finishedAt − modelsLoadedAt
+    assert t.model_load_time == 1_250
+    assert t.as_status() == {"delayTime": 4_500, "executionTime": 4_250, "modelLoadTime": 1_250}
+
+
+def test_timings_never_negative_with_skewed_clocks():
+    r = parse_termination_message(__import__("json").dumps(report(modelsLoadedAt=T0 - 500, finishedAt=T0 - 900)))
+    t = timings(T0, r, None, None, T0)
+    assert t.delay_time == 0 and t.execution_time == 0
+
+
+def test_timings_from_model_load_time_when_models_loaded_at_is_missing():
+    r = parse_termination_message(__import__("json").dumps(report(modelsLoadedAt=None)))
+    t = timings(T0, r, None, None, T0)
+    assert t.delay_time == 3_250 + 1_250
+
+
+# ---- the runner's words -------------------------------------------------------------------------------------------
+def test_termination_message_forms():
+    assert parse_termination_message(None) is None and parse_termination_message("  ") is None
+    tail = parse_termination_message("line 1\nTraceback\nValueError: x")
+    assert tail.raw.endswith("ValueError: x") and tail.error is None
+    r = parse_termination_message('{"error": {"code": "MODEL", "field": "input.payload.x", "message": "unknown model y"}}')
+    assert str(r.error) == "input.payload.x: unknown model y"
+    assert parse_termination_message('"just a string"').raw == '"just a string"'
+    assert str(parse_termination_message('{"error": "plain words"}').error) == "plain words"
+    long = parse_termination_message("x" * 5000)
+    assert len(long.raw) == 1024 and long.raw.startswith("…")
+
+
+def test_result_json_checks():
+    assert check_result("s3://b/r.json", None).problem == "s3://b/r.json does not exist"
+    assert "not valid JSON" in check_result("s3://b/r.json", b"{").problem
+    assert "no list of images" in check_result("s3://b/r.json", b'{"images": "x"}').problem
+    ok = check_result("s3://b/r.json", b'{"images": ["s3://b/0.png"], "info": "{}", "parameters": {"a": 1}}')
+    assert ok.problem is None and ok.output == {"images": ["s3://b/0.png"], "info": "{}", "parameters": {"a": 1}}
+    as_object = check_result("s3://b/r.json", b'{"images": [], "info": {"seed": 1}}')
+    assert as_object.output["info"] == '{"seed": 1}'
+
+
+# ---- patches ------------------------------------------------------------------------------------------------------
+def test_changes_keep_only_what_differs_and_remove_with_null():
+    current = {"status": "IN_QUEUE", "queuePosition": 2, "runnerPod": "x-1",
+               "lastFailure": {"reason": "Evicted", "message": ""}}
+    wanted = {"status": "IN_QUEUE", "queuePosition": 1, "runnerPod": None, "error": None,
+              "lastFailure": {"reason": "Evicted", "exitCode": None, "message": ""}}
+    assert changes(current, wanted) == {"queuePosition": 1, "runnerPod": None}
+    assert applied(current, {"queuePosition": 1, "runnerPod": None}) == {
+        "status": "IN_QUEUE", "queuePosition": 1, "lastFailure": {"reason": "Evicted", "message": ""}}
+
+
+def test_conditions_are_kstatus_shaped():
+    conds = conditions("FAILED", "BadInput", "m" * 5000, 3, T0 + 1_500)
+    assert [c["type"] for c in conds] == ["Ready", "Reconciling", "Stalled"]
+    assert all(c["observedGeneration"] == 3 and len(c["message"]) == 1024 for c in conds)
+    assert conds[0]["lastTransitionTime"] == "2026-01-01T00:00:01Z"
+
+
+def test_desired_always_names_the_job_and_generation():
+    j = job(None, generation=4)
+    d = desired(j, T0, "IN_QUEUE", "Queued", "", queuePosition=None)
+    assert d["id"] == j.uid and d["observedGeneration"] == 4 and d["queuePosition"] is None

@@ -1,0 +1,137 @@
+"""The model catalog: A1111 names -> entries, compatibility, substitutes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runner_samples import tiny_catalog
+
+from img2img_runner.catalog import Catalog, CatalogError, ModelError
+
+
+@pytest.mark.parametrize("name", [
+    "sd_xl_base_1.0",
+    "sd_xl_base_1.0 [31e35c80fc]",  # A1111 title with the short hash
+    "sd_xl_base_1.0.safetensors",
+    "SD_XL_BASE_1.0",
+    "SDXL/sd_xl_base_1.0.safetensors",  # A1111 checkpoints in a subfolder
+])
+def test_a1111_spellings_of_a_checkpoint(name):
+    assert tiny_catalog().find(name).name == "sd_xl_base_1.0"
+
+
+def test_vae_with_and_without_extension():
+    catalog = tiny_catalog()
+    assert catalog.find("sdxl_vae").name == "sdxl_vae.safetensors"
+    assert catalog.find("sdxl_vae.safetensors").stem == "sdxl_vae"
+
+
+def test_resolve_the_seed_request():
+    resolved = tiny_catalog().resolve(checkpoint="sd_xl_base_1.0", vae="sdxl_vae.safetensors",
+                                      refiner="sd_xl_refiner_1.0", controlnets=["control_v11p_sd15_canny"])
+    assert resolved.architecture == "sdxl"
+    assert resolved.vae.name == "sdxl_vae.safetensors"
+    assert resolved.refiner.name == "sd_xl_refiner_1.0"
+    (unit,) = resolved.controlnets
+    assert unit.requested.name == "control_v11p_sd15_canny" and unit.runs.name == "diffusers_xl_canny_mid"
+    assert unit.substituted
+
+
+def test_sd15_controlnet_under_sd15_is_used_as_is():
+    resolved = tiny_catalog().resolve(checkpoint="deliberate_v2", vae=None, refiner=None,
+                                      controlnets=["control_v11p_sd15_canny"])
+    assert not resolved.controlnets[0].substituted
+
+
+def test_default_checkpoint_and_automatic_vae():
+    resolved = tiny_catalog().resolve(checkpoint=None, vae="Automatic", refiner=None, controlnets=[])
+    assert resolved.checkpoint.name == "sd_xl_base_1.0" and resolved.vae is None
+
+
+def test_incompatible_controlnet_names_both_models():
+    catalog = tiny_catalog(control_v11p_sd15_canny="substitutes")
+    with pytest.raises(ModelError) as exc:
+        catalog.resolve(checkpoint="sd_xl_base_1.0", vae=None, refiner=None, controlnets=[None, "control_v11p_sd15_canny"])
+    message = str(exc.value)
+    assert "control_v11p_sd15_canny" in message and "sd_xl_base_1.0" in message
+    assert exc.value.field == "alwayson_scripts.controlnet.args[1].model"
+
+
+def test_sdxl_controlnet_under_sd15_is_refused():
+    with pytest.raises(ModelError, match="diffusers_xl_canny_mid.*v1-5-pruned-emaonly"):
+        tiny_catalog().resolve(checkpoint="v1-5-pruned-emaonly", vae=None, refiner=None,
+                               controlnets=["diffusers_xl_canny_mid"])
+
+
+def test_unknown_names_list_what_the_catalog_has():
+    with pytest.raises(ModelError) as exc:
+        tiny_catalog().resolve(checkpoint="sd_xl_base_0.9", vae=None, refiner=None, controlnets=[])
+    assert exc.value.field == "override_settings.sd_model_checkpoint"
+    assert "sd_xl_base_0.9" in str(exc.value) and "deliberate_v2" in str(exc.value)
+    with pytest.raises(ModelError, match="not a checkpoint"):
+        tiny_catalog().resolve(checkpoint="sdxl_vae.safetensors", vae=None, refiner=None, controlnets=[])
+    with pytest.raises(ModelError) as exc:
+        tiny_catalog().resolve(checkpoint=None, vae="vae-ft-mse-840000", refiner=None, controlnets=[])
+    assert exc.value.field == "override_settings.sd_vae"
+
+
+def test_refiner_needs_an_sdxl_base():
+    with pytest.raises(ModelError) as exc:
+        tiny_catalog().resolve(checkpoint="deliberate_v2", vae=None, refiner="sd_xl_refiner_1.0", controlnets=[])
+    assert "deliberate_v2" in str(exc.value) and "sd_xl_refiner_1.0" in str(exc.value)
+    assert exc.value.field == "refiner_checkpoint"
+
+
+@pytest.mark.parametrize("models, message", [
+    ({"x": {"architecture": "sdxl-turbo", "source": {"path": "x"}}}, "architecture"),
+    ({"x": {"architecture": "sdxl"}}, "needs a source"),
+    ({"x": {"architecture": "sdxl", "source": {"path": "a", "hub": "b"}}}, "exactly one"),
+    ({"x": {"architecture": "controlnet-sd15", "source": "x", "substitutes": {"sdxl": "y"}}}, "not in the catalog"),
+    ({"x": {"architecture": "controlnet-sd15", "source": "x", "substitutes": {"controlnet-sdxl": "x"}}},
+     "not a checkpoint architecture"),
+    ({"x": {"architecture": "sdxl", "source": "x", "hash": "zz"}}, "hexadecimal"),
+])
+def test_a_broken_catalog_says_what_is_wrong(models, message):
+    with pytest.raises(CatalogError, match=message):
+        Catalog.from_dict({"models": models})
+
+
+def test_source_shorthands_and_paths(tmp_path: Path):
+    catalog = Catalog.from_dict({"models": {
+        "a": {"architecture": "sdxl", "source": "rel/folder"},
+        "b": {"architecture": "sdxl", "source": "/abs/model.safetensors"},
+        "c": {"architecture": "sdxl", "source": "s3://models/xl/base/"},
+        "d": {"architecture": "sdxl", "source": "hub:stabilityai/stable-diffusion-xl-base-1.0"},
+    }}, base_dir=tmp_path, cache_dir=tmp_path / "cache")
+    e = catalog.entries
+    assert (e["a"].source.kind, catalog.local_path(e["a"].source)) == ("path", tmp_path / "rel/folder")
+    assert e["b"].source.kind == "file"
+    assert catalog.local_path(e["c"].source) == tmp_path / "cache/s3/models/xl/base"
+    assert e["d"].source.kind == "hub" and e["d"].source.location == "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def test_the_chart_default_catalog_is_valid():
+    path = Path(__file__).resolve().parents[2] / "helm/img2img-operator/files/default-catalog.yaml"
+    if not path.exists():
+        pytest.skip("no chart default catalog")
+    catalog = Catalog.from_dict(yaml.safe_load(path.read_text()), cache_dir="/tmp/unused")
+    resolved = catalog.resolve(checkpoint="sd_xl_base_1.0", vae="sdxl_vae.safetensors", refiner="sd_xl_refiner_1.0",
+                               controlnets=["control_v11p_sd15_canny"])
+    assert resolved.controlnets[0].runs.architecture == "controlnet-sdxl"
+
+
+def test_short_title_is_a1111s():
+    entry = tiny_catalog().find("sd_xl_refiner_1.0")
+    assert entry.short_title == f"sd_xl_refiner_1.0 [{entry.hash}]"
+
+
+def test_annotator_lookup():
+    catalog = Catalog.from_dict({"models": {
+        "annotators": {"architecture": "annotator", "source": "ann"},
+        "midas": {"architecture": "annotator", "source": "midas", "modules": ["depth", "normal_map"]},
+    }})
+    assert catalog.annotator("depth").name == "midas"
+    assert catalog.annotator("hed").name == "annotators"

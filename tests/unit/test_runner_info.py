@@ -1,0 +1,150 @@
+"""A1111's info JSON and infotexts (1.10 format, current ControlNet extension), from a plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner_samples import plan_for, seed_payload, tiny_catalog
+
+from img2img_runner.info import Outcome, controlnet_value, info, quote
+
+# Processed.js() in A1111 1.10 (modules/processing.py), in order
+INFO_KEYS = [
+    "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "subseed",
+    "all_subseeds", "subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps", "batch_size",
+    "restore_faces", "face_restoration_model", "sd_model_name", "sd_model_hash", "sd_vae_name", "sd_vae_hash",
+    "seed_resize_from_w", "seed_resize_from_h", "denoising_strength", "extra_generation_params",
+    "index_of_first_image", "infotexts", "styles", "job_timestamp", "clip_skip", "is_using_inpainting_conditioning",
+    "version",
+]
+RAN = Outcome(refiner_ran=True, job_timestamp="20230801195301")
+
+
+def seed_info(**changes):
+    plan = plan_for(seed_payload(seed=3445164620, subseed=2000360919, **changes))
+    text, infotexts = info(plan, RAN)
+    return plan, json.loads(text), infotexts
+
+
+def test_info_has_every_a1111_key_in_order():
+    _, obj, _ = seed_info()
+    assert list(obj) == INFO_KEYS
+
+
+def test_info_values_for_the_seed_request():
+    plan, obj, infotexts = seed_info()
+    catalog = tiny_catalog()
+    assert obj["prompt"] == "an astronaut riding a horse" and obj["all_prompts"] == [obj["prompt"]]
+    assert obj["negative_prompt"] == "" and obj["all_negative_prompts"] == [""]
+    assert (obj["seed"], obj["all_seeds"]) == (3445164620, [3445164620])
+    assert (obj["subseed"], obj["all_subseeds"], obj["subseed_strength"]) == (2000360919, [2000360919], 0)
+    assert (obj["width"], obj["height"]) == (480, 640)
+    assert obj["sampler_name"] == "DPM++ SDE"  # 1.9+: no schedule suffix
+    assert obj["cfg_scale"] == 7.0 and isinstance(obj["cfg_scale"], float)
+    assert (obj["steps"], obj["batch_size"]) == (30, 1)  # requested steps, not the executed 23
+    assert obj["restore_faces"] is False and obj["face_restoration_model"] is None
+    assert obj["sd_model_name"] == "sd_xl_base_1.0"
+    assert obj["sd_model_hash"] == catalog.find("sd_xl_base_1.0").hash
+    assert obj["sd_vae_name"] == "sdxl_vae.safetensors"
+    assert obj["sd_vae_hash"] == catalog.find("sdxl_vae.safetensors").hash
+    assert (obj["seed_resize_from_w"], obj["seed_resize_from_h"]) == (-1, -1)
+    assert obj["denoising_strength"] == 0.75
+    assert obj["index_of_first_image"] == 0
+    assert obj["infotexts"] == infotexts and len(infotexts) == 1
+    assert obj["styles"] == [] and obj["job_timestamp"] == "20230801195301"
+    assert obj["clip_skip"] == 1 and obj["is_using_inpainting_conditioning"] is False
+    assert obj["version"] == "v1.10.1"
+
+
+def test_extra_generation_params_in_a1111s_order_with_the_substitution_said():
+    _, obj, _ = seed_info()
+    extra = obj["extra_generation_params"]
+    assert list(extra) == ["ControlNet 0", "ControlNet 0 substitute", "Denoising strength", "Schedule type",
+                           "Refiner", "Refiner switch at"]
+    assert extra["ControlNet 0 substitute"].startswith("diffusers_xl_canny_mid")
+    assert "control_v11p_sd15_canny" in extra["ControlNet 0 substitute"]
+    assert extra["Schedule type"] == "Karras" and extra["Denoising strength"] == 0.75
+    assert extra["Refiner"] == f"sd_xl_refiner_1.0 [{tiny_catalog().find('sd_xl_refiner_1.0').hash}]"
+    assert extra["Refiner switch at"] == 0.8
+
+
+def test_the_seed_infotext_in_a1111_110_format():
+    catalog = tiny_catalog()
+    _, _, (text,) = seed_info()
+    cn = ("Module: canny, Model: control_v11p_sd15_canny, Weight: 1.0, Resize Mode: Crop and Resize, Processor Res: "
+          "512, Threshold A: 75.0, Threshold B: 75.0, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, "
+          "Control Mode: Balanced")
+    expected = (
+        "an astronaut riding a horse\n"
+        "Steps: 30, Sampler: DPM++ SDE, Schedule type: Karras, CFG scale: 7.0, Seed: 3445164620, Size: 480x640, "
+        f"Model hash: {catalog.find('sd_xl_base_1.0').hash}, Model: sd_xl_base_1.0, "
+        f"VAE hash: {catalog.find('sdxl_vae.safetensors').hash}, VAE: sdxl_vae.safetensors, "
+        "Denoising strength: 0.75, RNG: CPU, "
+        f'ControlNet 0: "{cn}", '
+        "ControlNet 0 substitute: diffusers_xl_canny_mid (catalog substitute for control_v11p_sd15_canny under sdxl), "
+        f"Refiner: sd_xl_refiner_1.0 [{catalog.find('sd_xl_refiner_1.0').hash}], Refiner switch at: 0.8, "
+        "Version: v1.10.1"
+    )
+    assert text == expected
+
+
+def test_the_legacy_controlnet_string_is_the_runpod_examples(monkeypatch):
+    monkeypatch.setenv("IMG2IMG_CONTROLNET_INFOTEXT", "legacy")
+    _, obj, (text,) = seed_info()
+    expected = ("preprocessor: canny, model: control_v11p_sd15_canny, weight: 1, starting/ending: (0, 1), resize mode: "
+                "Crop and Resize, pixel perfect: False, control mode: Balanced, preprocessor params: (512, 75, 75)")
+    assert obj["extra_generation_params"]["ControlNet 0"] == expected
+    assert f'ControlNet 0: "{expected}"' in text
+
+
+def test_no_refiner_keys_when_the_refiner_did_not_run():
+    plan = plan_for(seed_payload())
+    obj = json.loads(info(plan, Outcome(refiner_ran=False, job_timestamp="x"))[0])
+    assert "Refiner" not in obj["extra_generation_params"]
+    assert "Refiner" not in obj["infotexts"][0]
+
+
+def test_negative_prompt_clip_skip_ensd_and_eta():
+    payload = seed_payload(negative_prompt="blurry, low quality", sampler_name="Euler a", scheduler=None, eta=0,
+                           override_settings={"sd_model_checkpoint": "v1-5-pruned-emaonly",
+                                              "CLIP_stop_at_last_layers": 2, "eta_noise_seed_delta": 31337},
+                           refiner_checkpoint=None, alwayson_scripts={})
+    plan = plan_for(payload)
+    _, (text,) = info(plan, RAN)
+    prompt, negative, params = text.split("\n")
+    assert negative == "Negative prompt: blurry, low quality"
+    assert "Schedule type: Automatic" in params  # the model's own schedule; no extra "Schedule type" key
+    assert "Clip skip: 2" in params
+    assert "Eta: 0" in params
+    assert "ENSD" not in params  # eta 0 runs the deterministic Euler: no noise to offset
+    assert "VAE" not in params  # no external VAE
+
+
+def test_batch_infotexts_carry_each_images_seed():
+    plan = plan_for(seed_payload(seed=10, batch_size=2, n_iter=2))
+    _, infotexts = info(plan, RAN)
+    assert [t.split("Seed: ")[1].split(",")[0] for t in infotexts] == ["10", "11", "12", "13"]
+
+
+def test_quote():
+    assert quote("Karras") == "Karras"
+    assert quote("a, b") == '"a, b"'
+    assert quote('say "x": y') == '"say \\"x\\": y"'
+    assert quote(0.8) == 0.8
+
+
+def test_a_controlnet_value_with_a_comma_is_left_empty_as_cn_does():
+    (unit,) = plan_for(seed_payload()).units
+    assert controlnet_value(unit).startswith("Module: canny")
+    from dataclasses import replace
+
+    assert controlnet_value(replace(unit, model="a:b")) == ""
+
+
+@pytest.mark.parametrize("version", ["v1.10.1", "v9.9.9"])
+def test_version_is_configurable(monkeypatch, version):
+    monkeypatch.setenv("IMG2IMG_INFOTEXT_VERSION", version)
+    _, obj, (text,) = seed_info()
+    assert obj["version"] == version and text.endswith(f"Version: {version}")
