@@ -205,12 +205,17 @@ class KubeError(Exception):
 class Kube:
     """Raw JSON access over the official client's transport (kubeconfig, TLS, auth): dicts in, dicts out."""
 
-    def __init__(self, kubeconfig: str):
+    def __init__(self, kubeconfig: str, pool_size: int = 64):
+        from kubernetes import client as kclient
         from kubernetes import config as kconfig
 
         self.kubeconfig = kubeconfig
-        self.client = kconfig.new_client_from_config(config_file=str(kubeconfig))
-        self.host = self.client.configuration.host
+        configuration = kclient.Configuration()
+        kconfig.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        # One client serves every pod worker: a pool as large as a burst of pods avoids reconnecting (TLS) each call.
+        configuration.connection_pool_maxsize = pool_size
+        self.client = kclient.ApiClient(configuration)
+        self.host = configuration.host
 
     def _call(self, method: str, path: str, query: dict | None, body, content_type: str, timeout):
         from kubernetes.client.exceptions import ApiException
@@ -1163,8 +1168,8 @@ class Executor:
             "KUBERNETES_SERVICE_PORT_HTTPS": port,
             "KUBERNETES_PORT": f"tcp://{api.hostname}:{port}",
         }
-        self.pods = Informer(lambda: Kube(kubeconfig), "/api/v1/pods", "pods", self.notify, self.stop)
-        self.nodes = Informer(lambda: Kube(kubeconfig), "/api/v1/nodes", "nodes", self.notify, self.stop)
+        self.pods = Informer(lambda: Kube(kubeconfig, 2), "/api/v1/pods", "pods", self.notify, self.stop)
+        self.nodes = Informer(lambda: Kube(kubeconfig, 2), "/api/v1/nodes", "nodes", self.notify, self.stop)
 
     def notify(self) -> None:
         self.changed.set()

@@ -377,9 +377,8 @@ class Stack:
             "executor",
             [sys.executable, "-m", "img2img.local.executor", f"--kubeconfig={info.kubeconfig}", f"--config={config_file}"],
         )
-        _wait(f"node {NODE_NAME}",
-              lambda: self.kubectl(info, "get", "node", NODE_NAME, check=False).returncode == 0, 60,
-              self.logs / "executor.log")
+        _wait(f"node {NODE_NAME} Ready and schedulable", lambda: _node_schedulable(self.kubectl(
+            info, "get", "node", NODE_NAME, "-o", "json", check=False)), 60, self.logs / "executor.log")
 
     def operator_config(self, info: StackInfo) -> dict:
         ports = self._state()["ports"]
@@ -446,6 +445,15 @@ class Stack:
         busy = [p for p in state.get("ports", {}).values() if _listening(p)]
         if busy:
             raise RuntimeError(f"ports still listening after down: {busy}")
+
+
+def _node_schedulable(proc: subprocess.CompletedProcess) -> bool:
+    if proc.returncode != 0:
+        return False
+    node = json.loads(proc.stdout)
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+    not_ready_taint = any(t["key"] == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints") or [])
+    return ready and not not_ready_taint
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -506,6 +506,18 @@ def test_a_pod_shaped_like_the_operators_runner_pod(executor, kube, namespace):
         assert len(list((executor.pod_dir(namespace, pod) / "volumes" / "tmp").iterdir())) == 1
 
 
+def test_a_burst_of_pods_all_run_to_completion(executor, kube, namespace):
+    names = [f"burst-{i:02d}" for i in range(12)]
+    for name in names:
+        script = "echo -n $HOSTNAME > /dev/termination-log"
+        create(kube, namespace, make_pod(executor, name, command=["sh", "-c", script]))
+    for name in names:
+        pod = wait_for(kube, namespace, name, phase_is("Succeeded", "Failed"), timeout=120, what="a terminal phase")
+        assert pod["status"]["phase"] == "Succeeded"
+        assert container_state(pod)["terminated"]["message"] == name
+    assert "Connection pool is full" not in executor.logs()
+
+
 def test_kubelet_admission_rejects_a_pod_bound_past_capacity(executor, kube, namespace):
     manifest = make_pod(executor, "forced", "print(1)", gpus=3)
     manifest["spec"]["nodeName"] = executor.node  # bypasses the scheduler, as a static assignment does
