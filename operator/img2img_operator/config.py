@@ -154,9 +154,12 @@ class S3Config(_Camel):
         return f"s3://{bucket or self.bucket}/" + "/".join(p for p in parts if p) + "/"
 
     def allowed_reads(self, namespace: str) -> list[str]:
+        """The namespace's own job area, its uploads area (where `img2img submit` offloads large inline images),
+        and the configured extra prefixes."""
         own = f"s3://{self.bucket}/" + "/".join(p for p in (self.prefix.strip("/"), namespace) if p) + "/"
+        uploads = f"s3://{self.bucket}/uploads/{namespace}/"
         extra = self.allowed_read_prefixes.get("*", []) + self.allowed_read_prefixes.get(namespace, [])
-        return list(dict.fromkeys([own, *extra]))
+        return list(dict.fromkeys([own, uploads, *extra]))
 
 
 class Toleration(_Camel):

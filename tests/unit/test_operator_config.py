@@ -70,7 +70,7 @@ def test_s3_locations():
     cfg = parse_config({"s3": {"bucket": "b", "prefix": "/jobs/", "allowedReadPrefixes": {"*": ["s3://x/"]}}})
     assert cfg.s3.job_prefix("ns", "job", "u") == "s3://b/jobs/ns/job/u/"
     assert cfg.s3.job_prefix("ns", "job", "u", bucket="o", prefix="") == "s3://o/ns/job/u/"
-    assert cfg.s3.allowed_reads("ns") == ["s3://b/jobs/ns/", "s3://x/"]
+    assert cfg.s3.allowed_reads("ns") == ["s3://b/jobs/ns/", "s3://b/uploads/ns/", "s3://x/"]
 
 
 def test_retry_back_off():
