@@ -26,6 +26,23 @@ _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\}\s+(?P<value
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
+def request_counts(metrics_text: str) -> Counter:
+    """`apiserver_request_total` summed by (verb, resource[/subresource]) over codes, scopes and versions."""
+    counts: Counter = Counter()
+    for line in metrics_text.splitlines():
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = dict(_LABEL.findall(m["labels"]))
+        resource = labels.get("resource", "")
+        if not resource:
+            continue  # /healthz, /metrics, discovery
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[(labels.get("verb", ""), resource)] += int(float(m["value"]))
+    return counts
+
+
 class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, body: bytes):
         self.status = status
@@ -110,20 +127,7 @@ class Api:
         return data.decode()
 
     def request_counts(self) -> Counter:
-        """apiserver_request_total summed by (verb, resource[/subresource]) over codes, scopes and versions."""
-        counts: Counter = Counter()
-        for line in self.metrics().splitlines():
-            m = _SAMPLE.match(line)
-            if not m:
-                continue
-            labels = dict(_LABEL.findall(m["labels"]))
-            resource = labels.get("resource", "")
-            if not resource:
-                continue  # /healthz, /metrics, discovery
-            if labels.get("subresource"):
-                resource += "/" + labels["subresource"]
-            counts[(labels.get("verb", ""), resource)] += int(float(m["value"]))
-        return counts
+        return request_counts(self.metrics())
 
     def version(self) -> str:
         return self.get("/version").get("gitVersion", "?")

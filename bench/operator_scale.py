@@ -61,8 +61,10 @@ SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 PARKED_CLASS = "parked"  # a GPU class with maxConcurrent 0: its jobs stay queued
 # A runner pod's requests: tiny, so that the node's 2 CPUs do not limit how many no-op pods run at once.
 NOOP_REQUESTS = {"cpu": "10m", "memory": "32Mi"}
-# Writes that are not about jobs: heartbeats of the node and of the controllers.
-HEARTBEATS = frozenset({"leases", "nodes", "nodes/status"})
+# Writes that are not about jobs: heartbeats of the node and the controllers, the API server's own endpoints,
+# kube-controller-manager's service account tokens.
+BACKGROUND = frozenset({"leases", "nodes", "nodes/status", "endpoints", "endpointslices", "serviceaccounts/token"})
+STALL_SECONDS = 60.0  # a phase where no pod is created and no job finishes for this long is cut short
 
 TARGETS = {
     "jobs_per_s": 50.0,  # >= through the whole lifecycle, N at once
@@ -144,14 +146,18 @@ def memory_mb(pid: int | None) -> dict[str, float]:
 
 
 def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """CPU time (user + system, with reaped children) of each component of the stack so far."""
+    """CPU time (user + system) of each component of the stack so far, and of its reaped children apart
+    ("executor children" are the container processes: the sandbox launcher and the no-op runner)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for name, pid in stack._state().get("pids", {}).items():
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[name] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+            out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime stime
+            children = (int(fields[13]) + int(fields[14])) / tick  # cutime cstime
+            if children:
+                out[f"{name} children"] = children
         except (OSError, IndexError, ValueError):
             pass
     return out
@@ -315,7 +321,7 @@ def create_namespace(api: kubeapi.Api, stack: Stack, info: StackInfo, name: str)
 
 
 def write_total(counts: Counter) -> int:
-    return sum(v for (verb, res), v in counts.items() if verb in kubeapi.WRITE_VERBS and res not in HEARTBEATS)
+    return sum(v for (verb, res), v in counts.items() if verb in kubeapi.WRITE_VERBS and res not in BACKGROUND)
 
 
 def wait_quiet(api: kubeapi.Api, quiet: float = 2.0, timeout: float = 30.0) -> Counter:
@@ -373,9 +379,17 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
         if not tracker.submitted:
             raise RuntimeError(f"no job could be created: {errors[0] if errors else '?'}")
         deadline = start + timeout
+        progress, last_change, stalled = -1, time.monotonic(), False
         with tracker.cond:
             while len(tracker.finished) < len(tracker.submitted) and time.monotonic() < deadline:
                 tracker.cond.wait(timeout=1.0)
+                now_progress = len(tracker.finished) + len(tracker.pod_created) + len(tracker.pod_finished)
+                if now_progress != progress:
+                    progress, last_change = now_progress, time.monotonic()
+                elif time.monotonic() - last_change > STALL_SECONDS:
+                    stalled = True
+                    log(f"{workload.name} {mode}: no progress for {STALL_SECONDS:.0f} s; cutting the phase short")
+                    break
         end = time.monotonic()
         after = wait_quiet(api)
         cpu_after = cpu_seconds(stack)
@@ -395,7 +409,7 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
     pod_to_done = [(tracker.finished[n][0] - tracker.pod_finished[n]) * 1000 for n in ok if n in tracker.pod_finished]
     diff = after - before
     writes = {f"{verb} {res}": v / created for (verb, res), v in sorted(diff.items())
-              if verb in kubeapi.WRITE_VERBS and res not in HEARTBEATS and v > 0}
+              if verb in kubeapi.WRITE_VERBS and res not in BACKGROUND and v > 0}
     reads = sum(v for (verb, res), v in diff.items() if verb not in kubeapi.WRITE_VERBS)
     events_by = Counter()
     controller_events = 0
@@ -435,7 +449,9 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
         "reads_per_job_all": reads / created,
         "writes_by_request": writes,
         "events_by_component": dict(events_by),
-        "cpu_seconds": {k: round(cpu_after.get(k, 0) - v, 2) for k, v in cpu_before.items()},
+        "cpu_seconds": {k: round(cpu_after.get(k, 0) - cpu_before.get(k, 0), 2)
+                        for k in sorted(set(cpu_before) | set(cpu_after))},
+        "stalled": stalled,
     }
     log(f"{workload.name} {mode}: {len(ok)}/{count} COMPLETED, {result['jobs_per_s']:.1f} jobs/s; "
         f"submit->pod {fmt(result['submit_to_pod_ms'])}; "
@@ -527,9 +543,9 @@ def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, 
 
 
 def count_jobs(api: kubeapi.Api) -> int:
-    """Img2ImgJobs in every namespace (a paginated list of names only would do; the count is what matters)."""
-    items, _ = api.list_all(f"/apis/{API_GROUP}/{API_VERSION}/{PLURAL}", limit=1000)
-    return len(items)
+    """Img2ImgJobs in every namespace: one item and the server's count of the rest."""
+    page = api.get(f"/apis/{API_GROUP}/{API_VERSION}/{PLURAL}?limit=1")
+    return len(page.get("items") or []) + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
 
 
 def start_operator_and_settle(api: kubeapi.Api, stack: Stack, info: StackInfo, overrides: dict,

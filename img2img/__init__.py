@@ -5,3 +5,8 @@ API_VERSION = "v1alpha1"
 KIND = "Img2ImgJob"
 PLURAL = "img2imgjobs"
 PROJECT = "img2img-operator"
+
+
+def uploads_prefix(namespace: str) -> str:
+    """Where `img2img submit` stores a namespace's large inline images in the job bucket (runners may read it)."""
+    return f"uploads/{namespace}/"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from img2img import API_GROUP, API_VERSION, KIND, PLURAL
+from img2img import API_GROUP, API_VERSION, KIND, PLURAL, uploads_prefix
 
 GENERATE_NAME = "img2img-"  # as img2img.api.job.GENERATE_NAME (not imported here: it loads pydantic)
 
@@ -143,7 +143,7 @@ class Upload:
 
     def key(self, namespace: str) -> str:
         # content-addressed: the same image submitted twice is stored once
-        return f"uploads/{namespace}/{hashlib.sha256(self.data).hexdigest()}.{self.extension}"
+        return f"{uploads_prefix(namespace)}{hashlib.sha256(self.data).hexdigest()}.{self.extension}"
 
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from img2img import uploads_prefix
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_ENV = "IMG2IMG_OPERATOR_CONFIG"
@@ -157,7 +158,7 @@ class S3Config(_Camel):
         """The namespace's own job area, its uploads area (where `img2img submit` offloads large inline images),
         and the configured extra prefixes."""
         own = f"s3://{self.bucket}/" + "/".join(p for p in (self.prefix.strip("/"), namespace) if p) + "/"
-        uploads = f"s3://{self.bucket}/uploads/{namespace}/"
+        uploads = f"s3://{self.bucket}/{uploads_prefix(namespace)}"
         extra = self.allowed_read_prefixes.get("*", []) + self.allowed_read_prefixes.get(namespace, [])
         return list(dict.fromkeys([own, uploads, *extra]))
 

@@ -215,7 +215,7 @@ class Dispatcher:
             if isinstance(action, WriteStatus):
                 step = "write_status"
                 body = await self.kube.patch_job_status(job.namespace, job.name, action.patch,
-                                                        current.resource_version)
+                                                        current.resource_version, current.status)
                 self.metrics.observe_status_write(current.status, action.patch)
                 self.cache.put_job(body)
                 self._log_transition(current, action.patch)

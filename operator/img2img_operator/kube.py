@@ -24,7 +24,7 @@ log = logging.getLogger("img2img_operator.kube")
 
 RUNNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 TIMEOUT = 30  # seconds per API call
-MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 COMPONENT = "img2img-operator"
 
 
@@ -144,14 +144,18 @@ class Kube:
             raise
 
     async def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any],
-                               resource_version: str | None) -> dict[str, Any]:
-        """Merge-patch ``.status`` through the status subresource, on the condition the job is still as seen."""
-        body: dict[str, Any] = {"status": dict(status)}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
+                               resource_version: str | None, current: Mapping[str, Any] | None = None
+                               ) -> dict[str, Any]:
+        """Patch ``.status`` through the status subresource, on the condition the job is still as seen.
+
+        A JSON patch, not a merge patch: in a merge patch null means "remove", and the status must be able to hold
+        nulls the runner wrote (``output.parameters.init_images: null``). ``status`` names the top-level keys to
+        set (None = remove); ``current`` is the status they apply to.
+        """
+        ops = status_json_patch(status, current, resource_version)
         try:
-            return await self.request("PATCH", self._jobs_path(namespace, name, "status"), body=body,
-                                      content_type=MERGE_PATCH)
+            return await self.request("PATCH", self._jobs_path(namespace, name, "status"), body=ops,
+                                      content_type=JSON_PATCH)
         except ApiException as e:
             if e.status == 409:
                 raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
@@ -196,6 +200,26 @@ class Kube:
             "count": 1,
         }
         await self.request("POST", f"/api/v1/namespaces/{meta.get('namespace')}/events", body=event)
+
+
+def status_json_patch(status: Mapping[str, Any], current: Mapping[str, Any] | None,
+                      resource_version: str | None) -> list[dict[str, Any]]:
+    """JSON patch operations setting (or removing, for None) top-level status keys; with the resourceVersion as an
+    optimistic lock (replacing it with the value decided on makes the API server answer 409 if it moved)."""
+    ops: list[dict[str, Any]] = []
+    if resource_version:
+        ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
+    if not current:
+        ops.append({"op": "add", "path": "/status", "value": {k: v for k, v in status.items() if v is not None}})
+        return ops
+    for key, value in status.items():
+        path = "/status/" + key.replace("~", "~0").replace("/", "~1")
+        if value is None:
+            if key in current:
+                ops.append({"op": "remove", "path": path})
+        else:
+            ops.append({"op": "add", "path": path, "value": value})
+    return ops
 
 
 def _rv(data: Mapping[str, Any]) -> int | None:

@@ -177,8 +177,13 @@ def _write(job: JobView, wanted: dict[str, Any], *rest: Action, wake_at: int | N
     return Decision(actions, wake_at=wake_at)
 
 
-def _stop_all(pods: Iterable[PodView], grace: int) -> tuple[StopRunner, ...]:
-    return tuple(StopRunner(p.name, p.uid or None, grace) for p in live_pods(pods) if not p.deleting)
+def _stop_all(pods: Iterable[PodView], grace: int, finished_too: bool = False) -> tuple[StopRunner, ...]:
+    """Delete the live pods (and with ``finished_too`` the finished ones: a timed-out or cancelled job's pod goes)."""
+    return tuple(StopRunner(p.name, p.uid or None, grace) for p in pods
+                 if not p.gone and not p.deleting and (finished_too or p.live))
+
+
+REMOVES_PODS = {CANCELLED, TIMED_OUT}  # final states that leave no pod behind (DESIGN.md §4: "pod removed")
 
 
 def _first_fields(job: JobView) -> dict[str, Any]:
@@ -199,7 +204,7 @@ def _active(job: JobView, pods: Sequence[PodView], now: int, config: OperatorCon
             job,
             desired(job, now, CANCELLED, "Cancelled", "cancelled by spec.cancel", **first, **attempts_field,
                     completedAt=format_time_ms(now), queuePosition=None),
-            *_stop_all(pods, grace),
+            *_stop_all(pods, grace, finished_too=True),
             Emit("Normal", "Cancelled", "cancelled by spec.cancel"),
         )
 
@@ -338,7 +343,7 @@ def _failed_attempt(job: JobView, pods: Sequence[PodView], now: int, config: Ope
             job,
             desired(job, now, TIMED_OUT, "TimedOut", message, **first, attempts=n, runnerPod=name, error=message,
                     completedAt=format_time_ms(now), queuePosition=None, lastFailure=failure_record),
-            *stop,
+            *_stop_all(pods, grace, finished_too=True),
             Emit("Warning", "TimedOut", message),
         )
 
@@ -376,7 +381,8 @@ def start_refused(job: JobView, pods: Sequence[PodView], now: int, config: Opera
 
 def _finished(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, c: Controls) -> Decision:
     """A finished job: its pods stopped, observedGeneration kept current, deleted after its TTL."""
-    actions: list[Action] = list(_stop_all(pods, config.timing.cancel_grace_period_seconds))
+    actions: list[Action] = list(_stop_all(pods, config.timing.cancel_grace_period_seconds,
+                                           finished_too=job.state in REMOVES_PODS))
     if job.status.get("observedGeneration") != job.generation:
         conds = [{**cond, "observedGeneration": job.generation} for cond in job.status.get("conditions") or []]
         actions.insert(0, WriteStatus({"observedGeneration": job.generation, "conditions": conds}))

@@ -190,21 +190,20 @@ def configure_logging(config: OperatorConfig, level: str | None = None) -> None:
     level = level or config.logging.level
     kopf.configure(
         debug=level == "DEBUG",
-        verbose=level in ("DEBUG", "INFO"),
         quiet=level in ("WARNING", "ERROR"),
         log_format=kopf.LogFormat.JSON if config.logging.format == "json" else kopf.LogFormat.FULL,
     )
+    logging.getLogger().setLevel(level)
     ours = logging.getLogger("img2img_operator")
     ours.setLevel(level)
     if config.logging.format == "text":
-        ours.addFilter(_TextContext())
-        for name in ("img2img_operator.dispatcher", "img2img_operator.kube"):
+        for name in ("img2img_operator", "img2img_operator.dispatcher", "img2img_operator.kube"):
             logging.getLogger(name).addFilter(_TextContext())
     if level != "DEBUG":
         # kopf logs every event handler call at INFO: only its warnings, unless debugging
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("botocore", "boto3", "urllib3", "kubernetes_asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # ---- entry point -------------------------------------------------------------------------------------------------

@@ -144,15 +144,18 @@ def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float =
     pytest.fail(f"the operator's /healthz did not answer within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
-def _wait_terminal(stack, namespace: str, name: str, timeout: float) -> dict:
+def _wait_terminal(stack, namespace: str, name: str, timeout: float, proc: subprocess.Popen, log: Path) -> dict:
     deadline = time.monotonic() + timeout
     status: dict = {}
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the operator exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
         status = stack.get_json("-n", namespace, "img2imgjobs", name).get("status") or {}
         if status.get("status") in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
             return status
         time.sleep(2)
-    pytest.fail(f"{namespace}/{name} did not finish within {timeout} s; last status: {json.dumps(status)[:2000]}")
+    pytest.fail(f"{namespace}/{name} did not finish within {timeout} s; last status: {json.dumps(status)[:2000]}\n"
+                f"--- operator log ---\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.mark.skipif(not (REPO / "operator" / "img2img_operator" / "main.py").exists(),
@@ -189,7 +192,7 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
         _wait_healthy(health_port, proc, log)
         job = yaml.safe_load((EXAMPLES / "job.yaml").read_text())
         stack.kubectl("-n", namespace, "create", "-f", "-", input=json.dumps(job))
-        status = _wait_terminal(stack, namespace, job["metadata"]["name"], timeout=600)
+        status = _wait_terminal(stack, namespace, job["metadata"]["name"], 900, proc, log)
         text = log.read_text(errors="replace")
         assert status["status"] == "COMPLETED", f"{json.dumps(status, indent=1)[:3000]}\n--- operator log ---\n{text[-4000:]}"
         assert status["output"]["images"], status
@@ -210,7 +213,10 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
 # ---- 3. and nothing more -------------------------------------------------------------------------------------------
 def _can_i(stack, user: str, namespace: str, verb: str, resource: str) -> str:
     groups = [f"--as-group={g}" for g in (*SA_GROUPS, f"system:serviceaccounts:{user.split(':')[2]}")]
-    proc = stack.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", *groups, check=False)
+    resource, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    proc = stack.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={user}", *groups,
+                         check=False)
     return proc.stdout.strip()
 
 
@@ -250,6 +256,7 @@ def test_the_operator_account_gets_exactly_its_rules_in_the_watched_namespace_an
                                ("list", "pods"), ("create", "events")]:
             assert _can_i(stack, operator, namespace, verb, resource) == "yes", (verb, resource)
         for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "img2imgjobs.img2img.dev"),
+                               ("patch", "img2imgjobs.img2img.dev"), ("list", "namespaces"),
                                ("update", "img2imgjobs.img2img.dev/status"), ("patch", "pods"),
                                ("create", "pods/exec"), ("get", "configmaps"), ("create", "serviceaccounts/token")]:
             assert _can_i(stack, operator, namespace, verb, resource) == "no", (verb, resource)

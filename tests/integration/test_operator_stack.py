@@ -209,13 +209,15 @@ def test_seed_job_created_with_kubectl_create_runs_to_completed(stack, namespace
 
 
 def test_two_at_a_time_by_priority_then_submission_with_queue_positions(stack, namespace, operator):
-    # a GPU-less class so that two runners fit the one-GPU node: the operator's limit is what is tested
-    operator({"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}}, "defaultGpuClass": "cpu",
-              "runner": {"command": ["sh", "-c", "sleep 4; exec img2img-runner"]}})
+    # Six jobs queued at once (submitted while no operator runs), then the operator: a GPU-less class so that two
+    # runners fit the one-GPU node, since the operator's limit is what is tested.
+    stack.stop_operator()
     priorities = [0, 5, 0, 5, 1, 0]
     for i, p in enumerate(priorities):
         create(stack, namespace, f"j{i}", priority=p)
-        time.sleep(0.3)
+        time.sleep(0.05)
+    operator({"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}}, "defaultGpuClass": "cpu",
+              "runner": {"command": ["sh", "-c", "sleep 4; exec img2img-runner"]}})
 
     samples: list[dict[str, dict]] = []
 
@@ -301,7 +303,7 @@ def test_cancel_ends_cancelled_and_kills_the_process(stack, namespace, operator)
     running = pod(stack, namespace, "cancelme-1")
     pid_file = (Path(stack.info.state_dir) / "executor" / "pods" /
                 f"{namespace}_cancelme-1_{running['metadata']['uid']}" / "containers" / "runner" / "pid")
-    pid = int(wait_for("runner pid", lambda: pid_file.exists() and pid_file.read_text().strip()))
+    pid = int(wait_for("runner pid", lambda: pid_file.exists() and pid_file.read_text().split()[0]))
     stack.kubectl("-n", namespace, "patch", "img2imgjob", "cancelme", "--type=merge", "-p", '{"spec":{"cancel":true}}')
     final = wait_state(stack, namespace, "cancelme", {"CANCELLED"}, timeout=60)
     assert final["observedGeneration"] == 2

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# one torch thread: on a shared CPU, OpenMP threads spinning against other processes make tiny models ~10x slower
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("IMG2IMG_TORCH_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
 

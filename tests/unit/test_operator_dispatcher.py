@@ -170,7 +170,7 @@ class FakeKube:
         job = self.c.jobs.get((namespace, name))
         return copy.deepcopy(job) if job else None
 
-    async def patch_job_status(self, namespace, name, status, resource_version):
+    async def patch_job_status(self, namespace, name, status, resource_version, current=None):
         self._call()
         job = self.c.jobs.get((namespace, name))
         if job is None:

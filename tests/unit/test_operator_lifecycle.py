@@ -194,9 +194,9 @@ CASES = [
     Case("retries: 0 means one attempt", running_status(), [pod(1, "Failed", container=terminated(5))],
          actions=["WriteStatus", "Emit"], state="FAILED", controls={"retries": 0}),
     # --- deadline
-    Case("kubelet deadline: TIMED_OUT", running_status(),
+    Case("kubelet deadline: TIMED_OUT, pod removed", running_status(),
          [pod(1, "Failed", reason="DeadlineExceeded", message="Pod was active on the node longer than the specified deadline")],
-         actions=["WriteStatus", "Emit"], state="TIMED_OUT"),
+         actions=["WriteStatus", "StopRunner", "Emit"], state="TIMED_OUT"),
     Case("past the deadline, kubelet silent: TIMED_OUT and pod removed", running_status(),
          [pod(1, "Running", container=running_container())], now=T0 + 2 * SEC + 601 * SEC + 30 * SEC,
          actions=["WriteStatus", "StopRunner", "Emit"], state="TIMED_OUT"),
@@ -213,8 +213,8 @@ CASES = [
          actions=["WriteStatus", "Emit"], state="CANCELLED", extra={"queuePosition": None}),
     Case("cancel while waiting for a retry", admitted_status(lastFailure={"reason": "Evicted", "message": ""},
                                                              runnerPod=None),
-         [pod(1, "Failed", reason="Evicted")], controls={"cancel": True}, actions=["WriteStatus", "Emit"],
-         state="CANCELLED"),
+         [pod(1, "Failed", reason="Evicted")], controls={"cancel": True},
+         actions=["WriteStatus", "StopRunner", "Emit"], state="CANCELLED"),
 ]
 
 
@@ -430,8 +430,15 @@ def test_ttl_after_finished_deletes_the_job_then():
 
 
 def test_finished_job_with_a_live_pod_stops_it():
-    d, _ = run(finished("CANCELLED"), [pod(1, "Running", container=running_container())])
-    assert d.actions == (StopRunner("seed-1", "pod-uid-1", CONFIG.timing.cancel_grace_period_seconds),)
+    grace = CONFIG.timing.cancel_grace_period_seconds
+    d, _ = run(finished("FAILED"), [pod(1, "Running", container=running_container())])
+    assert d.actions == (StopRunner("seed-1", "pod-uid-1", grace),)
+    # a failed job keeps its finished pods (their logs); a timed-out or cancelled one does not
+    d, _ = run(finished("FAILED"), [pod(1, "Failed", container=terminated(1))])
+    assert d.actions == ()
+    for state in ("TIMED_OUT", "CANCELLED"):
+        d, _ = run(finished(state), [pod(1, "Failed", container=terminated(137)), pod(2, "Failed", deleted=T)])
+        assert d.actions == (StopRunner("seed-1", "pod-uid-1", grace),)
 
 
 def test_finished_job_edited_later_only_catches_up_observed_generation():

@@ -118,3 +118,19 @@ def test_metrics_count_what_status_writes_mean():
     assert 'img2img_api_writes_total{kind="status"} 3.0' in text
     m.observe_jobs([], {}, {})
     assert 'img2img_jobs{gpu_class="l4",state="COMPLETED"} 0.0' in m.render().decode()
+
+
+def test_status_json_patch_keeps_nulls_inside_values_and_locks_on_the_resource_version():
+    from img2img_operator.kube import status_json_patch
+
+    ops = status_json_patch({"status": "COMPLETED", "output": {"parameters": {"init_images": None}},
+                             "runnerPod": None, "queuePosition": None},
+                            {"status": "IN_PROGRESS", "runnerPod": "x-1"}, "42")
+    assert ops == [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": "42"},
+        {"op": "add", "path": "/status/status", "value": "COMPLETED"},
+        {"op": "add", "path": "/status/output", "value": {"parameters": {"init_images": None}}},
+        {"op": "remove", "path": "/status/runnerPod"},
+    ]
+    first = status_json_patch({"status": "IN_QUEUE", "queuePosition": None}, None, None)
+    assert first == [{"op": "add", "path": "/status", "value": {"status": "IN_QUEUE"}}]

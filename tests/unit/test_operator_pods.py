@@ -69,7 +69,7 @@ def test_runner_container_command_env_and_termination_message():
     assert env["IMG2IMG_JOB_INPUT"] == base + "input.json"
     assert env["IMG2IMG_OUTPUT"] == base
     assert env["IMG2IMG_CATALOG"] == "/etc/img2img/catalog/catalog.yaml"
-    assert json.loads(env["IMG2IMG_ALLOWED_S3"]) == ["s3://img2img/jobs/team-a/"]
+    assert json.loads(env["IMG2IMG_ALLOWED_S3"]) == ["s3://img2img/jobs/team-a/", "s3://img2img/uploads/team-a/"]
     assert json.loads(env["IMG2IMG_ALLOWED_HOSTS"]) == []
     assert env["IMG2IMG_ATTEMPT"] == "3"
     assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["AWS_REGION"] == "us-east-1"
@@ -82,7 +82,7 @@ def test_no_credentials_secret_means_cloud_identity_no_aws_keys():
                      "allowedReadPrefixes": {"*": ["s3://shared/"], "team-a": ["s3://team-a-in/x/"]}})
     env = env_of(build(cfg))
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"} & set(env)
-    assert json.loads(env["IMG2IMG_ALLOWED_S3"]) == ["s3://b/jobs/team-a/", "s3://shared/", "s3://team-a-in/x/"]
+    assert json.loads(env["IMG2IMG_ALLOWED_S3"]) == ["s3://b/jobs/team-a/", "s3://b/uploads/team-a/", "s3://shared/", "s3://team-a-in/x/"]
 
 
 def test_job_output_location_moves_staging_and_results():

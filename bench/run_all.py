@@ -1,0 +1,318 @@
+"""`make bench`: the operator at scale and the runner's overhead, then BENCHMARKS.md with every figure and target.
+
+Each benchmark runs in its own process (`operator_scale.py`, `runner_overhead.py`, with `--json`), one after the
+other, so neither disturbs the other's figures; their reports stream to the terminal as they run. The GPU recipe
+(`gpu_sdxl.py`) needs a GPU node and is not run here; BENCHMARKS.md says how to run it.
+
+Run it on a quiet machine: the figures are wall-clock times on whatever else the machine is doing (the load average
+at the start is recorded next to them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import machine  # noqa: E402
+import operator_scale  # noqa: E402
+import runner_overhead  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[run_all {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_child(script: str, argv: list[str], timeout: float) -> tuple[dict | None, float, str | None]:
+    """Run one benchmark script with --json; (its figures or None, seconds, why it failed)."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, str(BENCH / script), *argv, "--json", str(out)], timeout=timeout)
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            return None, seconds, f"{script} exited with {proc.returncode}"
+        return json.loads(out.read_text()), seconds, None
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - started, f"{script} did not finish within {timeout:.0f} s"
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def kube_apiserver_version() -> str:
+    """`kube-apiserver --version` of the stack's binaries (when the scale benchmark did not ask the server)."""
+    try:
+        from img2img.local import binaries
+
+        proc = subprocess.run([str(binaries.ensure_all().kube_apiserver), "--version"], capture_output=True,
+                              text=True, timeout=120)
+        return proc.stdout.split()[-1] if proc.returncode == 0 and proc.stdout.strip() else "?"
+    except Exception:  # the version line is a nicety: never fail the report for it
+        return "?"
+
+
+# ---- BENCHMARKS.md --------------------------------------------------------------------------------------------------
+def n(x: float | None, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def pct(s: dict, digits: int = 0) -> str:
+    """p50 / p95 / p99 of a summary."""
+    if not s or not s.get("n"):
+        return "–"
+    return f"{n(s['p50'], digits)} / {n(s['p95'], digits)} / {n(s['p99'], digits)}"
+
+
+def verdict_rows(scale: dict | None, overhead: dict | None) -> list[list[str]]:
+    rows = []
+    if scale:
+        for what, measured, target, unit, higher in operator_scale.verdicts(scale):
+            rows.append([what, f"{'≥' if higher else '≤'} {target:g} {unit}", f"{n(measured, 2)} {unit}",
+                         operator_scale.met(measured, target, higher)])
+    if overhead:
+        ratio = overhead["ratio_median"]
+        rows.append([f"runner overhead, warm (product / bare diffusers, medians, {overhead['parameters']['size']})",
+                     f"≤ {runner_overhead.TARGET_RATIO}", n(ratio, 3), runner_overhead.met(ratio)])
+    return rows
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def scale_section(r: dict) -> list[str]:
+    p = r["parameters"]
+    lines = ["## Operator at scale (`bench/operator_scale.py`)", ""]
+    lines.append(
+        f"Embedded stack (etcd, kube-apiserver, kube-controller-manager, MinIO, the local executor); the operator "
+        f"unchanged with `runner.image: img2img/noop:bench`, whose pods run `bench/noop-image/bin/img2img-runner` "
+        f"(reads input.json, writes result.json with no images and the termination message, exits 0). GPU class "
+        f"`maxConcurrent` and node GPUs = {r['limit']}, so admission never waits. Burst: {p['jobs']} jobs created "
+        f"at once ({p['workers']} concurrent creates). Paced: {p['paced_jobs']} jobs at a steady rate (half the "
+        f"burst's jobs/s unless `--paced-rate`). Times are measured by the benchmark's watches (submission = just "
+        f"before the create request).")
+    lines.append("")
+    header = ["phase", "jobs OK", "jobs/s", "submit → pod created p50/p95/p99 ms",
+              "submit → COMPLETED p50/p95/p99 ms", "pod created → pod finished p50 ms",
+              "pod finished → job finished p50 ms", "controller writes/job", "all writes/job", "max in flight"]
+    rows = []
+    for key, label in (("operator_burst", "operator, burst"), ("operator_paced", "operator, paced"),
+                       ("native_burst", "batch/v1 Job, burst"), ("native_paced", "batch/v1 Job, paced"),
+                       ("present_burst", "operator, burst, jobs present")):
+        ph = r.get(key)
+        if not ph:
+            continue
+        rate = f" at {ph['rate']:g}/s" if ph.get("rate") else ""
+        rows.append([label + rate, f"{ph['completed']}/{ph['jobs']}" + (" (stalled)" if ph.get("stalled") else ""),
+                     n(ph["jobs_per_s"], 1), pct(ph["submit_to_pod_ms"]), pct(ph["submit_to_done_ms"]),
+                     n(ph["pod_created_to_pod_finished_ms"]["p50"]), n(ph["pod_finished_to_done_ms"]["p50"]),
+                     n(ph["writes_per_job_controller"], 2), n(ph["writes_per_job_all"], 2),
+                     str(ph["max_in_flight"])])
+    lines += table(header, rows)
+    lines.append("")
+    ob, nb, op, np_ = (r.get(k) for k in ("operator_burst", "native_burst", "operator_paced", "native_paced"))
+    if ob and nb and nb["jobs_per_s"]:
+        lines.append(f"- Operator vs batch/v1 Jobs (same API server, executor and no-op pods): jobs/s "
+                     f"{n(ob['jobs_per_s'], 1)} vs {n(nb['jobs_per_s'], 1)} (ratio "
+                     f"{ob['jobs_per_s'] / nb['jobs_per_s']:.2f}).")
+    if op and np_ and np_["submit_to_pod_ms"]["n"] and np_["submit_to_pod_ms"]["p99"]:
+        lines.append(f"- p99 submission → pod created, paced: {n(op['submit_to_pod_ms']['p99'])} vs "
+                     f"{n(np_['submit_to_pod_ms']['p99'])} ms (ratio "
+                     f"{op['submit_to_pod_ms']['p99'] / np_['submit_to_pod_ms']['p99']:.2f}).")
+    qps = p.get("kcm_qps")
+    lines.append(f"- kube-controller-manager client rate limit: "
+                 f"{f'raised to {qps} QPS' if qps else 'its default (20 QPS, burst 30)'}; the job-controller "
+                 f"makes about {n(nb['writes_per_job_controller'], 1) if nb else '?'} writes per Job.")
+    for key, label in (("operator_memory", f"after the burst and paced runs"),
+                       ("present_memory", "with the jobs present, after their burst")):
+        m = r.get(key)
+        if m:
+            lines.append(f"- Operator RSS {label}: peak (VmHWM) {n(m['peak_rss_mb'])} MB, now {n(m['rss_mb'])} MB.")
+    pop = r.get("present_population")
+    if pop:
+        st = r.get("present_start") or {}
+        lines.append(
+            f"- Jobs present: {pop['present_after']:,} Img2ImgJobs ({pop['created']:,} added in "
+            f"{pop['seconds']:.0f} s with the operator stopped: {pop['queued']:,} queued in a GPU class with "
+            f"`maxConcurrent: 0`, the rest COMPLETED with a full status; the others are the earlier phases' jobs). "
+            f"Operator start-up with them: healthy in {n(st.get('healthy_seconds'), 1)} s, its writes settled "
+            f"after {n(st.get('settled_seconds'), 1)} s ({st.get('startup_writes', '?')} writes), RSS then "
+            f"{n(st.get('rss_mb'))} MB.")
+    lines.append("")
+    lines.append("API writes per job, by request (all clients; the benchmark's own create is `POST` on the job):")
+    lines.append("")
+    for key in ("operator_burst", "native_burst", "present_burst"):
+        ph = r.get(key)
+        if ph:
+            lines.append(f"- {key}: " + ", ".join(f"`{k}` {v:.2f}" for k, v in ph["writes_by_request"].items()))
+    lines.append("")
+    lines.append("CPU seconds per phase, by component (\"executor children\" = the container processes):")
+    lines.append("")
+    for key in ("operator_burst", "operator_paced", "native_burst", "present_burst"):
+        ph = r.get(key)
+        if ph:
+            lines.append(f"- {key}: " + ", ".join(f"{k} {v:.1f}" for k, v in ph["cpu_seconds"].items() if v))
+    lines.append("")
+    lines.append(f"Runtime of this benchmark: {n(r.get('wall_seconds'))} s.")
+    lines.append("")
+    return lines
+
+
+def overhead_section(r: dict) -> list[str]:
+    p = r["parameters"]
+    lines = ["## Runner overhead (`bench/runner_overhead.py`)", ""]
+    lines.append(
+        f"The seed's request at {p['size']} (ControlNet canny, refiner from 0.8, DPM++ SDE Karras, 30 steps at "
+        f"strength 0.75, fixed seed) on the models of `{p['catalog']}`, {r['device']}, {r['torch_threads']} torch "
+        f"threads. Product: `img2img_runner.execute` with a model cache kept across jobs, images written as "
+        f"`img2img run` writes them. Bare: `bench/bare_sdxl.py`, the same pipelines, scheduler and steps written "
+        f"against diffusers. Interleaved in one process after a warm-up job each.")
+    lines.append("")
+    rows = []
+    for kind in ("product", "bare"):
+        s = r["warm_s"][kind]
+        rows.append([kind, n(s["p50"], 3), n(s["min"], 3), n(s["max"], 3), str(s["n"])])
+    lines += table(["warm per job (s)", "median", "min", "max", "n"], rows)
+    lines.append("")
+    lines.append(f"- Overhead ratio product / bare: **{r['ratio_median']:.3f}** from medians, "
+                 f"{r['ratio_min']:.3f} from minimums (target ≤ {runner_overhead.TARGET_RATIO}).")
+    lines.append(f"- Same work in both: {'yes' if r['same_work'] else '**no**'} (UNet evaluations "
+                 f"{r['work']['product']} vs {r['work']['bare']}).")
+    for kind, st in (r.get("warm_stages_median_s") or {}).items():
+        lines.append(f"- {kind} stages, medians: " + ", ".join(f"{k} {v:.3f} s" for k, v in st.items()))
+    cold = r.get("cold")
+    if cold:
+        lines.append("")
+        rows = [[kind, pct(c["to_models_loaded_s"], 2), pct(c["first_job_s"], 2), str(c["first_job_s"]["n"])]
+                for kind, c in cold.items()]
+        lines += table(["cold start (fresh process)", "process start → models loaded, p50/p95/p99 s",
+                        "then the first job, p50/p95/p99 s", "n"], rows)
+    lines.append("")
+    return lines
+
+
+def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | None, failures: list[str],
+                   argv: list[str]) -> None:
+    load = info["load_average_at_start"]
+    busy = load[0] > 0.5 * info["cores"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`bench/run_all.py{(' ' + ' '.join(argv)) if argv else ''}`) on "
+        f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. Figures are printed, never asserted; rerun to update.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- {info['cores']} cores, {info['memory_gib']} GiB, {info['cpu']}, {info['os']}; load average at the "
+        f"start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+        + (" — **the machine was busy: the figures are noisy**" if busy else ""),
+        f"- Python {info['python']}, torch {info['torch']}, diffusers {info['diffusers']}, transformers "
+        f"{info['transformers']}, kopf {info['kopf']}, kube-apiserver {info.get('kube_apiserver', '?')}",
+        "",
+        "## Targets",
+        "",
+    ]
+    lines += table(["target", "goal", "measured", "status"], verdict_rows(scale, overhead))
+    lines.append("")
+    for failure in failures:
+        lines.append(f"- **Not measured:** {failure}")
+    if failures:
+        lines.append("")
+    if scale:
+        lines += scale_section(scale)
+    if overhead:
+        lines += overhead_section(overhead)
+    lines += [
+        "## GPU (`bench/gpu_sdxl.py`, not run here)",
+        "",
+        "Needs a CUDA GPU and the real weights in a model catalog; without a GPU it prints one line and exits 2.",
+        "",
+        "```",
+        "IMG2IMG_CATALOG=/models/catalog.yaml .venv/bin/python bench/gpu_sdxl.py            # fp16, SDPA",
+        ".venv/bin/python bench/gpu_sdxl.py --catalog /models/catalog.yaml --compile --product",
+        "```",
+        "",
+        "It prints model load time, UNet evaluations/s in the base and the refiner, and executionTime of the "
+        "seed's request (480×640, 30 steps at strength 0.75, ControlNet canny, refiner from 0.8), warm-up apart; "
+        "`--product` adds the runner's own figures for the same request. Published anchors for comparison: "
+        "SDXL 1024², 30 steps, A100 fp16 + SDPA 3.31 s, + torch.compile 2.54 s "
+        "(diffusers `fast_diffusion` tutorial; `/work/shared/reference/diffusers_pipeline.md` A5).",
+        "",
+        "## How the figures are taken",
+        "",
+        "- API writes: `apiserver_request_total` from the API server's `/metrics` (admin client certificate), "
+        "by verb and resource, before and after a phase once writes have been quiet for 2 s; POST, PUT, PATCH, "
+        "DELETE, APPLY count as writes. Heartbeats (leases, node status), the API server's own endpoints and "
+        "service-account tokens are left out. *Controller writes* are the writes on the job resource (minus the "
+        "benchmark's create), on pods (create, delete, patch; not pods/status or pods/binding, which are the "
+        "kubelet's and the scheduler's: the executor's) and the events about the job objects.",
+        "- Operator RSS: `VmHWM` (peak) and `VmRSS` of the operator process from `/proc/<pid>/status`, pid from "
+        "the stack's `state.json`.",
+        "- jobs/s: jobs COMPLETED / (last completion − first submission).",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=1000, help="operator_scale: jobs per burst (default 1000)")
+    p.add_argument("--paced-jobs", type=int, default=200, help="operator_scale: jobs of the paced runs (default 200)")
+    p.add_argument("--present", type=int, default=10000, help="operator_scale: jobs present (default 10000)")
+    p.add_argument("--kcm-qps", type=int, default=None, help="operator_scale: kube-controller-manager QPS")
+    p.add_argument("--reps", type=int, default=6, help="runner_overhead: warm jobs per path (default 6)")
+    p.add_argument("--full", action="store_true", help="runner_overhead at the seed's full 480x640")
+    p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds each benchmark may take (default 3 h)")
+    p.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    info = machine.describe()
+    failures: list[str] = []
+    scale = overhead = None
+    if not args.skip_scale:
+        scale_argv = ["--jobs", str(args.jobs), "--paced-jobs", str(args.paced_jobs), "--present", str(args.present)]
+        if args.kcm_qps:
+            scale_argv += ["--kcm-qps", str(args.kcm_qps)]
+        log("operator_scale " + " ".join(scale_argv))
+        scale, seconds, why = run_child("operator_scale.py", scale_argv, args.timeout)
+        if why:
+            failures.append(f"operator at scale: {why}")
+        if scale:
+            info["kube_apiserver"] = scale["machine"].get("kube_apiserver", "?")
+    if not args.skip_overhead:
+        overhead_argv = ["--reps", str(args.reps)] + (["--full"] if args.full else [])
+        log("runner_overhead " + " ".join(overhead_argv))
+        overhead, seconds, why = run_child("runner_overhead.py", overhead_argv, args.timeout)
+        if why:
+            failures.append(f"runner overhead: {why}")
+    info.setdefault("kube_apiserver", kube_apiserver_version())
+    output = Path(args.output)
+    write_markdown(output, info, scale, overhead, failures, argv)
+    log(f"wrote {output}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
