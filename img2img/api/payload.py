@@ -30,7 +30,7 @@ silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -49,6 +49,20 @@ SEED_MAX = 2**32 - 1
 EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 # A1111's "off" spellings for refiner_checkpoint (processing.py)
 REFINER_OFF = ("", "None", "none")
+
+# refused values that would change the output: field -> (is the value in use?, why it is refused)
+_UNSUPPORTED_WHEN: dict[str, tuple[Callable[[Any], bool], Callable[[Any], str]]] = {
+    "restore_faces": (bool, lambda v: "face restoration is not supported; set it to false"),
+    "tiling": (bool, lambda v: "tiling is not supported yet; set it to false"),
+    "styles": (bool, lambda v: f"prompt styles are not supported (there is no styles database): {v!r}; "
+                               "put the style's text into the prompt"),
+    "script_name": (bool, lambda v: f"scripts are not supported ({v!r}); only alwayson_scripts.controlnet is"),
+    "subseed_strength": (lambda v: v != 0,
+                         lambda v: "variation seeds (subseed_strength other than 0) are not supported yet"),
+    "seed_resize_from_h": (lambda v: v > 0, lambda v: "seed resize is not supported yet; use -1"),
+    "seed_resize_from_w": (lambda v: v > 0, lambda v: "seed resize is not supported yet; use -1"),
+    "s_min_uncond": (bool, lambda v: "is not supported yet; use 0"),
+}
 
 
 class OverrideSettings(ApiModel):
@@ -177,35 +191,6 @@ class Img2ImgPayload(ApiModel):
     def _no_firstpass(cls, value: Any) -> None:
         raise refuse("applies to txt2img hires fix only; remove it")
 
-    @field_validator("restore_faces")
-    @classmethod
-    def _no_restore_faces(cls, value: bool) -> bool:
-        if value:
-            raise refuse("face restoration is not supported; set it to false")
-        return value
-
-    @field_validator("tiling")
-    @classmethod
-    def _no_tiling(cls, value: bool) -> bool:
-        if value:
-            raise refuse("tiling is not supported yet; set it to false")
-        return value
-
-    @field_validator("styles")
-    @classmethod
-    def _no_styles(cls, value: list[str]) -> list[str]:
-        if value:
-            raise refuse(f"prompt styles are not supported (there is no styles database): {value!r}; "
-                         "put the style's text into the prompt")
-        return value
-
-    @field_validator("script_name")
-    @classmethod
-    def _no_script(cls, value: str) -> str:
-        if value:
-            raise refuse(f"scripts are not supported ({value!r}); only alwayson_scripts.controlnet is")
-        return value
-
     @field_validator("infotext", mode="before")
     @classmethod
     def _no_infotext(cls, value: Any) -> Any:
@@ -213,25 +198,12 @@ class Img2ImgPayload(ApiModel):
             raise refuse("is not supported; send the parameters as fields")
         return value
 
-    @field_validator("subseed_strength")
+    @field_validator(*_UNSUPPORTED_WHEN)
     @classmethod
-    def _no_variation(cls, value: float) -> float:
-        if value != 0:
-            raise refuse("variation seeds (subseed_strength other than 0) are not supported yet")
-        return value
-
-    @field_validator("seed_resize_from_h", "seed_resize_from_w")
-    @classmethod
-    def _no_seed_resize(cls, value: int) -> int:
-        if value > 0:
-            raise refuse("seed resize is not supported yet; use -1")
-        return value
-
-    @field_validator("s_min_uncond")
-    @classmethod
-    def _no_min_uncond(cls, value: float) -> float:
-        if value:
-            raise refuse("is not supported yet; use 0")
+    def _no_unsupported_value(cls, value: Any, info: ValidationInfo) -> Any:
+        in_use, reason = _UNSUPPORTED_WHEN[info.field_name]
+        if in_use(value):
+            raise refuse(reason(value))
         return value
 
     @field_validator("sampler_name")
