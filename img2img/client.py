@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from img2img import API_GROUP, API_VERSION, KIND, PLURAL, uploads_prefix
+from img2img import API_GROUP, API_VERSION, KIND, PLURAL, split_s3_uri, uploads_prefix
 
 GENERATE_NAME = "img2img-"  # as img2img.api.job.GENERATE_NAME (not imported here: it loads pydantic)
 
@@ -532,12 +532,10 @@ def fetch_command(name: str, output: Path, *, namespace: str | None) -> int:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ClientError(f"{uri}: not an s3:// URI; cannot download it")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise ClientError(f"{uri}: not an s3://bucket/key URI")
-    return bucket, key
+    try:
+        return split_s3_uri(uri)
+    except ValueError as exc:
+        raise ClientError(f"{exc}; cannot download it") from None
 
 
 def _targets(images: list[str], output: Path) -> list[Path]:

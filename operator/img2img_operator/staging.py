@@ -10,17 +10,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from img2img import split_s3_uri
+
 from .config import S3Config
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` → (bucket, key)."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"an s3:// URI needs a bucket and a key: {uri!r}")
-    return bucket, key
 
 
 def input_document(namespace: str, name: str, uid: str, spec_input: Any, submitted_ms: int) -> bytes:
@@ -48,12 +40,12 @@ class Staging:
         return self._client
 
     async def put(self, uri: str, data: bytes, content_type: str = "application/json") -> None:
-        bucket, key = split_uri(uri)
+        bucket, key = split_s3_uri(uri)
         await asyncio.to_thread(self._s3().put_object, Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
     async def get(self, uri: str) -> bytes | None:
         """The object's bytes; None if it does not exist. Other errors (S3 down, no access) raise."""
-        bucket, key = split_uri(uri)
+        bucket, key = split_s3_uri(uri)
 
         def read() -> bytes | None:
             s3 = self._s3()

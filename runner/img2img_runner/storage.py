@@ -24,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from PIL import Image, PngImagePlugin
 
+from img2img import split_s3_uri
 from img2img_runner.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -44,15 +45,6 @@ def png_bytes(image: Image.Image, infotext: str | None = None) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=meta)
     return buf.getvalue()
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket:
-        raise ValueError(f"no bucket in {uri!r}")
-    return bucket, key
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -129,7 +121,7 @@ def read_json(uri: str, client=None) -> Any:
 
 def sync_prefix(uri: str, folder: str | os.PathLike, client=None) -> Path:
     """Mirror ``s3://bucket/prefix/`` into ``folder`` (files missing or of another size are downloaded)."""
-    bucket, prefix = split_s3_uri(uri)
+    bucket, prefix = split_s3_uri(uri, need_key=False)
     prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
     folder = Path(folder)
     marker = folder / ".img2img-synced"
@@ -176,7 +168,7 @@ def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, c
                   presign_seconds: int | None = None) -> Uploaded:
     """Upload ``images/<n>.png`` then ``result.json`` (with ``images`` and ``presigned`` filled in) under
     ``output`` (``s3://bucket/prefix/…/``). result.json goes last: readers take its presence as completion."""
-    bucket, prefix = split_s3_uri(output)
+    bucket, prefix = split_s3_uri(output, need_key=False)
     client = client or s3_client()
     if presign_seconds is None:
         presign_seconds = int(os.environ.get("IMG2IMG_PRESIGN_EXPIRY") or 0)
