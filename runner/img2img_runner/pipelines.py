@@ -193,12 +193,7 @@ class ModelCache:
         else:
             raise ModelError("override_settings.sd_model_checkpoint",
                              f"{entry.name!r} is a {entry.architecture} model, not a checkpoint")
-        pipe.to(self.runtime.device)
-        names = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
-        modules = {k: getattr(pipe, k, None) for k in names}
-        flags = {k: pipe.config[k] for k in ("force_zeros_for_empty_prompt", "requires_aesthetics_score")
-                 if k in pipe.config}
-        return Components(entry=entry, modules=modules, flags=flags)
+        return self._components(entry, pipe)
 
     def _load_refiner(self, entry: Entry, base: Components, vae: Any) -> Components:
         from diffusers import StableDiffusionXLImg2ImgPipeline
@@ -207,6 +202,10 @@ class ModelCache:
         if entry.architecture == "sdxl-refiner":
             shared.update(text_encoder=None, tokenizer=None)
         pipe = self._load(StableDiffusionXLImg2ImgPipeline, entry, add_watermarker=False, **shared)
+        return self._components(entry, pipe)
+
+    def _components(self, entry: Entry, pipe: Any) -> Components:
+        """A loaded pipeline's parts on the device, and the config flags the pipelines read."""
         pipe.to(self.runtime.device)
         names = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
         modules = {k: getattr(pipe, k, None) for k in names}
