@@ -118,7 +118,11 @@ def decode_inline(value: str) -> Image.Image:
         image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's own message names an in-memory object ("<_io.BytesIO object at 0x…>"): say what it means
+        raise ImageError("not a decodable image (the data is not in an image format Pillow reads: PNG, JPEG, "
+                         "WebP, …)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"not a decodable image ({type(exc).__name__}: {str(exc)[:120]})") from None
     return image
 

@@ -110,6 +110,7 @@ def test_malformed_files_fail_with_the_field_and_reason(tmp_path, name, content,
     assert proc.stdout == ""
     for text in expected:
         assert text in proc.stderr, proc.stderr
+    assert " object at 0x" not in proc.stderr  # no Python object reprs in a user's error
 
 
 def test_every_problem_is_reported_one_per_line(tmp_path):
