@@ -34,7 +34,7 @@ from .pods import job_location, runner_pod_name
 from .queue import QueueEntry
 from .report import RunnerResult
 from .status import changes, desired, error_text, is_terminal, last_failure
-from .timing import submitted_at_ms, timings
+from .timing import Timings, submitted_at_ms, timings
 from .views import JobView, PodView, format_time_ms, parse_time_ms
 
 QUEUED_MESSAGE = "waiting for a free runner slot"
@@ -308,9 +308,21 @@ def _retrying(n: int, reason: str, message: str, config: OperatorConfig) -> str:
     return f"attempt {n} failed, retrying after {delay:g} s: {error_text(reason, message)}"
 
 
-def _completed(job: JobView, now: int, obs: Observation, result: RunnerResult, adopt: dict) -> Decision:
+def _timings(job: JobView, obs: Observation, now: int) -> Timings:
     term = obs.pod.container.terminated if obs.pod.container else None
-    t = timings(submitted_at_ms(job), obs.report, obs.started_ms, term.finished_ms if term else None, now)
+    return timings(submitted_at_ms(job), obs.report, obs.started_ms, term.finished_ms if term else None, now)
+
+
+def _ran_for(job: JobView, obs: Observation | None, now: int) -> dict[str, Any]:
+    """The RunPod timings of a job whose runner started and then failed or ran out of time (RunPod reports
+    delayTime and executionTime on a failed job too); nothing when no runner ever started."""
+    if obs is None or obs.started_ms is None:
+        return {}
+    return _timings(job, obs, now).as_status()
+
+
+def _completed(job: JobView, now: int, obs: Observation, result: RunnerResult, adopt: dict) -> Decision:
+    t = _timings(job, obs, now)
     fields: dict[str, Any] = {
         **_first_fields(job),
         **adopt,
@@ -341,8 +353,9 @@ def _failed_attempt(job: JobView, pods: Sequence[PodView], now: int, config: Ope
         message = error_text(failure.reason, failure.message)
         return _write(
             job,
-            desired(job, now, TIMED_OUT, "TimedOut", message, **first, attempts=n, runnerPod=name, error=message,
-                    completedAt=format_time_ms(now), queuePosition=None, lastFailure=failure_record),
+            desired(job, now, TIMED_OUT, "TimedOut", message, **first, **_ran_for(job, obs, now), attempts=n,
+                    runnerPod=name, error=message, completedAt=format_time_ms(now), queuePosition=None,
+                    lastFailure=failure_record),
             *_stop_all(pods, grace, finished_too=True),
             Emit("Warning", "TimedOut", message),
         )
@@ -365,8 +378,9 @@ def _failed_attempt(job: JobView, pods: Sequence[PodView], now: int, config: Ope
         message += f" (after {n} attempt{'s' if n > 1 else ''})"
     return _write(
         job,
-        desired(job, now, FAILED, failure.reason, message, **first, attempts=n, runnerPod=name, error=message,
-                completedAt=format_time_ms(now), queuePosition=None, lastFailure=failure_record),
+        desired(job, now, FAILED, failure.reason, message, **first, **_ran_for(job, obs, now), attempts=n,
+                runnerPod=name, error=message, completedAt=format_time_ms(now), queuePosition=None,
+                lastFailure=failure_record),
         *stop,
         Emit("Warning", failure.reason, message),
     )

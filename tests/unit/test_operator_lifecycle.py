@@ -283,6 +283,18 @@ def test_unknown_model_error_names_the_model_and_is_not_retried():
     assert not any(isinstance(a, StartRunner) for a in d.actions)
 
 
+def test_a_failed_or_timed_out_runner_still_reports_runpods_timings():
+    _, after = run(running_status(), [pod(1, "Failed", container=terminated(3, started=T0 + 3 * SEC,
+                                                                            finished=T0 + 9 * SEC))], retries=0)
+    assert after["status"] == "FAILED" and (after["delayTime"], after["executionTime"]) == (3_000, 6_000)
+    _, after = run(running_status(), [pod(1, "Running", container=running_container())],
+                   now=T0 + 2 * SEC + 61 * SEC + 30 * SEC, timeoutSeconds=60)
+    assert after["status"] == "TIMED_OUT" and isinstance(after["executionTime"], int) and after["executionTime"] > 0
+    # refused before any runner started: nothing ran, so no timings
+    _, after = run(None, slot=Slot(admit=True), gpuClass="h200")
+    assert after["status"] == "FAILED" and "delayTime" not in after
+
+
 def test_runner_log_tail_is_the_message_when_there_is_no_report():
     d, after = run(running_status(), [pod(1, "Failed", container=terminated(1, "Traceback ...\nRuntimeError: boom"))],
                    retries=0)
