@@ -307,29 +307,35 @@ def _with_retries(call: Callable[[], tuple[int, dict[str, str], bytes]], url: st
 
 
 def _get_s3(ref: S3Ref, policy: FetchPolicy, field_: str, client=None) -> bytes:
-    from img2img_runner.storage import s3_client, transient
-
-    client = client or s3_client()
+    """The object, size-capped; transient S3 failures retried like every other S3 call, then a storage failure."""
     import botocore.exceptions
 
-    try:
-        head = client.head_object(Bucket=ref.bucket, Key=ref.key)
-        if head.get("ContentLength", 0) > policy.max_bytes:
-            raise BadInput(f"{ref}: {head['ContentLength']} bytes is more than the {policy.max_bytes} allowed", field_)
-        body = client.get_object(Bucket=ref.bucket, Key=ref.key)["Body"]
-        data = body.read(policy.max_bytes + 1)
+    from img2img_runner.storage import s3_client, transient, with_retries
+
+    client = client or s3_client()
+
+    def read() -> bytes:
+        try:
+            head = client.head_object(Bucket=ref.bucket, Key=ref.key)
+            if head.get("ContentLength", 0) > policy.max_bytes:
+                raise BadInput(f"{ref}: {head['ContentLength']} bytes is more than the {policy.max_bytes} allowed",
+                               field_)
+            data = client.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read(policy.max_bytes + 1)
+        except botocore.exceptions.ClientError as exc:
+            if transient(exc):
+                raise
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = exc.response.get("Error", {}).get("Code", "")
+            raise BadInput(f"{ref}: {code or status}" + (" (no such object)" if status == 404 else ""),
+                           field_) from None
         if len(data) > policy.max_bytes:
             raise BadInput(f"{ref}: more than the {policy.max_bytes} bytes allowed", field_)
         return data
-    except botocore.exceptions.ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = exc.response.get("Error", {}).get("Code", "")
-        if transient(exc):
-            raise StorageError(f"{ref}: S3 error {code or status} (after retries)", field_) from None
-        raise BadInput(f"{ref}: {code or status}" + (" (no such object)" if status == 404 else ""), field_) from None
-    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionError,
-            botocore.exceptions.ReadTimeoutError) as exc:
-        raise StorageError(f"{ref}: cannot reach S3 ({exc})", field_) from None
+
+    try:
+        return with_retries(f"reading {ref}", read)
+    except StorageError as exc:
+        raise StorageError(str(exc), field_) from None
 
 
 def _short(url: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Callable, TypeVar
 from PIL import Image, PngImagePlugin
 
 from img2img import split_s3_uri
-from img2img_runner.errors import StorageError
+from img2img_runner.errors import JobFailure, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,7 +56,8 @@ def s3_client(attempts: int = 1):
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+    # total_max_attempts counts the first call (botocore's max_attempts counts retries: 1 would mean two calls)
+    config = Config(retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60,
                     signature_version="s3v4", s3={"addressing_style": "path"})
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     return boto3.client("s3", endpoint_url=endpoint, config=config,
@@ -67,7 +68,7 @@ def transient(exc: BaseException) -> bool:
     """Worth retrying: a 5xx, throttling, or no connection at all."""
     import botocore.exceptions as be
 
-    if isinstance(exc, (be.EndpointConnectionError, be.ConnectionError, be.ReadTimeoutError,
+    if isinstance(exc, (be.EndpointConnectionError, be.ConnectionError, be.ConnectionClosedError, be.ReadTimeoutError,
                         be.ConnectTimeoutError, ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, be.ClientError):
@@ -84,6 +85,8 @@ def with_retries(what: str, call: Callable[[], T], *, attempts: int | None = Non
     for attempt in range(1, attempts + 1):
         try:
             return call()
+        except JobFailure:
+            raise  # already a verdict of the call (a bad input found in what it read)
         except Exception as exc:  # noqa: BLE001 - classified below
             if not transient(exc):
                 raise StorageError(f"{what}: {_describe(exc)}") from exc

@@ -1,8 +1,7 @@
-"""``img2img run FILE -o DIR``, as a user runs it: a subprocess, the tiny catalog, the RunPod-shaped answer on stdout."""
+"""``img2img run FILE -o DIR`` as a user runs it: a subprocess, the tiny catalog, the RunPod-shaped answer on stdout."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

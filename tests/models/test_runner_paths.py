@@ -32,8 +32,8 @@ def distinct(arrays) -> bool:
 
 
 def test_batch_size_times_n_iter_gives_every_image_with_consecutive_seeds_then_the_detect_map(run):
-    result = run(sd15_input(batch_size=2, n_iter=2, seed=1000, alwayson_scripts={"controlnet": {"args": [canny_unit()]}},
-                            **FAST))
+    canny = {"controlnet": {"args": [canny_unit()]}}
+    result = run(sd15_input(batch_size=2, n_iter=2, seed=1000, alwayson_scripts=canny, **FAST))
 
     assert len(result.images) == 5 and result.generated == 4  # 2 x 2 pictures, then the one unit's detect map
     assert all(im.size == (64, 64) for im in result.images)
@@ -51,7 +51,7 @@ def test_batch_size_times_n_iter_gives_every_image_with_consecutive_seeds_then_t
     assert "parameters" not in png_text(result.images[4])  # the detect map has none, as in A1111
 
     # the same seed alone gives the same picture as its place in the batch: seeds are per image, not per batch
-    alone = run(sd15_input(seed=1002, alwayson_scripts={"controlnet": {"args": [canny_unit()]}}, **FAST))
+    alone = run(sd15_input(seed=1002, alwayson_scripts=canny, **FAST))
     assert np.abs(np.asarray(alone.images[0]).astype(int) - pictures[2]).max() <= 2
 
 

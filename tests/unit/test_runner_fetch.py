@@ -158,6 +158,20 @@ def test_s3_key_with_dot_segments_is_refused(no_connections):
                    FetchPolicy(allowed_s3=("s3://img2img/uploads/ns",)))
 
 
+def test_an_unreachable_s3_is_retried_then_a_storage_error_naming_the_field(monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("IMG2IMG_S3_ATTEMPTS", "2")
+    with pytest.raises(StorageError, match="after 2 attempts") as caught:
+        load_image("s3://img2img/uploads/ns/a.png", FIELD, FetchPolicy(allowed_s3=("s3://img2img/uploads/ns/",)))
+    assert caught.value.field == FIELD and "s3://img2img/uploads/ns/a.png" in str(caught.value)
+
+
 def test_policy_from_environment():
     policy = FetchPolicy.from_env({"IMG2IMG_ALLOWED_HOSTS": '["images.example.com"]',
                                    "IMG2IMG_ALLOWED_S3": '["s3://img2img/uploads/ns"]',
