@@ -11,7 +11,7 @@ Configuration (YAML; camelCase or snake_case keys; all optional):
     taints: [{key: nvidia.com/gpu, value: present, effect: NoSchedule}]
     stateDir: ~/.local/state/img2img-operator/local/executor
     images:                         # fnmatch pattern -> local environment; first match wins
-      "img2img/runner:*": {pathPrepend: [/repo/.venv/bin], env: {K: V}, inherit: [HF_HOME]}
+      "img2img/runner:*": {pathPrepend: [/repo/.venv/bin], env: {K: V}, inherit: [HF_HOME], paths: [/repo]}
     scheduler: true                 # also act as scheduler (false: kubelet only)
     schedulerName: default-scheduler
     shutdownGracePeriodSeconds: 5   # cap on each pod's grace period when the executor stops
@@ -175,7 +175,8 @@ class Config:
 
 
 def normalize_images(raw) -> dict[str, dict]:
-    """{pattern: {path_prepend: [...], env: {...}, inherit: [...]}}; accepts camelCase, a bare dir, or a list."""
+    """{pattern: {path_prepend: [...], env: {...}, inherit: [...], paths: [...]}}; accepts camelCase, a bare dir, or
+    a list. ``paths`` are the image's own files on this host: volumes never hide them (see executor_sandbox)."""
     if isinstance(raw, list):
         raw = {item["pattern"]: item for item in raw}
     out = {}
@@ -190,6 +191,7 @@ def normalize_images(raw) -> dict[str, dict]:
             "path_prepend": [str(Path(p).expanduser()) for p in prepend],
             "env": {k: str(v) for k, v in (entry.get("env") or {}).items()},
             "inherit": list(entry.get("inherit") or []),
+            "paths": [str(Path(p).expanduser()) for p in entry.get("paths") or []],
         }
     return out
 
@@ -832,7 +834,7 @@ class PodWorker:
         status_r, status_w = os.pipe()
         spec_path = cdir / f"launch-{cid[:12]}.json"
         spec = {"argv": argv, "env": env, "workdir": workdir, "workdir_is_host_path": not c.get("workingDir"),
-                "mounts": mounts,
+                "mounts": mounts, "image_paths": entry.get("paths", []),
                 "mount_namespace": self.ex.mount_namespace, "status_fd": status_w, "parent_pid": os.getpid()}
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

@@ -85,6 +85,16 @@ def ensure_target(target: str, is_dir: bool) -> None:
             pass
 
 
+def covered(paths: list[str], targets: list[str]) -> list[str]:
+    """The existing ``paths`` that a mount on one of ``targets`` would hide, outermost only."""
+    def under(path: str, top: str) -> bool:
+        top = top.rstrip("/") or "/"
+        return path == top or path.startswith(top if top == "/" else top + "/")
+
+    hit = sorted({os.path.normpath(p) for p in paths if os.path.isdir(p) and any(under(p, t) for t in targets)})
+    return [p for p in hit if not any(q != p and under(p, q) for q in hit)]
+
+
 def resolve_executable(name: str, path: str) -> str | None:
     if "/" in name:
         return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
@@ -131,9 +141,16 @@ def launch(spec: dict) -> int:
             unshare_mounts()
             # (opened after unshare: a bind mount's source must belong to the caller's mount namespace)
             sources = [(m, open_source(m["source"]), os.path.isdir(m["source"])) for m in mounts]
+            hidden = [(p, open_source(p)) for p in covered(spec.get("image_paths") or [], [m["target"] for m in mounts])]
             for m, fd_source, is_dir in sources:
                 ensure_target(m["target"], is_dir)
                 bind_mount(f"/proc/self/fd/{fd_source}", m["target"], bool(m.get("read_only")), label=m["source"])
+                os.close(fd_source)
+            # the image's own files stay visible: in a real container a volume covers only the image's copy of
+            # that folder, and here the "image" is this host's folders
+            for path, fd_source in hidden:
+                ensure_target(path, True)
+                bind_mount(f"/proc/self/fd/{fd_source}", path, False, label=path)
                 os.close(fd_source)
         if workdir_fd is not None:
             os.fchdir(workdir_fd)

@@ -78,6 +78,14 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log_file: Path |
     raise RuntimeError(f"{what} did not become ready within {timeout:.0f} s{tail}")
 
 
+def python_image() -> dict:
+    """This Python environment as a container image: its scripts on PATH, and its files (the project, the venvs)
+    kept visible in the container even under a volume that covers them (a checkout in /tmp under the runner's /tmp
+    emptyDir), as an image's files would be."""
+    paths = {str(REPO_ROOT), sys.prefix, *(p for p in sys.path if p and os.path.isdir(p))}
+    return {"pathPrepend": [str(Path(sys.executable).parent)], "paths": sorted(paths)}
+
+
 @dataclass
 class StackInfo:
     """Everything a client needs to talk to the stack."""
@@ -366,8 +374,8 @@ class Stack:
             "stateDir": str(self.state_dir / "executor"),
             # The image name picks the local environment a container runs in, as a registry would pick its layers.
             "images": {
-                "img2img/runner:*": {"pathPrepend": [str(Path(sys.executable).parent)]},
-                "img2img/noop:*": {"pathPrepend": [str(Path(sys.executable).parent)]},
+                "img2img/runner:*": python_image(),
+                "img2img/noop:*": python_image(),
             },
         }
         config_file = self.state_dir / "executor.yaml"

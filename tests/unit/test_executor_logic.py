@@ -468,7 +468,7 @@ def test_config_accepts_the_stack_camel_case_and_snake_case():
     assert cfg.node_name == "n" and cfg.capacity == {"cpu": "2", "nvidia.com/gpu": "1"}
     assert cfg.images["img2img/runner:*"]["path_prepend"] == ["/v/bin"]
     assert cfg.images["plain:*"]["path_prepend"] == ["/p/bin"]
-    assert cfg.images["e:*"] == {"path_prepend": ["/e"], "env": {"A": "1"}, "inherit": []}
+    assert cfg.images["e:*"] == {"path_prepend": ["/e"], "env": {"A": "1"}, "inherit": [], "paths": []}
     assert cfg.scheduler_name == "s" and cfg.taints[0]["key"] == "k"
     default = Config.from_dict({})
     assert default.node_name == "local-gpu-0" and default.capacity["nvidia.com/gpu"] == "1"

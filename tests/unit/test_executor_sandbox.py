@@ -15,10 +15,11 @@ from img2img.local import executor_sandbox
 SANDBOX = Path(executor_sandbox.__file__)
 
 
-def launch(tmp_path: Path, argv, *, env=None, mounts=(), mount_namespace=False, workdir=None, host_workdir=False):
+def launch(tmp_path: Path, argv, *, env=None, mounts=(), mount_namespace=False, workdir=None, host_workdir=False,
+           image_paths=()):
     r, w = os.pipe()
     spec = {"argv": argv, "env": env or {"PATH": "/usr/bin:/bin"}, "workdir": str(workdir or tmp_path / "work"),
-            "workdir_is_host_path": host_workdir,
+            "workdir_is_host_path": host_workdir, "image_paths": list(image_paths),
             "mounts": list(mounts), "mount_namespace": mount_namespace, "status_fd": w, "parent_pid": os.getpid()}
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
@@ -126,3 +127,38 @@ def test_a_mount_may_cover_the_executor_folders_that_later_mounts_and_the_workdi
     assert out.split() == ["dev"]  # the container sees the emptyDir, not the state folder under it
     assert (state / "work" / "out").read_text() == "here\n"
     assert term.read_text() == "msg"
+
+
+def test_the_images_own_files_stay_visible_under_a_volume_that_covers_them(tmp_path):
+    """A checkout in /tmp runs a pod with an emptyDir on /tmp: the image's files (its venv, the project) stay, as an
+    image's would; the rest of the covered folder is the volume's."""
+    if executor_sandbox.probe() != 0:
+        pytest.skip("mount namespaces unavailable here")
+    tmp = tmp_path / "tmp"
+    image = tmp / "checkout" / "venv" / "bin"
+    image.mkdir(parents=True)
+    tool = image / "tool"
+    tool.write_text("#!/bin/sh\necho from-the-image\n")
+    tool.chmod(0o755)
+    (tmp / "host-only").write_text("x")
+    emptydir = tmp_path / "emptydir"
+    emptydir.mkdir()
+    mounts = [{"source": str(emptydir), "target": str(tmp)}]
+    env = {"PATH": f"{image}:/usr/bin:/bin"}
+
+    code, report, out, _ = launch(tmp_path, ["sh", "-c", f"tool; ls {tmp}"], env=env, mount_namespace=True,
+                                  mounts=mounts, image_paths=[str(tmp / "checkout"), str(image), "/usr/lib"])
+    assert report is None and code == 0, (report, out)
+    assert out.split() == ["from-the-image", "checkout"]  # the image's folder, not the host's other files
+
+    code, report, out, _ = launch(tmp_path, ["tool"], env=env, mount_namespace=True, mounts=mounts)
+    assert code != 0 and "executable file not found" in report["message"]  # without it: hidden, as before
+
+
+def test_covered_keeps_the_outermost_existing_paths_under_a_mount(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "c").mkdir()
+    paths = [str(tmp_path / "a" / "b"), str(tmp_path / "a"), str(tmp_path / "c"), str(tmp_path / "gone")]
+    assert executor_sandbox.covered(paths, [str(tmp_path / "a")]) == [str(tmp_path / "a")]
+    assert executor_sandbox.covered(paths, [str(tmp_path)]) == [str(tmp_path / "a"), str(tmp_path / "c")]
+    assert executor_sandbox.covered(paths, ["/nowhere"]) == []
