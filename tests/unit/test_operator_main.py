@@ -101,6 +101,20 @@ def test_operator_never_imports_torch_or_diffusers():
     assert out.strip() == "False"
 
 
+def test_the_operator_command_runs_without_the_synchronous_kubernetes_client(tmp_path):
+    """The entry point keeps kopf from loading the sync client (about 40 MB the operator never uses)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("s3: {bucket: b}\n")
+    code = ("import sys; sys.argv = ['img2img-operator', '--config', sys.argv[1], '--check-config']\n"
+            "from img2img_operator.entry import main\n"
+            "assert main() == 0\n"
+            "import kopf\n"
+            "print(sys.modules.get('kubernetes') is None, 'kubernetes_asyncio' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout)["s3"]["bucket"] == "b"
+    assert proc.stderr.split() == ["True", "True"]
+
+
 def test_metrics_count_what_status_writes_mean():
     m = Metrics()
     m.observe_status_write({"status": "IN_PROGRESS"}, {"status": "COMPLETED", "delayTime": 1500, "executionTime": 3000})
