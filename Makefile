@@ -24,6 +24,7 @@ test-unit: venv
 
 # The seed's request end to end on the embedded stack: local up, submit --wait, print the status, fetch the images.
 demo: binaries
+	@mkdir -p $(STATE)
 	@$(IMG2IMG) local up --state-dir $(STATE) > $(STATE).env || { echo "local up failed; logs in $(STATE)/logs"; exit 1; }
 	@. $(STATE).env && $(IMG2IMG) submit examples/seed-request.json --name $(DEMO_JOB) --wait
 	@. $(STATE).env && $(IMG2IMG) fetch $(DEMO_JOB) -o $(DEMO_OUT)
