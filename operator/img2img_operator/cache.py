@@ -16,10 +16,28 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .status import is_terminal
 from .views import JobView, PodView, job_uid_of_pod, resource_version
 
 Body = Mapping[str, Any]
 JOB_TOMBSTONE_SECONDS = 600
+
+
+def kept_of_job(body: Body) -> Body:
+    """What the operator keeps of a job in memory. Never ``managedFields``; of a finished job, not its input nor its
+    output either (tens of KB each, an inline image and A1111's echo): every decision about a finished job reads only
+    its metadata, controls and the rest of its status (its TTL, its pods, observedGeneration). With 10,000 finished
+    jobs present this is most of the operator's memory."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    finished = is_terminal(status.get("status"))
+    if "managedFields" not in meta and not finished:
+        return body
+    kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    if finished:
+        kept["spec"] = {k: v for k, v in (body.get("spec") or {}).items() if k != "input"}
+        kept["status"] = {k: v for k, v in status.items() if k != "output"}
+    return kept
 
 
 def _uid(body: Body) -> str:
@@ -76,7 +94,7 @@ class Cache:
                 return False
         if not _newer(body, self._jobs.get(uid)):
             return False
-        self._jobs[uid] = body
+        self._jobs[uid] = kept_of_job(body)
         self._on_change()
         return True
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .cache import Cache
 from .config import OperatorConfig
-from .controls import Checked, check_spec
+from .controls import Checked, check_job
 from .kube import Conflict, Gone, Kube
 from .lifecycle import (
     Decision,
@@ -138,7 +138,7 @@ class Dispatcher:
         key = (job.uid, job.generation)
         checked = self._checked.get(key)
         if checked is None:
-            checked = self._checked[key] = check_spec(job.spec, self.config)
+            checked = self._checked[key] = check_job(job.state, job.spec, self.config)
         return checked
 
     async def pass_once(self) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from img2img_operator.cache import Cache
 
-from operator_samples import UID, job_body, pod_body
+from operator_samples import CONFIG, UID, job_body, pod_body
 
 
 class Clock:
@@ -97,3 +97,31 @@ def test_objects_without_identity_are_ignored():
     cache.job_event(None, {"metadata": {"name": "x"}})
     cache.pod_event(None, {"metadata": {"name": "p", "uid": "u"}})  # no owner, no job label
     assert cache.snapshot() == [] and not changes and UID
+
+
+def test_a_finished_job_is_kept_without_its_input_and_output_and_its_decisions_still_work():
+    from img2img_operator.controls import check_job
+    from img2img_operator.lifecycle import DeleteJob, next_step
+
+    cache, _, _ = make()
+    running = job_body({"status": "IN_PROGRESS"}, rv="10", ttlSecondsAfterFinished=60)
+    running["metadata"]["managedFields"] = [{"manager": "img2img-operator", "fieldsV1": {"f:status": {}}}]
+    cache.job_event("MODIFIED", running)
+    (view, _), = cache.snapshot()
+    assert view.spec["input"]["payload"]  # an active job keeps what its runner needs
+    done = job_body({"status": "COMPLETED", "completedAt": "2026-01-01T00:00:05.000Z", "observedGeneration": 1,
+                     "output": {"images": ["s3://b/k/0.png"], "info": "{}", "parameters": {"prompt": "x"}}},
+                    rv="11", ttlSecondsAfterFinished=60)
+    done["metadata"]["managedFields"] = running["metadata"]["managedFields"]
+    assert cache.put_job(done)
+    (view, _), = cache.snapshot()
+    assert "input" not in view.spec and "output" not in view.status and view.status["completedAt"]
+    assert view.spec["ttlSecondsAfterFinished"] == 60
+    assert "managedFields" not in cache._jobs[view.uid]["metadata"]
+    assert done["spec"]["input"] and done["status"]["output"]  # the caller's body is not changed
+
+    config = CONFIG
+    checked = check_job(view.state, view.spec, config)
+    assert checked.ok and checked.controls.ttl_seconds_after_finished == 60
+    decision = next_step(view, [], 1_767_225_600_000 + 3_600_000, config, checked=checked)
+    assert [type(a) for a in decision.actions] == [DeleteJob]  # its TTL still applies
