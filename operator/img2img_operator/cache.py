@@ -64,6 +64,7 @@ class Cache:
         self._job_tombstones: dict[str, tuple[int | None, float]] = {}  # uid → (resourceVersion, when)
         self._pods: dict[str, _PodEntry] = {}  # pod uid → entry (tombstones included)
         self._first_seen: dict[str, int] = {}
+        self._changed: set[str] = set()  # job uids whose job or pods changed since take_changed()
         self._on_change = on_change or (lambda: None)
         self._clock = clock
 
@@ -95,6 +96,7 @@ class Cache:
         if not _newer(body, self._jobs.get(uid)):
             return False
         self._jobs[uid] = kept_of_job(body)
+        self._changed.add(uid)
         self._on_change()
         return True
 
@@ -102,6 +104,7 @@ class Cache:
         """The job is gone: its pods' tombstones go with it (live pods stay until their own DELETED)."""
         self._jobs.pop(uid, None)
         self._first_seen.pop(uid, None)
+        self._changed.add(uid)
         self._job_tombstones[uid] = (rv, self._clock())
         for pod_uid in [k for k, e in self._pods.items() if e.job_uid == uid and e.gone_ms is not None]:
             del self._pods[pod_uid]
@@ -138,6 +141,7 @@ class Cache:
         if entry is not None and (entry.gone_ms is not None or not _newer(body, entry.body)):
             return False
         self._pods[uid] = _PodEntry(body, job_uid)
+        self._changed.add(job_uid)
         self._on_change()
         return True
 
@@ -154,6 +158,7 @@ class Cache:
             self._pods[uid] = _PodEntry(last, job_uid, gone_ms=self._now_ms())
         else:
             self._pods.pop(uid, None)
+        self._changed.add(job_uid)
         self._on_change()
 
     # ---- full lists (start, resync) ---------------------------------------------------------------------------
@@ -181,14 +186,22 @@ class Cache:
                 self.pod_gone(entry.body)
 
     # ---- reading ----------------------------------------------------------------------------------------------
-    def snapshot(self) -> list[tuple[JobView, list[PodView]]]:
-        pods: dict[str, list[PodView]] = {}
+    def snapshot(self, skip: Callable[[str], bool] | None = None) -> list[tuple[JobView, list[PodView]]]:
+        """Every job with its runner pods, but those ``skip(uid)`` passes over (views are built only for the rest)."""
+        entries: dict[str, list[_PodEntry]] = {}
         for entry in self._pods.values():
-            pods.setdefault(entry.job_uid, []).append(PodView.from_body(entry.body, gone_ms=entry.gone_ms))
+            entries.setdefault(entry.job_uid, []).append(entry)
         return [
-            (JobView.from_body(body, self._first_seen.get(uid)), pods.get(uid, []))
+            (JobView.from_body(body, self._first_seen.get(uid)),
+             [PodView.from_body(e.body, gone_ms=e.gone_ms) for e in entries.get(uid, [])])
             for uid, body in self._jobs.items()
+            if skip is None or not skip(uid)
         ]
+
+    def take_changed(self) -> set[str]:
+        """The uids of the jobs whose job or pods changed (or went) since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def orphans(self) -> list[PodView]:
         """Live runner pods whose job is known to be gone (deleted while its pod ran)."""

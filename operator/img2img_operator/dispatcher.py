@@ -30,6 +30,7 @@ from .lifecycle import (
     StartRunner,
     StopRunner,
     WriteStatus,
+    live_pods,
     next_step,
     progress,
     queue_entry,
@@ -40,7 +41,7 @@ from .placement import Placement, StartRefused
 from .queue import Limits, admit
 from .report import check_result
 from .staging import Staging
-from .status import applied
+from .status import applied, is_terminal
 from .views import JobView, PodView
 
 log = logging.getLogger("img2img_operator.dispatcher")
@@ -76,6 +77,10 @@ class Dispatcher:
         self.last_pass: float | None = None  # monotonic time of the last finished pass
         self._checked: dict[tuple[str, int], Checked] = {}
         self._errors: dict[str, tuple[int, int]] = {}  # uid → (failures in a row, not before ms)
+        # finished jobs with nothing to do until they or their pods change, or until ``wake_at`` (a TTL):
+        # uid → (wake_at ms, state, gpu class). A pass builds no view of them: with thousands of finished jobs
+        # present, a pass costs what the unfinished ones cost.
+        self._settled: dict[str, tuple[int | None, str, str]] = {}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -141,20 +146,28 @@ class Dispatcher:
             checked = self._checked[key] = check_job(job.state, job.spec, self.config)
         return checked
 
+    def _still_settled(self, uid: str, now: int) -> bool:
+        wake_at = self._settled[uid][0] if uid in self._settled else now
+        return wake_at is None or wake_at > now
+
     async def pass_once(self) -> int | None:
         now = self.now_ms()
-        snapshot = self.cache.snapshot()
+        for uid in self.cache.take_changed():
+            self._settled.pop(uid, None)
+        snapshot = self.cache.snapshot(skip=lambda uid: self._still_settled(uid, now))
         items = [(job, pods, self.check(job)) for job, pods in snapshot]
         live = {(job.uid, job.generation) for job, _, _ in items}
         for key in [k for k in self._checked if k not in live]:
             del self._checked[key]
+        next_wake: int | None = None
+        for wake_at, _, _ in self._settled.values():
+            next_wake = _min(next_wake, wake_at)
 
         entries = [e for e in (queue_entry(job, pods, now, self.config, checked) for job, pods, checked in items)
                    if e is not None]
         admission = admit(entries, limits_of(self.config))
         admitted = set(admission.admit)
 
-        next_wake: int | None = None
         semaphore = asyncio.Semaphore(self.config.dispatch_concurrency)
         work = []
         for job, pods, checked in items:
@@ -167,12 +180,16 @@ class Dispatcher:
             next_wake = _min(next_wake, decision.wake_at)
             if decision.actions or decision.fetch_result:
                 work.append(self._guarded(semaphore, job, pods, checked, slot, decision))
+            elif is_terminal(job.state) and not job.deleting and not live_pods(pods):
+                self._settled[job.uid] = (decision.wake_at, job.state or "", checked.controls.gpu_class)
         for pod in self.cache.orphans():
             work.append(self._stop_orphan(semaphore, pod))
         if work:
             await asyncio.gather(*work)
 
-        states = [(job.state or "NEW", checked.controls.gpu_class) for job, _, checked in items]
+        states = [(job.state or "NEW", checked.controls.gpu_class) for job, _, checked in items
+                  if job.uid not in self._settled]
+        states += [(state, gpu_class) for _, state, gpu_class in self._settled.values()]
         waiting = Counter(e.gpu_class for e in entries if e.uid in admission.positions)
         running = Counter(e.gpu_class for e in entries if e.running or e.uid in admitted)
         self.metrics.observe_jobs(states, waiting, running)

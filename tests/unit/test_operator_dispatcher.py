@@ -501,3 +501,39 @@ def test_a_pod_the_api_server_refuses_fails_the_job():
     status = cluster.job("refused")["status"]
     assert status["status"] == "FAILED" and status["lastFailure"]["reason"] == "PodRejected"
     assert "spec.containers[0].image" in status["error"]
+
+
+def test_finished_jobs_are_passed_over_until_they_change_and_still_counted(monkeypatch):
+    from img2img_operator.views import JobView
+
+    cluster = Cluster()
+    cluster.submit("a")
+    cluster.submit("b")
+    built: list[str] = []
+    from_body = JobView.from_body.__func__
+    monkeypatch.setattr(JobView, "from_body", classmethod(lambda cls, body, *a: built.append(
+        body["metadata"]["name"]) or from_body(cls, body, *a)))
+
+    async def scenario() -> None:
+        proc = Process(cluster, CFG)
+        await proc.start()
+        for _ in range(20):
+            cluster.now += 500
+            await proc.step()
+            await proc.step()
+            cluster.kubelet()
+        assert set(states(cluster).values()) == {"COMPLETED"}
+        built.clear()
+        cluster.now += 500
+        await proc.step()
+        assert built == []  # settled: no view, no decision
+        gauge = proc.dispatcher.metrics.jobs.labels("COMPLETED", "l4")._value.get()
+        assert gauge == 2  # yet still counted
+        job = cluster.job("a")  # a spec change (cancel) on a finished job: observedGeneration follows
+        job["spec"]["cancel"] = True
+        job["metadata"]["generation"] = 2
+        cluster._emit("job", "MODIFIED", cluster._bump(job))
+        await proc.step()
+        assert set(built) == {"a"} and cluster.job("a")["status"]["observedGeneration"] == 2
+
+    asyncio.run(scenario())
