@@ -38,6 +38,7 @@ bench: binaries
 
 crd: venv
 	$(PY) -m img2img.api.crd > crds/img2img.dev_img2imgjobs.yaml
+	cp crds/img2img.dev_img2imgjobs.yaml helm/img2img-operator/crds/
 
 clean: down
 	rm -rf $(VENV) out

@@ -78,6 +78,10 @@ class Output(StatusModel):
                                                                     max_length=MAX_OUTPUT_IMAGES)
     info: str = Field("", max_length=1_048_576, description="A1111's info JSON string")
     parameters: dict[str, Any] = Field(default_factory=dict, description="the effective request, A1111-shaped")
+    presigned: list[Annotated[str, Field(max_length=URI_MAX)]] | None = Field(
+        None, max_length=MAX_OUTPUT_IMAGES, description="HTTPS URLs of `images`, in their order, when the operator "
+        "is configured to sign them (s3.presignExpirySeconds)")
+    presignedExpiresAt: str | None = Instant
 
 
 class LastFailure(StatusModel):

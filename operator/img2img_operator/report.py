@@ -109,7 +109,16 @@ class RunnerResult:
             "images": list(data.get("images") or []),
             "info": data.get("info") if isinstance(data.get("info"), str) else json.dumps(data.get("info") or {}),
             "parameters": dict(data.get("parameters") or {}),
+            **self._presigned(data),
         }
+
+    @staticmethod
+    def _presigned(data: Mapping[str, Any]) -> dict[str, Any]:
+        """The runner's presigned URLs, when it signed one for each image."""
+        urls, images = data.get("presigned"), data.get("images") or []
+        if not (isinstance(urls, list) and len(urls) == len(images) and all(isinstance(u, str) for u in urls)):
+            return {}
+        return {"presigned": urls, "presignedExpiresAt": data.get("presignedExpiresAt")}
 
 
 def check_result(uri: str, raw: bytes | None) -> RunnerResult:

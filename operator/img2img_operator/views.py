@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from img2img import API_GROUP
+from img2img import API_GROUP, format_time_ms  # noqa: F401 - format_time_ms is used from here too
 
 MANAGED_BY = "img2img-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -44,12 +44,6 @@ def parse_time_ms(value: Any) -> int | None:
             parsed = parsed.replace(tzinfo=timezone.utc)
         return int(round(parsed.timestamp() * 1000))
     return None
-
-
-def format_time_ms(ms: int) -> str:
-    """ms since the epoch → RFC 3339 with milliseconds, UTC (``2026-01-01T00:00:00.123Z``)."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def resource_version(body: Mapping[str, Any]) -> int | None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from PIL import Image, PngImagePlugin
 
-from img2img import split_s3_uri
+from img2img import format_time_ms, split_s3_uri
 from img2img_runner.errors import JobFailure, StorageError
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, c
     if presign_seconds is None:
         presign_seconds = int(os.environ.get("IMG2IMG_PRESIGN_EXPIRY") or 0)
     uris, presigned = [], []
+    signed_ms = int(time.time() * 1000)
     for n, data in enumerate(images):
         key = join_key(prefix, f"images/{n}.png")
         with_retries(f"uploading s3://{bucket}/{key}",
@@ -187,6 +188,8 @@ def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, c
     body = dict(result)
     body["images"] = uris
     body["presigned"] = presigned if presign_seconds > 0 else None
+    # when the first URL was signed, so the stated expiry is never later than the real one
+    body["presignedExpiresAt"] = format_time_ms(signed_ms + presign_seconds * 1000) if presign_seconds > 0 else None
     key = join_key(prefix, "result.json")
     payload = json.dumps(body).encode()
     with_retries(f"uploading s3://{bucket}/{key}",

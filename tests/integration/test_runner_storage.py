@@ -17,8 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -286,6 +288,22 @@ def test_a_missing_output_bucket_is_a_storage_failure_naming_it(stack, tmp_path)
     assert "NoSuchBucket" in error["message"]
     assert outcome.message["modelsLoadedAt"] is not None and outcome.message["result"] is None
     assert keys_under(stack, job) == ["input.json"]  # no result.json: nothing claims completion
+
+
+def test_presigned_urls_download_the_images_until_they_expire(stack, tmp_path):
+    job = stage(stack, seed_input(alwayson_scripts={}, refiner_checkpoint=None))
+    before = time.time()
+
+    outcome = run_runner(stack, job, tmp_path, IMG2IMG_PRESIGN_EXPIRY="600")
+
+    assert outcome.code == 0, outcome.stderr[-3000:]
+    result = json.loads(read(stack, outcome.message["result"]))
+    (url,) = result["presigned"]
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=600" in url
+    with urllib.request.urlopen(url, timeout=10) as answer:  # no credentials: the URL is the permission
+        assert answer.read() == read(stack, result["images"][0])
+    expires = datetime.fromisoformat(result["presignedExpiresAt"].replace("Z", "+00:00")).timestamp()
+    assert before + 590 <= expires <= time.time() + 600
 
 
 # --- the job's own failures ----------------------------------------------------------------------------------

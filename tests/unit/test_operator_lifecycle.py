@@ -313,6 +313,21 @@ def test_completed_status_is_runpod_shaped():
     assert (emit.type, emit.reason) == ("Normal", "Completed")
 
 
+def test_presigned_urls_of_the_result_reach_the_status_and_a_half_signed_list_does_not():
+    from img2img.api.status import JobStatus
+
+    images = ["s3://img2img/jobs/team-a/seed/x/images/0.png", "s3://img2img/jobs/team-a/seed/x/images/1.png"]
+    urls = [f"https://s3.example.com/img2img/jobs/team-a/seed/x/images/{n}.png?X-Amz-Signature=ab" for n in (0, 1)]
+    signed = RunnerResult(RESULT_URI, data={"images": images, "info": "{}", "parameters": {},
+                                            "presigned": urls, "presignedExpiresAt": "2026-01-01T01:00:00.000Z"})
+    _, after = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report()))], result=signed)
+    assert after["output"]["presigned"] == urls and after["output"]["presignedExpiresAt"] == "2026-01-01T01:00:00.000Z"
+    JobStatus.model_validate(after)  # the status model (and so the CRD schema) holds them
+    half = RunnerResult(RESULT_URI, data={"images": images, "info": "{}", "parameters": {}, "presigned": urls[:1]})
+    _, after = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report()))], result=half)
+    assert "presigned" not in after["output"]
+
+
 def test_result_is_read_from_the_uri_in_the_termination_message():
     other = "s3://elsewhere/out/result.json"
     d, _ = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report(result=other)))])
