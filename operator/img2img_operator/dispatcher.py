@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .cache import Cache
+from .cache import Cache, kept_of_job
 from .config import OperatorConfig
 from .controls import Checked, check_job
 from .kube import Conflict, Gone, Kube
@@ -92,7 +92,7 @@ class Dispatcher:
     async def resync(self) -> None:
         namespaces = self.config.namespaces
         pods, pods_rv = await self.kube.list_pods(namespaces)
-        jobs, jobs_rv = await self.kube.list_jobs(namespaces)
+        jobs, jobs_rv = await self.kube.list_jobs(namespaces, keep=kept_of_job)
         self.cache.replace_pods(pods, pods_rv)
         self.cache.replace_jobs(jobs, jobs_rv)
         log.debug("resynced: %d jobs, %d runner pods", len(jobs), len(pods))

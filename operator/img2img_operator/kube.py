@@ -24,6 +24,7 @@ log = logging.getLogger("img2img_operator.kube")
 
 RUNNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 TIMEOUT = 30  # seconds per API call
+LIST_PAGE = 500  # items per list page
 JSON_PATCH = "application/json-patch+json"
 COMPONENT = "img2img-operator"
 
@@ -94,13 +95,24 @@ class Kube:
             raise
 
     async def _list(self, namespaces: Sequence[str], path: Callable[[str | None], str],
-                    query: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], int | None]:
-        items: list[dict[str, Any]] = []
+                    query: Mapping[str, Any] | None = None, keep: Callable[[Any], Any] | None = None
+                    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Every item, in pages of LIST_PAGE; ``keep`` trims each page's items before the next page is read (with
+        thousands of jobs present, a whole unpaged list is what sets the operator's peak memory)."""
+        items: list[Any] = []
         rvs: list[int | None] = []
         for ns in namespaces or [None]:
-            data = await self.request("GET", path(ns), query=query)
-            items += data.get("items") or []
-            rvs.append(_rv(data))
+            token: str | None = None
+            first = True
+            while first or token:
+                page_query = {**(query or {}), "limit": LIST_PAGE, "continue": token}
+                data = await self.request("GET", path(ns), query=page_query)
+                page = data.get("items") or []
+                items += [keep(item) for item in page] if keep else page
+                if first:
+                    rvs.append(_rv(data))  # every page of a list is one snapshot: the first page's version
+                first = False
+                token = (data.get("metadata") or {}).get("continue") or None
         known = [r for r in rvs if r is not None]
         return items, min(known) if known and len(known) == len(rvs) else None
 
@@ -128,12 +140,14 @@ class Kube:
             path += f"/{sub}"
         return path
 
-    async def list_jobs(self, namespaces: Sequence[str]) -> tuple[list[dict[str, Any]], int | None]:
-        items, rv = await self._list(namespaces, self._jobs_path)
-        for item in items:
+    async def list_jobs(self, namespaces: Sequence[str], keep: Callable[[Any], Any] | None = None
+                        ) -> tuple[list[dict[str, Any]], int | None]:
+        def typed(item: dict[str, Any]) -> Any:
             item.setdefault("apiVersion", f"{API_GROUP}/{API_VERSION}")
             item.setdefault("kind", KIND)
-        return items, rv
+            return keep(item) if keep else item
+
+        return await self._list(namespaces, self._jobs_path, keep=typed)
 
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

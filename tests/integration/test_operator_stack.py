@@ -377,3 +377,38 @@ def test_metrics_endpoint_reports_the_jobs_just_run(stack, namespace, operator):
     assert values["img2img_job_delay_seconds_count"] >= 1 and values["img2img_job_execution_seconds_count"] >= 1
     assert values['img2img_api_writes_total{kind="pod_create"}'] >= 1
     assert any(k.startswith("img2img_jobs{") and 'state="COMPLETED"' in k and v >= 1 for k, v in values.items())
+
+
+def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, monkeypatch):
+    """The resync list comes in pages; finished jobs are trimmed as each page arrives."""
+    import asyncio
+
+    from img2img_operator import kube as kube_module
+    from img2img_operator.cache import kept_of_job
+    from kubernetes_asyncio import client as aclient, config as aconfig
+
+    for i in range(7):
+        create(stack, namespace, f"p{i}")
+    monkeypatch.setattr(kube_module, "LIST_PAGE", 3)
+    seen_limits: list = []
+    request = kube_module.Kube.request
+
+    async def counting(self, method, path, **kw):
+        seen_limits.append((kw.get("query") or {}).get("limit"))
+        return await request(self, method, path, **kw)
+
+    monkeypatch.setattr(kube_module.Kube, "request", counting)
+
+    async def listing():
+        configuration = aclient.Configuration()
+        await aconfig.load_kube_config(config_file=str(stack.kubeconfig), client_configuration=configuration)
+        api = aclient.ApiClient(configuration)
+        try:
+            return await kube_module.Kube(api).list_jobs([namespace], keep=kept_of_job)
+        finally:
+            await api.close()
+
+    items, rv = asyncio.run(listing())
+    assert sorted(i["metadata"]["name"] for i in items) == [f"p{i}" for i in range(7)]
+    assert seen_limits == [3, 3, 3] and isinstance(rv, int)  # three pages of at most three
+    assert all(i["kind"] == "Img2ImgJob" and "managedFields" not in i["metadata"] for i in items)

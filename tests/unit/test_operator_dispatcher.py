@@ -163,8 +163,8 @@ class FakeKube:
     async def list_pods(self, namespaces):
         return [copy.deepcopy(p) for p in self.c.pods.values()], self.c.rv
 
-    async def list_jobs(self, namespaces):
-        return [copy.deepcopy(j) for j in self.c.jobs.values()], self.c.rv
+    async def list_jobs(self, namespaces, keep=None):
+        return [(keep or (lambda j: j))(copy.deepcopy(j)) for j in self.c.jobs.values()], self.c.rv
 
     async def read_job(self, namespace, name):
         job = self.c.jobs.get((namespace, name))
