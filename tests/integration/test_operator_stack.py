@@ -240,9 +240,16 @@ def test_two_at_a_time_by_priority_then_submission_with_queue_positions(stack, n
     wait_for("six jobs done", all_done, timeout=900, every=0.3)
     final = samples[-1]
     assert {s["status"] for s in final.values()} == {"COMPLETED"}
-    started = sorted(final, key=lambda n: final[n]["startedAt"])
-    assert set(started[:2]) == {"j1", "j3"}
-    assert started[2] == "j4" and started[3:] == ["j0", "j2", "j5"]
+    # Two slots that free together are filled in one pass, whose runners then start in either order: compare starts
+    # with a tolerance well under a runner's 4 s, so that only a job started a whole slot too early fails.
+    from img2img_operator.views import parse_time_ms
+
+    started = {n: parse_time_ms(final[n]["startedAt"]) for n in final}
+    order = ["j1", "j3", "j4", "j0", "j2", "j5"]
+    for i, earlier in enumerate(order):
+        for later in order[i + 1:]:
+            assert started[earlier] <= started[later] + 1500, (earlier, later, final)
+    assert max(started["j1"], started["j3"]) + 2000 < min(started[n] for n in order[2:])  # j1, j3 first
     # once settled, the four waiting behind the first two read 1..4
     settled = [{n: s.get("queuePosition") for n, s in snap.items() if s.get("queuePosition")} for snap in samples]
     assert {"j4": 1, "j0": 2, "j2": 3, "j5": 4} in settled
