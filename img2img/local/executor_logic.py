@@ -526,6 +526,14 @@ _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 Getter = Callable[[str, str], "Mapping | None"]  # (namespace, name) -> object, None if not found
 
 
+def _referenced(ns: str, ref: Mapping, get: Getter, noun: str) -> Mapping | None:
+    """The Secret or ConfigMap ``ref`` names; None when it is missing and optional, else the kubelet's error."""
+    obj = get(ns, ref.get("name", ""))
+    if obj is None and not ref.get("optional"):
+        raise EnvError(f'{noun} "{ref.get("name")}" not found')
+    return obj
+
+
 def container_env(pod: Mapping, container: Mapping, *, get_secret: Getter, get_configmap: Getter,
                   service_env: Mapping[str, str], pod_ip: str, host_ip: str,
                   node_alloc: Mapping[str, Decimal] | None = None) -> dict[str, str]:
@@ -534,29 +542,22 @@ def container_env(pod: Mapping, container: Mapping, *, get_secret: Getter, get_c
     Raises EnvError with the kubelet's message for CreateContainerConfigError.
     """
     ns = (pod.get("metadata") or {}).get("namespace", "default")
+    # where a variable can come from: (read it, a key's value, the kubelet's words for it)
+    sources = {"configMapRef": (get_configmap, configmap_value, "configmap", "ConfigMap"),
+               "secretRef": (get_secret, secret_value, "secret", "Secret")}
+    key_refs = {"secretKeyRef": sources["secretRef"], "configMapKeyRef": sources["configMapRef"]}
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix") or ""
-        if "configMapRef" in source:
-            ref = source["configMapRef"]
-            cm = get_configmap(ns, ref.get("name", ""))
-            if cm is None:
-                if ref.get("optional"):
-                    continue
-                raise EnvError(f'configmap "{ref.get("name")}" not found')
-            for k in (cm.get("data") or {}):
-                if _ENV_NAME.match(prefix + k):
-                    env[prefix + k] = configmap_value(cm, k) or ""
-        elif "secretRef" in source:
-            ref = source["secretRef"]
-            secret = get_secret(ns, ref.get("name", ""))
-            if secret is None:
-                if ref.get("optional"):
-                    continue
-                raise EnvError(f'secret "{ref.get("name")}" not found')
-            for k in (secret.get("data") or {}):
-                if _ENV_NAME.match(prefix + k):
-                    env[prefix + k] = secret_value(secret, k) or ""
+        kind = next((k for k in sources if k in source), None)
+        if kind is None:
+            continue
+        get, value_of, noun, _ = sources[kind]
+        ref = source[kind]
+        obj = _referenced(ns, ref, get, noun)
+        for k in (obj or {}).get("data") or {}:
+            if _ENV_NAME.match(prefix + k):
+                env[prefix + k] = value_of(obj, k) or ""
     lookup_base = dict(service_env)
     for var in container.get("env") or []:
         name = var.get("name", "")
@@ -564,30 +565,16 @@ def container_env(pod: Mapping, container: Mapping, *, get_secret: Getter, get_c
             value = expand(var.get("value") or "", {**lookup_base, **env})
         else:
             source = var["valueFrom"] or {}
-            if "secretKeyRef" in source:
-                ref = source["secretKeyRef"]
-                secret = get_secret(ns, ref.get("name", ""))
-                if secret is None:
-                    if ref.get("optional"):
-                        continue
-                    raise EnvError(f'secret "{ref.get("name")}" not found')
-                value = secret_value(secret, ref.get("key", ""))
+            kind = next((k for k in key_refs if k in source), None)
+            if kind is not None:
+                get, value_of, noun, title = key_refs[kind]
+                ref = source[kind]
+                obj = _referenced(ns, ref, get, noun)
+                value = value_of(obj, ref.get("key", "")) if obj is not None else None
                 if value is None:
                     if ref.get("optional"):
                         continue
-                    raise EnvError(f"couldn't find key {ref.get('key')} in Secret {ns}/{ref.get('name')}")
-            elif "configMapKeyRef" in source:
-                ref = source["configMapKeyRef"]
-                cm = get_configmap(ns, ref.get("name", ""))
-                if cm is None:
-                    if ref.get("optional"):
-                        continue
-                    raise EnvError(f'configmap "{ref.get("name")}" not found')
-                value = configmap_value(cm, ref.get("key", ""))
-                if value is None:
-                    if ref.get("optional"):
-                        continue
-                    raise EnvError(f"couldn't find key {ref.get('key')} in ConfigMap {ns}/{ref.get('name')}")
+                    raise EnvError(f"couldn't find key {ref.get('key')} in {title} {ns}/{ref.get('name')}")
             elif "fieldRef" in source:
                 value = field_ref_value(pod, source["fieldRef"].get("fieldPath", ""), pod_ip=pod_ip, host_ip=host_ip)
             elif "resourceFieldRef" in source:

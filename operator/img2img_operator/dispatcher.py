@@ -147,8 +147,8 @@ class Dispatcher:
         return checked
 
     def _still_settled(self, uid: str, now: int) -> bool:
-        wake_at = self._settled[uid][0] if uid in self._settled else now
-        return wake_at is None or wake_at > now
+        settled = self._settled.get(uid)
+        return settled is not None and (settled[0] is None or settled[0] > now)
 
     async def pass_once(self) -> int | None:
         now = self.now_ms()

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from img2img import split_s3_uri
+
 ARCHITECTURES = ("sd15", "sdxl", "sdxl-refiner", "controlnet-sd15", "controlnet-sdxl", "vae", "annotator")
 CHECKPOINTS = ("sd15", "sdxl")
 CONTROLNET_FOR = {"sd15": "controlnet-sd15", "sdxl": "controlnet-sdxl"}
@@ -240,7 +242,7 @@ class Catalog:
             p = Path(source.location)
             return p if p.is_absolute() else (self.base_dir / p)
         if source.kind == "s3":
-            bucket, _, prefix = source.location[5:].partition("/")
+            bucket, prefix = split_s3_uri(source.location, need_key=False)
             return self.cache_dir / "s3" / bucket / prefix.strip("/")
         return self.cache_dir / "hub"
 
