@@ -7,6 +7,7 @@ the hash of pyproject's dependency lists, so a fresh clone on a machine that ran
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -34,20 +35,30 @@ def pip(env: Path, *args: str) -> None:
     subprocess.run([str(env / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", *args], check=True)
 
 
+def install_deps(project: dict, deps_env: Path) -> None:
+    if (deps_env / ".complete").exists():
+        return
+    print(f"[venv] installing dependencies into {deps_env} (first run for this dependency set)", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(deps_env)
+    self_ref = f"{project['name']}["
+    requirements = [d for d in project["dependencies"]]
+    for extra in EXTRAS:
+        requirements += [d for d in project["optional-dependencies"][extra] if not d.startswith(self_ref)]
+    pip(deps_env, "install", "--quiet", "setuptools>=69", "wheel", *requirements)
+    (deps_env / ".complete").write_text(json.dumps(requirements))
+
+
 def main() -> int:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     cache = Path(os.environ.get("IMG2IMG_CACHE_DIR") or Path.home() / ".cache" / "img2img-operator")
     deps_env = cache / "venvs" / f"deps-{deps_hash(project)}"
     started = time.monotonic()
-    if not (deps_env / ".complete").exists():
-        print(f"[venv] installing dependencies into {deps_env} (first run for this dependency set)", flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(deps_env)
-        self_ref = f"{project['name']}["
-        requirements = [d for d in project["dependencies"]]
-        for extra in EXTRAS:
-            requirements += [d for d in project["optional-dependencies"][extra] if not d.startswith(self_ref)]
-        pip(deps_env, "install", "--quiet", "setuptools>=69", "wheel", *requirements)
-        (deps_env / ".complete").write_text(json.dumps(requirements))
+    deps_env.parent.mkdir(parents=True, exist_ok=True)
+    # One install at a time per machine: two checkouts (worktrees, CI beside a developer) share the cache, and a
+    # second install would wipe the first one's half-written environment.
+    with open(deps_env.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        install_deps(project, deps_env)
     local = REPO / ".venv"
     marker = local / ".deps"
     if not (marker.exists() and marker.read_text() == str(deps_env)):
