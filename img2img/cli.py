@@ -28,19 +28,19 @@ def _run(args) -> int:
 
 
 def _submit(args) -> int:
-    from img2img.client import submit_command
+    from img2img.client.submit import submit_command
 
     return submit_command(args.file, name=args.name, namespace=args.namespace, wait=args.wait, timeout=args.timeout)
 
 
 def _status(args) -> int:
-    from img2img.client import status_command
+    from img2img.client.status import status_command
 
     return status_command(args.name, namespace=args.namespace)
 
 
 def _fetch(args) -> int:
-    from img2img.client import fetch_command
+    from img2img.client.fetch import fetch_command
 
     return fetch_command(args.name, Path(args.output), namespace=args.namespace)
 
