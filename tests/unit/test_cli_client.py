@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from img2img.client.errors import ClientError
-from img2img.client.kube import Cluster, api_reason
+from img2img.client.kube import Cluster, api_reason, connect
 from img2img.client.offload import OFFLOAD_ABOVE_CHARS, plan_offload, upload
 from img2img.client.request import prepare
 from img2img.client.view import runpod_view
@@ -276,6 +276,19 @@ def test_submit_of_a_missing_file_is_one_line(tmp_path):
     proc = cli("submit", str(tmp_path / "nope.json"))
     assert proc.returncode == 1 and proc.stderr.strip() == f"img2img submit: {tmp_path / 'nope.json'}: cannot read: " \
                                                            "No such file or directory"
+
+
+def test_connect_uses_the_given_kubeconfig_and_its_contexts_namespace(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u, namespace: team-a}}]\n")
+    api_client, namespace = connect(str(kubeconfig))
+    assert api_client.configuration.host == "https://127.0.0.1:9" and namespace == "team-a"
+    with pytest.raises(ClientError, match=f"no Kubernetes context \\({tmp_path / 'missing'}: "):
+        connect(str(tmp_path / "missing"))
 
 
 def test_api_server_refusals_are_one_line():
