@@ -49,9 +49,10 @@ import machine  # noqa: E402
 from stats import fmt, summary  # noqa: E402
 
 from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
-from img2img.local.stack import (  # noqa: E402
-    BUCKET, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_SECRET, S3_USER, Stack, StackInfo, bootstrap_namespace,
+from img2img.local.bootstrap import (  # noqa: E402
+    BUCKET, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_SECRET, S3_USER, bootstrap_namespace,
 )
+from img2img.local.stack import Stack, StackInfo  # noqa: E402
 
 NOOP_BIN = BENCH / "noop-image" / "bin"
 NOOP_IMAGE = "img2img/noop:bench"
@@ -90,13 +91,13 @@ class BenchStack(Stack):
 
     kcm_qps: int | None = None
 
-    def _spawn(self, state: dict, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        if not self._running(state, name):
+    def spawn(self, state: dict, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        if not self.running(state, name):
             if name == "executor":
                 _put_noop_first(argv)
             elif name == "kube-controller-manager" and self.kcm_qps:
                 argv = [*argv, f"--kube-api-qps={self.kcm_qps}", f"--kube-api-burst={self.kcm_qps}"]
-        super()._spawn(state, name, argv, env)
+        super().spawn(state, name, argv, env)
 
 
 def _put_noop_first(argv: list[str]) -> None:
@@ -125,7 +126,7 @@ def operator_overrides(limit: int) -> dict:
 
 
 def pid_of(stack: Stack, component: str) -> int | None:
-    return stack._state().get("pids", {}).get(component)
+    return stack.read_state().get("pids", {}).get(component)
 
 
 def memory_mb(pid: int | None) -> dict[str, float]:
@@ -150,7 +151,7 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
     ("executor children" are the container processes: the sandbox launcher and the no-op runner)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for name, pid in stack._state().get("pids", {}).items():
+    for name, pid in stack.read_state().get("pids", {}).items():
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -315,9 +316,9 @@ class Tracker:
                 self.cond.notify_all()
 
 
-def create_namespace(api: kubeapi.Api, stack: Stack, info: StackInfo, name: str) -> None:
+def create_namespace(api: kubeapi.Api, info: StackInfo, name: str) -> None:
     api.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}}, ok=(201, 409))
-    bootstrap_namespace(lambda *a, **k: stack.kubectl(info, *a, **k), name)
+    bootstrap_namespace(info.kubectl, name)
 
 
 def write_total(counts: Counter) -> int:
@@ -581,7 +582,7 @@ class Bench:
 
     def phase(self, key: str, workload: Workload, count: int, rate: float | None) -> dict:
         namespace = "bench-" + key.replace("_", "-")
-        create_namespace(self.api, self.stack, self.info, namespace)
+        create_namespace(self.api, self.info, namespace)
         self.results[key] = run_phase(self.api, self.stack, workload, namespace, count, rate=rate,
                                       workers=self.args.workers, timeout=self.phase_timeout, limit=self.limit)
         return self.results[key]
@@ -628,7 +629,7 @@ def present_phases(bench: Bench) -> None:
     present = count_jobs(bench.api)
     add = max(0, bench.args.present - present)
     log(f"{present} jobs present; adding {add} with the operator stopped")
-    create_namespace(bench.api, bench.stack, bench.info, "bench-present")
+    create_namespace(bench.api, bench.info, "bench-present")
     population = populate(bench.api, "bench-present", add, bench.args.queued_share, bench.job_input,
                           bench.args.workers)
     population["present_before"] = present

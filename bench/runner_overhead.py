@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.catalog:
         catalog_file = Path(args.catalog)
     else:
-        from img2img.local.stack import build_tiny_models
+        from img2img.local.models import build_tiny_models
 
         log("building the tiny models (once per machine)")
         catalog_file = build_tiny_models()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -28,27 +29,43 @@ def _run(args) -> int:
 
 
 def _submit(args) -> int:
-    from img2img.client import submit_command
+    from img2img.client.submit import submit_command
 
     return submit_command(args.file, name=args.name, namespace=args.namespace, wait=args.wait, timeout=args.timeout)
 
 
 def _status(args) -> int:
-    from img2img.client import status_command
+    from img2img.client.status import status_command
 
     return status_command(args.name, namespace=args.namespace)
 
 
 def _fetch(args) -> int:
-    from img2img.client import fetch_command
+    from img2img.client.fetch import fetch_command
 
     return fetch_command(args.name, Path(args.output), namespace=args.namespace)
 
 
 def _local(args) -> int:
-    from img2img.local.stack import main as local_main
+    from img2img.local.binaries import log
+    from img2img.local.paths import default_state_dir
+    from img2img.local.stack import Stack
 
-    return local_main([args.action, *args.rest])
+    state_dir = args.state_dir or default_state_dir()
+    if args.action == "env":
+        sys.stdout.write((state_dir / "env.sh").read_text())
+        return 0
+    stack = Stack(state_dir=state_dir, with_operator=not args.no_operator, with_models=not args.no_models,
+                  gpus=args.gpus)
+    if args.action == "down":
+        stack.down()
+        log("stopped; no process of the stack is left")
+        return 0
+    started = time.monotonic()
+    info = stack.up()
+    log(f"up in {time.monotonic() - started:.1f} s; logs in {stack.logs}")
+    sys.stdout.write(info.export_lines())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,9 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default=None, help="default: the context's namespace")
     p.set_defaults(func=_fetch)
 
-    p = sub.add_parser("local", help="start or stop the embedded stack (etcd, kube-apiserver, S3, executor, operator)")
+    p = sub.add_parser("local", help="start or stop the embedded stack (etcd, kube-apiserver, S3, executor, operator)",
+                       description="up: start the embedded stack (idempotent) and print its `export` lines; down: stop "
+                                   "all of it; env: print the `export` lines of a running stack.")
     p.add_argument("action", choices=["up", "down", "env"])
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where its data, logs and env.sh live (default: $IMG2IMG_STATE_DIR, else "
+                        "~/.local/state/img2img-operator/local)")
+    p.add_argument("--no-operator", action="store_true", help="start everything but the operator")
+    p.add_argument("--no-models", action="store_true", help="do not build the tiny models (no torch needed)")
+    p.add_argument("--gpus", type=int, default=1, help="nvidia.com/gpu capacity of the local node")
     p.set_defaults(func=_local)
     return parser
 

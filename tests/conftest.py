@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from img2img.local.stack import Stack, StackInfo, bootstrap_namespace
+from img2img.local.bootstrap import bootstrap_namespace
+from img2img.local.stack import Stack, StackInfo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ class StackHandle:
         return self.info.catalog
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = self.stack.kubectl(self.info, *args, input=input, check=False)
+        proc = self.info.kubectl(*args, input=input, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc
@@ -78,28 +79,17 @@ class StackHandle:
 
     @property
     def operator_metrics_url(self) -> str:
-        ports = self.stack._state()["ports"]
+        ports = self.stack.read_state()["ports"]
         return f"http://127.0.0.1:{ports['operator_metrics']}/metrics"
 
     def bootstrap(self, namespace: str) -> None:
-        bootstrap_namespace(lambda *a, **k: self.kubectl(*a, **k), namespace)
-
-
-def _module_exists(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
+        bootstrap_namespace(self.kubectl, namespace)
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> StackHandle:
     state_dir = tmp_path_factory.mktemp("stack")
-    s = Stack(
-        state_dir=state_dir,
-        with_operator=False,
-        with_models=_module_exists("img2img_runner.tiny_models"),
-        with_executor=_module_exists("img2img.local.executor"),
-    )
+    s = Stack(state_dir=state_dir, with_operator=False)
     try:
         info = s.up()
         yield StackHandle(s, info)

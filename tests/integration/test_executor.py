@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from img2img.local.executor import Kube
-from img2img.local.stack import python_image
+from img2img.local.components import python_image
 
 pytestmark = pytest.mark.stack
 

@@ -161,7 +161,7 @@ def _wait_terminal(stack, namespace: str, name: str, timeout: float, proc: subpr
 @pytest.mark.skipif(not (REPO / "operator" / "img2img_operator" / "main.py").exists(),
                     reason="the operator (img2img_operator.main) is not written yet")
 def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, namespace, tmp_path):
-    from img2img.local.stack import free_port
+    from img2img.local.supervisor import free_port
 
     if stack.catalog is None:
         pytest.skip("the stack has no tiny models (img2img_runner.tiny_models missing)")

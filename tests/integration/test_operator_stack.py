@@ -32,7 +32,7 @@ SLEEPER = {"runner": {"command": ["sleep", "600"]}}  # a runner that runs until 
 
 
 def deep_merge(*parts: dict) -> dict:
-    from img2img.local.stack import deep_merge as merge
+    from img2img.local.components import deep_merge as merge
 
     out: dict = {}
     for part in parts:
@@ -316,7 +316,7 @@ def test_cancel_ends_cancelled_and_kills_the_process(stack, namespace, operator)
     final = wait_state(stack, namespace, "cancelme", {"CANCELLED"}, timeout=60)
     assert final["observedGeneration"] == 2
     wait_for("pod removed", lambda: pod(stack, namespace, "cancelme-1") is None, timeout=60)
-    from img2img.local.stack import pid_alive
+    from img2img.local.supervisor import pid_alive
 
     assert not pid_alive(pid)
 

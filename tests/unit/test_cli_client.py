@@ -16,7 +16,12 @@ import subprocess
 import pytest
 from PIL import Image
 
-from img2img import client
+from img2img.client.errors import ClientError
+from img2img.client.kube import Cluster, api_reason, connect
+from img2img.client.offload import OFFLOAD_ABOVE_CHARS, plan_offload, upload
+from img2img.client.request import prepare
+from img2img.client.view import runpod_view
+from img2img.client.wait import EXIT_WAIT_TIMEOUT, wait_for
 from img2img.api.job import JobProblems
 from test_cli_validate import SEED, img2img_bin
 
@@ -56,26 +61,26 @@ def test_runpod_view_keeps_runpod_fields_in_runpod_order():
     status = {"attempts": 1, "error": None, "output": {"images": ["s3://b/k/0.png"], "info": "{}", "parameters": {}},
               "executionTime": 20, "delayTime": 10, "status": "COMPLETED", "id": "u-1", "queuePosition": 0,
               "conditions": [], "runnerPod": "p"}
-    view = client.runpod_view(status, "other-uid")
+    view = runpod_view(status, "other-uid")
     assert list(view) == ["id", "status", "delayTime", "executionTime", "output"]
     assert view["id"] == "u-1"
 
 
 def test_runpod_view_of_a_job_not_yet_seen_by_the_operator():
-    assert client.runpod_view({}, "uid-9") == {"id": "uid-9", "status": "IN_QUEUE"}
-    assert client.runpod_view({}) == {"status": "IN_QUEUE"}
+    assert runpod_view({}, "uid-9") == {"id": "uid-9", "status": "IN_QUEUE"}
+    assert runpod_view({}) == {"status": "IN_QUEUE"}
 
 
 # --- what is offloaded -------------------------------------------------------------------------------------------
 
 def test_small_images_stay_inline_and_large_ones_are_offloaded_largest_first():
     small = "A" * 1000
-    big = "B" * (client.OFFLOAD_ABOVE_CHARS + 1)
+    big = "B" * (OFFLOAD_ABOVE_CHARS + 1)
     medium1, medium2 = "C" * 200_000, "D" * 150_000
     ref = "s3://bucket-1/some/key.png"
 
     def paths(payload):
-        return [p for _, _, p in client.plan_offload(payload, "input.payload")]
+        return [p for _, _, p in plan_offload(payload, "input.payload")]
 
     assert paths({"init_images": [small, ref]}) == []
     assert paths({"init_images": [small, big]}) == ["input.payload.init_images[1]"]
@@ -90,11 +95,11 @@ def test_small_images_stay_inline_and_large_ones_are_offloaded_largest_first():
 def test_prepare_sets_large_images_aside_and_validates_the_rest(tmp_path):
     raw = noise_png(400_000)
     request = request_with([base64.b64encode(raw).decode()])
-    prepared = client.prepare(json.dumps(request), "req.json", "bucket-1")
+    prepared = prepare(json.dumps(request), "req.json", "bucket-1")
     assert [u.path for _, _, u in prepared.uploads] == ["input.payload.init_images[0]"]
-    upload = prepared.uploads[0][2]
-    assert upload.data == raw and upload.extension == "png" and upload.content_type == "image/png"
-    assert upload.key("ns1") == f"uploads/ns1/{hashlib.sha256(raw).hexdigest()}.png"
+    item = prepared.uploads[0][2]
+    assert item.data == raw and item.extension == "png" and item.content_type == "image/png"
+    assert item.key("ns1") == f"uploads/ns1/{hashlib.sha256(raw).hexdigest()}.png"
 
     class FakeS3:
         def __init__(self):
@@ -104,8 +109,8 @@ def test_prepare_sets_large_images_aside_and_validates_the_rest(tmp_path):
             self.objects[(Bucket, Key)] = (Body, ContentType)
 
     s3 = FakeS3()
-    lines = client.upload(prepared, "bucket-1", "ns1", s3)
-    key = upload.key("ns1")
+    lines = upload(prepared.uploads, "bucket-1", "ns1", s3)
+    key = item.key("ns1")
     assert s3.objects == {("bucket-1", key): (raw, "image/png")}
     assert lines == [f"input.payload.init_images[0]: {len(raw)} bytes uploaded to s3://bucket-1/{key}"]
     manifest = prepared.manifest("job-1", "ns1")
@@ -121,7 +126,7 @@ def test_prepare_reports_a_bad_large_image_with_the_other_problems():
     request = request_with(["QUJD" * 100_000])  # valid base64, not an image
     request["input"]["payload"]["steps"] = 0
     with pytest.raises(JobProblems) as caught:
-        client.prepare(json.dumps(request), "req.json", "bucket-1")
+        prepare(json.dumps(request), "req.json", "bucket-1")
     found = [str(p) for p in caught.value.problems]
     assert any(p.startswith("input.payload.init_images[0]: not a decodable image") for p in found), found
     assert "input.payload.steps: must be at least 1" in found
@@ -129,7 +134,7 @@ def test_prepare_reports_a_bad_large_image_with_the_other_problems():
 
 def test_without_a_bucket_a_large_image_stays_inline_while_the_job_fits():
     request = request_with([noise_png_b64(400_000)])
-    prepared = client.prepare(json.dumps(request), "req.json", None)
+    prepared = prepare(json.dumps(request), "req.json", None)
     assert prepared.uploads == [] and prepared.inline_kept == ["input.payload.init_images[0]"]
     manifest = prepared.manifest(None, "ns1")
     assert manifest["spec"]["input"]["payload"]["init_images"] == request["input"]["payload"]["init_images"]
@@ -137,16 +142,16 @@ def test_without_a_bucket_a_large_image_stays_inline_while_the_job_fits():
 
 def test_without_a_bucket_an_image_too_large_for_a_job_is_refused_naming_the_variable():
     request = request_with([noise_png_b64(1_200_000)])
-    with pytest.raises(client.ClientError, match="set IMG2IMG_BUCKET"):
-        client.prepare(json.dumps(request), "req.json", None)
+    with pytest.raises(ClientError, match="set IMG2IMG_BUCKET"):
+        prepare(json.dumps(request), "req.json", None)
 
 
 def test_a_manifest_is_prepared_under_spec_paths():
     job = {"apiVersion": "img2img.dev/v1alpha1", "kind": "Img2ImgJob", "metadata": {"name": "m1"},
            "spec": {"input": request_with([noise_png_b64(300_000)])["input"], "priority": 3}}
-    prepared = client.prepare(json.dumps(job), "job.json", "bucket-1")
+    prepared = prepare(json.dumps(job), "job.json", "bucket-1")
     assert [u.path for _, _, u in prepared.uploads] == ["spec.input.payload.init_images[0]"]
-    client.upload(prepared, "bucket-1", "ns1", type("S3", (), {"put_object": lambda self, **kw: None})())
+    upload(prepared.uploads, "bucket-1", "ns1", type("S3", (), {"put_object": lambda self, **kw: None})())
     manifest = prepared.manifest(None, "ns1")
     assert manifest["metadata"]["name"] == "m1" and manifest["spec"]["priority"] == 3
     assert manifest["spec"]["input"]["payload"]["init_images"][0].startswith("s3://bucket-1/uploads/ns1/")
@@ -154,7 +159,7 @@ def test_a_manifest_is_prepared_under_spec_paths():
 
 # --- waiting -----------------------------------------------------------------------------------------------------
 
-class FakeCluster(client.Cluster):
+class FakeCluster(Cluster):
     def __init__(self, statuses: list[dict | Exception]):
         super().__init__(api=None, namespace="default", server="https://fake")
         self.statuses = statuses
@@ -168,11 +173,11 @@ class FakeCluster(client.Cluster):
 
 def test_wait_prints_progress_then_the_runpod_json(capsys):
     cluster = FakeCluster([{}, {"status": "IN_QUEUE", "queuePosition": 2}, {"status": "IN_PROGRESS", "attempts": 1},
-                           client.ClientError("get j: cannot reach the Kubernetes API server"),
+                           ClientError("get j: cannot reach the Kubernetes API server"),
                            {"status": "COMPLETED", "id": "uid-1", "delayTime": 5, "executionTime": 7,
                             "output": {"images": ["s3://b-1/x/0.png"], "info": "{}", "parameters": {}},
                             "attempts": 1}])
-    assert client.wait_for(cluster, "default", "j", timeout=30, poll=0.01) == 0
+    assert wait_for(cluster, "default", "j", timeout=30, poll=0.01) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"id": "uid-1", "status": "COMPLETED", "delayTime": 5, "executionTime": 7,
                                "output": {"images": ["s3://b-1/x/0.png"], "info": "{}", "parameters": {}}}
@@ -187,7 +192,7 @@ def test_wait_prints_progress_then_the_runpod_json(capsys):
 @pytest.mark.parametrize("state", ["FAILED", "CANCELLED", "TIMED_OUT"])
 def test_wait_exits_1_when_the_job_did_not_complete(capsys, state):
     cluster = FakeCluster([{"status": state, "id": "uid-1", "error": "CUDA out of memory"}])
-    assert client.wait_for(cluster, "default", "j", timeout=30, poll=0.01) == 1
+    assert wait_for(cluster, "default", "j", timeout=30, poll=0.01) == 1
     out, err = capsys.readouterr()
     assert json.loads(out) == {"id": "uid-1", "status": state, "error": "CUDA out of memory"}
     assert f"j: {state} (CUDA out of memory)" in err
@@ -195,16 +200,16 @@ def test_wait_exits_1_when_the_job_did_not_complete(capsys, state):
 
 def test_wait_gives_up_after_the_timeout_with_the_current_status(capsys):
     cluster = FakeCluster([{"status": "IN_PROGRESS"}])
-    assert client.wait_for(cluster, "default", "j", timeout=0.05, poll=0.01) == client.EXIT_WAIT_TIMEOUT
+    assert wait_for(cluster, "default", "j", timeout=0.05, poll=0.01) == EXIT_WAIT_TIMEOUT
     out, err = capsys.readouterr()
     assert json.loads(out)["status"] == "IN_PROGRESS"
     assert "still IN_PROGRESS" in err and "the job goes on" in err
 
 
 def test_wait_reports_a_deleted_job():
-    cluster = FakeCluster([{"status": "IN_QUEUE"}, client.ClientError('get j: img2imgjobs.img2img.dev "j" not found')])
-    with pytest.raises(client.ClientError, match="deleted while waiting"):
-        client.wait_for(cluster, "default", "j", timeout=5, poll=0.01)
+    cluster = FakeCluster([{"status": "IN_QUEUE"}, ClientError('get j: img2imgjobs.img2img.dev "j" not found')])
+    with pytest.raises(ClientError, match="deleted while waiting"):
+        wait_for(cluster, "default", "j", timeout=5, poll=0.01)
 
 
 # --- one-line errors from the console script ---------------------------------------------------------------------
@@ -273,6 +278,19 @@ def test_submit_of_a_missing_file_is_one_line(tmp_path):
                                                            "No such file or directory"
 
 
+def test_connect_uses_the_given_kubeconfig_and_its_contexts_namespace(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u, namespace: team-a}}]\n")
+    api_client, namespace = connect(str(kubeconfig))
+    assert api_client.configuration.host == "https://127.0.0.1:9" and namespace == "team-a"
+    with pytest.raises(ClientError, match=f"no Kubernetes context \\({tmp_path / 'missing'}: "):
+        connect(str(tmp_path / "missing"))
+
+
 def test_api_server_refusals_are_one_line():
     from kubernetes.client.exceptions import ApiException
 
@@ -283,12 +301,12 @@ def test_api_server_refusals_are_one_line():
 
     missing_crd = refusal(404, {"kind": "Status", "message": "the server could not find the requested resource",
                                 "reason": "NotFound", "details": {}})
-    assert "Img2ImgJob resource (img2imgjobs.img2img.dev) is not installed" in client.api_reason(missing_crd)
+    assert "Img2ImgJob resource (img2imgjobs.img2img.dev) is not installed" in api_reason(missing_crd)
     missing_job = refusal(404, {"message": 'img2imgjobs.img2img.dev "j" not found', "reason": "NotFound",
                                 "details": {"name": "j", "group": "img2img.dev", "kind": "img2imgjobs"}})
-    assert client.api_reason(missing_job) == 'img2imgjobs.img2img.dev "j" not found'
+    assert api_reason(missing_job) == 'img2imgjobs.img2img.dev "j" not found'
     invalid = refusal(422, {"message": 'Img2ImgJob.img2img.dev "j" is invalid: [spec.input.payload.steps: Invalid '
                                        'value: 0: must be\n at least 1, metadata.name: Invalid value]'})
-    assert "\n" not in client.api_reason(invalid) and "spec.input.payload.steps" in client.api_reason(invalid)
-    assert "credentials were refused" in client.api_reason(refusal(401, None, "Unauthorized"))
-    assert client.api_reason(refusal(500, None, "Internal Server Error")) == "Internal Server Error"
+    assert "\n" not in api_reason(invalid) and "spec.input.payload.steps" in api_reason(invalid)
+    assert "credentials were refused" in api_reason(refusal(401, None, "Unauthorized"))
+    assert api_reason(refusal(500, None, "Internal Server Error")) == "Internal Server Error"

@@ -19,7 +19,7 @@ def test_minimal_file_gets_every_default():
 
 
 def test_the_local_stacks_configuration_loads(tmp_path):
-    from img2img.local.stack import deep_merge
+    from img2img.local.components import deep_merge
 
     data = {"runner": {"image": "img2img/runner:local", "serviceAccountName": "img2img-runner",
                        "catalogPath": None},

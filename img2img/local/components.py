@@ -1,0 +1,179 @@
+"""How each component of the local stack is started: pure builders of command lines and configuration files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from img2img.local.binaries import Binaries
+from img2img.local.bootstrap import RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_REGION, S3_SECRET, S3_USER
+from img2img.local.certs import ControlPlaneCerts
+from img2img.local.paths import REPO_ROOT
+
+NODE_NAME = "local-gpu-0"
+RUNNER_IMAGE = "img2img/runner:local"
+
+# The controllers this stack has no other way to get: owner references cascade, namespaces finish deleting,
+# service accounts and their tokens exist, pods of vanished nodes are collected; Job for comparisons.
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "pod-garbage-collector-controller",
+    "job-controller",
+    "ttl-after-finished-controller",
+)
+
+
+def loopback(port: int, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{port}"
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What a boto3 client needs to reach the stack's S3."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": S3_USER, "AWS_SECRET_ACCESS_KEY": S3_PASSWORD,
+            "AWS_REGION": S3_REGION}
+
+
+def etcd_argv(bins: Binaries, ports: dict[str, int], state_dir: Path) -> list[str]:
+    client, peer = loopback(ports["etcd"]), loopback(ports["etcd_peer"])
+    return [
+        str(bins.etcd),
+        "--name=local",
+        f"--data-dir={state_dir / 'etcd'}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=local={peer}",
+        "--unsafe-no-fsync=true",  # a throwaway store: durability is not worth the fsync latency here
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(bins: Binaries, ports: dict[str, int], state_dir: Path, certs: ControlPlaneCerts) -> list[str]:
+    port = ports["apiserver"]
+    return [
+        str(bins.kube_apiserver),
+        f"--etcd-servers={loopback(ports['etcd'])}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={state_dir / 'certs'}",
+        f"--tls-cert-file={certs.serving.cert}",
+        f"--tls-private-key-file={certs.serving.key}",
+        f"--client-ca-file={certs.ca.cert}",
+        f"--service-account-issuer={loopback(port, 'https')}",
+        f"--service-account-key-file={certs.service_account.cert}",
+        f"--service-account-signing-key-file={certs.service_account.key}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--authorization-mode=RBAC",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_argv(bins: Binaries, certs: ControlPlaneCerts, kubeconfig: Path) -> list[str]:
+    return [
+        str(bins.kube_controller_manager),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--controllers={','.join(CONTROLLERS)}",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={certs.service_account.key}",
+        f"--root-ca-file={certs.ca.cert}",
+        "--leader-elect=false",
+        "--secure-port=0",
+        "--v=1",
+    ]
+
+
+def minio_argv(bins: Binaries, ports: dict[str, int], state_dir: Path) -> list[str]:
+    return [
+        str(bins.minio),
+        "server",
+        str(state_dir / "s3"),
+        f"--address=127.0.0.1:{ports['minio']}",
+        f"--console-address=127.0.0.1:{ports['minio_console']}",
+        "--quiet",
+    ]
+
+
+MINIO_ENV = {"MINIO_ROOT_USER": S3_USER, "MINIO_ROOT_PASSWORD": S3_PASSWORD, "MINIO_BROWSER": "off",
+             "MINIO_UPDATE": "off"}
+
+
+def python_image() -> dict:
+    """This Python environment as a container image: its scripts on PATH, and its files (the project, the venvs)
+    kept visible in the container even under a volume that covers them (a checkout in /tmp under the runner's /tmp
+    emptyDir), as an image's files would be."""
+    paths = {str(REPO_ROOT), sys.prefix, *(p for p in sys.path if p and os.path.isdir(p))}
+    return {"pathPrepend": [str(Path(sys.executable).parent)], "paths": sorted(paths)}
+
+
+def executor_config(state_dir: Path, gpus: int) -> dict:
+    """The executor's configuration: one node with ``gpus`` GPUs, whose images are this Python environment."""
+    return {
+        "nodeName": NODE_NAME,
+        "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110", "nvidia.com/gpu": str(gpus)},
+        "labels": {"nvidia.com/gpu.product": "LOCAL-CPU", "img2img.dev/local": "true"},
+        "stateDir": str(state_dir / "executor"),
+        # The image name picks the local environment a container runs in, as a registry would pick its layers.
+        "images": {
+            "img2img/runner:*": python_image(),
+            "img2img/noop:*": python_image(),
+        },
+    }
+
+
+def executor_argv(kubeconfig: Path, config_file: Path) -> list[str]:
+    """The one place the stack starts the executor."""
+    return [sys.executable, "-m", "img2img.local.executor", f"--kubeconfig={kubeconfig}", f"--config={config_file}"]
+
+
+def node_schedulable(node: dict) -> bool:
+    """A Node object that is Ready and no longer tainted not-ready."""
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+    not_ready_taint = any(t["key"] == "node.kubernetes.io/not-ready" for t in node.get("spec", {}).get("taints") or [])
+    return ready and not not_ready_taint
+
+
+def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, ports: dict[str, int], gpus: int,
+                    overrides: dict) -> dict:
+    """The operator's configuration for this stack, with ``overrides`` merged in (see ``deep_merge``)."""
+    config = {
+        "runner": {
+            "image": RUNNER_IMAGE,
+            "serviceAccountName": RUNNER_SERVICE_ACCOUNT,
+            "catalogPath": str(catalog) if catalog else None,
+        },
+        "s3": {
+            "endpoint": s3_endpoint,
+            "region": S3_REGION,
+            "bucket": bucket,
+            "prefix": "jobs",
+            "credentialsSecret": S3_SECRET,
+        },
+        "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": gpus}},
+        "defaultGpuClass": "local",
+        "healthPort": ports["operator_health"],
+        "metricsPort": ports["operator_metrics"],
+    }
+    return deep_merge(config, overrides)
+
+
+def operator_argv(config_file: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "img2img-operator"), f"--config={config_file}"]
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``: dicts merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
