@@ -45,8 +45,8 @@ from pydantic import BaseModel
 
 from img2img.api.exitcodes import ExitCode
 from img2img.api.protocol import (DONE, ENV_OPERATOR_URL, ENV_POOL, ENV_POOL_MODELS, ENV_RUNNER_NAME,
-                                  ENV_RUNNER_TOKEN, HEARTBEAT, TAKE, Assignment, Done, DoneReply, Heartbeat,
-                                  HeartbeatReply, Outputs, TakeRequest)
+                                  ENV_RUNNER_TOKEN, HEARTBEAT, IMAGE_CONTENT_TYPE, RESULT_CONTENT_TYPE, TAKE,
+                                  Assignment, Done, DoneReply, Heartbeat, HeartbeatReply, Outputs, TakeRequest)
 from img2img_runner.main import now_ms, parse_job, setup_logging
 
 if TYPE_CHECKING:
@@ -234,9 +234,9 @@ def upload(outputs: Outputs, pngs: list[bytes], body: dict[str, Any]) -> str:
         raise JobFailure(f"the job made {len(pngs)} images and the assignment has upload URLs for "
                          f"{len(outputs.imageUrls)}")
     for data, url, uri in zip(pngs, outputs.imageUrls, outputs.imageUris):
-        presigned.put(url, data, f"uploading {uri}", content_type="image/png")
+        presigned.put(url, data, f"uploading {uri}", content_type=IMAGE_CONTENT_TYPE)
     result = json.dumps({**body, "images": outputs.imageUris[:len(pngs)]}).encode()
-    presigned.put(outputs.resultUrl, result, f"uploading {outputs.resultUri}", content_type="application/json")
+    presigned.put(outputs.resultUrl, result, f"uploading {outputs.resultUri}", content_type=RESULT_CONTENT_TYPE)
     return outputs.resultUri
 
 
