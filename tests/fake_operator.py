@@ -102,11 +102,15 @@ class FakeOperator:
                     raise AssertionError(f"no outcome for lease {assignment.lease} after {timeout} s")
                 self._done.wait(left)
 
+    @staticmethod
+    def key(url: str) -> str:
+        return urlsplit(url).path.removeprefix("/objects/")
+
     def image(self, assignment: Assignment, n: int) -> bytes:
-        return self.objects[urlsplit(assignment.outputs.imageUrls[n]).path.removeprefix("/objects/")]
+        return self.objects[self.key(assignment.outputs.imageUrls[n])]
 
     def result(self, assignment: Assignment) -> dict:
-        return json.loads(self.objects[urlsplit(assignment.outputs.resultUrl).path.removeprefix("/objects/")])
+        return json.loads(self.objects[self.key(assignment.outputs.resultUrl)])
 
     def beats(self, assignment: Assignment) -> list[Heartbeat]:
         return [r.beat for r in self.replies if r.beat.lease == assignment.lease]

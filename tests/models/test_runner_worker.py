@@ -99,7 +99,8 @@ def test_a_warm_runner_loads_nothing_for_its_next_job(fake, start_worker):
     result = fake.result(second)
     assert result["images"] == second.outputs.imageUris[:1]
     assert "Seed: 2" in png_text(fake.image(second, 0))
-    assert fake.content_types[second.outputs.imageUrls[0].split("/objects/")[1].split("?")[0]] == "image/png"
+    assert fake.content_types[fake.key(second.outputs.imageUrls[0])] == "image/png"
+    assert fake.content_types[fake.key(second.outputs.resultUrl)] == "application/json"
     assert fake.authorizations == {f"Bearer {token(worker.runner)}"}
 
 
