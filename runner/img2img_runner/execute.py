@@ -3,7 +3,12 @@
 The steps, each in its own module: validate the payload (img2img.api) -> resolve the models (catalog) -> fetch and
 decode the images (fetch) -> plan every A1111 decision (plan) -> load the models (pipelines, cached) -> ControlNet
 detect maps (preprocess) -> per batch: the base pipeline, handing over to the refiner at ``refiner_switch_at``
--> info and infotexts (info). ``main`` (the pod) and ``local_run`` (``img2img run``) both call ``execute``.
+-> info and infotexts (info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run``
+(``img2img run``) all call ``execute``.
+
+Progress: ``on_step(k, n)`` is called as sampling goes, ``k`` of ``n`` sampler steps over all batches (A1111's
+count: a second-order sampler's two model evaluations are one step), with ``k = 0`` once the plan is made and once
+the models are loaded. It may raise to stop the job; the exception leaves ``execute`` as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from PIL import Image
 
@@ -62,7 +67,10 @@ def parse_input(job_input: dict[str, Any]):
 
 def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: FetchPolicy | None = None,
             rng: random.Random | None = None, on_models_loaded: Callable[[], None] | None = None,
-            s3_client=None) -> Result:
+            s3_client=None, presigned: Mapping[str, str] | None = None,
+            on_step: Callable[[int, int], None] | None = None) -> Result:
+    """Run one job. ``presigned``: ``s3://`` image reference -> presigned GET (a pool runner's assignment; see
+    ``fetch.load_image``)."""
     started = time.monotonic()
     job_timestamp = _dt.datetime.now().strftime("%Y%m%d%H%M%S")
     request = parse_input(job_input)
@@ -73,17 +81,19 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
                              controlnets=[u.model_name for u in enabled])
 
     policy = policy or FetchPolicy.from_env()
-    init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client)
+    init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client, presigned=presigned)
                    for i, v in enumerate(payload.init_images)]
     unit_images: dict[int, Image.Image] = {}
     for i, unit in enumerate(payload.controlnet_units):
         if unit.enabled and unit.source_image is not None:
             key = "image" if unit.image is not None else "input_image"
             unit_images[i] = load_image(unit.source_image, f"alwayson_scripts.controlnet.args[{i}].{key}", policy,
-                                        s3_client=s3_client)
+                                        s3_client=s3_client, presigned=presigned)
     sizes = ImageSizes(init=tuple(flatten(im).size for im in init_images),
                        units={i: flatten(im).size for i, im in unit_images.items()})
     plan = make_plan(payload, models, sizes, rng)
+    progress = _Progress(plan, on_step)
+    progress.tell()
 
     from img2img_runner import preprocess
 
@@ -99,6 +109,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     model_load_ms = int((time.monotonic() - t0) * 1000)
     if on_models_loaded is not None:
         on_models_loaded()
+    progress.tell()
 
     # --- ControlNet detect maps ----------------------------------------------------------------------------
     t1 = time.monotonic()
@@ -116,7 +127,8 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     traces = []
     refiner_ran = False
     for batch in plan.batches:
-        images, trace = _run_batch(plan, batch, loaded, prepared, [Image.fromarray(m) for m in detect_maps])
+        images, trace = _run_batch(plan, batch, loaded, prepared, [Image.fromarray(m) for m in detect_maps],
+                                   progress.batch(batch))
         generated.extend(images)
         traces.append(trace)
         refiner_ran = refiner_ran or bool(trace.get("refiner"))
@@ -147,11 +159,32 @@ class _Loaded:
     runtime: Any
 
 
+class _Progress:
+    """Sampler step k of n over the whole job, from the schedule indices the step callbacks see."""
+
+    def __init__(self, plan: Plan, on_step: Callable[[int, int], None] | None):
+        self.on_step = on_step
+        self.per_batch = plan.steps.executed
+        self.order = plan.scheduler.order
+        self.first = plan.steps.first_index * plan.scheduler.order
+        self.steps = self.per_batch * len(plan.batches)
+
+    def tell(self, step: int = 0) -> None:
+        if self.on_step is not None:
+            self.on_step(step, self.steps)
+
+    def batch(self, batch: Batch) -> Callable[[int], None]:
+        """The callback for one batch: called with each executed schedule index."""
+        done_before = batch.index * self.per_batch
+        return lambda index: self.tell(done_before + (index - self.first) // self.order + 1)
+
+
 def _load_models(plan: Plan, cache) -> _Loaded:
     models = plan.models
+    cache.begin_job()
     base = cache.checkpoint(models.checkpoint)
     vae = cache.vae(models.vae) if models.vae is not None else base["vae"]
-    refiner = cache.refiner(plan.refiner.entry, base, vae) if plan.refiner is not None else None
+    refiner = cache.refiner(plan.refiner.entry, base, vae, models.vae) if plan.refiner is not None else None
     controlnets = [cache.controlnet(u.controlnet) for u in plan.units]
     return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime)
 
@@ -168,7 +201,8 @@ def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Im
     return resized, resized
 
 
-def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_images) -> tuple[list, dict]:
+def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_images,
+               on_index: Callable[[int], None]) -> tuple[list, dict]:
     import torch
 
     from img2img_runner import pipelines as P
@@ -218,7 +252,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
         P.install_initial_latents(pipe, init)
         try:
             out = pipe(image=images_in, strength=steps.strength, output_type="pil",
-                       callback_on_step_end=P.step_counter(None, first, seen), **common).images
+                       callback_on_step_end=P.step_counter(None, first, seen, on_index), **common).images
         finally:
             P.remove_initial_latents(pipe)
         trace.update(base=[], refiner=seen)
@@ -244,7 +278,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
     P.install_initial_latents(pipe, init)
     try:
         out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
-                   callback_on_step_end=P.step_counter(stop, first, seen_base), **kwargs).images
+                   callback_on_step_end=P.step_counter(stop, first, seen_base, on_index), **kwargs).images
     finally:
         P.remove_initial_latents(pipe)
     trace["base"] = seen_base
@@ -258,7 +292,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
         pipe_r.scheduler.noise_sampler_seed = list(batch.seeds)
     seen_refiner: list[int] = []
     images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
-                    callback_on_step_end=P.step_counter(None, stop, seen_refiner), **common).images
+                    callback_on_step_end=P.step_counter(None, stop, seen_refiner, on_index), **common).images
     if pipe_r.scheduler.begin_index != stop:
         raise RuntimeError(f"refiner began at {pipe_r.scheduler.begin_index}, the base stopped before {stop}")
     trace["refiner"] = seen_refiner

@@ -12,6 +12,9 @@ References are checked *before any request is sent*:
   timeout. ``IMG2IMG_ALLOW_PRIVATE_HOSTS=1`` lifts the address rule (for a cluster-internal image server).
 - ``s3://bucket/key``: only under an entry of ``IMG2IMG_ALLOWED_S3`` (a JSON list of ``s3://bucket/prefix``;
   unset = none), keys with ``.``/``..``/empty segments refused; read with the runner's S3 credentials, same cap.
+  A pool's runner has no such credentials: its assignment maps each ``s3://`` reference the job may read to a
+  presigned GET (``presigned``), made by the operator for our S3 endpoint, which is fetched as it is (the address
+  rule above is for users' URLs); a reference missing from the map is one the job may not read.
 
 Failures: a reference the job may not use, a 4xx, or data that is not an image -> BadInput (never retried); a
 5xx or a connection failure after retries -> StorageError (the job is retried).
@@ -28,7 +31,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
@@ -178,8 +181,10 @@ def check_https(url: str, policy: FetchPolicy, field_: str) -> tuple[str, int, l
 # --- I/O ---------------------------------------------------------------------------------------------------
 
 
-def load_image(value: str, field_: str, policy: FetchPolicy | None = None, *, s3_client=None) -> Image.Image:
-    """The image a payload field names (inline or a reference), decoded and fully loaded."""
+def load_image(value: str, field_: str, policy: FetchPolicy | None = None, *, s3_client=None,
+               presigned: Mapping[str, str] | None = None) -> Image.Image:
+    """The image a payload field names (inline or a reference), decoded and fully loaded. ``presigned``: ``s3://``
+    reference -> presigned GET; when given, ``s3://`` references are read through it only."""
     policy = policy or FetchPolicy.from_env()
     try:
         ref = parse_reference(value)
@@ -188,7 +193,9 @@ def load_image(value: str, field_: str, policy: FetchPolicy | None = None, *, s3
     try:
         if ref is None:
             return decode_inline(value)
-        if isinstance(ref, S3Ref):
+        if isinstance(ref, S3Ref) and presigned is not None:
+            data = _get_presigned(ref, presigned, policy, field_)
+        elif isinstance(ref, S3Ref):
             check_s3(ref, policy, field_)
             data = _get_s3(ref, policy, field_, s3_client)
         else:
@@ -336,6 +343,23 @@ def _get_s3(ref: S3Ref, policy: FetchPolicy, field_: str, client=None) -> bytes:
         return with_retries(f"reading {ref}", read)
     except StorageError as exc:
         raise StorageError(str(exc), field_) from None
+
+
+def _get_presigned(ref: S3Ref, presigned: Mapping[str, str], policy: FetchPolicy, field_: str) -> bytes:
+    from img2img_runner.presigned import Refused, get
+
+    url = presigned.get(str(ref))
+    if url is None:
+        raise BadInput(f"{ref}: this job may not read that object (the operator granted no read of it)", field_)
+    try:
+        data = get(url, f"reading {ref}", limit=policy.max_bytes, timeout=policy.timeout)
+    except Refused as exc:  # as a refused S3 read: the object is missing or not readable
+        raise BadInput(str(exc) + (" (no such object)" if exc.status == 404 else ""), field_) from None
+    except StorageError as exc:
+        raise StorageError(str(exc), field_) from None
+    if len(data) > policy.max_bytes:
+        raise BadInput(f"{ref}: more than the {policy.max_bytes} bytes allowed", field_)
+    return data
 
 
 def _short(url: str) -> str:

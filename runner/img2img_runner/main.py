@@ -76,6 +76,13 @@ def read_job(location: str) -> dict[str, Any]:
             raw = Path(location).read_bytes()
         except OSError as exc:
             raise BadInput(f"cannot read the job input {location}: {exc}", "input", absolute=True) from None
+    return parse_job(raw, location)
+
+
+def parse_job(raw: bytes, location: str) -> dict[str, Any]:
+    """The RunPod ``input`` of a staged job document (or of a RunPod request/input given directly)."""
+    from img2img_runner.errors import BadInput
+
     try:
         doc = json.loads(raw)
     except ValueError as exc:
@@ -172,6 +179,10 @@ def run(env_input: str, catalog_path: str) -> tuple[ExitCode, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["serve"]:  # a pool's runner (img2img_runner.worker)
+        from img2img_runner.worker import serve
+
+        return serve()
     setup_logging(job_context_from_env())
     location = os.environ.get("IMG2IMG_JOB_INPUT") or (argv or sys.argv[1:] or [None])[0]
     catalog = os.environ.get("IMG2IMG_CATALOG")

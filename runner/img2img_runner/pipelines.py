@@ -1,10 +1,13 @@
 """Loading models (cached in-process) and assembling the diffusers pipelines a plan needs.
 
-- ``ModelCache`` loads each catalog entry once per process and keeps it: checkpoints (as their components), VAEs,
-  ControlNets, refiners. A refiner shares the base's VAE, ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model
-  card's recipe; the refiner repository ships identical copies).
+- ``ModelCache`` loads each catalog entry once and keeps it between jobs (least recently used unloaded first, within
+  a memory budget): checkpoints (as their components), VAEs, ControlNets, refiners. A refiner shares the base's VAE,
+  ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model card's recipe; the refiner repository ships identical
+  copies).
 - ``base_pipeline`` / ``refiner_pipeline`` assemble a pipeline object per job from cached components (cheap: no
-  weights are copied) with a fresh scheduler, so jobs never share scheduler state.
+  weights are copied) with a fresh scheduler, so jobs never share scheduler state. Nothing a job does is written to
+  the cached modules (the VAE's upcast is undone in ``encode_images``), so a warm runner gives the same bytes as a
+  fresh one.
 - ``ControlUnits`` runs the job's ControlNets (diffusers' MultiControlNetModel, one net per enabled unit) and applies
   sd-webui-controlnet's control modes per unit, which diffusers has no flag for: "My prompt is more important" scales
   residual k by 0.825 ** (12 - k); "ControlNet is more important" does that and also zeroes the control on the
@@ -20,22 +23,27 @@ default), CPU (fp32) otherwise.
 
 from __future__ import annotations
 
+import gc
+import itertools
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from img2img_runner.catalog import Catalog, Entry, ModelError
+from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, Catalog, Entry, ModelError
 from img2img_runner.plan import soft_injection_scales
 from img2img_runner.samplers import SchedulerSpec
 
 log = logging.getLogger(__name__)
 
 _SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+MEMORY_BUDGET_ENV = "IMG2IMG_MODEL_MEMORY_BUDGET"
+CUDA_BUDGET_SHARE = 0.9  # of the GPU's memory, for weights; the rest is for activations
 
 
 @dataclass(frozen=True)
@@ -77,58 +85,149 @@ class Components:
         return self.modules[key]
 
 
-class ModelCache:
-    """Loaded models for the life of the process, keyed by catalog entry; reused across jobs.
+def memory_budget(env: Mapping[str, str], rt: Runtime) -> int | None:
+    """Bytes of weights a runner keeps loaded: ``$IMG2IMG_MODEL_MEMORY_BUDGET``, else 90 % of the GPU's memory on
+    CUDA, else None (no limit)."""
+    raw = (env.get(MEMORY_BUDGET_ENV) or "").strip()
+    if raw:
+        if not raw.isdigit():
+            raise ValueError(f"{MEMORY_BUDGET_ENV}={raw!r}: expected a whole number of bytes")
+        return int(raw)
+    if rt.device == "cuda":
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory * CUDA_BUDGET_SHARE)
+    return None
 
-    At most ``max_checkpoints`` checkpoints (with their refiners) stay loaded; the least recently used goes first.
+
+def weight_bytes(modules: Iterable[Any]) -> int:
+    """Bytes of the parameters and buffers of the torch modules among ``modules`` (tokenizers and None count 0)."""
+    return sum(t.numel() * t.element_size() for m in modules if isinstance(m, torch.nn.Module)
+               for t in itertools.chain(m.parameters(), m.buffers()))
+
+
+# What a loader returns: (bytes of weights, a function that moves the model to the device and returns it). The
+# cache makes room for the model before it takes device memory.
+Loading = tuple[int, Callable[[], Any]]
+
+
+@dataclass
+class _Held:
+    name: str  # the catalog entry
+    value: Any  # Components, or the module
+    size: int  # bytes of weights it holds alone (a refiner's shared modules are counted where they come from)
+    needs: tuple[tuple, ...]  # keys of held models it shares modules with: unloaded with them
+    job: int = 0  # the job that used it last
+
+
+class ModelCache:
+    """Loaded models, kept between jobs: one least-recently-used cache of catalog entries within a memory budget.
+
+    Checkpoints (as their components), refiners, VAEs and ControlNets. A model is measured (bytes of its weights)
+    once loaded, before it moves to the device; when it does not fit in the budget, the least recently used models
+    are unloaded first, never one that the current job uses (``begin_job``). A refiner shares its base's
+    ``text_encoder_2`` and the job's VAE: it goes when either goes.
+
+    ``budget``: bytes (``IMG2IMG_MODEL_MEMORY_BUDGET``); default unlimited on CPU, 90 % of the GPU's memory on CUDA.
+    ``loads`` / ``load_seconds`` count the models loaded and the time spent loading them (a warm job adds nothing).
     """
 
-    def __init__(self, catalog: Catalog, rt: Runtime | None = None, max_checkpoints: int | None = None):
+    def __init__(self, catalog: Catalog, rt: Runtime | None = None, budget: int | None = None):
         self.catalog = catalog
         self.runtime = rt or runtime()
-        self.max_checkpoints = max_checkpoints or int(os.environ.get("IMG2IMG_MAX_CHECKPOINTS", "2"))
-        self._checkpoints: OrderedDict[str, Components] = OrderedDict()
-        self._refiners: dict[tuple[str, str, str | None], Components] = {}
-        self._controlnets: dict[str, Any] = {}
-        self._vaes: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self.budget = budget if budget is not None else memory_budget(os.environ, self.runtime)
+        self.loads = 0
+        self.load_seconds = 0.0
+        self._held: OrderedDict[tuple, _Held] = OrderedDict()  # least recently used first
+        self._job = 0
+        self._lock = threading.RLock()
 
     # --- public --------------------------------------------------------------------------------------------
 
-    def checkpoint(self, entry: Entry) -> Components:
+    def begin_job(self) -> None:
+        """The models used from now on belong to a new job; the previous job's may be unloaded for them."""
         with self._lock:
-            found = self._checkpoints.get(entry.name)
-            if found is not None:
-                self._checkpoints.move_to_end(entry.name)
-                return found
-            loaded = self._load_checkpoint(entry)
-            self._checkpoints[entry.name] = loaded
-            while len(self._checkpoints) > self.max_checkpoints:
-                old, _ = self._checkpoints.popitem(last=False)
-                for key in [k for k in self._refiners if k[0] == old]:
-                    del self._refiners[key]
-                log.info("unloaded checkpoint %s", old)
-            return loaded
+            self._job += 1
+
+    def checkpoint(self, entry: Entry) -> Components:
+        return self._get(("checkpoint", entry.name), entry.name, lambda: self._load_checkpoint(entry))
 
     def vae(self, entry: Entry) -> Any:
-        with self._lock:
-            if entry.name not in self._vaes:
-                self._vaes[entry.name] = self._load_vae(entry)
-            return self._vaes[entry.name]
+        return self._get(("vae", entry.name), entry.name, lambda: self._load_vae(entry))
 
     def controlnet(self, entry: Entry) -> Any:
-        with self._lock:
-            if entry.name not in self._controlnets:
-                self._controlnets[entry.name] = self._load_controlnet(entry)
-            return self._controlnets[entry.name]
+        return self._get(("controlnet", entry.name), entry.name, lambda: self._load_controlnet(entry))
 
-    def refiner(self, entry: Entry, base: Components, vae: Any) -> Components:
-        """The refiner's components, sharing ``vae`` (the job's VAE), ``text_encoder_2`` and ``tokenizer_2``."""
-        key = (base.entry.name, entry.name, id(vae))
+    def refiner(self, entry: Entry, base: Components, vae: Any, vae_entry: Entry | None = None) -> Components:
+        """The refiner's components, sharing ``vae`` (the job's VAE: ``vae_entry``, or the base's own when None),
+        ``text_encoder_2`` and ``tokenizer_2``."""
+        needs = [("checkpoint", base.entry.name)] + ([("vae", vae_entry.name)] if vae_entry is not None else [])
+        key = ("refiner", base.entry.name, entry.name, vae_entry.name if vae_entry is not None else None)
+        return self._get(key, entry.name, lambda: self._load_refiner(entry, base, vae), needs=needs)
+
+    def held(self) -> list[str]:
+        """The catalog names of the models loaded now (what a runner tells the operator it holds)."""
         with self._lock:
-            if key not in self._refiners:
-                self._refiners[key] = self._load_refiner(entry, base, vae)
-            return self._refiners[key]
+            return sorted({held.name for held in self._held.values()})
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(held.size for held in self._held.values())
+
+    def preload(self, names: list[str], field: str = "models") -> None:
+        """Load these catalog entries now (a pool's models, at the runner's start). A refiner is loaded for the
+        first SDXL checkpoint of the list, with the list's VAE if it has one. ``field`` names the list in errors."""
+        entries = [self.catalog.get(name, field=field, kinds=ARCHITECTURES, what="model") for name in names]
+        self.begin_job()
+        checkpoints = [self.checkpoint(e) for e in entries if e.architecture in CHECKPOINTS]
+        vaes = [(e, self.vae(e)) for e in entries if e.architecture == "vae"]
+        for entry in entries:
+            if entry.architecture.startswith("controlnet-"):
+                self.controlnet(entry)
+            elif entry.architecture == "sdxl-refiner":
+                base = next((c for c in checkpoints if c.entry.architecture == "sdxl"), None)
+                if base is None:
+                    raise ModelError(field, f"refiner {entry.name!r} is loaded for an SDXL checkpoint of the "
+                                            f"list, and {field} names none")
+                vae_entry, vae = vaes[0] if vaes else (None, base["vae"])
+                self.refiner(entry, base, vae, vae_entry)
+            elif entry.architecture == "annotator":
+                log.info("annotator %s loads on first use", entry.name)
+
+    # --- the cache -----------------------------------------------------------------------------------------
+
+    def _get(self, key: tuple, name: str, load: Callable[[], Loading], needs: list[tuple] = ()) -> Any:
+        """The held model under ``key``, touched; else ``load()`` it, make room for it, and hold it."""
+        with self._lock:
+            held = self._held.get(key)
+            if held is None:
+                started = time.monotonic()
+                size, to_device = load()
+                self._make_room(size)
+                held = _Held(name=name, value=to_device(), size=size, needs=tuple(needs))
+                self._held[key] = held
+                self.loads += 1
+                self.load_seconds += time.monotonic() - started
+            held.job = self._job
+            self._held.move_to_end(key)
+            return held.value
+
+    def _make_room(self, size: int) -> None:
+        """Unload least recently used models (not the current job's) until ``size`` more bytes fit the budget."""
+        if self.budget is None or self.used_bytes() + size <= self.budget:
+            return
+        while self.used_bytes() + size > self.budget:
+            victim = next((k for k, h in self._held.items() if h.job != self._job), None)
+            if victim is None:
+                log.warning("models over the memory budget (%d + %d > %d bytes): the current job needs them all",
+                            self.used_bytes(), size, self.budget)
+                break
+            self._unload(victim)
+        gc.collect()  # diffusers modules hold reference cycles: free the weights now, before this load takes more
+
+    def _unload(self, key: tuple) -> None:
+        held = self._held.pop(key)
+        log.info("unloaded %s (%s, %d bytes)", held.name, key[0], held.size)
+        for other in [k for k, h in self._held.items() if key in h.needs]:
+            self._unload(other)
 
     # --- loading -------------------------------------------------------------------------------------------
 
@@ -182,7 +281,7 @@ class ModelCache:
         except (OSError, ValueError, EnvironmentError) as exc:
             raise ModelError("model", f"cannot load model {entry.name!r} from {where}: {exc}") from exc
 
-    def _load_checkpoint(self, entry: Entry) -> Components:
+    def _load_checkpoint(self, entry: Entry) -> Loading:
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
         if entry.architecture == "sdxl":
@@ -193,16 +292,17 @@ class ModelCache:
         else:
             raise ModelError("override_settings.sd_model_checkpoint",
                              f"{entry.name!r} is a {entry.architecture} model, not a checkpoint")
-        return self._components(entry, pipe)
+        return weight_bytes(pipe.components.values()), lambda: self._components(entry, pipe)
 
-    def _load_refiner(self, entry: Entry, base: Components, vae: Any) -> Components:
+    def _load_refiner(self, entry: Entry, base: Components, vae: Any) -> Loading:
         from diffusers import StableDiffusionXLImg2ImgPipeline
 
         shared = {"vae": vae, "text_encoder_2": base["text_encoder_2"], "tokenizer_2": base["tokenizer_2"]}
         if entry.architecture == "sdxl-refiner":
             shared.update(text_encoder=None, tokenizer=None)
         pipe = self._load(StableDiffusionXLImg2ImgPipeline, entry, add_watermarker=False, **shared)
-        return self._components(entry, pipe)
+        own = [m for k, m in pipe.components.items() if k not in shared]
+        return weight_bytes(own), lambda: self._components(entry, pipe)
 
     def _components(self, entry: Entry, pipe: Any) -> Components:
         """A loaded pipeline's parts on the device, and the config flags the pipelines read."""
@@ -213,18 +313,19 @@ class ModelCache:
                  if k in pipe.config}
         return Components(entry=entry, modules=modules, flags=flags)
 
-    def _load_vae(self, entry: Entry) -> Any:
+    def _load_vae(self, entry: Entry) -> Loading:
         from diffusers import AutoencoderKL
 
-        vae = self._load(AutoencoderKL, entry).to(self.runtime.device)
+        vae = self._load(AutoencoderKL, entry)
         if entry.fp16_fix and vae.config.force_upcast:
             vae.register_to_config(force_upcast=False)  # the fp16-fix VAE runs in fp16 without NaNs
-        return vae
+        return weight_bytes([vae]), lambda: vae.to(self.runtime.device)
 
-    def _load_controlnet(self, entry: Entry) -> Any:
+    def _load_controlnet(self, entry: Entry) -> Loading:
         from diffusers import ControlNetModel
 
-        return self._load(ControlNetModel, entry).to(self.runtime.device)
+        net = self._load(ControlNetModel, entry)
+        return weight_bytes([net]), lambda: net.to(self.runtime.device)
 
 
 # --- schedulers --------------------------------------------------------------------------------------------
@@ -428,12 +529,14 @@ def remove_initial_latents(pipe: Any) -> None:
     pipe.__dict__.pop("prepare_latents", None)
 
 
-def step_counter(stop_at: int | None, first: int, seen: list[int]) -> Callable:
-    """A ``callback_on_step_end`` that records executed schedule indices and interrupts at ``stop_at``."""
+def step_counter(stop_at: int | None, first: int, seen: list[int], on_index: Callable[[int], None]) -> Callable:
+    """A ``callback_on_step_end`` that records executed schedule indices, tells ``on_index`` (which may raise to
+    abort the job), and ends the pipeline's loop at ``stop_at``."""
 
     def callback(pipe: Any, i: int, t: Any, kwargs: dict) -> dict:
         index = first + i
         seen.append(index)
+        on_index(index)
         if stop_at is not None and index + 1 >= stop_at:
             pipe._interrupt = True
         return kwargs

@@ -65,9 +65,16 @@ def s3_client(attempts: int = 1):
 
 
 def transient(exc: BaseException) -> bool:
-    """Worth retrying: a 5xx, throttling, or no connection at all."""
+    """Worth retrying: a 5xx, throttling, or no connection at all (boto3 calls, and plain HTTP to presigned URLs)."""
+    import http.client
+    import urllib.error
+
     import botocore.exceptions as be
 
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code in (408, 429)
+    if isinstance(exc, (urllib.error.URLError, http.client.HTTPException)):
+        return True
     if isinstance(exc, (be.EndpointConnectionError, be.ConnectionError, be.ConnectionClosedError, be.ReadTimeoutError,
                         be.ConnectTimeoutError, ConnectionError, TimeoutError)):
         return True

@@ -42,7 +42,7 @@ def catalog(tiny_catalog_path):
 def model_cache(catalog):
     from img2img_runner.pipelines import ModelCache
 
-    return ModelCache(catalog, max_checkpoints=4)
+    return ModelCache(catalog)
 
 
 @pytest.fixture(scope="session")
