@@ -23,7 +23,7 @@ from img2img.api.exitcodes import ExitCode
 
 TERMINATION_LOG_PATH = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 MAX_MESSAGE_BYTES = 4096  # the kubelet keeps at most this much of a termination message
-_CUT = "…"
+_CUT_MARK = "…"
 
 
 class RunnerFailure(BaseModel):
@@ -73,7 +73,7 @@ class TerminationMessage(BaseModel):
         message = self.error.message
 
         def cut(keep: int) -> str:
-            error = self.error.model_copy(update={"message": message[:keep] + _CUT})
+            error = self.error.model_copy(update={"message": message[:keep] + _CUT_MARK})
             return self.model_copy(update={"error": error}).model_dump_json()
 
         # the longest head that fits: JSON escapes make a character 1 to 6 bytes, so search rather than count
@@ -90,7 +90,7 @@ class TerminationMessage(BaseModel):
     def parse(cls, text: str | None) -> TerminationMessage | None:
         """The runner's message as the kubelet kept it; None when there is none or the text is not one (a log tail).
 
-        A field that does not fit (a runner of another version, a message cut short) is left out, not fatal.
+        A field that does not fit (a runner of another version wrote it otherwise) is left out, not fatal.
         """
         try:
             data = json.loads(text or "")
