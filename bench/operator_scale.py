@@ -482,7 +482,8 @@ A1111_INFO_KEYS = ("prompt", "all_prompts", "negative_prompt", "all_negative_pro
 
 def finished_status(uid: str, name: str, namespace: str, payload: dict, t_ms: int) -> dict:
     """A COMPLETED status as the operator writes it, with a realistic size (two images, A1111's info, parameters)."""
-    from img2img.api.status import JobStatus, rfc3339_ms
+    from img2img.api.status import JobStatus
+    from img2img.api.times import format_time_ms
 
     seed = 1234567890
     infotext = (f"{payload.get('prompt', '')}\nNegative prompt: \nSteps: 30, Sampler: DPM++ SDE, Schedule type: Karras, "
@@ -499,12 +500,13 @@ def finished_status(uid: str, name: str, namespace: str, payload: dict, t_ms: in
     params = {**payload, "init_images": None}
     status = JobStatus(
         id=uid, status="COMPLETED", delayTime=1800, executionTime=5200, attempts=1, runnerPod=f"{name}-1",
-        submittedAt=rfc3339_ms(t_ms - 7000), startedAt=rfc3339_ms(t_ms - 5200), completedAt=rfc3339_ms(t_ms),
+        submittedAt=format_time_ms(t_ms - 7000), startedAt=format_time_ms(t_ms - 5200),
+        completedAt=format_time_ms(t_ms),
         modelLoadTime=1200, result=prefix + "result.json",
         output={"images": [prefix + "images/0.png", prefix + "images/1.png"], "info": json.dumps(info),
                 "parameters": params},
         conditions=[{"type": "Ready", "status": "True", "reason": "Completed", "message": "",
-                     "lastTransitionTime": rfc3339_ms(t_ms), "observedGeneration": 1}],
+                     "lastTransitionTime": format_time_ms(t_ms), "observedGeneration": 1}],
         observedGeneration=1,
     )
     return status.as_dict()

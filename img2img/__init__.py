@@ -1,7 +1,5 @@
 """img2img-operator: A1111/RunPod-compatible img2img jobs on Kubernetes."""
 
-from datetime import datetime, timezone
-
 API_GROUP = "img2img.dev"
 API_VERSION = "v1alpha1"
 KIND = "Img2ImgJob"
@@ -23,8 +21,3 @@ def split_s3_uri(uri: str, need_key: bool = True) -> tuple[str, str]:
         raise ValueError(f"an s3:// URI needs a bucket{' and a key' if need_key else ''}: {uri!r}")
     return bucket, key
 
-
-def format_time_ms(ms: int) -> str:
-    """ms since the epoch → RFC 3339 with milliseconds, UTC (``2026-01-01T00:00:00.123Z``)."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"

@@ -238,10 +238,6 @@ class ControlNetUnit(ApiModel):
         return self.guidance
 
     @property
-    def effective_low_vram(self) -> bool:
-        return bool(self.low_vram if self.low_vram is not None else self.lowvram)
-
-    @property
     def resize_mode_name(self) -> str:
         return resize_mode_name(self.resize_mode)  # type: ignore[return-value]  # validated
 

@@ -25,6 +25,15 @@ REFUSED = "img2img_refused"
 PATTERN_MEANINGS: dict[str, str] = {}
 
 
+class FieldError(ValueError):
+    """A value of the job that cannot be used as asked; ``field`` is its key under ``input.payload`` (``steps``,
+    ``alwayson_scripts.controlnet.args[0].module``). The runner reports it as bad input with that path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class Problem:
     path: str

@@ -37,7 +37,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_valid
 from img2img.api import samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
-from img2img.api.errors import Refusals, refuse
+from img2img.api.errors import FieldError, Refusals, refuse
 from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageStr, is_inline, too_large_message
 
 PROMPT_MAX = 32768
@@ -320,7 +320,7 @@ class Img2ImgPayload(ApiModel):
 def _check_sampler(name: str) -> None:
     try:
         samplers.resolve(name, None, None)
-    except samplers.UnknownName as exc:
+    except FieldError as exc:
         raise refuse(str(exc)) from None
 
 

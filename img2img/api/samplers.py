@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from img2img.api.errors import FieldError
+
 
 @dataclass(frozen=True)
 class Sampler:
@@ -28,8 +30,6 @@ class Sampler:
     aliases: tuple[str, ...] = ()
     # the schedule "Automatic" means for this sampler; None = the model's own schedule (A1111 "model default")
     default_scheduler: str | None = None
-    # timestep samplers (DDIM, PLMS, UniPC, LCM) build their own timesteps: a schedule type does not apply
-    uses_scheduler: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,11 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPM fast", ("k_dpm_fast",)),
     Sampler("DPM adaptive", ("k_dpm_ad",)),
     Sampler("Restart", ("restart",), "karras"),
-    Sampler("DDIM", ("ddim",), uses_scheduler=False),
-    Sampler("DDIM CFG++", ("ddim_cfgpp",), uses_scheduler=False),
-    Sampler("PLMS", ("plms",), uses_scheduler=False),
-    Sampler("UniPC", ("unipc",), uses_scheduler=False),
-    Sampler("LCM", ("k_lcm",), uses_scheduler=False),
+    Sampler("DDIM", ("ddim",)),
+    Sampler("DDIM CFG++", ("ddim_cfgpp",)),
+    Sampler("PLMS", ("plms",)),
+    Sampler("UniPC", ("unipc",)),
+    Sampler("LCM", ("k_lcm",)),
 )
 
 # A1111 modules/sd_schedulers.py `schedulers`, in A1111's order (suffix matching walks it in this order).
@@ -88,16 +88,7 @@ _SCHEDULER_BY_KEY = {key: s for s in SCHEDULERS for key in (s.name, s.label, *s.
 _SCHEDULER_BY_NAME = {s.name: s for s in SCHEDULERS}
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(s.name for s in SAMPLERS)
-SCHEDULER_NAMES: tuple[str, ...] = tuple(s.name for s in SCHEDULERS)
 SCHEDULER_LABELS: tuple[str, ...] = tuple(s.label for s in SCHEDULERS)
-
-
-class UnknownName(ValueError):
-    """An unknown sampler or scheduler; ``field`` is the payload key it came from."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 def find_sampler(name: str) -> Sampler | None:
@@ -146,7 +137,7 @@ class Resolved:
 
 
 def resolve(sampler_name: str | None, sampler_index: str | None, scheduler: str | None) -> Resolved:
-    """Resolve a request's sampler fields as A1111 1.9+ does; raise UnknownName for a name we do not know."""
+    """Resolve a request's sampler fields as A1111 1.9+ does; raise FieldError for a name we do not know."""
     requested = sampler_name or sampler_index or SAMPLERS[0].name
     sampler_field = "sampler_name" if sampler_name or not sampler_index else "sampler_index"
 
@@ -154,15 +145,15 @@ def resolve(sampler_name: str | None, sampler_index: str | None, scheduler: str 
     if scheduler:  # "" and None both mean Automatic, as in A1111 (`schedulers_map.get(x, Automatic)` + `or`)
         explicit = find_scheduler(scheduler)
         if explicit is None:
-            raise UnknownName("scheduler", f"unknown scheduler {scheduler!r}; valid: {valid_scheduler_list()}")
+            raise FieldError("scheduler", f"unknown scheduler {scheduler!r}; valid: {valid_scheduler_list()}")
 
     sampler, parsed = find_sampler(requested), None
     if sampler is None:
         base, parsed = split_schedule_suffix(requested)
         sampler = find_sampler(base) if parsed else None
     if sampler is None:
-        raise UnknownName(sampler_field, f"unknown sampler {requested!r}; valid: {valid_sampler_list()} "
-                                         "(optionally followed by a schedule, e.g. 'DPM++ 2M Karras')")
+        raise FieldError(sampler_field, f"unknown sampler {requested!r}; valid: {valid_sampler_list()} "
+                                        "(optionally followed by a schedule, e.g. 'DPM++ 2M Karras')")
 
     chosen = parsed or explicit or AUTOMATIC
     if chosen is AUTOMATIC and sampler.default_scheduler:

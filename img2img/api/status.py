@@ -8,12 +8,12 @@ RFC 3339 strings with milliseconds (``2026-01-01T00:00:05.123Z``).
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from img2img.api.errors import refuse
+from img2img.api.times import parse_rfc3339
 
 
 class JobState(str, enum.Enum):
@@ -40,26 +40,13 @@ URI_MAX = 2048
 MESSAGE_MAX = 32768
 
 
-def rfc3339_ms(epoch_ms: int) -> str:
-    """Milliseconds since the epoch -> "2026-01-01T00:00:05.123Z"."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
-
-
-def epoch_ms(rfc3339: str) -> int:
-    """An RFC 3339 instant (with or without fraction, "Z" or an offset) -> milliseconds since the epoch."""
-    moment = datetime.fromisoformat(rfc3339.replace("Z", "+00:00").replace("z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return round(moment.timestamp() * 1000)
-
-
 def _instant(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            epoch_ms(value)
-        except ValueError:
-            raise refuse(f"{value!r} is not an RFC 3339 date-time") from None
+    try:
+        valid = value is None or parse_rfc3339(value) is not None  # "" is no instant either
+    except ValueError:
+        valid = False
+    if not valid:
+        raise refuse(f"{value!r} is not an RFC 3339 date-time")
     return value
 
 

@@ -1,6 +1,6 @@
 """What a runner pod says about its attempt: starting, running, succeeded, or failed (and whether to retry). Pure.
 
-Failure classes (DESIGN.md §4, docs/architecture.md exit codes):
+Failure classes (the exit codes are docs/architecture.md's, "Operator → runner"):
 
 | what the pod shows | reason | retried |
 |---|---|---|
@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from img2img.api.exitcodes import ExitCode
+from img2img.api.termination import TerminationMessage
 
-from .config import Timing
-from .report import RunnerReport, parse_termination_message, shorten
+from .config import Waits
 from .views import PodView
 
 PENDING = "pending"  # created, not running yet
@@ -79,7 +79,7 @@ class Observation:
     kind: str
     pod: PodView
     failure: Failure | None = None
-    report: RunnerReport | None = None
+    report: TerminationMessage | None = None  # the runner's own, when it wrote one
     started_ms: int | None = None  # when the runner container started (running or finished)
     wake_at: int | None = None  # ms: look again then even if nothing happens (a grace period ends)
 
@@ -88,12 +88,15 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-def _exit_failure(pod: PodView, report: RunnerReport | None) -> Failure:
+def _exit_failure(pod: PodView, report: TerminationMessage | None) -> Failure:
     term = pod.container.terminated if pod.container else None
     assert term is not None
     code = term.exit_code
     runner_error = report.error if report else None
-    said = str(runner_error) if runner_error else (report.raw if report and report.raw else "")
+    if report is None:  # no report: the text is the tail of the runner's log (FallbackToLogsOnError)
+        said = (term.message or "").strip()
+    else:
+        said = str(runner_error) if runner_error else ""
     if term.reason == "OOMKilled":
         return Failure("OOMKilled", said or "the runner exceeded its memory limit and was killed",
                        retriable=False, exit_code=code)
@@ -111,7 +114,7 @@ def _exit_failure(pod: PodView, report: RunnerReport | None) -> Failure:
                    field=runner_error.field if runner_error else None)
 
 
-def _failed(pod: PodView) -> Failure:
+def _failed(pod: PodView, report: TerminationMessage | None) -> Failure:
     if pod.reason == "DeadlineExceeded":
         return Failure("DeadlineExceeded", pod.message or "the pod ran past its activeDeadlineSeconds",
                        retriable=False, timed_out=True)
@@ -124,23 +127,22 @@ def _failed(pod: PodView) -> Failure:
         reason = _POD_DISRUPTION_REASONS.get(pod.reason or "", "AdmissionError")
         return Failure(reason, pod.message or f"the pod failed ({pod.reason})", retriable=True)
     if pod.container is not None and pod.container.terminated is not None:
-        return _exit_failure(pod, parse_termination_message(pod.container.terminated.message))
+        return _exit_failure(pod, report)
     return Failure("PodFailed", pod.message or f"the pod failed ({pod.reason or 'no reason given'})",
                    retriable=True)
 
 
-def observe(pod: PodView, now: int, timeout_seconds: int, timing: Timing) -> Observation:
+def observe(pod: PodView, now: int, timeout_seconds: int, waits: Waits) -> Observation:
     """The state of one attempt from its pod (a tombstone if the pod is gone)."""
     container = pod.container
     term = container.terminated if container else None
     started = (container.running_since_ms if container else None) or (term.started_ms if term else None)
 
-    if pod.phase == "Succeeded":
-        report = parse_termination_message(term.message) if term else None
-        return Observation(SUCCEEDED, pod, report=report, started_ms=started)
-    if pod.phase == "Failed":
-        report = parse_termination_message(term.message) if term else None
-        return Observation(FAILED, pod, failure=_failed(pod), report=report, started_ms=started)
+    if pod.phase in ("Succeeded", "Failed"):
+        report = TerminationMessage.parse(term.message if term else None)
+        if pod.phase == "Succeeded":
+            return Observation(SUCCEEDED, pod, report=report, started_ms=started)
+        return Observation(FAILED, pod, failure=_failed(pod, report), report=report, started_ms=started)
     if pod.gone:
         return Observation(FAILED, pod, started_ms=started, failure=Failure(
             "PodLost", f"the runner pod {pod.name} was deleted before it finished (evicted, preempted or removed)",
@@ -149,7 +151,7 @@ def observe(pod: PodView, now: int, timeout_seconds: int, timing: Timing) -> Obs
     if pod.deleting:
         disruption = pod.conditions.get("DisruptionTarget")
         if disruption is not None and disruption.status == "True" and pod.deleted_ms is not None:
-            lost_at = pod.deleted_ms + _ms(timing.node_lost_grace_seconds)
+            lost_at = pod.deleted_ms + _ms(waits.node_lost_grace_seconds)
             if now >= lost_at:
                 return Observation(FAILED, pod, started_ms=started, failure=Failure(
                     "NodeLost", f"the runner pod {pod.name} has been terminating since "
@@ -160,7 +162,7 @@ def observe(pod: PodView, now: int, timeout_seconds: int, timing: Timing) -> Obs
     # The operator's own deadline, in case the kubelet does not enforce activeDeadlineSeconds (or the pod never
     # got a node): counted from the kubelet's start of the pod, else from its creation.
     base = pod.started_ms or pod.created_ms
-    deadline = base + _ms(timeout_seconds) + _ms(timing.deadline_grace_seconds) if base is not None else None
+    deadline = base + _ms(timeout_seconds) + _ms(waits.deadline_grace_seconds) if base is not None else None
     if deadline is not None and now >= deadline:
         return Observation(FAILED, pod, started_ms=started, failure=Failure(
             "DeadlineExceeded", f"the runner did not finish within timeoutSeconds ({timeout_seconds} s)",
@@ -172,21 +174,21 @@ def observe(pod: PodView, now: int, timeout_seconds: int, timing: Timing) -> Obs
     waiting = container.waiting_reason if container else None
     since = pod.started_ms or pod.created_ms or now
     if waiting in IMAGE_PULL_WAITING:
-        until = since + _ms(timing.image_pull_grace_seconds)
+        until = since + _ms(waits.image_pull_grace_seconds)
         if now >= until:
             return Observation(FAILED, pod, failure=Failure(
-                "ImagePullBackOff", shorten(container.waiting_message or f"cannot pull the runner image ({waiting})"),
+                "ImagePullBackOff", container.waiting_message or f"cannot pull the runner image ({waiting})",
                 retriable=True))
         return Observation(PENDING, pod, wake_at=_earliest(until, deadline))
     if waiting == "InvalidImageName":
         return Observation(FAILED, pod, failure=Failure(
-            "InvalidImage", shorten(container.waiting_message or "the runner image name is invalid"),
+            "InvalidImage", container.waiting_message or "the runner image name is invalid",
             retriable=False))
     if waiting in CONFIG_WAITING:
-        until = since + _ms(timing.container_config_grace_seconds)
+        until = since + _ms(waits.container_config_grace_seconds)
         if now >= until:
             return Observation(FAILED, pod, failure=Failure(
-                "ContainerConfigError", shorten(container.waiting_message or waiting), retriable=False))
+                "ContainerConfigError", container.waiting_message or waiting, retriable=False))
         return Observation(PENDING, pod, wake_at=_earliest(until, deadline))
     return Observation(PENDING, pod, wake_at=deadline)
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .status import is_terminal
+from img2img.api.status import TERMINAL
+
 from .views import JobView, PodView, job_uid_of_pod, resource_version
 
 Body = Mapping[str, Any]
@@ -30,7 +31,7 @@ def kept_of_job(body: Body) -> Body:
     jobs present this is most of the operator's memory."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
-    finished = is_terminal(status.get("status"))
+    finished = status.get("status") in TERMINAL
     if "managedFields" not in meta and not finished:
         return body
     kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}

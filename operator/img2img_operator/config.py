@@ -208,8 +208,9 @@ class RetryBackoff(_Camel):
         return min(self.max_seconds, self.initial_seconds * 2 ** max(0, failed_attempt - 1))
 
 
-class Timing(_Camel):
-    """How long the operator waits on the cluster before it calls something a failure."""
+class Waits(_Camel):
+    """How long the operator waits: on the cluster before it calls something a failure (grace periods), and between
+    its own looks at the jobs (tick, resync). The configuration key is ``timing``."""
 
     image_pull_grace_seconds: float = Field(300, ge=0)  # ErrImagePull/ImagePullBackOff longer than this: retry
     container_config_grace_seconds: float = Field(120, ge=0)  # CreateContainerConfigError longer than this: FAILED
@@ -244,7 +245,7 @@ class OperatorConfig(_Camel):
     queue: QueueConfig = Field(default_factory=QueueConfig)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
-    timing: Timing = Field(default_factory=Timing)
+    timing: Waits = Field(default_factory=Waits)
     peering: PeeringConfig = Field(default_factory=PeeringConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics_port: int | None = Field(9090, ge=0, le=65535)  # None = no metrics endpoint

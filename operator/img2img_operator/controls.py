@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from img2img.api.errors import Problem, problems
 from img2img.api.job import Img2ImgJobSpec
+from img2img.api.status import TERMINAL
 
 from .config import OperatorConfig
-from .status import is_terminal
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def controls_from(spec: Mapping[str, Any], config: OperatorConfig) -> Controls:
 def check_job(state: str | None, spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
     """A finished job's spec is not checked again (nothing of it runs any more, and the operator keeps no input of
     it): its controls are all that its decisions read."""
-    if is_terminal(state):
+    if state in TERMINAL:
         return Checked(controls_from(spec, config))
     return check_spec(spec, config)
 

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from img2img.api.status import TERMINAL
+
 from .cache import Cache, kept_of_job
 from .config import OperatorConfig
 from .controls import Checked, check_job
@@ -41,7 +43,7 @@ from .placement import Placement, StartRefused
 from .queue import Limits, admit
 from .report import check_result
 from .staging import Staging
-from .status import applied, is_terminal
+from .status import applied
 from .views import JobView, PodView
 
 log = logging.getLogger("img2img_operator.dispatcher")
@@ -180,7 +182,7 @@ class Dispatcher:
             next_wake = _min(next_wake, decision.wake_at)
             if decision.actions or decision.fetch_result:
                 work.append(self._guarded(semaphore, job, pods, checked, slot, decision))
-            elif is_terminal(job.state) and not job.deleting and not live_pods(pods):
+            elif job.state in TERMINAL and not job.deleting and not live_pods(pods):
                 self._settled[job.uid] = (decision.wake_at, job.state or "", checked.controls.gpu_class)
         for pod in self.cache.orphans():
             work.append(self._stop_orphan(semaphore, pod))

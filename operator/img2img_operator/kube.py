@@ -121,14 +121,6 @@ class Kube:
         return await self._list(namespaces, lambda ns: f"/api/v1/namespaces/{ns}/pods" if ns else "/api/v1/pods",
                                 {"labelSelector": RUNNER_SELECTOR})
 
-    async def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
     # ---- jobs -------------------------------------------------------------------------------------------------
     @staticmethod
     def _jobs_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:

@@ -24,18 +24,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from img2img.api.status import JobState
+from img2img.api.status import TERMINAL, JobState
+from img2img.api.times import format_time_ms, parse_time_ms
 
-from . import attempts as att
+from . import attempts
 from .attempts import Failure, Observation, observe
 from .config import OperatorConfig
 from .controls import Checked, Controls, check_spec
 from .pods import job_location, runner_pod_name
 from .queue import QueueEntry
 from .report import RunnerResult
-from .status import changes, desired, error_text, is_terminal, last_failure
-from .timing import Timings, submitted_at_ms, timings
-from .views import JobView, PodView, format_time_ms, parse_time_ms
+from .runpod_timings import Timings, submitted_at_ms, timings
+from .status import changes, desired, error_text, last_failure
+from .views import JobView, PodView
 
 QUEUED_MESSAGE = "waiting for a free runner slot"
 
@@ -50,7 +51,7 @@ TIMED_OUT = JobState.TIMED_OUT.value
 # ---- actions ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WriteStatus:
-    patch: dict[str, Any]  # a merge patch of .status (only what changes)
+    patch: dict[str, Any]  # the top-level .status keys that change (None = remove): status.changes
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def queue_entry(job: JobView, pods: Sequence[PodView], now: int, config: Operato
     p = progress(job, pods)
     base = dict(uid=job.uid, namespace=job.namespace, name=job.name, gpu_class=c.gpu_class, priority=c.priority,
                 submitted_at=submitted_at_ms(job))
-    if job.deleting or is_terminal(job.state) or c.cancel or (not checked.ok and not p.in_flight):
+    if job.deleting or job.state in TERMINAL or c.cancel or (not checked.ok and not p.in_flight):
         return QueueEntry(**base, running=True) if holding else None
     if p.in_flight or holding:
         return QueueEntry(**base, running=True)
@@ -166,7 +167,7 @@ def next_step(job: JobView, pods: Sequence[PodView], now: int, config: OperatorC
     checked = checked or check_spec(job.spec, config)
     if job.deleting:
         return Decision()  # going away: the garbage collector removes its pods; nothing to write on it
-    if is_terminal(job.state):
+    if job.state in TERMINAL:
         return _finished(job, pods, now, config, checked.controls)
     return _active(job, pods, now, config, checked, slot, result)
 
@@ -183,7 +184,8 @@ def _stop_all(pods: Iterable[PodView], grace: int, finished_too: bool = False) -
                  if not p.gone and not p.deleting and (finished_too or p.live))
 
 
-REMOVES_PODS = {CANCELLED, TIMED_OUT}  # final states that leave no pod behind (DESIGN.md §4: "pod removed")
+# final states whose pods are deleted, finished ones too: a timed-out or cancelled job leaves no pod behind
+REMOVES_PODS = {CANCELLED, TIMED_OUT}
 
 
 def _first_fields(job: JobView) -> dict[str, Any]:
@@ -268,7 +270,7 @@ def _in_flight(job: JobView, pods: Sequence[PodView], now: int, config: Operator
                       StartRunner(n), wake_at=now + int(config.timing.tick_seconds * 1000))
 
     obs = observe(pod, now, c.timeout_seconds, config.timing)
-    if obs.kind == att.SUCCEEDED:
+    if obs.kind == attempts.SUCCEEDED:
         uri = (obs.report.result if obs.report and obs.report.result else None) or \
             job_location(job, c, config) + "result.json"
         if result is None or result.uri != uri:
@@ -278,10 +280,11 @@ def _in_flight(job: JobView, pods: Sequence[PodView], now: int, config: Operator
                 "ResultUnreadable", f"the runner succeeded but its result cannot be used: {result.problem}",
                 retriable=True, exit_code=0))
         return _completed(job, now, obs, result, adopt)
-    if obs.kind == att.FAILED:
+    if obs.kind == attempts.FAILED:
         assert obs.failure is not None
         return _failed_attempt(job, pods, now, config, c, n, obs, obs.failure)
-    if obs.kind == att.RUNNING or (obs.kind in (att.PENDING, att.TERMINATING) and job.state == IN_PROGRESS):
+    if obs.kind == attempts.RUNNING or (
+            obs.kind in (attempts.PENDING, attempts.TERMINATING) and job.state == IN_PROGRESS):
         started = obs.started_ms or now
         wanted = desired(job, now, IN_PROGRESS, "Running", _running(n, name), **first, **adopt,
                          queuePosition=None)

@@ -30,8 +30,6 @@ from .views import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("img2img_operator")
 
-CONTEXT_KEYS = ("job", "namespace", "uid", "attempt")
-
 
 # ---- kopf storages that store nothing ----------------------------------------------------------------------------
 class NoDiffBase(kopf.DiffBaseStorage):

@@ -24,8 +24,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import generate_latest
 
+from img2img.api.status import TERMINAL, JobState
+
 TIME_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
-STATES = ("NEW", "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+FAILURES = {JobState.FAILED, JobState.TIMED_OUT}  # final states counted as failures, by reason
 
 
 class Metrics:
@@ -76,12 +78,12 @@ class Metrics:
         """Count what a status write meant: a final state, a failure, a retry, the timings of a completion."""
         self.api_writes.labels("status").inc()
         state = patch.get("status")
-        if state and state != before.get("status") and state in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+        if state in TERMINAL and state != before.get("status"):
             self.finished.labels(state).inc()
-            if state in ("FAILED", "TIMED_OUT"):
+            if state in FAILURES:
                 reason = (patch.get("lastFailure") or {}).get("reason") or state
                 self.failures.labels(reason).inc()
-            if state == "COMPLETED":
+            if state == JobState.COMPLETED:
                 if isinstance(patch.get("delayTime"), int):
                     self.delay.observe(patch["delayTime"] / 1000)
                 if isinstance(patch.get("executionTime"), int):

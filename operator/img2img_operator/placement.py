@@ -13,8 +13,8 @@ from .config import OperatorConfig
 from .controls import Controls
 from .kube import Kube
 from .pods import build_runner_pod, input_uri
+from .runpod_timings import submitted_at_ms
 from .staging import Staging, input_document
-from .timing import submitted_at_ms
 from .views import JobView
 
 

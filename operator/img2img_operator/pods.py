@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from img2img import API_GROUP, API_VERSION, KIND
+from img2img.api.termination import TERMINATION_LOG_PATH
 
 from .config import OperatorConfig
 from .controls import Controls
@@ -29,7 +30,6 @@ from .views import (
 )
 
 MAX_NAME = 63  # pod names become host names: one DNS label
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TMP_MOUNT = "/tmp"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -181,7 +181,7 @@ def build_runner_pod(job: JobView, attempt: int, controls: Controls, config: Ope
         "env": _env(job, attempt, controls, config),
         "resources": _resources(controls.gpu_class, config),
         "volumeMounts": mounts,
-        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePath": TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from img2img import split_s3_uri
@@ -62,6 +61,3 @@ class Staging:
     async def read_result(self, uri: str) -> bytes | None:
         return await self.get(uri)
 
-
-def loads(raw: bytes | None) -> Mapping[str, Any] | None:
-    return json.loads(raw) if raw is not None else None

@@ -1,7 +1,8 @@
-"""Status patches (RunPod-shaped, img2img.api.status.JobStatus) and kstatus conditions. Pure.
+"""Status changes (RunPod-shaped, img2img.api.status.JobStatus) and kstatus conditions. Pure.
 
-The lifecycle says what the status should be; ``changes`` keeps only what differs from the stored status, so a
-decision taken twice writes once, and a pass over an unchanged job writes nothing.
+The lifecycle says what the status should be; ``changes`` keeps only the top-level keys that differ from the stored
+status, so a decision taken twice writes once, and a pass over an unchanged job writes nothing. The dispatcher sends
+a change as a JSON patch (``kube.status_json_patch``).
 
 Conditions (kstatus, read by Argo CD / Flux):
 
@@ -19,16 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from img2img.api.status import READY, RECONCILING, STALLED, JobState
+from img2img.api.status import READY, RECONCILING, STALLED, TERMINAL, JobState
+from img2img.api.times import format_time_ms
 
-from .views import JobView, format_time_ms
+from .views import JobView
 
-TERMINAL_STATES = {s.value for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT)}
 MAX_CONDITION_MESSAGE = 1024
-
-
-def is_terminal(state: str | None) -> bool:
-    return state in TERMINAL_STATES
 
 
 def condition_time(now: int) -> str:
@@ -40,8 +37,8 @@ def conditions(state: str, reason: str, message: str, generation: int, now: int,
                previous: list[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Ready, Reconciling, Stalled for ``state``; a condition keeps its lastTransitionTime while its status holds."""
     ready = state == JobState.COMPLETED.value
-    reconciling = not is_terminal(state)
-    stalled = is_terminal(state) and not ready
+    reconciling = state not in TERMINAL
+    stalled = state in TERMINAL and not ready
     before = {c.get("type"): c for c in previous or [] if isinstance(c, Mapping)}
     message = message[:MAX_CONDITION_MESSAGE]
     out = []
@@ -73,7 +70,7 @@ def desired(job: JobView, now: int, state: str, reason: str, message: str = "", 
 
 
 def _pruned(value: Any) -> Any:
-    """Without None values, recursively: what the API server stores of a merge patch."""
+    """Without None values, recursively: a null and a missing key compare the same."""
     if isinstance(value, Mapping):
         return {k: _pruned(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
@@ -91,7 +88,7 @@ def _same_conditions(old: Any, new: Any) -> bool:
 
 
 def changes(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``current`` into ``wanted`` for the keys ``wanted`` names (None = remove)."""
+    """The top-level keys of ``wanted`` whose values differ from ``current`` (None = remove the key)."""
     patch: dict[str, Any] = {}
     for key, value in wanted.items():
         if value is None:
@@ -106,7 +103,7 @@ def changes(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, 
 
 
 def applied(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """``current`` with a merge patch applied at the top level (our patches replace whole values)."""
+    """``current`` with ``changes`` applied: each top-level value replaced whole, None removing the key."""
     out = dict(current)
     for key, value in patch.items():
         if value is None:
@@ -117,7 +114,7 @@ def applied(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, A
 
 
 def last_failure(reason: str, message: str, exit_code: int | None = None) -> dict[str, Any]:
-    """``status.lastFailure``; every key present, so a merge patch replaces the previous one whole."""
+    """``status.lastFailure``; it replaces the previous one whole."""
     return {"reason": reason, "exitCode": exit_code, "message": message}
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from img2img import API_GROUP, format_time_ms  # noqa: F401 - format_time_ms is used from here too
+from img2img import API_GROUP
+from img2img.api.times import parse_time_ms
 
 MANAGED_BY = "img2img-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -21,29 +21,6 @@ LABEL_ATTEMPT = f"{API_GROUP}/attempt"
 LABEL_GPU_CLASS = f"{API_GROUP}/gpu-class"
 ANNOTATION_SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 RUNNER_CONTAINER = "runner"
-
-
-# ---- time ---------------------------------------------------------------------------------------------------------
-def parse_time_ms(value: Any) -> int | None:
-    """RFC 3339 (``2026-01-01T00:00:00Z``, with or without fractions) or ms since the epoch → ms since the epoch."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return int(text)
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return int(round(parsed.timestamp() * 1000))
-    return None
 
 
 def resource_version(body: Mapping[str, Any]) -> int | None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from img2img import split_s3_uri
+from img2img.api.errors import FieldError
 
 ARCHITECTURES = ("sd15", "sdxl", "sdxl-refiner", "controlnet-sd15", "controlnet-sdxl", "vae", "annotator")
 CHECKPOINTS = ("sd15", "sdxl")
@@ -53,12 +54,9 @@ _EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
 
 
-class ModelError(Exception):
-    """An unknown model, or models that cannot run together. ``field`` is the payload key that named them."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+class ModelError(FieldError):
+    """An unknown model, or models that cannot run together (exit code MODEL, not BAD_INPUT). ``field`` is the
+    payload key that named them; "model" when no one key did."""
 
 
 class CatalogError(ValueError):

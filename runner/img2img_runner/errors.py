@@ -1,14 +1,14 @@
-"""What a failed job reports: an exit code (img2img.api.exitcodes) and ``{"code", "field", "message"}``.
+"""What a failed job reports: an exit code (img2img.api.exitcodes) and a ``RunnerFailure`` (code, field, message).
 
-Every expected failure carries the payload field it is about; ``classify`` maps any exception to that shape, so
+Every expected failure carries the payload field it is about; ``classify`` maps any exception to that report, so
 ``main`` and ``local_run`` report the same thing for the same cause.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from img2img.api.errors import FieldError
 from img2img.api.exitcodes import ExitCode
+from img2img.api.termination import RunnerFailure
 
 PAYLOAD = "input.payload"
 
@@ -35,44 +35,28 @@ class BadInput(JobFailure):
     code = ExitCode.BAD_INPUT
 
 
-class ModelFailure(JobFailure):
-    code = ExitCode.MODEL
-
-
 class StorageError(JobFailure):
     """S3 (or an image server) failed after the runner's own retries: worth retrying the job."""
 
     code = ExitCode.STORAGE
 
 
-@dataclass(frozen=True)
-class Failure:
-    code: ExitCode
-    field: str | None
-    message: str
-
-    def as_dict(self) -> dict:
-        return {"code": self.code.name, "field": self.field, "message": self.message}
-
-
-def classify(exc: BaseException) -> Failure:
+def classify(exc: BaseException) -> RunnerFailure:
     """The exit code and report for any exception a job can raise."""
     from img2img_runner.catalog import CatalogError, ModelError
-    from img2img_runner.plan import PlanError
-    from img2img_runner.preprocess import PreprocessError
 
     if isinstance(exc, JobFailure):
-        return Failure(exc.code, exc.path, str(exc))
-    if isinstance(exc, ModelError):
+        return RunnerFailure(code=exc.code, field=exc.path, message=str(exc))
+    if isinstance(exc, ModelError):  # before FieldError: a model the catalog cannot serve is not bad input
         field = exc.field if exc.field and exc.field != "model" else None
-        return Failure(ExitCode.MODEL, f"{PAYLOAD}.{field}" if field else None, str(exc))
+        return RunnerFailure(code=ExitCode.MODEL, field=f"{PAYLOAD}.{field}" if field else None, message=str(exc))
     if isinstance(exc, CatalogError):
-        return Failure(ExitCode.MODEL, None, f"model catalog: {exc}")
-    if isinstance(exc, (PlanError, PreprocessError)):
-        return Failure(ExitCode.BAD_INPUT, f"{PAYLOAD}.{exc.field}", str(exc))
+        return RunnerFailure(code=ExitCode.MODEL, message=f"model catalog: {exc}")
+    if isinstance(exc, FieldError):
+        return RunnerFailure(code=ExitCode.BAD_INPUT, field=f"{PAYLOAD}.{exc.field}", message=str(exc))
     if _is_cuda_oom(exc):
-        return Failure(ExitCode.CUDA_OOM, None, f"CUDA out of memory: {str(exc).splitlines()[0][:300]}")
-    return Failure(ExitCode.CRASH, None, f"{type(exc).__name__}: {exc}"[:1000])
+        return RunnerFailure(code=ExitCode.CUDA_OOM, message=f"CUDA out of memory: {str(exc).splitlines()[0][:300]}")
+    return RunnerFailure(code=ExitCode.CRASH, message=f"{type(exc).__name__}: {exc}")
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:

@@ -1,8 +1,8 @@
 """A1111's answer text: the ``info`` JSON string, one infotext per image, in A1111 1.10's format (pure).
 
-Format decision (reference spec §6 Q1): A1111 1.10 + current sd-webui-controlnet, because that is what current
-clients parse (1.9+ split "Schedule type" off the sampler name; A1111's infotext parser reads CN's "ControlNet N"
-values in the current "Key: value" form and refuses the legacy one). The legacy CN string of the RunPod example
+The format is A1111 1.10 + current sd-webui-controlnet, because that is what current clients parse (1.9+ split
+"Schedule type" off the sampler name; A1111's infotext parser reads CN's "ControlNet N" values in the current
+"Key: value" form and refuses the legacy one). The legacy CN string of the RunPod example
 (webui 1.5.1) is available with ``IMG2IMG_CONTROLNET_INFOTEXT=legacy``.
 
 - ``info`` keys in ``Processed.js`` order (modules/processing.py), dumped with ``json.dumps(default=None)``.

@@ -3,8 +3,9 @@
 Reads the job from ``IMG2IMG_JOB_INPUT`` (``s3://…/input.json`` or a local file: ``{"namespace", "name", "uid",
 "input", "submittedAt"}``; a bare RunPod request ``{"input": …}`` or ``input`` object is accepted too), the
 catalog from ``IMG2IMG_CATALOG``; executes; uploads the images and ``result.json`` under ``IMG2IMG_OUTPUT``
-(default: the input's folder; ``s3://…/`` or a local folder); writes the short termination message (JSON, < 4 KiB)
-to ``$IMG2IMG_TERMINATION_LOG`` or ``/dev/termination-log``; exits with the ExitCode of the outcome.
+(default: the input's folder; ``s3://…/`` or a local folder); writes its termination message
+(``img2img.api.termination``) to ``$IMG2IMG_TERMINATION_LOG`` or ``/dev/termination-log``; exits with the ExitCode
+of the outcome.
 
 Times (ms since the epoch, the runner's clock): ``startedAt`` (process start), ``modelsLoadedAt``, ``finishedAt``
 (images uploaded); durations ``modelLoadTime``, ``inferenceTime``, ``uploadTime``.
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from img2img.api.exitcodes import ExitCode
+from img2img.api.termination import TERMINATION_LOG_PATH, RunnerFailure, TerminationMessage
 
 log = logging.getLogger("img2img_runner")
-MAX_MESSAGE = 4000  # the kubelet keeps at most 4096 bytes of a termination message
 
 
 def now_ms() -> int:
@@ -115,13 +116,9 @@ def write_local(folder: str, pngs: list[bytes], result: dict[str, Any]) -> tuple
     return paths, str(base / "result.json")
 
 
-def write_termination_message(message: dict[str, Any]) -> None:
-    path = os.environ.get("IMG2IMG_TERMINATION_LOG") or "/dev/termination-log"
-    text = json.dumps(message)
-    if len(text.encode()) > MAX_MESSAGE and message.get("error"):
-        error = dict(message["error"])
-        error["message"] = error["message"][:1500] + "…"
-        text = json.dumps({**message, "error": error})
+def write_termination_message(message: TerminationMessage) -> None:
+    path = os.environ.get("IMG2IMG_TERMINATION_LOG") or TERMINATION_LOG_PATH
+    text = message.dump()
     try:
         Path(path).write_text(text)
     except OSError as exc:  # not in a pod (no /dev/termination-log): the message still goes to the log
@@ -129,12 +126,11 @@ def write_termination_message(message: dict[str, Any]) -> None:
     print(text, flush=True)
 
 
-def run(env_input: str, catalog_path: str) -> tuple[ExitCode, dict[str, Any]]:
+def run(env_input: str, catalog_path: str) -> tuple[ExitCode, TerminationMessage]:
     """Execute the job and upload its result; returns the exit code and the termination message."""
     from img2img_runner.errors import classify
 
-    times: dict[str, Any] = {"result": None, "startedAt": now_ms(), "modelsLoadedAt": None, "finishedAt": None,
-                             "modelLoadTime": None, "inferenceTime": None, "uploadTime": None, "error": None}
+    report = TerminationMessage(startedAt=now_ms())
     try:
         job_input = read_job(env_input)
         from img2img_runner.catalog import Catalog
@@ -143,39 +139,39 @@ def run(env_input: str, catalog_path: str) -> tuple[ExitCode, dict[str, Any]]:
         catalog = Catalog.from_file(catalog_path)
 
         def loaded() -> None:
-            times["modelsLoadedAt"] = now_ms()
-            times["modelLoadTime"] = times["modelsLoadedAt"] - times["startedAt"]
-            log.info("models loaded in %d ms", times["modelLoadTime"])
+            report.modelsLoadedAt = now_ms()
+            report.modelLoadTime = report.modelsLoadedAt - report.startedAt
+            log.info("models loaded in %d ms", report.modelLoadTime)
 
         result = execute(job_input, catalog, on_models_loaded=loaded)
         inference_done = now_ms()
-        times["inferenceTime"] = inference_done - (times["modelsLoadedAt"] or times["startedAt"])
+        report.inferenceTime = inference_done - (report.modelsLoadedAt or report.startedAt)
 
         from img2img_runner.storage import png_bytes, upload_result
 
         pngs = [png_bytes(image) for image in result.images]
         output = output_location(env_input)
         body = {"info": result.info, "parameters": result.parameters,
-                "timings": {**{k: times[k] for k in ("startedAt", "modelsLoadedAt")}, **result.timings}}
+                "timings": {"startedAt": report.startedAt, "modelsLoadedAt": report.modelsLoadedAt,
+                            **result.timings}}
         if output.startswith("s3://"):
             # finishedAt/uploadTime cover the images; result.json (which carries them) is written right after
-            uploaded = upload_result(output, pngs, body)
-            times["result"] = uploaded.result
+            report.result = upload_result(output, pngs, body).result
         else:
-            _, times["result"] = write_local(output, pngs, body)
-        times["finishedAt"] = now_ms()
-        times["uploadTime"] = times["finishedAt"] - inference_done
-        log.info("done: %d images, result %s", len(result.images), times["result"])
-        return ExitCode.OK, times
+            _, report.result = write_local(output, pngs, body)
+        report.finishedAt = now_ms()
+        report.uploadTime = report.finishedAt - inference_done
+        log.info("done: %d images, result %s", len(result.images), report.result)
+        return ExitCode.OK, report
     except Exception as exc:  # noqa: BLE001 - every failure becomes an exit code and a message
         failure = classify(exc)
         if failure.code == ExitCode.CRASH:
             log.exception("job crashed")
         else:
             log.error("job failed: %s %s: %s", failure.code.name, failure.field or "", failure.message)
-        times["finishedAt"] = now_ms()
-        times["error"] = failure.as_dict()
-        return failure.code, times
+        report.finishedAt = now_ms()
+        report.error = failure
+        return failure.code, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,15 +180,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve()
     setup_logging(job_context_from_env())
-    location = os.environ.get("IMG2IMG_JOB_INPUT") or (argv or sys.argv[1:] or [None])[0]
+    args = sys.argv[1:] if argv is None else argv
+    location = os.environ.get("IMG2IMG_JOB_INPUT") or (args[0] if args else None)
     catalog = os.environ.get("IMG2IMG_CATALOG")
     if not location or not catalog:
         missing = [n for n, v in (("IMG2IMG_JOB_INPUT", location), ("IMG2IMG_CATALOG", catalog)) if not v]
-        message = {"result": None, "startedAt": now_ms(), "modelsLoadedAt": None, "finishedAt": now_ms(),
-                   "modelLoadTime": None, "inferenceTime": None, "uploadTime": None,
-                   "error": {"code": ExitCode.CRASH.name, "field": None,
-                             "message": f"the runner needs {' and '.join(missing)} in its environment"}}
-        write_termination_message(message)
+        failure = RunnerFailure(code=ExitCode.CRASH,
+                                message=f"the runner needs {' and '.join(missing)} in its environment")
+        write_termination_message(TerminationMessage(startedAt=now_ms(), finishedAt=now_ms(), error=failure))
         return int(ExitCode.CRASH)
     code, message = run(location, catalog)
     write_termination_message(message)

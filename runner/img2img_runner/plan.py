@@ -19,8 +19,9 @@ import random as _random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from img2img.api.errors import FieldError
 from img2img_runner.catalog import Entry, Resolved
-from img2img_runner.samplers import SchedulerSpec, UnsupportedSampler, scheduler_spec
+from img2img_runner.samplers import SchedulerSpec, scheduler_spec
 
 if TYPE_CHECKING:  # the payload types are pydantic models from img2img.api (no torch either)
     from img2img.api.controlnet import ControlNetUnit
@@ -33,14 +34,6 @@ I2I_TO_CN_RESIZE = {0: "Just Resize", 1: "Crop and Resize", 2: "Resize and Fill"
 # CN hook.py soft injection: residual k of 13 (SD 1.5: 12 encoder + middle) scaled by 0.825 ** (12 - k);
 # SDXL's 10 residuals take the first 10 of these (CN zips the control list with the 13 scales)
 SOFT_INJECTION_SCALES = tuple(0.825 ** float(12 - k) for k in range(13))
-
-
-class PlanError(ValueError):
-    """A request the runner cannot carry out as asked; ``field`` is the payload key (exit code BAD_INPUT)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -206,11 +199,11 @@ def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, 
     pre = unit.preprocessor
     field_ = f"alwayson_scripts.controlnet.args[{request_index}]"
     if not pre.needs_model:
-        raise PlanError(f"{field_}.module", f"preprocessor {unit.module!r} works by attention injection "
-                                            "(reference-only); it is not supported")
+        raise FieldError(f"{field_}.module", f"preprocessor {unit.module!r} works by attention injection "
+                                             "(reference-only); it is not supported")
     if resolved is None:
-        raise PlanError(f"{field_}.model", f"the enabled unit with preprocessor {unit.module!r} names no ControlNet "
-                                           "model; name one (e.g. control_v11p_sd15_canny) or disable the unit")
+        raise FieldError(f"{field_}.model", f"the enabled unit with preprocessor {unit.module!r} names no ControlNet "
+                                            "model; name one (e.g. control_v11p_sd15_canny) or disable the unit")
     image = unit.source_image
     if image is None:
         resize_mode = I2I_TO_CN_RESIZE[payload.resize_mode]
@@ -249,12 +242,9 @@ def _info_threshold(effective: float | None, sent: float) -> float:
 
 def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
               rng: _random.Random | None = None) -> Plan:
-    """Every decision of the job. Raises PlanError for what the runner cannot do as asked."""
+    """Every decision of the job. Raises FieldError for what the runner cannot do as asked."""
     sampler, schedule = payload.effective_sampler()
-    try:
-        spec = scheduler_spec(sampler, schedule, payload.eta)
-    except UnsupportedSampler as exc:
-        raise PlanError(exc.field, str(exc)) from None
+    spec = scheduler_spec(sampler, schedule, payload.eta)
 
     opts = payload.override_settings
     fix_steps = bool(opts and opts.img2img_fix_steps)

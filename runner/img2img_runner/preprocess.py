@@ -22,17 +22,10 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from img2img.api.errors import FieldError
 from img2img_runner.catalog import Catalog, ModelError
 from img2img_runner.images import detectmap_resize, hwc3, resize_with_pad, rgb_array
 from img2img_runner.plan import UnitPlan
-
-
-class PreprocessError(ValueError):
-    """A preprocessor that cannot run for this job (unsupported module); ``field`` is the payload key."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -100,19 +93,15 @@ NO_WEIGHTS = ("none", "invert", "canny", "threshold", "tile_resample", "shuffle"
 _loaded: dict[tuple[str, str], Any] = {}
 
 
-def supported_modules() -> tuple[str, ...]:
-    return NO_WEIGHTS + tuple(_WEIGHTED)
-
-
 def check_supported(unit: UnitPlan, catalog: Catalog) -> None:
     """Fail before any model loads when a unit's module cannot run here."""
     field = f"alwayson_scripts.controlnet.args[{unit.request_index}].module"
     if unit.module in _UNSUPPORTED:
-        raise PreprocessError(field, f"preprocessor {unit.module!r} is not supported: {_UNSUPPORTED[unit.module]}")
+        raise FieldError(field, f"preprocessor {unit.module!r} is not supported: {_UNSUPPORTED[unit.module]}")
     if unit.module in _WEIGHTED:
         _annotator_folder(unit, catalog)
     elif unit.module not in NO_WEIGHTS:
-        raise PreprocessError(field, f"preprocessor {unit.module!r} is not supported")
+        raise FieldError(field, f"preprocessor {unit.module!r} is not supported")
 
 
 def detect_map(unit: UnitPlan, image: Image.Image, width: int, height: int, *, catalog: Catalog,

@@ -1,8 +1,9 @@
 """A1111 sampler + schedule type -> a diffusers scheduler class and its keyword arguments (pure; no torch).
 
-The pair comes from ``img2img.api.samplers.resolve`` (A1111 1.9+ names: ("DPM++ SDE", "Karras")). The table is the
-one in the reference spec §5 (diffusers' own A1111 table, corrected where k-diffusion's sampler is ported more
-faithfully elsewhere, e.g. "DPM++ SDE" -> ``DPMSolverSDEScheduler``, which needs ``torchsde``).
+The pair comes from ``img2img.api.samplers.resolve`` (A1111 1.9+ names: ("DPM++ SDE", "Karras")). The table starts
+from diffusers' own A1111 mapping (the scheduler overview in diffusers' documentation), corrected where a diffusers
+class follows k-diffusion's sampler more faithfully, e.g. "DPM++ SDE" -> ``DPMSolverSDEScheduler``, which needs
+``torchsde``.
 
 Schedules: A1111 samples k-diffusion schedules over the model's *whole* sigma range (timesteps 999 -> 0); diffusers'
 SDXL/SD configs say ``timestep_spacing="leading"``, which shrinks the range (Karras [0.041, 11.5] instead of A1111's
@@ -18,13 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class UnsupportedSampler(ValueError):
-    """A sampler/schedule pair A1111 knows but the runner cannot reproduce; ``field`` is the payload key."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+from img2img.api.errors import FieldError
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ _TIMESTEP_SCHEDULE = ("leading", {"timestep_spacing": "leading", "steps_offset":
 
 
 def scheduler_spec(sampler: str, schedule: str, eta: float | None = None) -> SchedulerSpec:
-    """The diffusers scheduler for an A1111 (sampler, schedule label) pair; raise UnsupportedSampler if none fits.
+    """The diffusers scheduler for an A1111 (sampler, schedule label) pair; raise FieldError if none fits.
 
     ``eta`` is the request's (None = A1111's option defaults: 1.0 for ancestral/SDE samplers, 0 for DDIM). A1111
     passes it to samplers that take one; diffusers' ancestral schedulers have eta fixed at 1, so 0 (the RunPod
@@ -141,23 +136,23 @@ def scheduler_spec(sampler: str, schedule: str, eta: float | None = None) -> Sch
     is refused.
     """
     if sampler in _MISSING:
-        raise UnsupportedSampler("sampler_name", f"sampler {sampler!r} is not supported: {_MISSING[sampler]}")
+        raise FieldError("sampler_name", f"sampler {sampler!r} is not supported: {_MISSING[sampler]}")
     entry = _SAMPLERS.get(sampler)
     if entry is None:
-        raise UnsupportedSampler("sampler_name", f"unknown sampler {sampler!r}")
+        raise FieldError("sampler_name", f"unknown sampler {sampler!r}")
     if entry.timestep_sampler:
         # A1111's DDIM/PLMS/UniPC build their own timesteps; the schedule type does not apply to them
         group, schedule_kwargs = _TIMESTEP_SCHEDULE
     else:
         if schedule in _UNSUPPORTED_SCHEDULES:
-            raise UnsupportedSampler("scheduler", f"schedule type {schedule!r} is not supported: "
-                                                  f"{_UNSUPPORTED_SCHEDULES[schedule]}")
+            raise FieldError("scheduler", f"schedule type {schedule!r} is not supported: "
+                                          f"{_UNSUPPORTED_SCHEDULES[schedule]}")
         if schedule not in _SCHEDULES:
-            raise UnsupportedSampler("scheduler", f"unknown schedule type {schedule!r}")
+            raise FieldError("scheduler", f"unknown schedule type {schedule!r}")
         group, schedule_kwargs = _SCHEDULES[schedule]
     if group not in entry.schedules:
-        raise UnsupportedSampler("scheduler", f"schedule type {schedule!r} is not available for sampler "
-                                              f"{sampler!r} in diffusers ({entry.class_name})")
+        raise FieldError("scheduler", f"schedule type {schedule!r} is not available for sampler "
+                                      f"{sampler!r} in diffusers ({entry.class_name})")
     eta_param, eta_info, runs = None, None, entry
     if sampler == "DDIM":
         if eta is not None and eta != 0:
@@ -166,8 +161,8 @@ def scheduler_spec(sampler: str, schedule: str, eta: float | None = None) -> Sch
         if eta == 0 and entry.eta_zero:
             runs, eta_info = _SAMPLERS[entry.eta_zero], ("Eta", eta)
         else:
-            raise UnsupportedSampler("eta", f"eta {eta} is not supported for sampler {sampler!r}: diffusers runs it "
-                                            "with eta 1" + (" (or 0)" if entry.eta_zero else ""))
+            raise FieldError("eta", f"eta {eta} is not supported for sampler {sampler!r}: diffusers runs it "
+                                    "with eta 1" + (" (or 0)" if entry.eta_zero else ""))
     kwargs = {**runs.kwargs, **schedule_kwargs}
     if runs.class_name == "DPMSolverSinglestepScheduler":
         kwargs.pop("timestep_spacing", None)  # the class spaces its own timesteps
@@ -185,7 +180,7 @@ def supported_pairs() -> list[tuple[str, str]]:
         for schedule in (*_SCHEDULES, *_UNSUPPORTED_SCHEDULES):
             try:
                 scheduler_spec(sampler, schedule)
-            except UnsupportedSampler:
+            except FieldError:
                 continue
             pairs.append((sampler, schedule))
     return pairs

@@ -24,7 +24,8 @@ from typing import Any, Callable, TypeVar
 
 from PIL import Image, PngImagePlugin
 
-from img2img import format_time_ms, split_s3_uri
+from img2img import split_s3_uri
+from img2img.api.times import format_time_ms
 from img2img_runner.errors import JobFailure, StorageError
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,6 @@ def read_bytes(uri: str, client=None) -> bytes:
     bucket, key = split_s3_uri(uri)
     client = client or s3_client()
     return with_retries(f"reading {uri}", lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def read_json(uri: str, client=None) -> Any:
-    return json.loads(read_bytes(uri, client))
 
 
 def sync_prefix(uri: str, folder: str | os.PathLike, client=None) -> Path:

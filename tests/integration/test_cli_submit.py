@@ -77,7 +77,7 @@ def created_ms(job: dict) -> int:
 
 
 def set_status(stack, namespace: str, name: str, status: dict) -> None:
-    """The operator's part: a merge patch of the status subresource."""
+    """Play the operator's part: write the status subresource (a merge patch here; the operator sends a JSON patch)."""
     stack.kubectl("-n", namespace, "patch", "i2i", name, "--subresource=status", "--type=merge",
                   "-p", json.dumps({"status": status}))
 
@@ -103,7 +103,7 @@ def test_submit_creates_a_job_from_a_runpod_request(stack, namespace):
     assert before <= stamp <= after
     # the stamp is taken before the client's own work (validation, uploads): the operator trusts it within a window
     # before the creation (whose timestamp has whole seconds)
-    from img2img_operator.timing import ANNOTATION_EARLY_MS, CREATION_RESOLUTION_MS
+    from img2img_operator.runpod_timings import ANNOTATION_EARLY_MS, CREATION_RESOLUTION_MS
 
     created = created_ms(job)
     assert created - ANNOTATION_EARLY_MS <= stamp < created + CREATION_RESOLUTION_MS, (

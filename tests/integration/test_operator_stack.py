@@ -242,7 +242,7 @@ def test_two_at_a_time_by_priority_then_submission_with_queue_positions(stack, n
     assert {s["status"] for s in final.values()} == {"COMPLETED"}
     # Two slots that free together are filled in one pass, whose runners then start in either order: compare starts
     # with a tolerance well under a runner's 4 s, so that only a job started a whole slot too early fails.
-    from img2img_operator.views import parse_time_ms
+    from img2img.api.times import parse_time_ms
 
     started = {n: parse_time_ms(final[n]["startedAt"]) for n in final}
     order = ["j1", "j3", "j4", "j0", "j2", "j5"]

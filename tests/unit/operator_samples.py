@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 from api_samples import seed_request
+from img2img.api.times import format_time_ms, parse_time_ms
 from img2img_operator.config import OperatorConfig, parse_config
 from img2img_operator.controls import check_spec
 from img2img_operator.lifecycle import QUEUED_MESSAGE
 from img2img_operator.status import conditions
 from img2img_operator.pods import runner_pod_name
-from img2img_operator.views import JobView, PodView, format_time_ms, parse_time_ms
+from img2img_operator.views import JobView, PodView
 
 T0 = parse_time_ms("2026-01-01T00:00:00Z")  # the job's creationTimestamp
 SEC = 1000

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from img2img.api.samplers import SAMPLER_NAMES, SCHEDULERS, UnknownName, resolve, split_schedule_suffix
+from img2img.api.errors import FieldError
+from img2img.api.samplers import SAMPLER_NAMES, SCHEDULERS, resolve, split_schedule_suffix
 
 
 def test_a1111_sampler_list_in_a1111_order():
@@ -40,12 +41,12 @@ def test_resolve(sampler_name, sampler_index, scheduler, pair):
 
 
 def test_unknown_names_are_refused_not_replaced_silently():
-    with pytest.raises(UnknownName) as info:
+    with pytest.raises(FieldError) as info:
         resolve("DPM++ 2M Karas", None, None)
     assert info.value.field == "sampler_name" and "DPM++ 2M, DPM++ SDE" in str(info.value)
-    with pytest.raises(UnknownName) as info:
+    with pytest.raises(FieldError) as info:
         resolve(None, "Eular", None)
     assert info.value.field == "sampler_index"
-    with pytest.raises(UnknownName) as info:
+    with pytest.raises(FieldError) as info:
         resolve("Euler", None, "cosine")
     assert info.value.field == "scheduler" and "karras (Karras)" in str(info.value)

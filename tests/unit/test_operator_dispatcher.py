@@ -20,7 +20,7 @@ from img2img_operator.dispatcher import Dispatcher
 from img2img_operator.kube import Conflict, Gone
 from img2img_operator.metrics import Metrics
 from img2img_operator.placement import PodPlacement
-from img2img_operator.views import format_time_ms
+from img2img.api.times import format_time_ms
 
 from operator_samples import T0, config, job_body
 

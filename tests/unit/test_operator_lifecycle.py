@@ -21,7 +21,7 @@ from img2img_operator.lifecycle import (
 )
 from img2img_operator.report import RunnerResult
 from img2img_operator.status import applied
-from img2img_operator.views import format_time_ms
+from img2img.api.times import format_time_ms
 
 from operator_samples import (
     CONFIG,

@@ -1,27 +1,16 @@
-"""status, timing, report: the pieces the lifecycle's status writes are made of."""
+"""status, RunPod timings, result.json: the pieces the lifecycle's status writes are made of."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from img2img_operator.report import check_result, parse_termination_message
+from img2img.api.termination import TerminationMessage
+from img2img_operator.report import check_result
+from img2img_operator.runpod_timings import submitted_at_ms, timings
 from img2img_operator.status import applied, changes, conditions, desired
-from img2img_operator.timing import submitted_at_ms, timings
-from img2img_operator.views import format_time_ms, parse_time_ms
 
 from operator_samples import SEC, T0, job, report
-
-
-# ---- times --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,ms", [
-    ("2026-01-01T00:00:00Z", T0), ("2026-01-01T00:00:00.123Z", T0 + 123), ("2026-01-01T01:00:00+01:00", T0),
-    (T0 + 5, T0 + 5), (str(T0), T0), ("", None), (None, None), ("yesterday", None), (True, None)])
-def test_parse_time(text, ms):
-    assert parse_time_ms(text) == ms
-
-
-def test_format_time_has_milliseconds():
-    assert format_time_ms(T0 + 7) == "2026-01-01T00:00:00.007Z"
-    assert parse_time_ms(format_time_ms(T0 + 123_456)) == T0 + 123_456
 
 
 # ---- submittedAt --------------------------------------------------------------------------------------------------
@@ -46,7 +35,7 @@ def test_submitted_at(annotation, first_seen, stored, expected):
 
 # ---- timings ------------------------------------------------------------------------------------------------------
 def test_timings_follow_the_architecture_definitions():
-    r = parse_termination_message(__import__("json").dumps(report()))
+    r = TerminationMessage.parse(json.dumps(report()))
     t = timings(T0, r, None, None, T0 + 99 * SEC)
     assert t.delay_time == 4_500  # modelsLoadedAt − submittedAt
     assert t.execution_time == 4_250  # finishedAt − modelsLoadedAt
@@ -55,30 +44,18 @@ def test_timings_follow_the_architecture_definitions():
 
 
 def test_timings_never_negative_with_skewed_clocks():
-    r = parse_termination_message(__import__("json").dumps(report(modelsLoadedAt=T0 - 500, finishedAt=T0 - 900)))
+    r = TerminationMessage.parse(json.dumps(report(modelsLoadedAt=T0 - 500, finishedAt=T0 - 900)))
     t = timings(T0, r, None, None, T0)
     assert t.delay_time == 0 and t.execution_time == 0
 
 
 def test_timings_from_model_load_time_when_models_loaded_at_is_missing():
-    r = parse_termination_message(__import__("json").dumps(report(modelsLoadedAt=None)))
+    r = TerminationMessage.parse(json.dumps(report(modelsLoadedAt=None)))
     t = timings(T0, r, None, None, T0)
     assert t.delay_time == 3_250 + 1_250
 
 
-# ---- the runner's words -------------------------------------------------------------------------------------------
-def test_termination_message_forms():
-    assert parse_termination_message(None) is None and parse_termination_message("  ") is None
-    tail = parse_termination_message("line 1\nTraceback\nValueError: x")
-    assert tail.raw.endswith("ValueError: x") and tail.error is None
-    r = parse_termination_message('{"error": {"code": "MODEL", "field": "input.payload.x", "message": "unknown model y"}}')
-    assert str(r.error) == "input.payload.x: unknown model y"
-    assert parse_termination_message('"just a string"').raw == '"just a string"'
-    assert str(parse_termination_message('{"error": "plain words"}').error) == "plain words"
-    long = parse_termination_message("x" * 5000)
-    assert len(long.raw) == 1024 and long.raw.startswith("…")
-
-
+# ---- result.json --------------------------------------------------------------------------------------------------
 def test_result_json_checks():
     assert check_result("s3://b/r.json", None).problem == "s3://b/r.json does not exist"
     assert "not valid JSON" in check_result("s3://b/r.json", b"{").problem

@@ -8,10 +8,10 @@ import pytest
 
 from runner_samples import plan_for, seed_payload, tiny_catalog
 
+from img2img.api.errors import FieldError
 from img2img_runner.plan import (
     SEED_RANGE,
     ImageSizes,
-    PlanError,
     fixed_seed,
     img2img_steps,
     pixel_perfect_resolution,
@@ -124,10 +124,10 @@ def test_seed_request_sampler_and_schedule():
 
 
 def test_an_unsupported_sampler_is_refused_naming_the_field():
-    with pytest.raises(PlanError) as exc:
+    with pytest.raises(FieldError) as exc:
         plan_for(seed_payload(sampler_name="DPM adaptive", scheduler=None))
     assert exc.value.field == "sampler_name"
-    with pytest.raises(PlanError) as exc:
+    with pytest.raises(FieldError) as exc:
         plan_for(seed_payload(sampler_name="Euler a", scheduler="karras"))
     assert exc.value.field == "scheduler"
 
@@ -201,13 +201,13 @@ def test_disabled_units_are_skipped_and_indices_count_enabled_ones():
 
 
 def test_a_unit_without_a_model_is_refused():
-    with pytest.raises(PlanError) as exc:
+    with pytest.raises(FieldError) as exc:
         plan_for(seed_payload(alwayson_scripts=_units(_unit(model="None"))))
     assert exc.value.field == "alwayson_scripts.controlnet.args[0].model"
 
 
 def test_reference_only_is_refused():
-    with pytest.raises(PlanError, match="reference"):
+    with pytest.raises(FieldError, match="reference"):
         plan_for(seed_payload(alwayson_scripts=_units(_unit(module="reference_only"))))
 
 

@@ -1,4 +1,4 @@
-"""A1111 sampler + schedule -> diffusers scheduler class and arguments (spec §5)."""
+"""A1111 sampler + schedule -> diffusers scheduler class and arguments."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import inspect
 import pytest
 
 from img2img.api import samplers as api_samplers
-from img2img_runner.samplers import UnsupportedSampler, scheduler_spec, supported_pairs
+from img2img.api.errors import FieldError
+from img2img_runner.samplers import scheduler_spec, supported_pairs
 
 
 @pytest.mark.parametrize("sampler, schedule, cls, kwargs", [
@@ -73,7 +74,7 @@ def test_legacy_names_through_the_api_resolution(legacy, cls, karras):
     ("Euler", "Align Your Steps", "scheduler"),
 ])
 def test_what_cannot_run_is_refused_with_the_field(sampler, schedule, field):
-    with pytest.raises(UnsupportedSampler) as exc:
+    with pytest.raises(FieldError) as exc:
         scheduler_spec(sampler, schedule)
     assert exc.value.field == field
     assert sampler in str(exc.value) or schedule in str(exc.value)
@@ -84,7 +85,7 @@ def test_eta():
     spec = scheduler_spec("Euler a", "Automatic", eta=0)
     assert spec.class_name == "EulerDiscreteScheduler" and spec.eta_info == ("Eta", 0)
     assert scheduler_spec("Euler a", "Automatic", eta=1.0).class_name == "EulerAncestralDiscreteScheduler"
-    with pytest.raises(UnsupportedSampler) as exc:
+    with pytest.raises(FieldError) as exc:
         scheduler_spec("Euler a", "Automatic", eta=0.5)
     assert exc.value.field == "eta"
     ddim = scheduler_spec("DDIM", "Automatic", eta=0.3)
@@ -97,7 +98,7 @@ def test_every_a1111_sampler_is_mapped_or_refused():
         for scheduler in api_samplers.SCHEDULER_LABELS:
             try:
                 scheduler_spec(sampler, scheduler)
-            except UnsupportedSampler as exc:
+            except FieldError as exc:
                 assert str(exc)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .report import RunnerReport
-from .views import ANNOTATION_SUBMITTED_AT, JobView, parse_time_ms
+from img2img.api.termination import TerminationMessage
+from img2img.api.times import parse_time_ms
+
+from .views import ANNOTATION_SUBMITTED_AT, JobView
 
 # creationTimestamp has whole seconds: the true creation lies in [created, created + 1 s).
 CREATION_RESOLUTION_MS = 1000
@@ -52,21 +54,21 @@ class Timings:
         return out
 
 
-def timings(submitted_ms: int, report: RunnerReport | None, container_started_ms: int | None,
+def timings(submitted_ms: int, report: TerminationMessage | None, container_started_ms: int | None,
             container_finished_ms: int | None, now: int) -> Timings:
     """From the runner's report; without one, from the container's start and finish (whole seconds)."""
-    r = report or RunnerReport()
-    started = r.started_at if r.started_at is not None else container_started_ms
-    finished = r.finished_at if r.finished_at is not None else (container_finished_ms or now)
-    loaded = r.models_loaded_at
+    r = report or TerminationMessage()
+    started = r.startedAt if r.startedAt is not None else container_started_ms
+    finished = r.finishedAt if r.finishedAt is not None else (container_finished_ms or now)
+    loaded = r.modelsLoadedAt
     if loaded is None:
-        if started is not None and r.model_load_time is not None:
-            loaded = started + r.model_load_time
+        if started is not None and r.modelLoadTime is not None:
+            loaded = started + r.modelLoadTime
         else:
             loaded = started if started is not None else finished
-    model_load = r.model_load_time
-    if model_load is None and started is not None and r.models_loaded_at is not None:
-        model_load = r.models_loaded_at - started
+    model_load = r.modelLoadTime
+    if model_load is None and started is not None and r.modelsLoadedAt is not None:
+        model_load = r.modelsLoadedAt - started
     return Timings(
         delay_time=max(0, loaded - submitted_ms),
         execution_time=max(0, finished - loaded),
