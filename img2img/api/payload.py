@@ -21,6 +21,8 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | s_min_uncond | ≠ 0 | not implemented yet |
 | save_images | true with >1 image | A1111 would prepend a grid image; grids are not produced |
 | prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
+| prompt, negative_prompt | prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND` | one conditioning per step or part |
+| cfg_scale | below 1 (times a prompt's trailing `:weight`) | diffusers runs no guidance there |
 | alwayson_scripts | any script but controlnet | only ControlNet is built in |
 
 Unknown keys are refused (with the nearest known key suggested), where A1111 ignores them: an ignored typo
@@ -34,7 +36,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from img2img.api import samplers
+from img2img.api import prompts, samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
 from img2img.api.errors import FieldError, Refusals, refuse
@@ -250,6 +252,14 @@ class Img2ImgPayload(ApiModel):
                     names = ", ".join(f"<{kind}:{arg}>" for kind, arg in tags[:3])
                     found.add(key, f"extra networks ({names}) are not supported; remove the tags or set "
                                    "disable_extra_networks to true")
+        for key in ("prompt", "negative_prompt"):
+            for reason in prompts.refusals(getattr(self, key), positive=key == "prompt"):
+                found.add(key, reason)
+        weight = prompts.composable_weight(self.prompt)[1]
+        if self.cfg_scale * weight < 1:
+            scaled = f" (times the prompt's weight {weight:g})" if weight != 1 else ""
+            found.add("cfg_scale", f"{self.cfg_scale:g}{scaled} is below 1, where diffusers turns guidance off and "
+                                   "A1111 would move the picture toward the negative prompt; use 1 or more")
         if len(self.init_images) > self.batch_size:
             found.add("init_images", f"has {len(self.init_images)} images, more than batch_size "
                                      f"({self.batch_size})")
