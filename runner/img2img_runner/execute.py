@@ -126,8 +126,9 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     generated: list[Image.Image] = []
     traces = []
     refiner_ran = False
+    prompts = _encode_prompts(plan, loaded)
     for batch in plan.batches:
-        images, trace = _run_batch(plan, batch, loaded, prepared, [Image.fromarray(m) for m in detect_maps],
+        images, trace = _run_batch(plan, batch, loaded, prompts, prepared, [Image.fromarray(m) for m in detect_maps],
                                    progress.batch(batch))
         generated.extend(images)
         traces.append(trace)
@@ -189,6 +190,26 @@ def _load_models(plan: Plan, cache) -> _Loaded:
     return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime)
 
 
+@dataclass
+class _Prompts:
+    """The job's text conditioning, per model that samples (a batch's images share one prompt)."""
+
+    base: Any  # conditioning.PromptPair
+    refiner: Any | None
+
+
+def _encode_prompts(plan: Plan, loaded: _Loaded) -> _Prompts:
+    from img2img_runner import conditioning as C
+
+    def pair(components: Any) -> Any:
+        encoders = C.text_encoders(components.modules, components.entry.architecture, plan.clip_skip_a1111)
+        return C.prompt_pair(plan.prompt_text, plan.all_negative_prompts[0], encoders,
+                             architecture=components.entry.architecture, batch_size=plan.batch_size,
+                             device=loaded.runtime.device)
+
+    return _Prompts(base=pair(loaded.base), refiner=pair(loaded.refiner) if loaded.refiner is not None else None)
+
+
 def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Image]:
     """(the image the pipeline is given, the image that is VAE-encoded). resize_mode 3 encodes the original
     (at a multiple of 8) and interpolates the latents; 0-2 resize the pixels as A1111 does."""
@@ -201,7 +222,7 @@ def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Im
     return resized, resized
 
 
-def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_images,
+def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, prepared, control_images,
                on_index: Callable[[int], None]) -> tuple[list, dict]:
     import torch
 
@@ -220,9 +241,11 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
         vae_seeds=vae_seeds,
         latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None)
     images_in = [prepared[i][0] for i in batch.init_image_indices]
-    cfg_on = plan.cfg_scale > 1
-    common = dict(prompt=list(batch.prompts), negative_prompt=list(batch.negative_prompts),
-                  num_inference_steps=steps.schedule, guidance_scale=plan.cfg_scale, generator=generators)
+    cfg_on = plan.guidance_scale > 1
+    dtype = loaded.runtime.dtype
+    common = dict(num_inference_steps=steps.schedule, guidance_scale=plan.guidance_scale, generator=generators)
+    if plan.architecture == "sdxl":  # A1111's size conditioning: the requested size, not the rendered one
+        common.update(original_size=(plan.height, plan.width), target_size=(plan.height, plan.width))
     if spec.eta is not None:
         common["eta"] = spec.eta
     first = steps.first_index * spec.order  # index in scheduler.timesteps of the first executed evaluation
@@ -251,8 +274,10 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
         seen: list[int] = []
         P.install_initial_latents(pipe, init)
         try:
-            out = pipe(image=images_in, strength=steps.strength, output_type="pil",
-                       callback_on_step_end=P.step_counter(None, first, seen, on_index), **common).images
+            with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
+                out = pipe(image=images_in, strength=steps.strength, output_type="pil",
+                           callback_on_step_end=P.step_counter(None, first, seen, on_index), **common,
+                           **prompts.refiner.pipeline_kwargs(dtype)).images
         finally:
             P.remove_initial_latents(pipe)
         trace.update(base=[], refiner=seen)
@@ -262,23 +287,22 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
     if spec.brownian:
         scheduler.noise_sampler_seed = list(batch.seeds)
     units = None
-    kwargs = dict(common)
+    kwargs = dict(common, **prompts.base.pipeline_kwargs(dtype))
     if plan.units:
         units = P.control_units(loaded.controlnets, [u.soft_injection for u in plan.units],
-                                [u.cfg_injection for u in plan.units])
+                                [u.cfg_injection for u in plan.units], context=(prompts.base.lengths, batch.size))
         units.cfg_active = cfg_on
         kwargs.update(control_image=list(control_images), controlnet_conditioning_scale=[u.weight for u in plan.units],
                       control_guidance_start=[u.guidance_start for u in plan.units],
                       control_guidance_end=[u.guidance_end for u in plan.units],
                       height=plan.run_height, width=plan.run_width)
-    if plan.clip_skip is not None:
-        kwargs["clip_skip"] = plan.clip_skip
     pipe = P.base_pipeline(base, loaded.vae, scheduler, units)
     seen_base: list[int] = []
     P.install_initial_latents(pipe, init)
     try:
-        out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
-                   callback_on_step_end=P.step_counter(stop, first, seen_base, on_index), **kwargs).images
+        with P.context_split(base["unet"], prompts.base.lengths, batch.size):
+            out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
+                       callback_on_step_end=P.step_counter(stop, first, seen_base, on_index), **kwargs).images
     finally:
         P.remove_initial_latents(pipe)
     trace["base"] = seen_base
@@ -291,8 +315,10 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prepared, control_imag
     if spec.brownian:
         pipe_r.scheduler.noise_sampler_seed = list(batch.seeds)
     seen_refiner: list[int] = []
-    images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
-                    callback_on_step_end=P.step_counter(None, stop, seen_refiner, on_index), **common).images
+    with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
+        images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
+                        callback_on_step_end=P.step_counter(None, stop, seen_refiner, on_index), **common,
+                        **prompts.refiner.pipeline_kwargs(dtype)).images
     if pipe_r.scheduler.begin_index != stop:
         raise RuntimeError(f"refiner began at {pipe_r.scheduler.begin_index}, the base stopped before {stop}")
     trace["refiner"] = seen_refiner

@@ -361,10 +361,75 @@ def refiner_start_index(scheduler: Any, steps: int, switch_at: float) -> int:
     return len(timesteps) - n
 
 
+# --- prompts of different lengths --------------------------------------------------------------------------
+
+
+def split_by_context(forward: Callable, lengths: tuple[int, int], batch_size: int) -> Callable:
+    """``forward`` (a UNet's or a ControlNet's) run once per context length, as A1111 runs the UNet when the prompt
+    and the negative prompt have a different number of chunks.
+
+    ``lengths`` are the (negative, positive) token counts; the pipeline's ``encoder_hidden_states`` are padded to
+    the longer one. Its batch is diffusers' CFG batch (``batch_size`` negative rows, then as many positive ones) or,
+    without CFG, the positive rows only. Every argument with a row per batch element is sliced alike; the outputs
+    are joined again.
+    """
+    import inspect
+
+    signature = inspect.signature(forward)
+    negative, positive = lengths
+
+    def rows(value: Any, part: slice, total: int) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value[part] if value.ndim and value.shape[0] == total else value
+        if isinstance(value, (list, tuple)):
+            return type(value)(rows(v, part, total) for v in value)
+        if isinstance(value, dict):
+            return {k: rows(v, part, total) for k, v in value.items()}
+        return value
+
+    def joined(outputs: list[Any]) -> Any:
+        first = outputs[0]
+        if isinstance(first, torch.Tensor):
+            return torch.cat(outputs)
+        return type(first)(joined(list(parts)) for parts in zip(*outputs))
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(*args, **kwargs).arguments
+        total = arguments["sample"].shape[0]
+        if total == 2 * batch_size:
+            parts = [(slice(0, batch_size), negative), (slice(batch_size, total), positive)]
+        else:
+            parts = [(slice(0, total), positive)]
+        outputs = []
+        for part, length in parts:
+            sliced = {k: rows(v, part, total) for k, v in arguments.items()}
+            sliced["encoder_hidden_states"] = sliced["encoder_hidden_states"][:, :length]
+            outputs.append(forward(**sliced))
+        return joined(outputs)
+
+    return run
+
+
+class context_split:
+    """Within the block, ``module`` (a UNet) runs once per context length (``split_by_context``); nothing when the
+    lengths are equal."""
+
+    def __init__(self, module: Any, lengths: tuple[int, int], batch_size: int):
+        self.module, self.lengths, self.batch_size = module, lengths, batch_size
+
+    def __enter__(self) -> None:
+        if self.lengths[0] != self.lengths[1]:
+            self.module.forward = split_by_context(self.module.forward, self.lengths, self.batch_size)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.__dict__.pop("forward", None)
+
+
 # --- ControlNet units --------------------------------------------------------------------------------------
 
 
-def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[bool]) -> Any:
+def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[bool],
+                  context: tuple[tuple[int, int], int] | None = None) -> Any:
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
     class ControlUnits(MultiControlNetModel):
@@ -376,6 +441,8 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
             self.cfg_injection = list(cfg_injection)
             self.cfg_active = False  # set per call: is the batch [uncond, cond]?
             self.calls = [0] * len(controlnets)  # how often each unit ran (tests: guidance windows)
+            # ((negative, positive) context lengths, batch size) when they differ: each net runs once per length
+            self.context = context if context is not None and context[0][0] != context[0][1] else None
 
         def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
                     class_labels=None, timestep_cond=None, attention_mask=None, added_cond_kwargs=None,
@@ -383,7 +450,8 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
             active = [i for i, scale in enumerate(conditioning_scale) if scale != 0]
             down_total = mid_total = None
             for i in active or [0]:  # no unit in its guidance window: one run at scale 0 gives zero residuals
-                down, mid = self.nets[i](
+                net = self.nets[i] if self.context is None else split_by_context(self.nets[i].forward, *self.context)
+                down, mid = net(
                     sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
                     controlnet_cond=controlnet_cond[i], conditioning_scale=conditioning_scale[i],
                     class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,

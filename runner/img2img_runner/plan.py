@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from img2img.api.errors import FieldError
+from img2img.api.prompts import composable_weight
 from img2img_runner.catalog import Entry, Resolved
 from img2img_runner.samplers import SchedulerSpec, scheduler_spec
 
@@ -113,9 +114,10 @@ class Plan:
     schedule: str  # schedule label as it runs ("Karras"; "Automatic" = the model's own)
     scheduler: SchedulerSpec
     steps: Steps
-    cfg_scale: float
-    clip_skip_a1111: int  # CLIP_stop_at_last_layers (1 = last layer)
-    clip_skip: int | None  # diffusers clip_skip (layers skipped), None for SDXL (A1111 ignores it there)
+    cfg_scale: float  # as requested (info reports it)
+    guidance_scale: float  # what guidance runs at: cfg_scale times the prompt's composable weight ("a cat:1.2")
+    prompt_text: str  # the prompt the text encoders get: without that weight
+    clip_skip_a1111: int  # CLIP_stop_at_last_layers (1 = last layer); SD 1.5 only, as in A1111
     seed: int
     subseed: int
     subseed_strength: float
@@ -278,8 +280,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     run_h = payload.height - payload.height % LATENT_FACTOR
 
     clip_stop = int(opts.CLIP_stop_at_last_layers) if opts and opts.CLIP_stop_at_last_layers else 1
-    # SDXL: A1111 always takes the penultimate layer (opts sdxl_clip_l_skip is off by default); SD: skip n - 1
-    clip_skip = None if models.architecture == "sdxl" or clip_stop <= 1 else clip_stop - 1
+    prompt_text, prompt_weight = composable_weight(payload.prompt)
 
     refiner = None
     if models.refiner is not None and models.refiner.name != models.checkpoint.name:
@@ -321,7 +322,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
         width=payload.width, height=payload.height, run_width=run_w, run_height=run_h,
         resize_mode=payload.resize_mode, denoising_strength=payload.denoising_strength,
         sampler=sampler, schedule=schedule, scheduler=spec, steps=steps, cfg_scale=float(payload.cfg_scale),
-        clip_skip_a1111=clip_stop, clip_skip=clip_skip, seed=seed, subseed=subseed,
+        guidance_scale=float(payload.cfg_scale) * prompt_weight, prompt_text=prompt_text, clip_skip_a1111=clip_stop,
+        seed=seed, subseed=subseed,
         subseed_strength=float(payload.subseed_strength), all_seeds=all_seeds, all_subseeds=all_subseeds,
         all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
         batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,

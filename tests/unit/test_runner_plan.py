@@ -105,14 +105,13 @@ def test_size_is_reported_as_requested_and_rendered_at_a_multiple_of_8():
     assert (plan.run_width, plan.run_height) == (480, 640)
 
 
-def test_clip_skip_applies_to_sd15_only():
-    sd = seed_payload(override_settings={"sd_model_checkpoint": "v1-5-pruned-emaonly", "CLIP_stop_at_last_layers": 2},
-                      refiner_checkpoint=None, alwayson_scripts={})
-    plan = plan_for(sd)
-    assert (plan.clip_skip_a1111, plan.clip_skip) == (2, 1)
-    xl = plan_for(seed_payload(override_settings={"sd_model_checkpoint": "sd_xl_base_1.0",
-                                                  "CLIP_stop_at_last_layers": 2}))
-    assert (xl.clip_skip_a1111, xl.clip_skip) == (2, None)
+def test_a_trailing_prompt_weight_multiplies_the_guidance_and_leaves_the_text():
+    # A1111's composable prompt weight: "a cat:1.5" is the text "a cat" at 1.5 x CFG (info keeps both as sent)
+    plan = plan_for(seed_payload(prompt="an astronaut riding a horse:1.5", cfg_scale=6))
+    assert (plan.prompt_text, plan.guidance_scale, plan.cfg_scale) == ("an astronaut riding a horse", 9.0, 6.0)
+    assert plan.all_prompts[0] == "an astronaut riding a horse:1.5"
+    plain = plan_for(seed_payload(prompt="an (astronaut:1.5)", cfg_scale=6))
+    assert (plain.prompt_text, plain.guidance_scale) == ("an (astronaut:1.5)", 6.0)
 
 
 def test_seed_request_sampler_and_schedule():
