@@ -23,6 +23,7 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
 | prompt, negative_prompt | prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND` | one conditioning per step or part |
 | cfg_scale | below 1 (times a prompt's trailing `:weight`) | diffusers runs no guidance there |
+| sampler_name, scheduler, eta, s_churn | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | alwayson_scripts | any script but controlnet | only ControlNet is built in |
 
 Unknown keys are refused (with the nearest known key suggested), where A1111 ignores them: an ignored typo
@@ -255,6 +256,11 @@ class Img2ImgPayload(ApiModel):
         for key in ("prompt", "negative_prompt"):
             for reason in prompts.refusals(getattr(self, key), positive=key == "prompt"):
                 found.add(key, reason)
+        try:
+            samplers.scheduler_spec(*self.effective_sampler(), self.sampler_params)
+        except FieldError as exc:  # a sampler, schedule or parameter the runner cannot draw as A1111 does
+            named = "sampler_index" if exc.field == "sampler_name" and not self.sampler_name else exc.field
+            found.add(named, str(exc))
         weight = prompts.composable_weight(self.prompt)[1]
         if self.cfg_scale * weight < 1:
             scaled = f" (times the prompt's weight {weight:g})" if weight != 1 else ""
@@ -278,6 +284,11 @@ class Img2ImgPayload(ApiModel):
         (DPM++ 2M -> Karras); it stays "Automatic" (the model's schedule) for Euler, Euler a, LMS, Heun, ….
         """
         return samplers.resolve(self.sampler_name, self.sampler_index, self.scheduler).pair()
+
+    @property
+    def sampler_params(self) -> samplers.SamplerParams:
+        return samplers.SamplerParams(eta=self.eta, s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax,
+                                      s_noise=self.s_noise)
 
     @property
     def controlnet_units(self) -> list[ControlNetUnit]:

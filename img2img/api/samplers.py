@@ -1,7 +1,6 @@
-"""A1111 (1.9+) sampler and scheduler names, and how a request's names resolve to one pair.
-
-This module only *names* things: which sampler and which schedule a request asks for, in A1111's own spelling.
-The runner maps the resolved pair to a diffusers scheduler (``img2img_runner.samplers``).
+"""A1111 (1.9+) samplers and schedules: their names, how a request's names resolve to one pair, and what runs each
+pair (a diffusers scheduler and its arguments) or why it cannot run. One table for validation and the runner: a
+request ``img2img validate`` accepts is one the runner runs.
 
 Resolution follows A1111's ``sd_samplers.get_sampler_and_scheduler`` (modules/sd_samplers.py, v1.9/1.10):
 
@@ -20,6 +19,7 @@ alias (``k_euler_a``) or in any letter case ("euler a"), as A1111's infotext par
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from img2img.api.errors import FieldError
 
@@ -159,3 +159,205 @@ def resolve(sampler_name: str | None, sampler_index: str | None, scheduler: str 
     if chosen is AUTOMATIC and sampler.default_scheduler:
         chosen = _SCHEDULER_BY_NAME[sampler.default_scheduler]
     return Resolved(sampler=sampler, scheduler=chosen)
+
+
+# --- what runs each sampler -----------------------------------------------------------------------------------
+#
+# Schedules: A1111 samples k-diffusion schedules over the model's *whole* sigma range (timesteps 999 -> 0);
+# diffusers' SDXL/SD configs say ``timestep_spacing="leading"``, which shrinks the range. So every k-diffusion
+# schedule sets ``timestep_spacing="linspace"`` unless the schedule itself is a spacing ("SGM Uniform"/"Simple" ->
+# "trailing", "DDIM" -> "leading" + offset 1).
+#
+# Step counts (A1111 ``setup_img2img_steps``): k-diffusion samplers run ``t_enc + 1`` steps in img2img; DDIM and
+# PLMS run A1111's own timestep loop (``SchedulerSpec.timestep_sampler``, see the runner's plan).
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    """The request's sampler parameters; None = not sent (A1111's option default applies)."""
+
+    eta: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    sampler: str  # A1111's canonical sampler name
+    schedule: str  # A1111's schedule label, as it runs ("Karras"; "Automatic" = the model's own)
+    class_name: str  # a diffusers scheduler class
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # 2 for samplers that evaluate the model twice per step (Heun, DPM++ SDE): diffusers' `scheduler.order`
+    order: int = 1
+    # DDIM/PLMS: A1111's own timestep loop (its step count and noise level; see the runner's plan)
+    timestep_sampler: bool = False
+    # A1111's Brownian-tree noise, seeded with the batch's seeds (DPM++ SDE, DPM++ 2M SDE)
+    brownian: bool = False
+    # ancestral / SDE samplers draw fresh noise every step (A1111's ENSD applies to them)
+    stochastic: bool = False
+    # `eta` for the pipeline call (DDIM only); None = the pipeline's default
+    eta: float | None = None
+    # A1111's extra_generation_params entry for a non-default eta: ("Eta", 0.5) / ("Eta DDIM", 0.3)
+    eta_info: tuple[str, float] | None = None
+    # the factor on the sampler's fresh noise (A1111's s_noise), for the samplers that take it
+    s_noise: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Runs:
+    class_name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    order: int = 1
+    timestep_sampler: bool = False
+    brownian: bool = False
+    stochastic: bool = False
+    schedules: frozenset[str] = frozenset({"uniform", "karras", "exponential", "beta", "trailing", "leading"})
+    eta_zero: "_Runs | None" = None  # what eta 0 runs: the same steps without the noise
+
+
+_SPACING_ONLY = frozenset({"uniform", "trailing", "leading"})
+_TIMESTEPS_ONLY = frozenset({"leading"})
+_EULER = _Runs("EulerDiscreteScheduler")
+_DPMPP_2M = _Runs("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2})
+_DPMPP_2M_HEUN = _Runs("DPMSolverMultistepScheduler",
+                       {"algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "heun"})
+
+_RUNS: dict[str, _Runs] = {
+    "Euler a": _Runs("EulerAncestralDiscreteScheduler", stochastic=True, schedules=_SPACING_ONLY, eta_zero=_EULER),
+    "Euler": _EULER,
+    "LMS": _Runs("LMSDiscreteScheduler"),
+    "Heun": _Runs("HeunDiscreteScheduler", order=2),
+    "DPM++ 2M": _DPMPP_2M,
+    "DPM++ SDE": _Runs("DPMSolverSDEScheduler", order=2, brownian=True, stochastic=True),
+    # k-diffusion's 2M SDE at eta 0 is exactly DPM++ 2M (midpoint / Heun correction alike)
+    "DPM++ 2M SDE": _Runs("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+                          brownian=True, stochastic=True, eta_zero=_DPMPP_2M),
+    "DPM++ 2M SDE Heun": _Runs("DPMSolverMultistepScheduler",
+                               {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
+                               brownian=True, stochastic=True, eta_zero=_DPMPP_2M_HEUN),
+    "DDIM": _Runs("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False, "thresholding": False},
+                  timestep_sampler=True, schedules=_TIMESTEPS_ONLY),
+    "PLMS": _Runs("PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": False}, timestep_sampler=True,
+                  schedules=_TIMESTEPS_ONLY),
+}
+
+# A1111 samplers no diffusers scheduler draws as A1111 does: refused rather than replaced, so a job never returns a
+# different sampler's picture under the requested name.
+_REFUSED = {
+    "DPM fast": "k-diffusion's DPM-Solver-fast has no diffusers scheduler",
+    "DPM adaptive": "k-diffusion's adaptive DPM-Solver has no diffusers scheduler",
+    "Restart": "the Restart sampler has no diffusers scheduler",
+    "DDIM CFG++": "DDIM CFG++ has no diffusers scheduler",
+    "DPM++ 2S a": "diffusers has no ancestral single-step DPM-Solver++",
+    "DPM2": "A1111 drops the schedule's next-to-last sigma for DPM2, which diffusers' KDPM2 cannot",
+    "DPM2 a": "A1111 drops the schedule's next-to-last sigma for DPM2 a, which diffusers' KDPM2 cannot",
+    "DPM++ 3M SDE": "A1111 drops the schedule's next-to-last sigma for DPM++ 3M SDE, which diffusers cannot",
+    "UniPC": "A1111's UniPC runs on its own time grid (from t_enc/1000), not diffusers' timesteps",
+    "LCM": "A1111's LCM sampler steps on k-diffusion sigmas, diffusers' LCMScheduler on its own timesteps",
+}
+_ALTERNATIVE = "use 'DPM++ 2M', 'Euler a', 'DPM++ SDE' or 'DDIM'"
+
+# A1111 schedule label -> (flag group, kwargs). "Automatic" reaching here means "the model's own schedule":
+# k-diffusion's DiscreteSchedule.get_sigmas(n), timesteps linearly spaced 999 -> 0.
+_SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
+    "Automatic": ("uniform", {"timestep_spacing": "linspace"}),
+    "Uniform": ("uniform", {"timestep_spacing": "linspace"}),
+    # A1111's "normal" schedule spaces timesteps linearly from t(sigma_max) to t(sigma_min): the same sigmas
+    "Normal": ("uniform", {"timestep_spacing": "linspace"}),
+    "Karras": ("karras", {"timestep_spacing": "linspace", "use_karras_sigmas": True}),
+    "Exponential": ("exponential", {"timestep_spacing": "linspace", "use_exponential_sigmas": True}),
+    # polyexponential with A1111's rho = 1 is the exponential schedule
+    "Polyexponential": ("exponential", {"timestep_spacing": "linspace", "use_exponential_sigmas": True}),
+    "Beta": ("beta", {"timestep_spacing": "linspace", "use_beta_sigmas": True}),
+    "SGM Uniform": ("trailing", {"timestep_spacing": "trailing"}),
+    "Simple": ("trailing", {"timestep_spacing": "trailing"}),
+    # A1111's ddim schedule: range(0, 1000, 1000 // n) + 1
+    "DDIM": ("leading", {"timestep_spacing": "leading", "steps_offset": 1}),
+}
+_UNSUPPORTED_SCHEDULES = {
+    "KL Optimal": "the KL Optimal schedule needs custom sigmas, which the img2img ControlNet pipelines do not take",
+    "Align Your Steps": "Align Your Steps needs custom sigmas, which the img2img ControlNet pipelines do not take",
+}
+# the schedule A1111's DDIM and PLMS always use (they ignore the schedule type)
+_TIMESTEP_SCHEDULE = ("leading", {"timestep_spacing": "leading", "steps_offset": 1})
+
+# Which request parameters each A1111 1.10 sampler reads (sd_samplers_kdiffusion.py `sampler_extra_params`, and
+# the sampler functions that take `eta`); every other sampler ignores them, as A1111 does.
+ETA_DEFAULTS = {**dict.fromkeys(("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun",
+                                 "DPM++ 3M SDE", "DPM fast", "DPM adaptive"), 1.0),  # opts eta_ancestral
+                **dict.fromkeys(("DDIM", "DDIM CFG++"), 0.0)}  # opts eta_ddim
+CHURN_SAMPLERS = frozenset({"Euler", "Heun", "DPM2"})  # s_churn, s_tmin, s_tmax, s_noise
+S_NOISE_SAMPLERS = CHURN_SAMPLERS | {"DPM fast", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE",
+                                     "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
+
+
+def scheduler_spec(sampler: str, schedule: str, params: SamplerParams = SamplerParams()) -> SchedulerSpec:
+    """What runs an A1111 (sampler, schedule label) pair with the request's sampler parameters; FieldError (on the
+    field to change) where nothing draws what A1111 would.
+
+    Parameters, as A1111 1.10 reads them: ``eta`` (None = 1 for ancestral/SDE samplers, 0 for DDIM) goes to the
+    samplers that take one; diffusers' ancestral/SDE schedulers run eta 1, and eta 0 runs the same steps without
+    noise where diffusers has them (Euler a -> Euler, DPM++ 2M SDE -> DPM++ 2M); DDIM takes any eta. ``s_churn``
+    adds noise before Euler/Heun/DPM2 steps (diffusers adds it after the model call: refused); ``s_tmin`` /
+    ``s_tmax`` / ``s_noise`` only shape that churn, so they change nothing at churn 0. ``s_noise`` scales the
+    fresh noise of DPM++ SDE and DPM++ 2M SDE.
+    """
+    if sampler in _REFUSED:
+        raise FieldError("sampler_name", f"sampler {sampler!r} is not supported: {_REFUSED[sampler]}; "
+                                         f"{_ALTERNATIVE}")
+    runs = _RUNS.get(sampler)
+    if runs is None:
+        raise FieldError("sampler_name", f"unknown sampler {sampler!r}")
+    if runs.timestep_sampler:
+        group, schedule_kwargs = _TIMESTEP_SCHEDULE  # A1111's DDIM/PLMS build their own timesteps
+    else:
+        if schedule in _UNSUPPORTED_SCHEDULES:
+            raise FieldError("scheduler", f"schedule type {schedule!r} is not supported: "
+                                          f"{_UNSUPPORTED_SCHEDULES[schedule]}")
+        if schedule not in _SCHEDULES:
+            raise FieldError("scheduler", f"unknown schedule type {schedule!r}")
+        group, schedule_kwargs = _SCHEDULES[schedule]
+    if group not in runs.schedules:
+        raise FieldError("scheduler", f"schedule type {schedule!r} is not available for sampler "
+                                      f"{sampler!r} in diffusers ({runs.class_name})")
+
+    eta_param, eta_info, ran = None, None, runs
+    default_eta = ETA_DEFAULTS.get(sampler)
+    eta = params.eta
+    if default_eta is not None and eta is not None and eta != default_eta:
+        eta_info = ("Eta DDIM" if sampler == "DDIM" else "Eta", eta)
+        if sampler == "DDIM":
+            eta_param = eta
+        elif eta == 0 and runs.eta_zero is not None:
+            ran = runs.eta_zero
+        else:
+            raise FieldError("eta", f"eta {eta:g} is not supported for sampler {sampler!r}: diffusers runs it with "
+                                    "eta 1" + (" (or 0)" if runs.eta_zero else ""))
+    if sampler in CHURN_SAMPLERS and params.s_churn:
+        raise FieldError("s_churn", f"s_churn {params.s_churn:g} is not supported for sampler {sampler!r}: "
+                                    "diffusers adds the churn noise after the model call, A1111 before it; use 0")
+    s_noise = 1.0
+    if sampler in S_NOISE_SAMPLERS - CHURN_SAMPLERS and params.s_noise is not None and ran.stochastic:
+        s_noise = float(params.s_noise)
+
+    kwargs = {**ran.kwargs, **schedule_kwargs}
+    return SchedulerSpec(
+        sampler=sampler, schedule=schedule, class_name=ran.class_name, kwargs=kwargs, order=ran.order,
+        timestep_sampler=ran.timestep_sampler, brownian=ran.brownian, stochastic=ran.stochastic,
+        eta=eta_param, eta_info=eta_info, s_noise=s_noise,
+    )
+
+
+def supported_pairs() -> list[tuple[str, str]]:
+    """Every (sampler, schedule label) pair the runner can run: for docs and tests."""
+    pairs = []
+    for sampler in SAMPLER_NAMES:
+        for schedule in SCHEDULER_LABELS:
+            try:
+                scheduler_spec(sampler, schedule)
+            except FieldError:
+                continue
+            pairs.append((sampler, schedule))
+    return pairs

@@ -259,18 +259,16 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         if switch_at is None or switch_at <= 0:
             stop = first
         else:
-            probe = P.make_scheduler(refiner["scheduler"], spec)
+            probe = P.make_scheduler(refiner["scheduler"], spec)  # only its timesteps: no noise
             stop = P.refiner_start_index(probe, steps.schedule, switch_at)
             if stop >= len(probe.timesteps):  # the schedule ends before the switch: A1111 never switches
                 stop, refiner = None, None
         trace["stop"] = stop
-    refiner_sched = P.make_scheduler(refiner["scheduler"], spec) if refiner is not None else None
+    refiner_sched = P.make_scheduler(refiner["scheduler"], spec, batch.seeds) if refiner is not None else None
 
     if refiner is not None and stop is not None and stop <= first:
         # A1111: the switch point is before the first img2img step -> the refiner samples everything (no ControlNet)
         pipe = P.refiner_pipeline(refiner, refiner_sched)
-        if spec.brownian:
-            pipe.scheduler.noise_sampler_seed = list(batch.seeds)
         seen: list[int] = []
         P.install_initial_latents(pipe, init)
         try:
@@ -283,9 +281,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         trace.update(base=[], refiner=seen)
         return list(out), trace
 
-    scheduler = P.make_scheduler(base["scheduler"], spec)
-    if spec.brownian:
-        scheduler.noise_sampler_seed = list(batch.seeds)
+    scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds)
     units = None
     kwargs = dict(common, **prompts.base.pipeline_kwargs(dtype))
     if plan.units:
@@ -312,8 +308,6 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         return list(out), trace
 
     pipe_r = P.refiner_pipeline(refiner, refiner_sched)
-    if spec.brownian:
-        pipe_r.scheduler.noise_sampler_seed = list(batch.seeds)
     seen_refiner: list[int] = []
     with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
         images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",

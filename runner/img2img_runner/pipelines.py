@@ -23,6 +23,7 @@ default), CPU (fp32) otherwise.
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -35,9 +36,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from img2img.api.samplers import SchedulerSpec
 from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, Catalog, Entry, ModelError
 from img2img_runner.plan import soft_injection_scales
-from img2img_runner.samplers import SchedulerSpec
 
 log = logging.getLogger(__name__)
 
@@ -331,17 +332,74 @@ class ModelCache:
 # --- schedulers --------------------------------------------------------------------------------------------
 
 
-def make_scheduler(template: Any, spec: SchedulerSpec) -> Any:
-    """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config."""
+def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = ()) -> Any:
+    """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config, drawing its fresh
+    noise as A1111 does for the batch's ``seeds`` (``sampler_noise``)."""
+    import inspect
+
     import diffusers
 
     cls = getattr(diffusers, spec.class_name)
-    import inspect
-
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the model config may have set one
     kwargs.update(spec.kwargs)
-    return cls.from_config(template.config, **kwargs)
+    scheduler = cls.from_config(template.config, **kwargs)
+    sampler_noise(scheduler, spec, list(seeds))
+    return scheduler
+
+
+def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None:
+    """Make ``scheduler`` draw A1111's fresh noise, times ``s_noise``.
+
+    A1111's DPM++ SDE and DPM++ 2M SDE take their noise from a Brownian tree over the schedule's sigma range, one
+    tree per image seeded with its seed (``create_noise_sampler``), its normal draws on the CPU (torchsde's
+    ``_randn`` replaced, as A1111 does, so that it is the same on any device). diffusers' DPMSolverSDEScheduler has
+    that tree; its multistep SDE draws plain normal noise, so its ``variance_noise`` is filled from a tree here.
+    """
+    if not spec.brownian:
+        return
+    _cpu_brownian_draws()
+    if spec.class_name == "DPMSolverSDEScheduler":
+        scheduler.noise_sampler_seed = seeds
+        if spec.s_noise != 1.0:
+            scheduler.step = functools.partial(scheduler.step, s_noise=spec.s_noise)
+        return
+    from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+    step, trees = scheduler.step, []
+
+    def brownian_step(model_output, timestep, sample, generator=None, variance_noise=None, return_dict=True):
+        sigmas = scheduler.sigmas
+        if not trees:
+            positive = sigmas[sigmas > 0]
+            trees.append(BrownianTreeNoiseSampler(sample, positive.min().item(), sigmas.max().item(), seeds))
+        index = scheduler.step_index if scheduler.step_index is not None else scheduler.begin_index or 0
+        sigma, sigma_next = sigmas[index], sigmas[index + 1]
+        if sigma_next > 0:
+            noise = trees[0](sigma, sigma_next).to(sample.device, sample.dtype) * spec.s_noise
+        else:  # the last step lands on sigma 0: k-diffusion returns the denoised sample, no noise
+            noise = torch.zeros_like(sample)
+        return step(model_output, timestep, sample, generator=generator, variance_noise=noise,
+                    return_dict=return_dict)
+
+    scheduler.step = brownian_step
+
+
+_BROWNIAN_PATCHED = []
+
+
+def _cpu_brownian_draws() -> None:
+    """torchsde's Brownian tree draws its normals from a CPU generator (A1111 ``replace_torchsde_browinan``)."""
+    if _BROWNIAN_PATCHED:
+        return
+    import torchsde._brownian.brownian_interval as interval
+
+    def cpu_randn(size, dtype, device, seed):
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        return torch.randn(size, generator=generator).to(device=device, dtype=dtype)
+
+    interval._randn = cpu_randn
+    _BROWNIAN_PATCHED.append(True)
 
 
 def refiner_start_index(scheduler: Any, steps: int, switch_at: float) -> int:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from img2img.api.errors import FieldError
 from img2img.api.prompts import composable_weight
+from img2img.api.samplers import SchedulerSpec, scheduler_spec
 from img2img_runner.catalog import Entry, Resolved
-from img2img_runner.samplers import SchedulerSpec, scheduler_spec
 
 if TYPE_CHECKING:  # the payload types are pydantic models from img2img.api (no torch either)
     from img2img.api.controlnet import ControlNetUnit
@@ -246,7 +246,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
               rng: _random.Random | None = None) -> Plan:
     """Every decision of the job. Raises FieldError for what the runner cannot do as asked."""
     sampler, schedule = payload.effective_sampler()
-    spec = scheduler_spec(sampler, schedule, payload.eta)
+    spec = scheduler_spec(sampler, schedule, payload.sampler_params)
 
     opts = payload.override_settings
     fix_steps = bool(opts and opts.img2img_fix_steps)

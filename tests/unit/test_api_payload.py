@@ -91,7 +91,7 @@ def test_parameters_echo_keeps_images_when_asked_but_never_inline_unit_images():
     ("LMS Karras", "Uniform", ("LMS", "Karras")),  # a suffix overrides an explicit scheduler (A1111)
     ("Euler SGMUniform", None, ("Euler", "SGM Uniform")),
     ("DDIM", None, ("DDIM", "Automatic")),
-    ("UniPC", "Automatic", ("UniPC", "Automatic")),
+    ("PLMS", "Automatic", ("PLMS", "Automatic")),
 ])
 def test_sampler_names_resolve_as_a1111(name, scheduler, expected):
     payload = Img2ImgPayload.model_validate(seed_payload(sampler_name=name, sampler_index=name,

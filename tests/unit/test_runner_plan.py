@@ -122,15 +122,6 @@ def test_seed_request_sampler_and_schedule():
                                                    "Schedule type"]
 
 
-def test_an_unsupported_sampler_is_refused_naming_the_field():
-    with pytest.raises(FieldError) as exc:
-        plan_for(seed_payload(sampler_name="DPM adaptive", scheduler=None))
-    assert exc.value.field == "sampler_name"
-    with pytest.raises(FieldError) as exc:
-        plan_for(seed_payload(sampler_name="Euler a", scheduler="karras"))
-    assert exc.value.field == "scheduler"
-
-
 # --- refiner ------------------------------------------------------------------------------------------------
 
 
