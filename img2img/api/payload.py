@@ -257,10 +257,17 @@ class Img2ImgPayload(ApiModel):
             for reason in prompts.refusals(getattr(self, key), positive=key == "prompt"):
                 found.add(key, reason)
         try:
-            samplers.scheduler_spec(*self.effective_sampler(), self.sampler_params)
+            spec = samplers.scheduler_spec(*self.effective_sampler(), self.sampler_params)
         except FieldError as exc:  # a sampler, schedule or parameter the runner cannot draw as A1111 does
             named = "sampler_index" if exc.field == "sampler_name" and not self.sampler_name else exc.field
             found.add(named, str(exc))
+        else:
+            fix_steps = bool(self.override_settings and self.override_settings.img2img_fix_steps)
+            t_enc = samplers.img2img_t_enc(self.steps, self.denoising_strength, fix_steps)[1]
+            refiner = (self.refiner is not None and self.refiner != self.checkpoint
+                       and (self.refiner_switch_at is None or self.refiner_switch_at < 1))
+            for key, reason in samplers.timestep_sampler_refusals(spec, t_enc, refiner).items():
+                found.add(key, reason)
         weight = prompts.composable_weight(self.prompt)[1]
         if self.cfg_scale * weight < 1:
             scaled = f" (times the prompt's weight {weight:g})" if weight != 1 else ""

@@ -350,6 +350,32 @@ def scheduler_spec(sampler: str, schedule: str, params: SamplerParams = SamplerP
     )
 
 
+def img2img_t_enc(steps: int, denoising_strength: float, fix_steps: bool = False) -> tuple[int, int]:
+    """(schedule length, t_enc) as A1111's ``setup_img2img_steps``: t_enc = int(min(ds, 0.999) * steps) on a
+    ``steps`` schedule; with the ``img2img_fix_steps`` option the schedule is int(steps / min(ds, 0.999)) long and
+    t_enc = steps - 1."""
+    ds = min(denoising_strength, 0.999)
+    if fix_steps:
+        return (int(steps / ds) if ds > 0 else steps), steps - 1
+    return steps, int(ds * steps)
+
+
+def timestep_sampler_refusals(spec: SchedulerSpec, t_enc: int, refiner: bool) -> dict[str, str]:
+    """DDIM/PLMS requests that A1111 runs in a way the runner does not: field -> reason. ``refiner``: the request
+    switches to a refiner during sampling."""
+    if not spec.timestep_sampler:
+        return {}
+    found = {}
+    if t_enc < 2:
+        found["denoising_strength"] = (f"{spec.sampler} runs t_enc - 1 = {t_enc - 1} steps here (t_enc = "
+                                       "denoising_strength x steps, rounded down): A1111 returns the noised image "
+                                       "unsampled; raise steps or denoising_strength")
+    if refiner and spec.class_name == "PNDMScheduler":
+        found["refiner_checkpoint"] = ("PLMS with a refiner is not supported: A1111 carries PLMS's multistep "
+                                       "history across the switch; use DDIM, a k-diffusion sampler or no refiner")
+    return found
+
+
 def supported_pairs() -> list[tuple[str, str]]:
     """Every (sampler, schedule label) pair the runner can run: for docs and tests."""
     pairs = []

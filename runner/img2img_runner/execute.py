@@ -165,9 +165,9 @@ class _Progress:
 
     def __init__(self, plan: Plan, on_step: Callable[[int, int], None] | None):
         self.on_step = on_step
+        self.plan_steps = plan.steps
         self.per_batch = plan.steps.executed
-        self.order = plan.scheduler.order
-        self.first = plan.steps.first_index * plan.scheduler.order
+        self.first = plan.steps.first_index * plan.steps.order
         self.steps = self.per_batch * len(plan.batches)
 
     def tell(self, step: int = 0) -> None:
@@ -177,7 +177,7 @@ class _Progress:
     def batch(self, batch: Batch) -> Callable[[int], None]:
         """The callback for one batch: called with each executed schedule index."""
         done_before = batch.index * self.per_batch
-        return lambda index: self.tell(done_before + (index - self.first) // self.order + 1)
+        return lambda index: self.tell(done_before + self.plan_steps.step_of(index - self.first) + 1)
 
 
 def _load_models(plan: Plan, cache) -> _Loaded:
@@ -239,7 +239,8 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
     init = P.InitialLatents(
         images=[prepared[i][1] for i in batch.init_image_indices], noise=noise, noise_multiplier=plan.noise_multiplier,
         vae_seeds=vae_seeds,
-        latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None)
+        latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None,
+        noise_index=steps.first_index - 1 if steps.timestep_sampler else None)
     images_in = [prepared[i][0] for i in batch.init_image_indices]
     cfg_on = plan.guidance_scale > 1
     dtype = loaded.runtime.dtype
@@ -251,6 +252,8 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
     first = steps.first_index * spec.order  # index in scheduler.timesteps of the first executed evaluation
     trace: dict[str, Any] = {"seeds": list(batch.seeds), "order": spec.order, "first": first}
 
+    # DDIM/PLMS end before the schedule's last timestep (A1111 takes no step from it); the others run to the end
+    last = first + steps.evaluations if steps.timestep_sampler else None
     # where the refiner takes over (None: no refiner; 0 evaluations on the base: the refiner does it all)
     stop = None
     refiner = loaded.refiner
@@ -261,7 +264,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         else:
             probe = P.make_scheduler(refiner["scheduler"], spec)  # only its timesteps: no noise
             stop = P.refiner_start_index(probe, steps.schedule, switch_at)
-            if stop >= len(probe.timesteps):  # the schedule ends before the switch: A1111 never switches
+            if stop >= (last or len(probe.timesteps)):  # the run ends before the switch: A1111 never switches
                 stop, refiner = None, None
         trace["stop"] = stop
     refiner_sched = P.make_scheduler(refiner["scheduler"], spec, batch.seeds) if refiner is not None else None
@@ -274,31 +277,33 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         try:
             with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
                 out = pipe(image=images_in, strength=steps.strength, output_type="pil",
-                           callback_on_step_end=P.step_counter(None, first, seen, on_index), **common,
+                           callback_on_step_end=P.step_counter(last, first, seen, on_index), **common,
                            **prompts.refiner.pipeline_kwargs(dtype)).images
         finally:
             P.remove_initial_latents(pipe)
         trace.update(base=[], refiner=seen)
         return list(out), trace
 
-    scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds)
+    scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds, steps.first_index)
     units = None
     kwargs = dict(common, **prompts.base.pipeline_kwargs(dtype))
     if plan.units:
         units = P.control_units(loaded.controlnets, [u.soft_injection for u in plan.units],
-                                [u.cfg_injection for u in plan.units], context=(prompts.base.lengths, batch.size))
+                                [u.cfg_injection for u in plan.units], context=(prompts.base.lengths, batch.size),
+                                windows=[u.window for u in plan.units], step_of=steps.step_of)
         units.cfg_active = cfg_on
+        # the units' guidance windows are CN's (UnitPlan.window, applied by the units): diffusers' own stays open
         kwargs.update(control_image=list(control_images), controlnet_conditioning_scale=[u.weight for u in plan.units],
-                      control_guidance_start=[u.guidance_start for u in plan.units],
-                      control_guidance_end=[u.guidance_end for u in plan.units],
+                      control_guidance_start=[0.0] * len(plan.units), control_guidance_end=[1.0] * len(plan.units),
                       height=plan.run_height, width=plan.run_width)
     pipe = P.base_pipeline(base, loaded.vae, scheduler, units)
     seen_base: list[int] = []
     P.install_initial_latents(pipe, init)
+    counter = P.step_counter(stop if stop is not None else last, first, seen_base, on_index)
     try:
         with P.context_split(base["unet"], prompts.base.lengths, batch.size):
             out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
-                       callback_on_step_end=P.step_counter(stop, first, seen_base, on_index), **kwargs).images
+                       callback_on_step_end=counter, **kwargs).images
     finally:
         P.remove_initial_latents(pipe)
     trace["base"] = seen_base
@@ -311,9 +316,10 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
     seen_refiner: list[int] = []
     with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
         images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
-                        callback_on_step_end=P.step_counter(None, stop, seen_refiner, on_index), **common,
+                        callback_on_step_end=P.step_counter(last, stop, seen_refiner, on_index), **common,
                         **prompts.refiner.pipeline_kwargs(dtype)).images
-    if pipe_r.scheduler.begin_index != stop:
-        raise RuntimeError(f"refiner began at {pipe_r.scheduler.begin_index}, the base stopped before {stop}")
+    began = getattr(pipe_r.scheduler, "begin_index", stop)
+    if began != stop:
+        raise RuntimeError(f"refiner began at {began}, the base stopped before {stop}")
     trace["refiner"] = seen_refiner
     return list(images), trace

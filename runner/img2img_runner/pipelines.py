@@ -332,20 +332,47 @@ class ModelCache:
 # --- schedulers --------------------------------------------------------------------------------------------
 
 
-def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = ()) -> Any:
+def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0) -> Any:
     """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config, drawing its fresh
-    noise as A1111 does for the batch's ``seeds`` (``sampler_noise``)."""
+    noise as A1111 does for the batch's ``seeds`` (``sampler_noise``). PLMS starts its multistep history at
+    ``first_index`` of the schedule (``_plms``)."""
     import inspect
 
     import diffusers
 
-    cls = getattr(diffusers, spec.class_name)
+    cls = _plms() if spec.class_name == "PNDMScheduler" else getattr(diffusers, spec.class_name)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the model config may have set one
     kwargs.update(spec.kwargs)
     scheduler = cls.from_config(template.config, **kwargs)
+    if spec.class_name == "PNDMScheduler":
+        scheduler.first_index = first_index
     sampler_noise(scheduler, spec, list(seeds))
     return scheduler
+
+
+@functools.cache
+def _plms() -> type:
+    """diffusers' PLMS (PNDMScheduler with skip_prk_steps) whose first step may lie inside the schedule.
+
+    PLMS's first step evaluates the model twice: at its timestep, and at the next one on an Euler prediction; so
+    diffusers repeats the schedule's second timestep. A1111's img2img PLMS makes that first step at
+    ``timesteps[t_enc - 1]``: the timestep repeated must be the one after ``first_index``.
+    """
+    import diffusers
+    import numpy as np
+
+    class WindowedPLMS(diffusers.PNDMScheduler):
+        first_index = 0
+
+        def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
+            super().set_timesteps(num_inference_steps, device)
+            grid = self._timesteps[::-1]  # one per step, from the top
+            at = self.first_index + 1
+            self.plms_timesteps = np.concatenate([grid[:at], grid[at:at + 1], grid[at:]])
+            self.timesteps = torch.from_numpy(self.plms_timesteps.astype(np.int64)).to(device)
+
+    return WindowedPLMS
 
 
 def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None:
@@ -487,7 +514,8 @@ class context_split:
 
 
 def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[bool],
-                  context: tuple[tuple[int, int], int] | None = None) -> Any:
+                  context: tuple[tuple[int, int], int] | None = None, windows: list[tuple[bool, ...]] | None = None,
+                  step_of: Callable[[int], int] | None = None) -> Any:
     from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
     class ControlUnits(MultiControlNetModel):
@@ -499,12 +527,19 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
             self.cfg_injection = list(cfg_injection)
             self.cfg_active = False  # set per call: is the batch [uncond, cond]?
             self.calls = [0] * len(controlnets)  # how often each unit ran (tests: guidance windows)
+            # per unit, per sampler step: does it run (sd-webui-controlnet's window); the evaluations seen so far
+            self.windows, self.step_of, self.evaluation = windows, step_of, 0
             # ((negative, positive) context lengths, batch size) when they differ: each net runs once per length
             self.context = context if context is not None and context[0][0] != context[0][1] else None
 
         def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
                     class_labels=None, timestep_cond=None, attention_mask=None, added_cond_kwargs=None,
                     cross_attention_kwargs=None, guess_mode=False, return_dict=True):
+            if self.windows is not None:
+                step = self.step_of(self.evaluation)
+                conditioning_scale = [scale if window[step] else 0.0
+                                      for scale, window in zip(conditioning_scale, self.windows)]
+            self.evaluation += 1
             active = [i for i, scale in enumerate(conditioning_scale) if scale != 0]
             down_total = mid_total = None
             for i in active or [0]:  # no unit in its guidance window: one run at scale 0 gives zero residuals
@@ -590,6 +625,9 @@ class InitialLatents:
     noise_multiplier: float
     vae_seeds: list[int]  # generator seeds for sampling the VAE posterior, one per image
     latent_size: tuple[int, int] | None  # (h, w): resize_mode 3 interpolates the encoded latents to this
+    # the schedule index whose noise level the latents get; None = the first executed step's (DDIM/PLMS: the one
+    # above it, as A1111 noises to timesteps[t_enc] and steps from timesteps[t_enc - 1])
+    noise_index: int | None = None
 
 
 def a1111_noise(seeds: list[int] | tuple[int, ...], shape: tuple[int, int, int]) -> tuple[torch.Tensor, list]:
@@ -646,6 +684,8 @@ def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
         if not add_noise:
             return latents
         noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
+        if init.noise_index is not None:
+            timestep = pipe.scheduler.timesteps[init.noise_index].repeat(latents.shape[0])
         return pipe.scheduler.add_noise(latents, noise, timestep)
 
     pipe.prepare_latents = prepare_latents

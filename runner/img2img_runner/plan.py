@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from img2img.api.errors import FieldError
 from img2img.api.prompts import composable_weight
-from img2img.api.samplers import SchedulerSpec, scheduler_spec
+from img2img.api.samplers import SchedulerSpec, img2img_t_enc, scheduler_spec
 from img2img_runner.catalog import Entry, Resolved
 
 if TYPE_CHECKING:  # the payload types are pydantic models from img2img.api (no torch either)
@@ -39,15 +39,40 @@ SOFT_INJECTION_SCALES = tuple(0.825 ** float(12 - k) for k in range(13))
 
 @dataclass(frozen=True)
 class Steps:
+    """A1111's img2img steps, and where they fall in the diffusers schedule.
+
+    k-diffusion samplers run t_enc + 1 steps from ``sigmas[steps - t_enc - 1]``, the noise at that first sigma.
+    DDIM and PLMS (sd_samplers_timesteps.py) noise the latent to ``timesteps[t_enc]`` and then loop over
+    ``timesteps[:t_enc]`` from the top: t_enc - 1 steps, the first at ``timesteps[t_enc - 1]``, the last landing on
+    ``timesteps[0]`` (no step from it). A1111's progress counts ``t_enc + 1`` in both cases.
+    """
+
     requested: int  # A1111 p.steps: what info/infotext report
     schedule: int  # the sampler's schedule length: diffusers' num_inference_steps
-    executed: int  # sampler steps A1111 runs in img2img (k-diffusion: t_enc + 1; DDIM/PLMS/UniPC: t_enc)
-    strength: float  # the `strength` that makes diffusers run exactly `executed` steps of `schedule`
+    t_enc: int
+    executed: int  # sampler steps A1111 runs
+    strength: float  # the `strength` that makes diffusers start at `first_index`
+    first_index: int  # schedule index (in steps) of the first executed step
+    timestep_sampler: bool  # DDIM/PLMS: noised one schedule step above the first step; no step from the last
+    order: int = 1  # model evaluations per step (diffusers' scheduler.order)
+    double_first: bool = False  # PLMS: its first step evaluates the model twice
 
     @property
-    def first_index(self) -> int:
-        """Schedule index (in steps) of the first executed step: A1111 starts at sigmas[steps - t_enc - 1]."""
-        return self.schedule - self.executed
+    def sampling_steps(self) -> int:
+        """A1111's ``state.sampling_steps`` in img2img (``launch_sampling(t_enc + 1)``)."""
+        return self.t_enc + 1
+
+    def step_of(self, evaluation: int) -> int:
+        """The sampler step (0-based) that the job's ``evaluation``-th model evaluation belongs to."""
+        if self.double_first:
+            return max(evaluation - 1, 0)
+        return evaluation // self.order
+
+    @property
+    def evaluations(self) -> int:
+        if self.double_first:
+            return self.executed + 1
+        return self.order * self.executed - (self.order - 1)  # a 2nd-order sampler's last step is an Euler step
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,7 @@ class UnitPlan:
     weight: float
     guidance_start: float
     guidance_end: float
+    window: tuple[bool, ...]  # per executed sampler step: does the unit run (guidance_window)
     image: str | None  # the unit's own image field (None = the init image)
     resize_mode: str  # what the detect map is resized with (the init image case uses img2img's resize_mode)
     resize_mode_as_sent: str  # the unit's own value (infotext shows it)
@@ -162,28 +188,31 @@ def fixed_seed(seed: int | None, rng: _random.Random | None = None) -> int:
     return int(seed)
 
 
-def img2img_steps(steps: int, denoising_strength: float, *, timestep_sampler: bool,
-                  fix_steps: bool = False) -> Steps:
-    """A1111's img2img step count, and the diffusers ``strength`` that runs exactly that many steps.
+def img2img_steps(steps: int, denoising_strength: float, spec: SchedulerSpec, *, fix_steps: bool = False) -> Steps:
+    """A1111's img2img step count, and the diffusers ``strength`` that starts at A1111's first step.
 
-    ``setup_img2img_steps``: t_enc = int(min(ds, 0.999) * steps) on a ``steps`` schedule; with the
-    ``img2img_fix_steps`` option the schedule is int(steps / min(ds, 0.999)) long and t_enc = steps - 1.
-    k-diffusion samplers run t_enc + 1 steps starting at sigmas[steps - t_enc - 1]; timestep samplers run t_enc.
-    diffusers runs int(num_inference_steps * strength) steps from the end of its schedule, so strength =
-    (executed + 0.5) / schedule (the half step keeps float rounding from losing one), at most 1.
+    t_enc as A1111's ``setup_img2img_steps`` (``img2img_t_enc``). diffusers starts int(num_inference_steps * strength) steps before the end of its schedule, so strength =
+    (that count + 0.5) / schedule (the half step keeps float rounding from losing one), at most 1.
     """
-    ds = min(denoising_strength, 0.999)
-    if fix_steps:
-        schedule = int(steps / ds) if ds > 0 else steps
-        t_enc = steps - 1
+    schedule, t_enc = img2img_t_enc(steps, denoising_strength, fix_steps)
+    if spec.timestep_sampler:
+        executed, first = t_enc - 1, schedule - t_enc
     else:
-        schedule = steps
-        t_enc = int(ds * steps)
-    executed = t_enc if timestep_sampler else t_enc + 1
-    executed = max(1, min(executed, schedule))  # diffusers cannot run 0 steps (A1111 DDIM at ds ~0 runs none)
-    strength = min(1.0, (executed + 0.5) / schedule)
-    assert min(int(schedule * strength), schedule) == executed, (schedule, strength, executed)
-    return Steps(requested=steps, schedule=schedule, executed=executed, strength=strength)
+        executed = min(t_enc + 1, schedule)
+        first = schedule - executed
+    strength = min(1.0, (schedule - first + 0.5) / schedule)
+    assert min(int(schedule * strength), schedule) == schedule - first, (schedule, strength, first)
+    return Steps(requested=steps, schedule=schedule, t_enc=t_enc, executed=executed, strength=strength,
+                 first_index=first, timestep_sampler=spec.timestep_sampler, order=spec.order,
+                 double_first=spec.class_name == "PNDMScheduler")
+
+
+def guidance_window(start: float, end: float, steps: Steps) -> tuple[bool, ...]:
+    """Which of A1111's sampler steps a ControlNet unit runs in (sd-webui-controlnet hook.py): CN reads the progress
+    as ``state.sampling_step / state.sampling_steps``, where the sampling step is the last finished step's index
+    (0 while the first two steps run) and the total is t_enc + 1; the unit is off below ``start`` and above
+    ``end``."""
+    return tuple(start <= max(i - 1, 0) / steps.sampling_steps <= end for i in range(steps.executed))
 
 
 def pixel_perfect_resolution(image_size: tuple[int, int], target: tuple[int, int], resize_mode: str) -> int:
@@ -197,7 +226,7 @@ def pixel_perfect_resolution(image_size: tuple[int, int], target: tuple[int, int
 
 
 def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, payload: "Img2ImgPayload",
-              target: tuple[int, int], sizes: ImageSizes, sent: dict | None = None) -> UnitPlan:
+              target: tuple[int, int], sizes: ImageSizes, steps: Steps, sent: dict | None = None) -> UnitPlan:
     pre = unit.preprocessor
     field_ = f"alwayson_scripts.controlnet.args[{request_index}]"
     if not pre.needs_model:
@@ -222,7 +251,8 @@ def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, 
         index=index, request_index=request_index, module=pre.name, module_as_sent=unit.module, model=unit.model,
         controlnet=resolved.runs, substituted_from=resolved.requested if resolved.substituted else None,
         weight=float(unit.weight), guidance_start=float(unit.guidance_start),
-        guidance_end=float(unit.effective_guidance_end), image=image, resize_mode=resize_mode,
+        guidance_end=float(unit.effective_guidance_end),
+        window=guidance_window(float(unit.guidance_start), float(unit.effective_guidance_end), steps), image=image, resize_mode=resize_mode,
         resize_mode_as_sent=unit.resize_mode_name, processor_res=processor_res, processor_res_info=processor_res_info,
         pixel_perfect=unit.pixel_perfect,
         threshold_a=thr_a, threshold_b=thr_b,
@@ -250,8 +280,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
 
     opts = payload.override_settings
     fix_steps = bool(opts and opts.img2img_fix_steps)
-    steps = img2img_steps(payload.steps, payload.denoising_strength, timestep_sampler=spec.timestep_sampler,
-                          fix_steps=fix_steps)
+    steps = img2img_steps(payload.steps, payload.denoising_strength, spec, fix_steps=fix_steps)
 
     # A1111 img2img init: one init image is repeated for the batch; 2..batch_size images set the batch size
     n_init = len(sizes.init)
@@ -296,7 +325,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     sent_units = _units_as_sent(payload)
     for index, ((request_index, unit), resolved) in enumerate(zip(enabled, models.controlnets)):
         sent = sent_units[request_index] if request_index < len(sent_units) else None
-        units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, sent))
+        units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, steps, sent))
 
     noise_multiplier = 1.0 if payload.initial_noise_multiplier is None else float(payload.initial_noise_multiplier)
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0

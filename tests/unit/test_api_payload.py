@@ -95,7 +95,7 @@ def test_parameters_echo_keeps_images_when_asked_but_never_inline_unit_images():
 ])
 def test_sampler_names_resolve_as_a1111(name, scheduler, expected):
     payload = Img2ImgPayload.model_validate(seed_payload(sampler_name=name, sampler_index=name,
-                                                         scheduler=scheduler))
+                                                         scheduler=scheduler, refiner_checkpoint=None))
     assert payload.effective_sampler() == expected
 
 

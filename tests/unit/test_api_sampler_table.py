@@ -154,3 +154,9 @@ def test_validation_refuses_what_the_runner_would_refuse():
     assert "eta 0.5" in reasons(eta=0.5)["input.payload.eta"]  # the seed's DPM++ SDE runs eta 1 only
     assert "s_churn" in reasons(sampler_name="Euler", s_churn=1)["input.payload.s_churn"]
     Img2ImgPayload.model_validate(seed_payload(sampler_name="DPM++ 2M SDE", eta=0, s_noise=0))
+    # DDIM and PLMS: A1111 runs t_enc - 1 steps, and carries their loop across a refiner switch
+    assert "0 steps" in reasons(sampler_name="DDIM", steps=2, denoising_strength=0.75)[
+        "input.payload.denoising_strength"]
+    assert "history" in reasons(sampler_name="PLMS")["input.payload.refiner_checkpoint"]
+    Img2ImgPayload.model_validate(seed_payload(sampler_name="PLMS", steps=4, refiner_checkpoint=None))
+    Img2ImgPayload.model_validate(seed_payload(sampler_name="DDIM", steps=6, scheduler="automatic"))

@@ -9,10 +9,12 @@ import pytest
 from runner_samples import plan_for, seed_payload, tiny_catalog
 
 from img2img.api.errors import FieldError
+from img2img.api.samplers import scheduler_spec
 from img2img_runner.plan import (
     SEED_RANGE,
     ImageSizes,
     fixed_seed,
+    guidance_window,
     img2img_steps,
     pixel_perfect_resolution,
     soft_injection_scales,
@@ -61,39 +63,65 @@ def test_several_init_images_set_the_batch_size_as_a1111_does():
 # --- steps ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("steps, ds, timestep_sampler, executed", [
-    (30, 0.75, False, 23),  # t_enc = 22, k-diffusion runs t_enc + 1 (diffusers alone would run 22)
-    (30, 0.75, True, 22),  # DDIM/PLMS/UniPC run t_enc
-    (20, 0.5, False, 11),
-    (30, 1.0, False, 30),  # min(ds, 0.999): t_enc = 29
-    (10, 0.0, False, 1),  # k-diffusion still runs one step at the lowest sigma
-    (7, 0.33, False, 3),
+EULER, DDIM, PLMS, HEUN = (scheduler_spec(name, "Automatic") for name in ("Euler", "DDIM", "PLMS", "Heun"))
+
+
+@pytest.mark.parametrize("steps, ds, spec, executed, first", [
+    (30, 0.75, EULER, 23, 7),  # t_enc = 22, k-diffusion runs t_enc + 1 from sigmas[30 - 23]
+    (20, 0.5, EULER, 11, 9),
+    (30, 1.0, EULER, 30, 0),  # min(ds, 0.999): t_enc = 29
+    (10, 0.0, EULER, 1, 9),  # k-diffusion still runs one step at the lowest sigma
+    (7, 0.33, EULER, 3, 4),
+    # DDIM/PLMS: noised to timesteps[t_enc], steps from timesteps[t_enc - 1] down to timesteps[1]: t_enc - 1 steps
+    (30, 0.75, DDIM, 21, 8),
+    (6, 0.75, DDIM, 3, 2),  # timesteps 1, 167, 333, 499, 665, 831: noise at 665, steps at 499, 333, 167
+    (6, 0.75, PLMS, 3, 2),
 ])
-def test_a1111_img2img_step_count(steps, ds, timestep_sampler, executed):
-    result = img2img_steps(steps, ds, timestep_sampler=timestep_sampler)
+def test_a1111_img2img_step_count(steps, ds, spec, executed, first):
+    result = img2img_steps(steps, ds, spec)
     assert result.executed == executed
     assert result.schedule == steps
-    assert result.first_index == steps - executed
-    assert min(int(steps * result.strength), steps) == executed  # what diffusers' get_timesteps will run
+    assert result.first_index == first
+    assert min(int(steps * result.strength), steps) == steps - first  # where diffusers' get_timesteps starts
+
+
+def test_model_evaluations_and_the_step_each_belongs_to():
+    heun = img2img_steps(10, 0.5, HEUN)  # 6 steps, the last an Euler step: 11 evaluations
+    assert heun.evaluations == 11 and [heun.step_of(j) for j in (0, 1, 2, 10)] == [0, 0, 1, 5]
+    plms = img2img_steps(6, 0.75, PLMS)  # 3 steps, the first evaluating twice
+    assert plms.evaluations == 4 and [plms.step_of(j) for j in range(4)] == [0, 0, 1, 2]
+    assert img2img_steps(6, 0.75, DDIM).evaluations == 3
 
 
 def test_img2img_fix_steps_stretches_the_schedule():
-    result = img2img_steps(20, 0.5, timestep_sampler=False, fix_steps=True)
-    assert (result.schedule, result.executed) == (40, 20)
+    result = img2img_steps(20, 0.5, EULER, fix_steps=True)
+    assert (result.schedule, result.executed, result.first_index) == (40, 20, 20)
 
 
-def test_strength_reproduces_the_count_for_every_steps_and_strength():
-    for steps in range(1, 151):
+def test_strength_reproduces_the_start_for_every_steps_and_strength():
+    for steps in range(2, 151):
         for tenth in range(0, 101):
             ds = tenth / 100
-            for ts in (False, True):
-                result = img2img_steps(steps, ds, timestep_sampler=ts)
-                assert min(int(steps * result.strength), steps) == result.executed, (steps, ds, ts)
+            for spec in (EULER, DDIM):
+                result = img2img_steps(steps, ds, spec)
+                assert min(int(steps * result.strength), steps) == steps - result.first_index, (steps, ds)
 
 
 def test_plan_uses_the_samplers_rule():
-    assert plan_for(seed_payload(sampler_name="DDIM", scheduler=None, steps=30)).steps.executed == 22
+    assert plan_for(seed_payload(sampler_name="DDIM", scheduler=None, steps=30, refiner_checkpoint=None)
+                    ).steps.executed == 21
     assert plan_for(seed_payload(sampler_name="Euler", scheduler=None, steps=30)).steps.executed == 23
+
+
+@pytest.mark.parametrize("steps, ds, start, end, window", [
+    # 10 steps at 0.5: t_enc 5, 6 steps; CN's progress while step i runs: max(i - 1, 0) / 6
+    (10, 0.5, 0.0, 1.0, (True,) * 6),
+    (10, 0.5, 0.0, 0.5, (True, True, True, True, True, False)),  # progress 0, 0, 1/6, 2/6, 3/6, then 4/6 > 0.5
+    (10, 0.5, 0.2, 1.0, (False, False, False, True, True, True)),  # 2/6 is the first at or past 0.2
+    (10, 0.5, 0.0, 0.0, (True, True, False, False, False, False)),  # the first two steps both read progress 0
+])
+def test_controlnet_guidance_window_as_sd_webui_controlnet_reads_it(steps, ds, start, end, window):
+    assert guidance_window(start, end, img2img_steps(steps, ds, EULER)) == window
 
 
 # --- sizes, clip skip, sampler -------------------------------------------------------------------------------
