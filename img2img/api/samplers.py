@@ -203,6 +203,8 @@ class SchedulerSpec:
     eta_info: tuple[str, float] | None = None
     # the factor on the sampler's fresh noise (A1111's s_noise), for the samplers that take it
     s_noise: float = 1.0
+    # A1111 writes ENSD into the infotext (is_sampler_using_eta_noise_seed_delta)
+    uses_ensd: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,9 @@ ETA_DEFAULTS = {**dict.fromkeys(("Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE",
                                  "DPM++ 3M SDE", "DPM fast", "DPM adaptive"), 1.0),  # opts eta_ancestral
                 **dict.fromkeys(("DDIM", "DDIM CFG++"), 0.0)}  # opts eta_ddim
 CHURN_SAMPLERS = frozenset({"Euler", "Heun", "DPM2"})  # s_churn, s_tmin, s_tmax, s_noise
+# A1111's "uses_ensd" samplers: the infotext shows ENSD for them unless eta is 0 (ENSD re-seeds every image's noise
+# after its first draw whatever the sampler; the flag only decides what the infotext says)
+USES_ENSD = frozenset({"Euler a", "DPM2 a", "DPM++ 2S a", "DPM fast", "DPM adaptive"})
 S_NOISE_SAMPLERS = CHURN_SAMPLERS | {"DPM fast", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE",
                                      "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
 
@@ -347,6 +352,7 @@ def scheduler_spec(sampler: str, schedule: str, params: SamplerParams = SamplerP
         sampler=sampler, schedule=schedule, class_name=ran.class_name, kwargs=kwargs, order=ran.order,
         timestep_sampler=ran.timestep_sampler, brownian=ran.brownian, stochastic=ran.stochastic,
         eta=eta_param, eta_info=eta_info, s_noise=s_noise,
+        uses_ensd=sampler in USES_ENSD and (eta if eta is not None else default_eta) != 0,
     )
 
 

@@ -118,7 +118,7 @@ def infotext(plan: Plan, index: int, extra: dict[str, Any]) -> str:
     models = plan.models
     vae = models.vae
     subseed_strength = plan.subseed_strength
-    ensd = plan.eta_noise_seed_delta if plan.eta_noise_seed_delta and plan.scheduler.stochastic else None
+    ensd = plan.eta_noise_seed_delta if plan.eta_noise_seed_delta and plan.scheduler.uses_ensd else None
     params: dict[str, Any] = {
         "Steps": plan.steps.requested,
         "Sampler": plan.sampler,

@@ -122,6 +122,21 @@ def test_negative_prompt_clip_skip_ensd_and_eta():
     assert "VAE" not in params  # no external VAE
 
 
+@pytest.mark.parametrize("sampler, eta, shown", [
+    ("Euler a", None, True),
+    ("Euler a", 0.0, False),  # A1111: eta 0 -> the sampler "does not use" ENSD
+    ("DPM++ SDE", None, False),  # no uses_ensd flag: its Brownian noise ignores the delta
+    ("DPM++ 2M SDE", None, False),
+    ("Euler", None, False),
+])
+def test_ensd_is_written_for_a1111s_uses_ensd_samplers_only(sampler, eta, shown):
+    payload = seed_payload(sampler_name=sampler, scheduler=None, eta=eta, refiner_checkpoint=None,
+                           override_settings={"sd_model_checkpoint": "v1-5-pruned-emaonly", "eta_noise_seed_delta": 31337},
+                           alwayson_scripts={})
+    _, (text,) = info(plan_for(payload), RAN)
+    assert ("ENSD: 31337" in text) == shown
+
+
 def test_batch_infotexts_carry_each_images_seed():
     plan = plan_for(seed_payload(seed=10, batch_size=2, n_iter=2))
     _, infotexts = info(plan, RAN)
