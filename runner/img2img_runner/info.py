@@ -3,7 +3,8 @@
 The format is A1111 1.10 + current sd-webui-controlnet, because that is what current clients parse (1.9+ split
 "Schedule type" off the sampler name; A1111's infotext parser reads CN's "ControlNet N" values in the current
 "Key: value" form and refuses the legacy one). The legacy CN string of the RunPod example
-(webui 1.5.1) is available with ``IMG2IMG_CONTROLNET_INFOTEXT=legacy``.
+(webui 1.5.1) is available with ``IMG2IMG_CONTROLNET_INFOTEXT=legacy``, and that example's sampler name with the
+schedule in it ("DPM++ SDE Karras", no "Schedule type") with ``IMG2IMG_SAMPLER_NAME=combined``.
 
 - ``info`` keys in ``Processed.js`` order (modules/processing.py), dumped with ``json.dumps(default=None)``.
 - infotext: ``prompt[\\nNegative prompt: …]\\n`` + ``Key: value`` pairs in ``create_infotext``'s order, None values
@@ -43,6 +44,18 @@ def version() -> str:
 
 def controlnet_format() -> str:
     return "legacy" if os.environ.get("IMG2IMG_CONTROLNET_INFOTEXT", "").lower() == "legacy" else "1.10"
+
+
+def combined_sampler_names() -> bool:
+    return os.environ.get("IMG2IMG_SAMPLER_NAME", "").lower() == "combined"
+
+
+def sampler_name(plan: Plan, combined: bool) -> str:
+    """The sampler as info/infotext name it: 1.10's name, or webui 1.5's with the schedule in it ("DPM++ SDE Karras";
+    the model's own schedule, and DDIM/PLMS, add nothing)."""
+    if not combined or plan.schedule in ("Automatic", "Uniform") or plan.steps.timestep_sampler:
+        return plan.sampler
+    return f"{plan.sampler} {plan.schedule}"
 
 
 def quote(value: Any) -> Any:
@@ -94,11 +107,14 @@ def controlnet_value_legacy(unit: UnitPlan) -> str:
             f"{v('threshold_b', unit.threshold_b_info)})")
 
 
-def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None = None) -> dict[str, Any]:
+def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None = None,
+                            combined: bool = False) -> dict[str, Any]:
     cn_format = cn_format or controlnet_format()
     extra: dict[str, Any] = {}
     units = {f"ControlNet {u.index}": u for u in plan.units}
     for key, value in plan.extra_generation_params.items():
+        if key == "Schedule type" and combined:
+            continue  # it is in the sampler's name
         if key in units:
             unit = units[key]
             if cn_format == "legacy":
@@ -113,7 +129,7 @@ def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None 
     return extra
 
 
-def infotext(plan: Plan, index: int, extra: dict[str, Any]) -> str:
+def infotext(plan: Plan, index: int, extra: dict[str, Any], combined: bool = False) -> str:
     """A1111 ``create_infotext`` for image ``index`` (0-based over all batches)."""
     models = plan.models
     vae = models.vae
@@ -121,8 +137,8 @@ def infotext(plan: Plan, index: int, extra: dict[str, Any]) -> str:
     ensd = plan.eta_noise_seed_delta if plan.eta_noise_seed_delta and plan.scheduler.uses_ensd else None
     params: dict[str, Any] = {
         "Steps": plan.steps.requested,
-        "Sampler": plan.sampler,
-        "Schedule type": plan.schedule,
+        "Sampler": sampler_name(plan, combined),
+        "Schedule type": None if combined else plan.schedule,
         "CFG scale": plan.cfg_scale,
         "Image CFG scale": None,
         "Seed": plan.all_seeds[index],
@@ -157,10 +173,13 @@ def infotext(plan: Plan, index: int, extra: dict[str, Any]) -> str:
 
 
 def info(plan: Plan, outcome: Outcome, *, restore_faces: bool = False, styles: list[str] | None = None,
-         seed_resize_from: tuple[int, int] = (-1, -1), cn_format: str | None = None) -> tuple[str, list[str]]:
-    """(``info`` JSON string, infotexts). Keys in A1111 1.10's ``Processed.js`` order."""
-    extra = extra_generation_params(plan, outcome, cn_format)
-    infotexts = [infotext(plan, i, extra) for i in range(plan.images)]
+         seed_resize_from: tuple[int, int] = (-1, -1), cn_format: str | None = None,
+         combined: bool | None = None) -> tuple[str, list[str]]:
+    """(``info`` JSON string, infotexts). Keys in A1111 1.10's ``Processed.js`` order. ``combined``: webui 1.5's
+    sampler names (None: ``IMG2IMG_SAMPLER_NAME``)."""
+    combined = combined_sampler_names() if combined is None else combined
+    extra = extra_generation_params(plan, outcome, cn_format, combined)
+    infotexts = [infotext(plan, i, extra, combined) for i in range(plan.images)]
     models = plan.models
     vae = models.vae
     obj = {
@@ -175,7 +194,7 @@ def info(plan: Plan, outcome: Outcome, *, restore_faces: bool = False, styles: l
         "subseed_strength": plan.subseed_strength if plan.subseed_strength else 0,
         "width": plan.width,
         "height": plan.height,
-        "sampler_name": plan.sampler,
+        "sampler_name": sampler_name(plan, combined),
         "cfg_scale": plan.cfg_scale,
         "steps": plan.steps.requested,
         "batch_size": plan.batch_size,

@@ -90,6 +90,16 @@ def test_the_seed_infotext_in_a1111_110_format():
     assert text == expected
 
 
+def test_the_combined_sampler_name_is_the_runpod_examples(monkeypatch):
+    monkeypatch.setenv("IMG2IMG_SAMPLER_NAME", "combined")
+    _, obj, (text,) = seed_info()
+    assert obj["sampler_name"] == "DPM++ SDE Karras"  # webui 1.5.1, as the RunPod example's info shows
+    assert "Sampler: DPM++ SDE Karras, CFG scale: 7.0," in text
+    assert "Schedule type" not in text and "Schedule type" not in obj["extra_generation_params"]
+    euler = plan_for(seed_payload(sampler_name="Euler", scheduler=None))
+    assert json.loads(info(euler, RAN)[0])["sampler_name"] == "Euler"  # the model's own schedule adds nothing
+
+
 def test_the_legacy_controlnet_string_is_the_runpod_examples(monkeypatch):
     monkeypatch.setenv("IMG2IMG_CONTROLNET_INFOTEXT", "legacy")
     _, obj, (text,) = seed_info()
