@@ -117,7 +117,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     for unit in plan.units:
         source = unit_images.get(unit.request_index, init_images[0])
         detect_maps.append(preprocess.detect_map(unit, source, plan.run_width, plan.run_height, catalog=catalog,
-                                                 seed=plan.seed, device=cache.runtime.device))
+                                                 seed=plan.preprocessor_seed, device=cache.runtime.device))
     preprocess_ms = int((time.monotonic() - t1) * 1000)
 
     # --- sampling ------------------------------------------------------------------------------------------

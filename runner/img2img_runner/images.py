@@ -8,9 +8,9 @@
 - ``detectmap_resize``: CN ``detectmap_proc``: the detected map brought to the generation size with the unit's resize
   mode (Just Resize = stretch, Crop and Resize = cover + centre crop, Resize and Fill = fit + pad with the border's
   median colour), with CN's "high quality" interpolation choice (nearest for few-colour maps such as segmentations,
-  area down / cubic up otherwise, and Otsu re-binarisation for binary maps such as Canny edges).
-  Not reproduced: CN's extra thinning of one-pixel edges after upscaling (``nake_nms`` + ``lvmin_thin``); an
-  upscaled edge map therefore keeps edges a little thicker than CN's.
+  area down / cubic up otherwise, and Otsu re-binarisation for binary maps such as Canny edges; a map of one-pixel
+  edges is thinned back to one-pixel edges: non-maximum suppression, Otsu, then hit-or-miss thinning, and pruning
+  of spurs when the map grew: CN's ``nake_nms`` and ``lvmin_thin``).
 """
 
 from __future__ import annotations
@@ -107,6 +107,64 @@ def _unique_colors(x: np.ndarray) -> int:
     return len(np.unique(packed))
 
 
+# CN's edge thinning (scripts/lvminthin.py): hit-or-miss patterns (1 = edge, -1 = background, 0 = either), each in
+# its four rotations, applied one after the other: the first set thins, the second prunes one-pixel spurs.
+_THINNING = (((-1, -1, -1), (0, 1, 0), (1, 1, 1)), ((0, -1, -1), (1, 1, -1), (0, 1, 0)))
+_PRUNING = (((-1, -1, -1), (-1, 1, -1), (0, 0, -1)), ((-1, -1, -1), (-1, 1, -1), (-1, 0, 0)))
+_THINNING_PASSES = 32
+
+
+def _rotations(patterns: tuple) -> list[np.ndarray]:
+    return [np.ascontiguousarray(np.rot90(np.array(p, dtype=np.int32), k)) for k in range(4) for p in patterns]
+
+
+def _remove_matches(edges: np.ndarray, patterns: list[np.ndarray]) -> bool:
+    """Clear every edge pixel where a pattern matches, pattern after pattern (in place); True if any was cleared."""
+    import cv2
+
+    cleared = False
+    for pattern in patterns:
+        hits = cv2.morphologyEx(edges, cv2.MORPH_HITMISS, pattern) > 127
+        if hits.any():
+            edges[hits] = 0
+            cleared = True
+    return cleared
+
+
+def thin_edges(edges: np.ndarray, prune: bool) -> np.ndarray:
+    """One-pixel-wide edges from a binary map (uint8 0/255, HxW), as CN's ``lvmin_thin``."""
+    thinning = _rotations(_THINNING)
+    for _ in range(_THINNING_PASSES):
+        if not _remove_matches(edges, thinning):
+            break
+    if prune:
+        _remove_matches(edges, _rotations(_PRUNING))
+    return edges
+
+
+def edge_maxima(grey: np.ndarray) -> np.ndarray:
+    """Keep the pixels that are the maximum of their 3-pixel line in some direction (horizontal, vertical, either
+    diagonal), zero the rest: CN's ``nake_nms``."""
+    import cv2
+
+    lines = [np.array(k, dtype=np.uint8) for k in (
+        ((0, 0, 0), (1, 1, 1), (0, 0, 0)), ((0, 1, 0), (0, 1, 0), (0, 1, 0)),
+        ((1, 0, 0), (0, 1, 0), (0, 0, 1)), ((0, 0, 1), (0, 1, 0), (1, 0, 0)))]
+    is_max = np.zeros(grey.shape, dtype=bool)
+    for line in lines:
+        is_max |= cv2.dilate(grey, kernel=line) == grey
+    return np.where(is_max, grey, 0).astype(grey.dtype)
+
+
+def _one_pixel_edges(x: np.ndarray) -> bool:
+    """CN's test for a map of one-pixel edges: an opening (erode, dilate) removes more than half of its edge values."""
+    import cv2
+
+    square = np.ones((3, 3), dtype=np.uint8)
+    opened = cv2.dilate(cv2.erode(x, square, iterations=1), square, iterations=1)
+    return int((opened < x).sum()) * 2 > int((x > 127).sum())
+
+
 def high_quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """CN's resize of a detected map to ``size`` = (width, height)."""
     import cv2
@@ -114,8 +172,10 @@ def high_quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if x.shape[0] == size[1] and x.shape[1] == size[0]:
         return x
     smaller = size[0] * size[1] < x.shape[0] * x.shape[1]
+    bigger = size[0] * size[1] > x.shape[0] * x.shape[1]
     colors = _unique_colors(x)
     binary = colors == 2 and x.min() < 16 and x.max() > 240
+    one_pixel = binary and _one_pixel_edges(x)
     if 2 < colors < 200:
         interpolation = cv2.INTER_NEAREST
     elif smaller:
@@ -125,7 +185,11 @@ def high_quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     y = cv2.resize(x, size, interpolation=interpolation)
     if binary:
         grey = np.mean(y.astype(np.float32), axis=2).clip(0, 255).astype(np.uint8)
+        if one_pixel:
+            grey = edge_maxima(grey)
         _, grey = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        if one_pixel:
+            grey = thin_edges(grey, prune=bigger)
         y = np.stack([grey] * 3, axis=2)
     return y
 

@@ -147,6 +147,7 @@ class Plan:
     seed: int
     subseed: int
     subseed_strength: float
+    preprocessor_seed: int  # numpy's seed for random preprocessors (shuffle), as CN's set_numpy_seed
     all_seeds: tuple[int, ...]
     all_subseeds: tuple[int, ...]
     all_prompts: tuple[str, ...]
@@ -292,6 +293,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     subseed = fixed_seed(payload.subseed, rng)
     variation = payload.subseed_strength != 0
     all_seeds = tuple(seed + (0 if variation else i) for i in range(total))
+    # CN set_numpy_seed: (seed + subseed), each the first image's seed when sent as -1 (the subseed too)
+    preprocessor_seed = (seed + (seed if payload.subseed == -1 else payload.subseed)) & 0xFFFFFFFF
     all_subseeds = tuple(subseed + i for i in range(total))
     all_prompts = (payload.prompt,) * total
     all_negative = (payload.negative_prompt,) * total
@@ -352,7 +355,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
         resize_mode=payload.resize_mode, denoising_strength=payload.denoising_strength,
         sampler=sampler, schedule=schedule, scheduler=spec, steps=steps, cfg_scale=float(payload.cfg_scale),
         guidance_scale=float(payload.cfg_scale) * prompt_weight, prompt_text=prompt_text, clip_skip_a1111=clip_stop,
-        seed=seed, subseed=subseed,
+        seed=seed, preprocessor_seed=preprocessor_seed, subseed=subseed,
         subseed_strength=float(payload.subseed_strength), all_seeds=all_seeds, all_subseeds=all_subseeds,
         all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
         batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,

@@ -154,10 +154,7 @@ def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, catalog: Catalog, seed:
     elif module == "lineart_standard":
         out = _aux("LineartStandardDetector")(padded, detect_resolution=side, output_type="np")
     elif module == "shuffle":
-        # the shuffle's flow field is random: seeded from the job's seed, so a seed reproduces the picture
-        with _numpy_seed(seed):
-            out = _aux("ContentShuffleDetector")(padded, detect_resolution=side, image_resolution=side,
-                                                 output_type="np")
+        return shuffle(padded[:h, :w], seed)
     else:
         out = _weighted(unit, padded, catalog=catalog, device=device, side=side)
     out = hwc3(np.asarray(out))
@@ -166,6 +163,21 @@ def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, catalog: Catalog, seed:
 
         out = cv2.resize(out, (padded.shape[1], padded.shape[0]), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(out[:h, :w])
+
+
+def shuffle(img: np.ndarray, seed: int) -> np.ndarray:
+    """CN's content shuffle of the resized (unpadded) image: a smooth random flow field (``make_noise_disk``, the
+    x field drawn first, period 256) remaps the pixels; numpy's global generator seeded with ``seed`` as CN seeds
+    it (``set_numpy_seed``), so a request reproduces its map."""
+    import cv2
+    from controlnet_aux.util import make_noise_disk
+
+    h, w = img.shape[:2]
+    with _numpy_seed(seed):
+        x = make_noise_disk(h, w, 1, 256) * float(w - 1)
+        y = make_noise_disk(h, w, 1, 256) * float(h - 1)
+    flow = np.concatenate([x, y], axis=2).astype(np.float32)
+    return cv2.remap(img, flow, None, cv2.INTER_LINEAR)
 
 
 def _aux(class_name: str, *args: Any, **kwargs: Any) -> Any:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from img2img_runner.images import detectmap_resize, flatten, resize_init_image, resize_with_pad
+from img2img_runner.images import detectmap_resize, flatten, high_quality_resize, resize_init_image, resize_with_pad
 
 
 def halves(width: int, height: int) -> Image.Image:
@@ -75,3 +75,23 @@ def test_crop_and_resize_keeps_the_centre():
     a[:, 140:160] = 255  # a white band in the middle
     out = detectmap_resize(a, "Crop and Resize", 64, 64)
     assert out[:, 32].min() > 200 and out[:, 0].max() < 50
+
+
+def test_an_upscaled_one_pixel_edge_map_keeps_one_pixel_edges():
+    # CN detectmap_proc: a map of one-pixel edges (Canny's) is thinned again after the resize (nake_nms + Otsu +
+    # lvmin_thin), so the ControlNet sees edges one pixel wide at the generation size too
+    edges = np.zeros((32, 32, 3), dtype=np.uint8)
+    edges[10, :] = 255  # a horizontal edge
+    edges[:, 20] = 255  # a vertical one
+    out = high_quality_resize(edges, (64, 64))[:, :, 0]
+    assert set(np.unique(out)) == {0, 255}
+    columns, rows = (out > 0).sum(axis=0), (out > 0).sum(axis=1)
+    assert (columns[4:36] == 1).all()  # the horizontal edge, away from its ends and the crossing
+    assert (rows[30:60] == 1).all()  # the vertical edge below it
+
+
+def test_an_upscaled_filled_binary_map_is_not_thinned():
+    block = np.zeros((32, 32, 3), dtype=np.uint8)
+    block[8:24, 8:24] = 255  # thick: the opening keeps it, so it is no one-pixel edge map
+    out = high_quality_resize(block, (64, 64))[:, :, 0]
+    assert abs(int((out > 0).sum()) - 32 * 32) <= 2 * 32 * 2  # still a filled square, twice the side

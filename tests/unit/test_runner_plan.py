@@ -250,3 +250,12 @@ def test_catalog_without_the_mapping_cannot_plan_the_seed():
     with pytest.raises(ModelError) as exc:
         plan_for(seed_payload(), tiny_catalog(control_v11p_sd15_canny="substitutes"))
     assert "control_v11p_sd15_canny" in str(exc.value) and "sd_xl_base_1.0" in str(exc.value)
+
+
+@pytest.mark.parametrize("seed, subseed, expected", [
+    (5, -1, 10),  # CN set_numpy_seed: seed + subseed, a subseed of -1 counting as the first image's seed
+    (5, 7, 12),
+    (4294967290, 10, (4294967290 + 10) & 0xFFFFFFFF),
+])
+def test_random_preprocessors_are_seeded_as_controlnet_seeds_numpy(seed, subseed, expected):
+    assert plan_for(seed_payload(seed=seed, subseed=subseed)).preprocessor_seed == expected
