@@ -45,7 +45,13 @@ class Preprocessor:
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
     needs_model: bool = True  # reference_* work by attention injection, without a ControlNet model
+    unsupported: str | None = None  # why the runner cannot run it (an enabled unit with it is refused)
 
+
+_NO_AUX = "it has no controlnet-aux detector (the runner's preprocessor library)"
+_DWPOSE = "DWPose needs onnxruntime/mmpose models that are not part of the runner"
+_SAMPLER_HOOK = "colour-fix tiles change the sampler's prediction, which the runner does not hook"
+_ATTENTION = "reference preprocessors work by attention injection, which the runner does not do"
 
 # Mikubill/sd-webui-controlnet preprocessors (scripts/preprocessor/*, legacy/preprocessor_compiled.py):
 # name, label, and the meaning of threshold_a/threshold_b. The runner decides which it can run.
@@ -58,18 +64,18 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
     Preprocessor("depth_leres++", "depth_leres++", Slider("Remove Near %", 0, 100, 0),
                  Slider("Remove Background %", 0, 100, 0)),
     Preprocessor("depth_zoe", "depth_zoe"),
-    Preprocessor("depth_anything", "depth_anything"),
-    Preprocessor("depth_anything_v2", "depth_anything_v2"),
+    Preprocessor("depth_anything", "depth_anything", unsupported=_NO_AUX),
+    Preprocessor("depth_anything_v2", "depth_anything_v2", unsupported=_NO_AUX),
     Preprocessor("openpose", "openpose"),
     Preprocessor("openpose_face", "openpose_face"),
     Preprocessor("openpose_faceonly", "openpose_faceonly"),
     Preprocessor("openpose_hand", "openpose_hand"),
     Preprocessor("openpose_full", "openpose_full"),
-    Preprocessor("dw_openpose_full", "dw_openpose_full"),
+    Preprocessor("dw_openpose_full", "dw_openpose_full", unsupported=_DWPOSE),
     Preprocessor("lineart", "lineart_realistic"),
     Preprocessor("lineart_coarse", "lineart_coarse"),
     Preprocessor("lineart_anime", "lineart_anime"),
-    Preprocessor("lineart_anime_denoise", "lineart_anime_denoise"),
+    Preprocessor("lineart_anime_denoise", "lineart_anime_denoise", unsupported=_NO_AUX),
     Preprocessor("lineart_standard", "lineart_standard"),
     Preprocessor("hed", "softedge_hed"),
     Preprocessor("hed_safe", "softedge_hedsafe"),
@@ -82,20 +88,23 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
                  Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1)),
     Preprocessor("normal_bae", "normal_bae"),
     Preprocessor("normal_map", "normal_midas", Slider("Normal Background Threshold", 0, 1, 0.4)),
-    Preprocessor("segmentation", "seg_ufade20k"),
-    Preprocessor("oneformer_ade20k", "seg_ofade20k"),
-    Preprocessor("oneformer_coco", "seg_ofcoco"),
+    Preprocessor("segmentation", "seg_ufade20k", unsupported=_NO_AUX),
+    Preprocessor("oneformer_ade20k", "seg_ofade20k", unsupported=_NO_AUX),
+    Preprocessor("oneformer_coco", "seg_ofcoco", unsupported=_NO_AUX),
     Preprocessor("tile_resample", "tile_resample", Slider("Down Sampling Rate", 1, 8, 1.0)),
-    Preprocessor("tile_colorfix", "tile_colorfix", Slider("Variation", 3, 32, 8)),
+    Preprocessor("tile_colorfix", "tile_colorfix", Slider("Variation", 3, 32, 8), unsupported=_SAMPLER_HOOK),
     Preprocessor("tile_colorfix+sharp", "tile_colorfix+sharp", Slider("Variation", 3, 32, 8),
-                 Slider("Sharpness", 0, 2, 1.0)),
+                 Slider("Sharpness", 0, 2, 1.0), unsupported=_SAMPLER_HOOK),
     Preprocessor("blur_gaussian", "blur_gaussian", Slider("Sigma", 0.01, 64, 9)),
     Preprocessor("shuffle", "shuffle"),
     Preprocessor("threshold", "threshold", Slider("Binarization Threshold", 0, 255, 127)),
-    Preprocessor("reference_only", "reference_only", Slider("Style Fidelity", 0, 1, 0.5), needs_model=False),
-    Preprocessor("reference_adain", "reference_adain", Slider("Style Fidelity", 0, 1, 0.5), needs_model=False),
+    Preprocessor("reference_only", "reference_only", Slider("Style Fidelity", 0, 1, 0.5), needs_model=False,
+                 unsupported=_ATTENTION),
+    Preprocessor("reference_adain", "reference_adain", Slider("Style Fidelity", 0, 1, 0.5), needs_model=False,
+                 unsupported=_ATTENTION),
     Preprocessor("reference_adain+attn", "reference_adain+attn", Slider("Style Fidelity", 0, 1, 0.5),
-                 needs_model=False),
+                 needs_model=False,
+                 unsupported=_ATTENTION),
     Preprocessor("invert", "invert (from white bg & black line)"),
 )
 _PREPROCESSOR_BY_KEY = {key: p for p in PREPROCESSORS for key in (p.name, p.label)}
@@ -214,6 +223,11 @@ class ControlNetUnit(ApiModel):
                                   f"{self.guidance_end}); send one of them")
         if self.low_vram is not None and self.lowvram is not None and self.low_vram != self.lowvram:
             found.add("lowvram", "is an alias of low_vram, and they differ; send one of them")
+        if self.enabled and self.preprocessor.unsupported:
+            found.add("module", f"preprocessor {self.module!r} is not supported: {self.preprocessor.unsupported}")
+        elif self.enabled and self.preprocessor.needs_model and self.model_name is None:
+            found.add("model", f"the enabled unit with preprocessor {self.module!r} names no ControlNet model; name "
+                               "one (e.g. control_v11p_sd15_canny) or disable the unit")
         if self.guidance_start > self.effective_guidance_end:
             found.add("guidance_start", f"must not be after guidance_end ({self.guidance_start} > "
                                         f"{self.effective_guidance_end})")

@@ -229,13 +229,7 @@ def pixel_perfect_resolution(image_size: tuple[int, int], target: tuple[int, int
 def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, payload: "Img2ImgPayload",
               target: tuple[int, int], sizes: ImageSizes, steps: Steps, sent: dict | None = None) -> UnitPlan:
     pre = unit.preprocessor
-    field_ = f"alwayson_scripts.controlnet.args[{request_index}]"
-    if not pre.needs_model:
-        raise FieldError(f"{field_}.module", f"preprocessor {unit.module!r} works by attention injection "
-                                             "(reference-only); it is not supported")
-    if resolved is None:
-        raise FieldError(f"{field_}.model", f"the enabled unit with preprocessor {unit.module!r} names no ControlNet "
-                                            "model; name one (e.g. control_v11p_sd15_canny) or disable the unit")
+    assert resolved is not None, "validation refuses an enabled unit without a model"
     image = unit.source_image
     if image is None:
         resize_mode = I2I_TO_CN_RESIZE[payload.resize_mode]

@@ -74,19 +74,6 @@ _WEIGHTED: dict[str, WeightedDetector] = {
     "normal_bae": WeightedDetector("NormalBaeDetector", ("scannet.pt",), lambda u: {}),
 }
 
-# CN modules with no controlnet-aux implementation (or that act on the sampler, not on the image)
-_UNSUPPORTED = {
-    "dw_openpose_full": "DWPose needs onnxruntime/mmpose models that are not part of the runner",
-    "depth_anything": "Depth Anything has no controlnet-aux detector",
-    "depth_anything_v2": "Depth Anything v2 has no controlnet-aux detector",
-    "lineart_anime_denoise": "the manga line extractor has no controlnet-aux detector",
-    "segmentation": "UniFormer segmentation has no controlnet-aux detector",
-    "oneformer_ade20k": "OneFormer segmentation has no controlnet-aux detector",
-    "oneformer_coco": "OneFormer segmentation has no controlnet-aux detector",
-    "tile_colorfix": "colour-fix tiles change the sampler's prediction, which the runner does not hook",
-    "tile_colorfix+sharp": "colour-fix tiles change the sampler's prediction, which the runner does not hook",
-}
-
 NO_WEIGHTS = ("none", "invert", "canny", "threshold", "tile_resample", "shuffle", "blur_gaussian", "scribble_xdog",
               "lineart_standard")
 
@@ -96,8 +83,6 @@ _loaded: dict[tuple[str, str], Any] = {}
 def check_supported(unit: UnitPlan, catalog: Catalog) -> None:
     """Fail before any model loads when a unit's module cannot run here."""
     field = f"alwayson_scripts.controlnet.args[{unit.request_index}].module"
-    if unit.module in _UNSUPPORTED:
-        raise FieldError(field, f"preprocessor {unit.module!r} is not supported: {_UNSUPPORTED[unit.module]}")
     if unit.module in _WEIGHTED:
         _annotator_folder(unit, catalog)
     elif unit.module not in NO_WEIGHTS:

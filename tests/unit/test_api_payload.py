@@ -145,6 +145,17 @@ def test_controlnet_out_of_range_thresholds_mean_the_preprocessor_defaults():
     assert unit.effective_processor_res == 512
 
 
+def test_enabled_units_the_runner_cannot_run_are_refused_at_validation():
+    units = [seed_unit(module="reference_only"), seed_unit(module="depth_anything"), seed_unit(model="None"),
+             seed_unit(module="dw_openpose_full", enabled=False)]  # a disabled unit is ignored, as CN does
+    found = paths(seed_payload(alwayson_scripts={"controlnet": {"args": units}}))
+    unit = "input.payload.alwayson_scripts.controlnet.args"
+    assert "attention injection" in found[f"{unit}[0].module"]
+    assert "controlnet-aux" in found[f"{unit}[1].module"]
+    assert "names no ControlNet model" in found[f"{unit}[2].model"]
+    assert f"{unit}[3].module" not in found
+
+
 @pytest.mark.parametrize("value", ["None", "none", "", None])
 def test_refiner_off_spellings(value):
     payload = Img2ImgPayload.model_validate(seed_payload(refiner_checkpoint=value))

@@ -218,17 +218,6 @@ def test_disabled_units_are_skipped_and_indices_count_enabled_ones():
     assert [(u.index, u.request_index, u.module) for u in plan.units] == [(0, 1, "invert"), (1, 2, "canny")]
 
 
-def test_a_unit_without_a_model_is_refused():
-    with pytest.raises(FieldError) as exc:
-        plan_for(seed_payload(alwayson_scripts=_units(_unit(model="None"))))
-    assert exc.value.field == "alwayson_scripts.controlnet.args[0].model"
-
-
-def test_reference_only_is_refused():
-    with pytest.raises(FieldError, match="reference"):
-        plan_for(seed_payload(alwayson_scripts=_units(_unit(module="reference_only"))))
-
-
 def test_the_seed_units_sdxl_substitute_is_in_the_plan():
     (unit,) = plan_for(seed_payload()).units
     assert unit.controlnet.name == "diffusers_xl_canny_mid"
