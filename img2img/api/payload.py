@@ -37,7 +37,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from img2img.api import prompts, samplers
+from img2img.api import options, prompts, samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
 from img2img.api.errors import FieldError, Refusals, refuse
@@ -69,7 +69,8 @@ _UNSUPPORTED_WHEN: dict[str, tuple[Callable[[Any], bool], Callable[[Any], str]]]
 
 
 class OverrideSettings(ApiModel):
-    """``override_settings``: the keys we act on are typed; any other A1111 option is kept as sent."""
+    """``override_settings``: the options the runner acts on are typed; any other A1111 1.10 option is accepted at
+    its default or where it cannot change the answer, and refused by name otherwise (img2img.api.options)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -79,7 +80,28 @@ class OverrideSettings(ApiModel):
     CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12, description="clip skip")
     eta_noise_seed_delta: int | None = Field(None, ge=0, le=SEED_MAX, description="ENSD")
     img2img_fix_steps: bool | None = None
-    samples_format: Literal["png", "jpg", "jpeg", "webp"] | None = None
+    initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0, description="used when the request's "
+                                                   "initial_noise_multiplier is absent")
+    samples_format: Literal["png", "jpg", "jpeg", "webp"] | None = Field(None, description="png only: images "
+                                                                         "are stored as PNG")
+
+    @field_validator("samples_format")
+    @classmethod
+    def _png_only(cls, value: str | None) -> str | None:
+        if value not in (None, "png"):
+            raise refuse(f"{value!r} is not supported: the runner stores images as PNG (the operator signs PNG "
+                         "uploads); use png")
+        return value
+
+    @model_validator(mode="after")
+    def _known_options(self) -> "OverrideSettings":
+        found = Refusals("OverrideSettings")
+        for key, value in (self.model_extra or {}).items():
+            reason = options.refusal(key, value)
+            if reason:
+                found.add(key, reason, value)
+        found.raise_any()
+        return self
 
 
 class ControlNetArgs(ApiModel):

@@ -324,7 +324,9 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
         sent = sent_units[request_index] if request_index < len(sent_units) else None
         units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, steps, sent))
 
-    noise_multiplier = 1.0 if payload.initial_noise_multiplier is None else float(payload.initial_noise_multiplier)
+    # A1111: the request's initial_noise_multiplier, else the option's (default 1)
+    noise_multiplier = next((float(v) for v in (payload.initial_noise_multiplier,
+                                                  opts.initial_noise_multiplier if opts else None) if v is not None), 1.0)
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
 
     # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's

@@ -185,7 +185,7 @@ def test_null_means_absent_as_in_a1111_and_the_api_server():
     assert payload.steps == 50 and payload.sampler_index == "Euler" and payload.checkpoint is None
 
 
-def test_unknown_override_settings_are_kept():
+def test_other_a1111_options_are_kept_as_sent():
     payload = Img2ImgPayload.model_validate(seed_payload(override_settings={
         "sd_model_checkpoint": "sd_xl_base_1.0", "CLIP_stop_at_last_layers": 2, "randn_source": "CPU"}))
     assert payload.override_settings.CLIP_stop_at_last_layers == 2
