@@ -312,6 +312,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
     if stop is None:
         return list(out), trace
 
+    P.continue_history(refiner_sched, pipe.scheduler)
     pipe_r = P.refiner_pipeline(refiner, refiner_sched)
     seen_refiner: list[int] = []
     with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):

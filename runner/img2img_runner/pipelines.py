@@ -347,8 +347,43 @@ def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = ()
     scheduler = cls.from_config(template.config, **kwargs)
     if spec.class_name == "PNDMScheduler":
         scheduler.first_index = first_index
+    if spec.class_name == "LMSDiscreteScheduler":
+        _lms_order_from_history(scheduler)
     sampler_noise(scheduler, spec, list(seeds))
     return scheduler
+
+
+def _lms_order_from_history(scheduler: Any) -> None:
+    """LMS of order min(steps taken + 1, 4), as k-diffusion's ``sample_lms``. diffusers takes the order from the
+    schedule index, so an img2img run would start at order 4 with one derivative (a wrong first step)."""
+    step = scheduler.step
+
+    def lms_step(*args: Any, **kwargs: Any) -> Any:
+        kwargs["order"] = min(len(scheduler.derivatives) + 1, 4)
+        return step(*args, **kwargs)
+
+    scheduler.step = lms_step
+
+
+_HISTORY = ("model_outputs", "lower_order_nums", "derivatives")  # DPM-Solver++ multistep, LMS
+
+
+def continue_history(scheduler: Any, previous: Any) -> None:
+    """Make ``scheduler`` (the refiner's) go on with ``previous``'s (the base's) multistep history: A1111 swaps the
+    model inside one sampler loop, so DPM++ 2M, DPM++ 2M SDE and LMS keep the base's last outputs at the switch."""
+    import copy
+
+    saved = {name: copy.copy(getattr(previous, name)) for name in _HISTORY if hasattr(previous, name)}
+    if not saved:
+        return
+    set_timesteps = scheduler.set_timesteps
+
+    def resumed(*args: Any, **kwargs: Any) -> None:
+        set_timesteps(*args, **kwargs)
+        for name, value in saved.items():
+            setattr(scheduler, name, copy.copy(value))
+
+    scheduler.set_timesteps = resumed
 
 
 @functools.cache

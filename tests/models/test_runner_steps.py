@@ -9,6 +9,7 @@ steps, PLMS's first evaluating twice.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from model_samples import canny_unit, sd15_input
@@ -135,3 +136,31 @@ def test_a_switch_after_the_last_step_never_runs_the_refiner(run):
     (trace,) = result.trace["batches"]
     assert trace.get("refiner") is None and len(trace["base"]) == 4
     assert "Refiner" not in result.infotexts[0]
+
+
+def test_lms_starts_img2img_at_first_order(run):
+    # k-diffusion's LMS: order min(step + 1, 4) counted from the first img2img step; one step is an Euler step
+    one_step = dict(steps=10, denoising_strength=0.05)  # t_enc = 0: one step
+    lms = run(sd15_input(sampler_name="LMS", **one_step)).images[0]
+    euler = run(sd15_input(sampler_name="Euler", **one_step)).images[0]
+    assert np.abs(np.asarray(lms).astype(int) - np.asarray(euler).astype(int)).max() <= 1
+
+
+def test_a_multistep_sampler_keeps_its_history_across_the_refiner_switch(run, monkeypatch):
+    # A1111 swaps the model inside one DPM++ 2M loop: first order on the first step and the last only
+    import diffusers
+
+    first_order = []
+    update = diffusers.DPMSolverMultistepScheduler.dpm_solver_first_order_update
+
+    def counted(self, *args, **kwargs):
+        first_order.append(self.step_index)
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.DPMSolverMultistepScheduler, "dpm_solver_first_order_update", counted)
+    result = run(sd15_input(override_settings={"sd_model_checkpoint": "sd_xl_base_1.0"},
+                            refiner_checkpoint="sd_xl_refiner_1.0", refiner_switch_at=0.5, sampler_name="DPM++ 2M",
+                            scheduler="karras", steps=8, denoising_strength=1.0))
+    (trace,) = result.trace["batches"]
+    assert trace["base"] and trace["refiner"]
+    assert first_order == [0, 7]
