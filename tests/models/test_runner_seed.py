@@ -17,7 +17,11 @@ def expected_canny_detect_map(init: Image.Image, width: int, height: int, res: i
     """sd-webui-controlnet's canny detect map, computed here from its description with plain cv2:
     the init image's short side scaled to the processor resolution (cubic up / area down), edge-padded to a multiple
     of 64, cv2.Canny at the request's thresholds, the padding cropped; then "Crop and Resize" to the generation size
-    (cover, centre crop) and, the map being binary, re-binarised with Otsu."""
+    (cover, centre crop) and, the map being binary, re-binarised with Otsu; a map of one-pixel edges (an opening
+    removes most of it) is first reduced to its line maxima and thinned after Otsu (CN's nake_nms and lvmin_thin,
+    whose implementation test_runner_images checks on its own)."""
+    from img2img_runner.images import edge_maxima, thin_edges
+
     img = np.asarray(init.convert("RGB"))
     h0, w0 = img.shape[:2]
     k = res / min(h0, w0)
@@ -28,8 +32,14 @@ def expected_canny_detect_map(init: Image.Image, width: int, height: int, res: i
     k = max(height / h, width / w)
     nh, nw = int(round(h * k)), int(round(w * k))
     if (nh, nw) != (h, w):
+        opened = cv2.dilate(cv2.erode(edges, np.ones((3, 3), np.uint8)), np.ones((3, 3), np.uint8))
+        one_pixel = (opened < edges).sum() * 2 > (edges > 127).sum()
         edges = cv2.resize(edges, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_CUBIC)
+        if one_pixel:
+            edges = edge_maxima(edges)
         _, edges = cv2.threshold(edges, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        if one_pixel:
+            edges = thin_edges(edges, prune=k > 1)
     top, left = (nh - height) // 2, (nw - width) // 2
     return edges[top:top + height, left:left + width]
 
@@ -44,7 +54,7 @@ def test_the_seed_request_at_full_size(run):
     assert (detect[:, :, 0] == detect[:, :, 1]).all() and set(np.unique(detect)) <= {0, 255}
     expected = expected_canny_detect_map(init, 480, 640, res=512, low=75, high=75)
     assert (detect[:, :, 0] == expected).mean() > 0.999  # Otsu on the area-resized map may flip a handful of pixels
-    assert expected.mean() > 2  # the picture has edges: the comparison is not of two blank maps
+    assert expected.mean() > 1  # the picture has edges: the comparison is not of two blank maps
 
     info = json.loads(result.info)
     assert info["seed"] == 3445164620 and (info["width"], info["height"]) == (480, 640)
