@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from img2img.local.executor import Kube
+from img2img.local.executor.kubeapi import Kube
 from img2img.local.stack import python_image
 
 pytestmark = pytest.mark.stack
