@@ -111,10 +111,9 @@ class PodContainers:
                 return
             self._try_start(pod, c, r, now)
             return
-        if self.init_specs and any(r.reason == "PodInitializing" and r.state == "waiting" for r in self.runs):
-            for r in self.runs:
-                if r.state == "waiting" and r.reason == "PodInitializing":
-                    r.reason = "ContainerCreating"
+        for r in self.runs:  # the init containers are done
+            if r.state == "waiting" and r.reason == "PodInitializing":
+                r.reason = "ContainerCreating"
         for c, r in zip(self.specs, self.runs, strict=True):
             if r.state == "running":
                 continue
