@@ -21,22 +21,24 @@ def test_namespace_object_and_watch_round_trip(stack, namespace):
 
     core = client.CoreV1Api(stack.api_client())
     seen: list[tuple[str, str]] = []
+    # watched from the version of a list made now: what happens before the watch connects is still delivered
+    listed = core.list_namespaced_config_map(namespace).metadata.resource_version
 
     def follow():
         w = watch.Watch()
-        for event in w.stream(core.list_namespaced_config_map, namespace, timeout_seconds=20):
+        for event in w.stream(core.list_namespaced_config_map, namespace, resource_version=listed,
+                              timeout_seconds=120):
             seen.append((event["type"], event["object"].metadata.name))
             if event["type"] == "DELETED" and event["object"].metadata.name == "probe":
                 w.stop()
 
     watcher = threading.Thread(target=follow)
     watcher.start()
-    time.sleep(0.5)
     stack.kubectl("-n", namespace, "create", "configmap", "probe", "--from-literal=answer=42")
     stored = stack.get_json("-n", namespace, "configmap", "probe")
     assert stored["data"] == {"answer": "42"}
     stack.kubectl("-n", namespace, "delete", "configmap", "probe")
-    watcher.join(timeout=25)
+    watcher.join(timeout=130)
     assert ("ADDED", "probe") in seen and ("DELETED", "probe") in seen
 
 
