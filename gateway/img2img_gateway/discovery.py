@@ -19,7 +19,7 @@ from typing import Any, Callable
 from img2img.api.controlnet import PREPROCESSORS
 from img2img.api.samplers import SAMPLERS, SCHEDULERS
 from img2img_runner.catalog import Catalog
-from img2img_runner.samplers import supported_pairs
+from img2img_runner.samplers import scheduler_spec, supported_pairs
 
 ID_PREFIX = "a1111-"
 CHECKPOINTS = ("sd15", "sdxl", "sdxl-refiner")
@@ -45,7 +45,9 @@ def samplers(catalog: Catalog | None) -> list[dict[str, Any]]:
 
 
 def schedulers(catalog: Catalog | None) -> list[dict[str, Any]]:
-    runnable = {"Automatic"} | {schedule for _, schedule in supported_pairs()}
+    # DDIM, PLMS and UniPC ignore the schedule type: a schedule counts when a sampler that uses it runs it
+    runnable = {schedule for sampler, schedule in supported_pairs()
+                if not scheduler_spec(sampler, schedule).timestep_sampler}
     return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": -1,
              "need_inner_model": False} for s in SCHEDULERS if s.label in runnable]
 
