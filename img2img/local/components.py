@@ -182,11 +182,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 # ---- the gateway ----------------------------------------------------------------------------------------------------
 GATEWAY_NAMESPACE = "img2img-system"
 GATEWAY_KEY_SECRET = "img2img-gateway-key"
-GATEWAY_ENDPOINT = "local"  # RunPod's endpoint id of the stack's `default` namespace
+GATEWAY_ENDPOINT = "local"  # RunPod's endpoint id of the stack's jobs (the `default` namespace)
 
 
-def gateway_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port: int) -> dict:
-    """The gateway's configuration for this stack: one endpoint for the `default` namespace, one key."""
+def gateway_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port: int, namespace: str) -> dict:
+    """The gateway's configuration for this stack: one endpoint, for ``namespace``, and one key."""
     return {
         "host": "127.0.0.1",
         "port": port,
@@ -194,7 +194,7 @@ def gateway_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port:
         "runnerNamespace": GATEWAY_NAMESPACE,
         "catalogPath": str(catalog) if catalog else None,
         "s3": {"bucket": bucket, "endpoint": s3_endpoint, "region": S3_REGION},
-        "endpoints": {GATEWAY_ENDPOINT: {"namespace": "default"}},
+        "endpoints": {GATEWAY_ENDPOINT: {"namespace": namespace}},
         "keys": [{"secret": GATEWAY_KEY_SECRET, "endpoints": [GATEWAY_ENDPOINT]}],
     }
 

@@ -176,8 +176,9 @@ class Stack(Supervisor):
         self.spawn(state, "operator", operator_argv(config_file), env=env)
         self._wait_healthy("operator", f"{loopback(state['ports']['operator_health'])}/healthz")
 
-    def start_gateway(self, info: StackInfo) -> GatewayAccess:
-        """Start the RunPod-compatible gateway (kept when running), its key made once and kept in the state folder."""
+    def start_gateway(self, info: StackInfo, namespace: str = "default") -> GatewayAccess:
+        """Start the RunPod-compatible gateway (kept when running) for the jobs of ``namespace``; its key is made
+        once and kept in the state folder."""
         import secrets
 
         state = self.read_state()
@@ -188,7 +189,8 @@ class Stack(Supervisor):
         gateway_key_secret(info.kubectl, GATEWAY_NAMESPACE, GATEWAY_KEY_SECRET, key_file.read_text())
         config_file = self.state_dir / "gateway.yaml"
         config_file.write_text(yaml.safe_dump(gateway_config(s3_endpoint=info.s3_endpoint, bucket=info.bucket,
-                                                             catalog=info.catalog, port=state["ports"]["gateway"]),
+                                                             catalog=info.catalog, port=state["ports"]["gateway"],
+                                                             namespace=namespace),
                                               sort_keys=False))
         env = {"KUBECONFIG": str(info.kubeconfig), **s3_env(info.s3_endpoint)}
         self.spawn(state, "gateway", gateway_argv(config_file), env=env)
