@@ -163,13 +163,13 @@ class Gateway:
         images = await self.objects.images(images_wanted(job), output_mode(job, endpoint.output))
         return web.json_response(answer(job, images if images_wanted(job) else None))
 
-    async def until_final(self, namespace: str, ident: str, seconds: float) -> dict[str, Any] | None:
-        """The job once it is final, or as it is when ``seconds`` ran out; None when it disappeared."""
-        deadline = self.clock() + seconds
+    async def until_final(self, namespace: str, ident: str, seconds: float | None) -> dict[str, Any] | None:
+        """The job once it is final, or as it is when ``seconds`` ran out (None: no limit); None when it is gone."""
+        deadline = None if seconds is None else self.clock() + seconds
         while True:
             job = self.store.find(namespace, ident)
-            left = deadline - self.clock()
-            if job is None or (job["status"].get("status") in TERMINAL_STATES) or left <= 0:
+            left = None if deadline is None else deadline - self.clock()
+            if job is None or (job["status"].get("status") in TERMINAL_STATES) or (left is not None and left <= 0):
                 return job
             await self.store.wait_change(namespace, ident, left)
 
@@ -182,7 +182,8 @@ class Gateway:
     async def submit(self, body: dict[str, Any], endpoint_id: str, endpoint: Endpoint,
                      submitted_ms: int) -> tuple[dict[str, Any], Submission]:
         # validation decodes the images: off the event loop
-        submission = await asyncio.to_thread(build_submission, body, endpoint_id, endpoint, self.config.s3.bucket)
+        submission = await asyncio.to_thread(build_submission, body, endpoint_id, endpoint, self.config.s3.bucket,
+                                             self.config.allowPrivateAddresses)
         await self.objects.upload_inline_images(submission)
         created = await self.kube.create_job(submission.manifest(submitted_ms))
         log.info("job %s created in %s for endpoint %s", created["metadata"]["name"], endpoint.namespace,
@@ -294,7 +295,7 @@ class Gateway:
         task.add_done_callback(self.background.discard)
 
     async def _copy_when_final(self, namespace: str, ident: str, target: S3Config) -> None:
-        job = await self.until_final(namespace, ident, float("inf"))
+        job = await self.until_final(namespace, ident, None)
         if job is not None:
             await self._copy(job, target)
 
@@ -303,7 +304,8 @@ class Gateway:
         if job["status"].get("status") != "COMPLETED":
             return
         try:
-            copied = await self.objects.copy_results(images_wanted(job), target, job_id(job))
+            copied = await self.objects.copy_results(images_wanted(job), target, job_id(job),
+                                                     self.config.allowPrivateAddresses)
             outcome = " ".join(copied)
         except ClientError as exc:
             outcome = f"failed: {exc}"

@@ -100,6 +100,9 @@ class GatewayConfig(_Model):
     keys: list[KeyRef] = Field(default_factory=list)
     keyRefreshSeconds: float = Field(30, gt=0, description="how often key Secrets are read again (rotation)")
     imageCacheBytes: int = Field(64 * 1024 * 1024, ge=0, description="base64 answers kept in memory")
+    allowPrivateAddresses: bool = Field(False, description="a request's s3Config.endpointUrl may be plain http and a "
+                                        "private or loopback address (an S3 inside the cluster); off: https to "
+                                        "public addresses only, the image fetches' rule")
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

@@ -14,16 +14,39 @@ from typing import Any
 
 from img2img import split_s3_uri
 from img2img.client.offload import upload
+from img2img.client.errors import ClientError
 from img2img.client.s3 import s3_call
 from img2img_gateway.config import S3, OutputMode
 from img2img_gateway.submission import S3Config, Submission
 
 
 def boto_client(s3: S3 | None = None, **credentials: Any):
+    """A boto3 S3 client; presigned URLs in Signature Version 4 (what every S3 today takes)."""
     import boto3
+    from botocore.config import Config
 
     kwargs = {k: v for k, v in (("endpoint_url", s3 and s3.endpoint), ("region_name", s3 and s3.region)) if v}
-    return boto3.client("s3", **kwargs, **credentials)
+    config = Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
+                    read_timeout=30)
+    return boto3.client("s3", config=config, **kwargs, **credentials)
+
+
+def check_public(url: str) -> None:
+    """ClientError unless every address of the URL's host is public (the image fetches' rule)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from img2img.api.addresses import address_refusal
+
+    parts = urlsplit(url)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ClientError(f"s3Config.endpointUrl: cannot resolve {parts.hostname!r} ({exc})") from None
+    for address in {info[4][0] for info in infos}:
+        why = address_refusal(address)
+        if why:
+            raise ClientError(f"s3Config.endpointUrl: {parts.hostname!r} resolves to {address}, {why}; refused")
 
 
 class Objects:
@@ -76,9 +99,12 @@ class Objects:
         if prepared.uploads:
             await asyncio.to_thread(upload, prepared.uploads, self.config.bucket, submission.namespace, self.client)
 
-    async def copy_results(self, uris: list[str], target: S3Config, job_id: str) -> list[str]:
-        """Each result image into the caller's bucket at ``<objectPath>/<job id>/<file>``; their s3:// URIs."""
+    async def copy_results(self, uris: list[str], target: S3Config, job_id: str, allow_private: bool) -> list[str]:
+        """Each result image into the caller's bucket at ``<objectPath>/<job id>/<file>``; their s3:// URIs.
+        Unless ``allow_private``, every address the endpoint's name resolves to must be public."""
         def copy() -> list[str]:
+            if not allow_private:
+                check_public(target.endpointUrl)
             theirs = boto_client(endpoint_url=target.endpointUrl, aws_access_key_id=target.accessId,
                                  aws_secret_access_key=target.accessSecret)
             prefix = f"{target.objectPath.strip('/')}/" if target.objectPath and target.objectPath.strip("/") else ""

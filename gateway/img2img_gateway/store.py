@@ -111,8 +111,8 @@ class JobStore:
     async def wait_synced(self) -> None:
         await asyncio.gather(*(space.synced.wait() for space in self.spaces.values()))
 
-    async def wait_change(self, namespace: str, ident: str, timeout: float) -> None:
-        """Return at the job's next change, or after ``timeout`` seconds."""
+    async def wait_change(self, namespace: str, ident: str, timeout: float | None) -> None:
+        """Return at the job's next change, or after ``timeout`` seconds (None: no limit)."""
         event = self._changed.setdefault((namespace, ident), asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout)

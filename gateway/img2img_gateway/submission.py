@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from img2img import API_GROUP
+from img2img.api.addresses import https_url_refusal
 from img2img.api.base import ApiModel
 from img2img.api.errors import Problem, problems
 from img2img.api.images import S3_BUCKET_PATTERN
@@ -95,8 +96,10 @@ def get_endpoint_of(body: dict[str, Any]) -> str | None:
     return None
 
 
-def build_submission(body: dict[str, Any], endpoint_id: str, endpoint: Endpoint, bucket: str) -> Submission:
-    """Validate a request for an endpoint; BadRequest with every problem when it cannot run."""
+def build_submission(body: dict[str, Any], endpoint_id: str, endpoint: Endpoint, bucket: str,
+                     allow_private: bool = False) -> Submission:
+    """Validate a request for an endpoint; BadRequest with every problem when it cannot run. ``allow_private``:
+    an ``s3Config`` may name a plain-http or private endpoint (otherwise the image fetches' address rule holds)."""
     from img2img.api.job import JobProblems
 
     found: list[Problem] = []
@@ -111,6 +114,9 @@ def build_submission(body: dict[str, Any], endpoint_id: str, endpoint: Endpoint,
             s3_config = S3Config.model_validate(body["s3Config"])
         except ValidationError as exc:
             found += problems(exc, "s3Config")
+        why = None if s3_config is None or allow_private else https_url_refusal(s3_config.endpointUrl)
+        if why:
+            found.append(Problem("s3Config.endpointUrl", f"{s3_config.endpointUrl[:80]!r} {why}"))
     request = {k: v for k, v in body.items() if k not in GATEWAY_KEYS}
     try:
         prepared = prepare_data(request, bucket)

@@ -194,6 +194,7 @@ def gateway_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port:
         "runnerNamespace": GATEWAY_NAMESPACE,
         "catalogPath": str(catalog) if catalog else None,
         "s3": {"bucket": bucket, "endpoint": s3_endpoint, "region": S3_REGION},
+        "allowPrivateAddresses": True,  # everything here is on loopback, a caller's s3Config too
         "endpoints": {GATEWAY_ENDPOINT: {"namespace": namespace}},
         "keys": [{"secret": GATEWAY_KEY_SECRET, "endpoints": [GATEWAY_ENDPOINT]}],
     }

@@ -279,14 +279,28 @@ def test_the_js_sdk_runs_a_job_and_reads_its_status(gateway, tmp_path):
 
 # ---- jobs that complete: the operator and a runner on the tiny models ----------------------------------------------
 @needs_completed_job
-def test_run_sync_answers_the_finished_job_with_base64_pngs(runpod, gateway):
+def test_run_sync_answers_the_finished_job_with_base64_pngs_also_copied_to_the_callers_bucket(
+        runpod, gateway, stack, endpoint_namespace):
+    s3 = stack.s3()
+    theirs = f"caller-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=theirs)
+    env = stack.env
+    s3_config = {"accessId": env["AWS_ACCESS_KEY_ID"], "accessSecret": env["AWS_SECRET_ACCESS_KEY"],
+                 "bucketName": theirs, "endpointUrl": env["AWS_ENDPOINT_URL"], "objectPath": "results"}
     endpoint = runpod.Endpoint(gateway.endpoint_id)
-    output = endpoint.run_sync(light_request(), timeout=JOB_SECONDS)
+    output = endpoint.run_sync({**light_request(), "s3Config": s3_config}, timeout=JOB_SECONDS)
     assert set(output) == {"images", "info", "parameters"}
     [image] = output["images"]
     assert decode_png(image).size == (64, 64)
     assert json.loads(output["info"])["seed"] == 1
     assert output["parameters"]["init_images"] is None and output["parameters"]["steps"] == 2
+    [copied] = s3.list_objects_v2(Bucket=theirs)["Contents"]
+    assert copied["Key"].startswith("results/") and copied["Key"].endswith(".png")
+    assert s3.get_object(Bucket=theirs, Key=copied["Key"])["Body"].read() == base64.b64decode(image)
+    [job] = [j for j in cluster_jobs(stack, endpoint_namespace)
+             if j["metadata"]["annotations"].get("img2img.dev/s3config-copy")]
+    assert job["metadata"]["annotations"]["img2img.dev/s3config-copy"] == f"s3://{theirs}/{copied['Key']}"
+    assert "accessSecret" not in json.dumps(job) and env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job["spec"])
 
 
 @needs_completed_job

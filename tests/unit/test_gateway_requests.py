@@ -127,6 +127,25 @@ def test_every_problem_of_a_request_is_named_by_its_field_path():
             "s3Config.bucketName", "s3Config.accessId", "s3Config.accessSecret", "s3Config.endpointUrl"} <= paths
 
 
+S3CONFIG = {"accessId": "AKIA", "accessSecret": "secret", "bucketName": "their-bucket",
+            "endpointUrl": "http://10.0.0.5:9000", "objectPath": "results"}
+
+
+def test_an_s3config_to_a_private_endpoint_is_refused_unless_the_gateway_allows_it():
+    body = {**seed_request(), "s3Config": S3CONFIG}
+    with pytest.raises(BadRequest) as info:
+        build_submission(body, "sdxl", endpoint(), "img2img")
+    assert [str(p) for p in info.value.problems] == [
+        "s3Config.endpointUrl: 'http://10.0.0.5:9000' must be an https:// URL"]
+    with pytest.raises(BadRequest, match="10.0.0.5 is a private address"):
+        build_submission({**body, "s3Config": {**S3CONFIG, "endpointUrl": "https://10.0.0.5"}}, "sdxl", endpoint(),
+                         "img2img")
+    allowed = build_submission(body, "sdxl", endpoint(), "img2img", allow_private=True)
+    assert allowed.s3_config.bucketName == "their-bucket"
+    assert "s3Config" not in json.dumps(allowed.manifest(0))  # the credentials never reach the job object
+    assert "secret" not in json.dumps(allowed.manifest(0))
+
+
 def noisy_png(side: int) -> str:
     rng = random.Random(side)
     image = Image.frombytes("RGB", (side, side), bytes(rng.getrandbits(8) for _ in range(side * side * 3)))

@@ -47,6 +47,7 @@ s3:
 presignExpirySeconds: {{ .Values.gateway.presignExpirySeconds }}
 keyRefreshSeconds: {{ .Values.gateway.keyRefreshSeconds }}
 imageCacheBytes: {{ .Values.gateway.imageCacheBytes | int64 }}
+allowPrivateAddresses: {{ .Values.gateway.allowPrivateAddresses }}
 endpoints:
   {{- toYaml .Values.gateway.endpoints | nindent 2 }}
 keys:
