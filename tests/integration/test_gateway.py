@@ -298,7 +298,7 @@ def test_run_sync_answers_the_finished_job_with_base64_pngs_also_copied_to_the_c
     assert copied["Key"].startswith("results/") and copied["Key"].endswith(".png")
     assert s3.get_object(Bucket=theirs, Key=copied["Key"])["Body"].read() == base64.b64decode(image)
     [job] = [j for j in cluster_jobs(stack, endpoint_namespace)
-             if j["metadata"]["annotations"].get("img2img.dev/s3config-copy")]
+             if (j["metadata"].get("annotations") or {}).get("img2img.dev/s3config-copy")]
     assert job["metadata"]["annotations"]["img2img.dev/s3config-copy"] == f"s3://{theirs}/{copied['Key']}"
     assert "accessSecret" not in json.dumps(job) and env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job["spec"])
 
