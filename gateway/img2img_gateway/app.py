@@ -18,9 +18,9 @@ from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from img2img.api.errors import Problem
-from img2img.api.status import TERMINAL
 from img2img.client.errors import ClientError, one_line
 from img2img.client.kube import api_reason
+from img2img.client.wait import TERMINAL_STATES
 from img2img_gateway import discovery
 from img2img_gateway.answers import answer, images_wanted, job_id, output_mode, short_answer
 from img2img_gateway.auth import Grant, RateLimiter, Refusal, authorize
@@ -41,7 +41,6 @@ RUN_BODY_LIMIT = 10 * MB  # RunPod's limits on a request body
 RUNSYNC_BODY_LIMIT = 20 * MB
 WAIT_DEFAULT_MS = 90_000  # RunPod's runsync default
 WAIT_MIN_MS, WAIT_MAX_MS = 1_000, 300_000
-TERMINAL_STATES = frozenset(state.value for state in TERMINAL)
 RETRYABLE = ("FAILED", "TIMED_OUT")
 COPIED_TO = "img2img.dev/s3config-copy"  # where the copy to a caller's bucket went, or why it failed
 
@@ -310,4 +309,7 @@ class Gateway:
         except ClientError as exc:
             outcome = f"failed: {exc}"
             log.warning("job %s: s3Config copy %s", job["metadata"]["name"], outcome)
-        await self.kube.annotate_job(job["metadata"]["namespace"], job["metadata"]["name"], {COPIED_TO: outcome})
+        try:
+            await self.kube.annotate_job(job["metadata"]["namespace"], job["metadata"]["name"], {COPIED_TO: outcome})
+        except ApiException as exc:  # the job may be gone already (its TTL): the copy is made all the same
+            log.warning("job %s: recording the s3Config copy failed (%s)", job["metadata"]["name"], exc.status)
