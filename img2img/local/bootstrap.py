@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 from img2img import API_GROUP, PLURAL
@@ -54,3 +55,12 @@ metadata: {{name: {S3_SECRET}, namespace: {namespace}}}
 stringData: {{AWS_ACCESS_KEY_ID: {S3_USER}, AWS_SECRET_ACCESS_KEY: {S3_PASSWORD}}}
 """
     kubectl("apply", "--server-side", "-f", "-", input=manifest)
+
+
+def gateway_key_secret(kubectl: Kubectl, namespace: str, name: str, key: str) -> None:
+    """The namespace of the gateway and the Secret holding its API key (what the chart's values name)."""
+    kubectl("create", "namespace", namespace, check=False)  # kept when it exists
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                "stringData": {"key": key}}
+    kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+

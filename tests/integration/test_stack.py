@@ -103,6 +103,9 @@ def test_local_up_is_idempotent_and_down_leaves_nothing_behind(tmp_path):
     exports = dict(
         line.removeprefix("export ").split("=", 1) for line in first.stdout.splitlines() if line.startswith("export ")
     )
+    # RunPod clients: the gateway's base URL (ending in /v2, as the runpod SDK wants it), a key, the endpoint
+    assert exports["RUNPOD_ENDPOINT_BASE_URL"].endswith("/v2") and exports["RUNPOD_ENDPOINT_ID"] == "local"
+    assert f"export RUNPOD_API_KEY={exports['RUNPOD_API_KEY']}" in second.stdout  # the same key on every `up`
     kubectl_env = dict(os.environ, KUBECONFIG=exports["KUBECONFIG"].strip("'\""))
     kubectl = str(next(p for p in exports["PATH"].strip('"').split(":") if "kubectl" in p)) + "/kubectl"
     namespaces = subprocess.run([kubectl, "get", "ns"], capture_output=True, text=True, env=kubectl_env)
