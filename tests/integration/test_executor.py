@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.watch.watch import iter_resp_lines
 
-from img2img.local.executor.kubeapi import Kube
+from img2img.kube import Kube, connect
 from img2img.local.components import python_image
 
 pytestmark = pytest.mark.stack
@@ -76,7 +75,7 @@ def start_executor(stack, state_dir: Path, node: str, scheduler: str, taint_key:
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )
     handle = ExecutorHandle(node, scheduler, taint_key, state_dir, log, config_file, proc, stack.kubeconfig)
-    kube = Kube(str(stack.kubeconfig))
+    kube = connect(stack.kubeconfig)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         n = kube.get(f"/api/v1/nodes/{node}")
@@ -128,7 +127,7 @@ def executor(stack, tmp_path_factory):
 
 @pytest.fixture
 def kube(stack) -> Kube:
-    return Kube(str(stack.kubeconfig))
+    return connect(stack.kubeconfig)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
@@ -172,16 +171,11 @@ def wait_for(kube: Kube, namespace: str, name: str, predicate, timeout: float = 
 
 def pod_versions(kube: Kube, namespace: str, name: str, resource_version: str, timeout: int = 30) -> Iterator[dict]:
     """Every version of the pod written after `resource_version`: a watch misses none (polling can miss a short one)."""
-    resp = kube.stream(f"/api/v1/namespaces/{namespace}/pods",
-                       {"watch": "true", "fieldSelector": f"metadata.name={name}", "resourceVersion": resource_version,
-                        "timeoutSeconds": str(timeout)}, timeout=(10, timeout + 10))
-    try:
-        for line in iter_resp_lines(resp):
-            event = json.loads(line) if line else {}
-            if event.get("type") in ("ADDED", "MODIFIED"):
-                yield event["object"]
-    finally:
-        resp.release_conn()
+    events = kube.watch(f"/api/v1/namespaces/{namespace}/pods", resource_version,
+                        query={"fieldSelector": f"metadata.name={name}"}, timeout_seconds=timeout)
+    for kind, pod in events:
+        if kind in ("ADDED", "MODIFIED"):
+            yield pod
 
 
 def phase_is(*phases):

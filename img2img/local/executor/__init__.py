@@ -17,5 +17,6 @@ through the same API calls they make, so the operator cannot tell the difference
 
 The modules without I/O (scheduling, quantities, pod_status, exits, kills, env, images, kube_time) hold the
 decisions, on plain API dicts; the others do the I/O around them: main.py (the command line and the controller loop),
-config.py (the configuration file), kubeapi.py (the executor's own synchronous API client), events.py.
+config.py (the configuration file), informer.py (the pods and nodes, listed and watched; the API client is
+img2img.kube's), events.py.
 """

@@ -7,8 +7,8 @@ import queue
 import secrets
 import threading
 
+from img2img.kube import Kube
 from img2img.local.executor.kube_time import rfc3339, utcnow
-from img2img.local.executor.kubeapi import Kube
 
 log = logging.getLogger(__name__)
 

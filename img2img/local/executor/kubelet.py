@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from img2img.kube import Kube, KubeError, pod_path
 from img2img.local.executor.config import Config
 from img2img.local.executor.env import kubernetes_service_env
 from img2img.local.executor.events import EventRecorder
 from img2img.local.executor.kills import MIN_KILL_GRACE
-from img2img.local.executor.kubeapi import Kube, KubeError, pod_path
 from img2img.local.executor.node import NodeAgent
 from img2img.local.executor.pod_status import is_terminal, was_started
 from img2img.local.executor.pod_worker import PodWorker

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from img2img.kube import connect
 from img2img.local.executor.config import Config
 from img2img.local.executor.events import EventRecorder
-from img2img.local.executor.kubeapi import Informer, Kube
+from img2img.local.executor.informer import Informer
 from img2img.local.executor.kubelet import Kubelet
 from img2img.local.executor.node import NodeAgent
 from img2img.local.executor.scheduler import Scheduler
@@ -37,10 +38,10 @@ class Executor:
         self.cfg = cfg
         self.stop = threading.Event()
         self.changed = threading.Event()
-        self.kube = Kube(kubeconfig)
+        self.kube = connect(kubeconfig, pool_size=64)  # as large as a burst of pod workers: no reconnecting
         self.events = EventRecorder(self.kube, cfg.node_name, self.stop)
-        self.pods = Informer(lambda: Kube(kubeconfig, 2), "/api/v1/pods", "pods", self.notify, self.stop)
-        self.nodes = Informer(lambda: Kube(kubeconfig, 2), "/api/v1/nodes", "nodes", self.notify, self.stop)
+        self.pods = Informer(lambda: connect(kubeconfig), "/api/v1/pods", "pods", self.notify, self.stop)
+        self.nodes = Informer(lambda: connect(kubeconfig), "/api/v1/nodes", "nodes", self.notify, self.stop)
         self.node = NodeAgent(cfg, self.kube, self.nodes, self.stop)
         self.kubelet = Kubelet(cfg, self.kube, self.events, self.node, self.notify)
         self.scheduler = Scheduler(cfg.scheduler_name, self.kube, self.events) if cfg.scheduler else None

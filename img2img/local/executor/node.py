@@ -14,9 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+from img2img.kube import Kube, KubeError
 from img2img.local.executor.config import Config
+from img2img.local.executor.informer import Informer
 from img2img.local.executor.kube_time import micro_time, rfc3339, utcnow
-from img2img.local.executor.kubeapi import Informer, Kube, KubeError
 from img2img.local.executor.quantities import node_allocatable
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import time
 from typing import TYPE_CHECKING
 
 from img2img.api.times import parse_rfc3339
+from img2img.kube import API_TIMEOUT, KubeError, pod_path
 from img2img.local.executor.containers import PodContainers
 from img2img.local.executor.kills import MIN_KILL_GRACE, active_deadline, kill_decision, kill_outcome
 from img2img.local.executor.kube_time import utcnow
-from img2img.local.executor.kubeapi import API_TIMEOUT, KubeError, pod_path
 from img2img.local.executor.pod_status import (
     TERMINAL_PHASES, PodView, build_pod_status, mark_unknown, pod_phase, rejected_status,
 )

@@ -11,9 +11,9 @@ import logging
 import time
 from collections import defaultdict
 
+from img2img.kube import Kube, KubeError, pod_path
 from img2img.local.executor.events import EventRecorder
 from img2img.local.executor.kube_time import utcnow
-from img2img.local.executor.kubeapi import Kube, KubeError, pod_path
 from img2img.local.executor.scheduling import schedule, scheduling_order, unschedulable_condition, wants_scheduler
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from img2img.api.termination import TERMINATION_LOG_PATH
+from img2img.kube import Kube
 from img2img.local.executor.env import field_ref_value, resource_field_value
-from img2img.local.executor.kubeapi import Kube
 
 Files = dict[str, tuple[bytes, int | None]]  # path in the volume -> (content, mode; None: 0644)
 
