@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from img2img import API_GROUP, PLURAL
+
 from img2img.local.paths import REPO_ROOT
 from img2img.local.supervisor import wait_until
 
@@ -38,7 +38,8 @@ def apply_crds(kubectl: Kubectl) -> None:
     """The repository's CRDs, applied and Established (retried while the API server is still starting up)."""
     wait_until("kube-apiserver accepting the CRDs",
                lambda: kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR)).returncode == 0, 60)
-    kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{API_GROUP}", "--timeout=60s")
+    # Every CRD, with room for a slow start on a loaded 2-core machine (the API server's CRD controller is busy).
+    kubectl("wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=180s")
 
 
 def bootstrap_namespace(kubectl: Kubectl, namespace: str) -> None:
