@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-
 from img2img.local.paths import REPO_ROOT
 from img2img.local.supervisor import wait_until
 
