@@ -8,7 +8,7 @@
 # makes .gpu-venv on top of it (--system-site-packages) and installs there only what is missing, offline, from the
 # wheelhouse made beforehand by bench/gpu_wheelhouse.sh (default: wheelhouse/cpXY-ARCH of that Python). Then it
 # builds the full-size random models (under ~/.cache/img2img-operator/models/full), runs the phases within about
-# 7 minutes on an H100/H200, writes the figures to bench/results/gpu-check.json and renders BENCHMARKS.md's GPU
+# 7 minutes on an H100/H200, writes the figures to bench/gpu-check.json and renders BENCHMARKS.md's GPU
 # section from them. --dry-run runs the same measuring code with the development environment (.venv) on the CPU.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,7 +48,7 @@ echo "[gpu_check] installing what is missing from $wheelhouse (offline)"
 "$py" -m pip install --quiet --disable-pip-version-check --no-index --find-links "$wheelhouse" --no-deps "${no_deps[@]}"
 "$py" bench/wheelhouse.py check-torch || { echo "gpu_check: the install replaced the machine's torch" >&2; exit 2; }
 echo "[gpu_check] install took $(( $(date +%s) - started )) s"
-json="${json:-bench/results/gpu-check.json}"
+json="${json:-bench/gpu-check.json}"
 "$py" bench/gpu_check.py --json "$json" "${rest[@]}"
 "$py" bench/gpu_report.py "$json" BENCHMARKS.md
 echo "[gpu_check] done in $(( $(date +%s) - started )) s: $json, BENCHMARKS.md"

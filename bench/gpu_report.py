@@ -1,4 +1,4 @@
-"""BENCHMARKS.md's GPU section, from the figures `bench/gpu_check.sh` wrote (bench/results/gpu-check.json).
+"""BENCHMARKS.md's GPU section, from the figures `bench/gpu_check.sh` wrote (bench/gpu-check.json).
 
 `python bench/gpu_report.py [JSON [MARKDOWN]]` replaces the section (between its two marker comments) in
 BENCHMARKS.md; `bench/run_all.py` writes the same section when it writes the whole file. Without a GPU run (no JSON,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-RESULTS = BENCH / "results" / "gpu-check.json"
+RESULTS = BENCH / "gpu-check.json"  # committed: the figures of the last GPU run
 BEGIN, END = "<!-- gpu-check: begin -->", "<!-- gpu-check: end -->"
 
 
@@ -49,8 +49,9 @@ def section(results: dict | None) -> list[str]:
            "network needed; about 8 minutes on an H100/H200). It builds random models of the published SDXL base, "
            "refiner, VAE and canny ControlNet architectures (no weights downloaded; the pictures are noise, the "
            "timing is the real architecture's), runs the seed's request through the runner's real path "
-           "(`img2img_runner.execute`) per set of speed switches, writes `bench/results/gpu-check.json` and "
-           "rewrites this section from it.")
+           "(`img2img_runner.execute`) per set of speed switches, writes `bench/gpu-check.json` and "
+           "rewrites this section from it. The same request written directly against diffusers, for the runner's "
+           "overhead on the GPU: `bench/gpu_sdxl.py --catalog ~/.cache/img2img-operator/models/full/catalog.yaml`.")
     if results is None:
         lines += ["Not run yet: no GPU machine has run it. " + how, "", END]
         return lines
@@ -91,10 +92,11 @@ def section(results: dict | None) -> list[str]:
         p50 = best["execution_ms"]["p50"]
         lines += ["", f"Best: **{best['name']}, {p50:,.0f} ms**: "
                       + ("the 1.5 s target is met." if p50 <= target else
-                         f"{p50 - target:,.0f} ms from the 1.5 s target. Where the time goes: the base runs "
-                         "ControlNet + UNet for about 20 DPM++ SDE evaluations pairs and the refiner the rest "
-                         "(43 UNet evaluations in all, 2 per sampler step), so the UNet rates above bound it; "
-                         "the VAE decode at 480×640 and the text encoders add the rest.")]
+                         f"{p50 - target:,.0f} ms from the 1.5 s target. Where the time goes: DPM++ SDE "
+                         "evaluates the UNet twice per sampler step (about 43 evaluations for the 23 steps), the "
+                         "base's with the ControlNet, the last ones on the refiner's UNet, so the UNet rates above "
+                         "bound it from below; the VAE encode and decode at 480×640 and the text encoders add the "
+                         "rest.")]
     lines += ["", END]
     return lines
 
