@@ -306,13 +306,13 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()[:10]
 
 
-def _free(*models) -> None:
-    """Drop a built model's device memory before the next one (full size: gigabytes each)."""
+def _free() -> None:
+    """Give back the device memory of the models just saved (and deleted) before the next ones (full size: gigabytes
+    each)."""
     import gc
 
     import torch
 
-    del models
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -350,7 +350,8 @@ def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
     )
     base.save_pretrained(out / "sdxl-base")
     hashes["sd_xl_base_1.0"] = _folder_hash(out / "sdxl-base")
-    _free(base, te, base_unet)
+    del base, te, base_unet
+    _free()
 
     # SDXL refiner: only the second text encoder, aesthetic-score time ids (5 instead of 6)
     refiner_unet = make.diffusers_model(UNet2DConditionModel, "sdxl-refiner-unet", seed=20)
@@ -361,7 +362,8 @@ def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
     )
     refiner.save_pretrained(out / "sdxl-refiner")
     hashes["sd_xl_refiner_1.0"] = _folder_hash(out / "sdxl-refiner")
-    _free(refiner, refiner_unet, te2, xl_vae)
+    del refiner, refiner_unet, te2, xl_vae
+    _free()
 
     # External SDXL VAEs as A1111 keeps them: one .safetensors file (+ a diffusers config folder for offline loading)
     for name, folder, seed in (("sdxl_vae.safetensors", "sdxl-vae", 30),
@@ -385,7 +387,8 @@ def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
         )
         sd.save_pretrained(out / folder)
         hashes[name] = _folder_hash(out / folder)
-        _free(sd)
+        del sd
+        _free()
 
     make.controlnet("sd15-controlnet-canny", seed=70).save_pretrained(out / "controlnet-sd15-canny")
     hashes["control_v11p_sd15_canny"] = _folder_hash(out / "controlnet-sd15-canny")
