@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
-from img2img import API_GROUP, PLURAL
 from img2img.local.paths import REPO_ROOT
 from img2img.local.supervisor import wait_until
 
@@ -37,7 +37,8 @@ def apply_crds(kubectl: Kubectl) -> None:
     """The repository's CRDs, applied and Established (retried while the API server is still starting up)."""
     wait_until("kube-apiserver accepting the CRDs",
                lambda: kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR)).returncode == 0, 60)
-    kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{API_GROUP}", "--timeout=60s")
+    # Every CRD, with room for a slow start on a loaded 2-core machine (the API server's CRD controller is busy).
+    kubectl("wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=180s")
 
 
 def bootstrap_namespace(kubectl: Kubectl, namespace: str) -> None:
@@ -54,3 +55,12 @@ metadata: {{name: {S3_SECRET}, namespace: {namespace}}}
 stringData: {{AWS_ACCESS_KEY_ID: {S3_USER}, AWS_SECRET_ACCESS_KEY: {S3_PASSWORD}}}
 """
     kubectl("apply", "--server-side", "-f", "-", input=manifest)
+
+
+def gateway_key_secret(kubectl: Kubectl, namespace: str, name: str, key: str) -> None:
+    """The namespace of the gateway and the Secret holding its API key (what the chart's values name)."""
+    kubectl("create", "namespace", namespace, check=False)  # kept when it exists
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                "stringData": {"key": key}}
+    kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+

@@ -4,7 +4,7 @@ Failure classes (the exit codes are docs/architecture.md's, "Operator → runner
 
 | what the pod shows | reason | retried |
 |---|---|---|
-| ``DisruptionTarget`` condition (preemption, eviction, taint manager, node shutdown, pod GC) | Preempted, Evicted, NodeLost | yes |
+| ``DisruptionTarget`` condition (preemption, eviction, taint manager, node shutdown, pod GC) | Preempted, Evicted, NodeShutdown, NodeLost | yes |
 | pod reason Evicted / Preempting / Shutdown / NodeLost / OutOf<resource> / UnexpectedAdmissionError | Evicted, … | yes |
 | the pod vanished before finishing (deleted by someone, evicted through the API) | PodLost | yes |
 | terminating on a lost node longer than ``timing.nodeLostGraceSeconds`` | NodeLost | yes |
@@ -121,6 +121,8 @@ def _failed(pod: PodView, report: TerminationMessage | None) -> Failure:
     disruption = pod.conditions.get("DisruptionTarget")
     if disruption is not None and disruption.status == "True":
         reason = _DISRUPTION_REASONS.get(disruption.reason or "", "Disrupted")
+        if disruption.reason == "TerminationByKubelet":  # node-pressure eviction or node shutdown: the pod says which
+            reason = _POD_DISRUPTION_REASONS.get(pod.reason or "", reason)
         return Failure(reason, disruption.message or pod.message or f"the pod was disrupted ({disruption.reason})",
                        retriable=True)
     if pod.reason in _POD_DISRUPTION_REASONS or (pod.reason or "").startswith("OutOf"):

@@ -29,6 +29,7 @@ FAST = {  # the operator, tuned for tests: short back-off and tick, small runner
     "runner": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
 }
 SLEEPER = {"runner": {"command": ["sleep", "600"]}}  # a runner that runs until killed
+RUNNER_SELECTOR = "app.kubernetes.io/managed-by=img2img-operator"
 
 
 def deep_merge(*parts: dict) -> dict:
@@ -116,7 +117,7 @@ def wait_state(stack, namespace: str, name: str, states: set[str], timeout: floa
 
 
 def pods(stack, namespace: str) -> list[dict]:
-    return stack.get_json("-n", namespace, "pods", "-l", "app.kubernetes.io/managed-by=img2img-operator")["items"]
+    return stack.get_json("-n", namespace, "pods", "-l", RUNNER_SELECTOR)["items"]
 
 
 def pod(stack, namespace: str, name: str) -> dict | None:
@@ -131,34 +132,55 @@ def runner_starts(stack, namespace: str, job: str) -> list[str]:
                   and any((p / "logs").iterdir()))
 
 
-class StateWatch:
-    """Every status.status a job goes through, from a watch (nothing polled in between is missed)."""
+class Events:
+    """Every watch event of a list call, in the API server's order, from a thread.
 
-    def __init__(self, stack, namespace: str, name: str):
-        from kubernetes import client, watch
+    The watch starts at the resourceVersion of a list made here first, so an event that happens before the watch
+    has connected is still delivered: nothing to wait for before acting.
+    """
 
-        self.seen: list[str] = []
+    def __init__(self, list_call, *args, until=lambda event: False, **kwargs):
+        from kubernetes import watch
+
+        listed = list_call(*args, **kwargs)
+        rv = listed["metadata"]["resourceVersion"] if isinstance(listed, dict) else listed.metadata.resource_version
+        self.seen: list[tuple[str, dict]] = []  # (ADDED | MODIFIED | DELETED, the object as JSON)
         self._watch = watch.Watch()
-        api = client.CustomObjectsApi(stack.api_client())
 
         def follow():
-            for event in self._watch.stream(api.list_namespaced_custom_object, "img2img.dev", "v1alpha1",
-                                            namespace, "img2imgjobs", field_selector=f"metadata.name={name}",
-                                            timeout_seconds=600):
-                state = (event["object"].get("status") or {}).get("status")
-                if state and (not self.seen or self.seen[-1] != state):
-                    self.seen.append(state)
-                if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+            for event in self._watch.stream(list_call, *args, resource_version=rv, timeout_seconds=1200, **kwargs):
+                self.seen.append((event["type"], event["raw_object"]))
+                if until(event["raw_object"]):
                     break
 
         self.thread = threading.Thread(target=follow, daemon=True)
         self.thread.start()
-        time.sleep(0.5)
 
-    def stop(self) -> list[str]:
-        self.thread.join(timeout=10)
+    def stop(self, timeout: float = 10) -> list[tuple[str, dict]]:
+        self.thread.join(timeout=timeout)
         self._watch.stop()
         return self.seen
+
+
+def state_watch(stack, namespace: str, name: str) -> Events:
+    """The job's events until it has finished."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(stack.api_client())
+    return Events(api.list_namespaced_custom_object, "img2img.dev", "v1alpha1", namespace, "img2imgjobs",
+                  field_selector=f"metadata.name={name}",
+                  until=lambda job: (job.get("status") or {}).get("status") in
+                  ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"))
+
+
+def states(events: list[tuple[str, dict]]) -> list[str]:
+    """Every status.status a job went through, in order (nothing polled in between is missed)."""
+    seen: list[str] = []
+    for _, job in events:
+        state = (job.get("status") or {}).get("status")
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+    return seen
 
 
 def s3_exists(stack, uri: str) -> bool:
@@ -174,12 +196,12 @@ def s3_exists(stack, uri: str) -> bool:
 def test_seed_job_created_with_kubectl_create_runs_to_completed(stack, namespace, operator):
     operator()
     manifest = yaml.safe_load(SEED_JOB.read_text())
-    watch = StateWatch(stack, namespace, manifest["metadata"]["name"])
+    watch = state_watch(stack, namespace, manifest["metadata"]["name"])
     stack.kubectl("create", "-n", namespace, "-f", str(SEED_JOB))
     name = manifest["metadata"]["name"]
     final = wait_state(stack, namespace, name, {"COMPLETED", "FAILED", "TIMED_OUT"}, timeout=600)
     assert final["status"] == "COMPLETED", final
-    assert watch.stop() == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert states(watch.stop()) == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 
     job = get(stack, namespace, name)
     assert final["id"] == job["metadata"]["uid"]
@@ -208,14 +230,33 @@ def test_seed_job_created_with_kubectl_create_runs_to_completed(stack, namespace
     assert "Completed" in {e["reason"] for e in events}
 
 
+ORDER = ["j1", "j3", "j4", "j0", "j2", "j5"]  # priority 5, 5, 1, 0, 0, 0; then submission order
+
+
+def runner_story(events: list[tuple[str, dict]]) -> list[tuple[str, str]]:
+    """("start", job) when a job's runner pod is created, ("end", job) when it first shows it finished."""
+    story: list[tuple[str, str]] = []
+    for kind, body in events:
+        job = body["metadata"]["labels"]["img2img.dev/job"]
+        if kind == "ADDED":
+            story.append(("start", job))
+        elif (body.get("status") or {}).get("phase") in ("Succeeded", "Failed") and ("end", job) not in story:
+            story.append(("end", job))
+    return story
+
+
 def test_two_at_a_time_by_priority_then_submission_with_queue_positions(stack, namespace, operator):
     # Six jobs queued at once (submitted while no operator runs), then the operator: a GPU-less class so that two
     # runners fit the one-GPU node, since the operator's limit is what is tested.
+    from kubernetes import client
+
     stack.stop_operator()
     priorities = [0, 5, 0, 5, 1, 0]
     for i, p in enumerate(priorities):
         create(stack, namespace, f"j{i}", priority=p)
         time.sleep(0.05)
+    core = client.CoreV1Api(stack.api_client())
+    pod_events = Events(core.list_namespaced_pod, namespace, label_selector=RUNNER_SELECTOR)
     operator({"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}}, "defaultGpuClass": "cpu",
               "runner": {"command": ["sh", "-c", "sleep 4; exec img2img-runner"]}})
 
@@ -233,23 +274,28 @@ def test_two_at_a_time_by_priority_then_submission_with_queue_positions(stack, n
         # object, so while positions move up one write at a time a sample may see two equal or a gap
         position = {n: s["queuePosition"] for n, s in snapshot.items()
                     if s.get("status") == "IN_QUEUE" and not s.get("runnerPod") and s.get("queuePosition")}
-        in_order = [position[n] for n in ("j1", "j3", "j4", "j0", "j2", "j5") if n in position]
+        in_order = [position[n] for n in ORDER if n in position]
         assert in_order == sorted(in_order), snapshot
         return all(s.get("status") in ("COMPLETED", "FAILED") for s in snapshot.values()) and len(snapshot) == 6
 
     wait_for("six jobs done", all_done, timeout=900, every=0.3)
     final = samples[-1]
     assert {s["status"] for s in final.values()} == {"COMPLETED"}
-    # Two slots that free together are filled in one pass, whose runners then start in either order: compare starts
-    # with a tolerance well under a runner's 4 s, so that only a job started a whole slot too early fails.
-    from img2img.api.times import parse_time_ms
-
-    started = {n: parse_time_ms(final[n]["startedAt"]) for n in final}
-    order = ["j1", "j3", "j4", "j0", "j2", "j5"]
-    for i, earlier in enumerate(order):
-        for later in order[i + 1:]:
-            assert started[earlier] <= started[later] + 1500, (earlier, later, final)
-    assert max(started["j1"], started["j3"]) + 2000 < min(started[n] for n in order[2:])  # j1, j3 first
+    # The order runners were started in, from the API server's own sequence of pod events (no clocks): a pod is
+    # created when a slot frees, i.e. after a runner pod ended. Two slots that free together are filled in one pass,
+    # whose two pods are created in either order; a job started a whole slot too early has a runner's end between
+    # its pod and the pod of a job ranked before it.
+    wait_for("every runner's end on the watch",
+             lambda: len([e for e in runner_story(list(pod_events.seen)) if e[0] == "end"]) == 6, timeout=60)
+    story = runner_story(pod_events.stop(timeout=0))
+    assert sorted(job for what, job in story if what == "start") == sorted(ORDER), story  # one runner each
+    start = {job: i for i, (what, job) in enumerate(story) if what == "start"}
+    assert {story[0][1], story[1][1]} == {"j1", "j3"} and story[0][0] == story[1][0] == "start", story
+    for i, earlier in enumerate(ORDER):
+        for later in ORDER[i + 1:]:
+            if start[later] < start[earlier]:
+                between = story[start[later]:start[earlier]]
+                assert not [e for e in between if e[0] == "end"], (earlier, later, story)
     # once settled, the four waiting behind the first two read 1..4
     settled = [{n: s.get("queuePosition") for n, s in snap.items() if s.get("queuePosition")} for snap in samples]
     assert {"j4": 1, "j0": 2, "j2": 3, "j5": 4} in settled
@@ -325,6 +371,11 @@ def test_deleting_a_job_removes_its_pod(stack, namespace, operator):
     operator(SLEEPER)
     create(stack, namespace, "doomed")
     wait_state(stack, namespace, "doomed", {"IN_PROGRESS"}, timeout=120)
+    # The pod's ownerReference would let kube-controller-manager's garbage collector delete it too: take it away,
+    # so that only the operator (which knows the pod by its job-uid label) can remove the pod
+    stack.kubectl("-n", namespace, "patch", "pod", "doomed-1", "--type=json",
+                  "-p", '[{"op": "remove", "path": "/metadata/ownerReferences"}]')
+    assert not pod(stack, namespace, "doomed-1")["metadata"].get("ownerReferences")
     stack.kubectl("-n", namespace, "delete", "img2imgjob", "doomed", "--wait=true")
     wait_for("pod removed", lambda: pod(stack, namespace, "doomed-1") is None, timeout=90)
 
@@ -387,7 +438,8 @@ def test_metrics_endpoint_reports_the_jobs_just_run(stack, namespace, operator):
 
 
 def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, monkeypatch):
-    """The resync list comes in pages; finished jobs are trimmed as each page arrives."""
+    """The resync list comes in pages, read in order, each from the previous page's continue token; each page's
+    jobs are trimmed as the page arrives, before the next page is asked for."""
     import asyncio
 
     from img2img_operator import kube as kube_module
@@ -397,25 +449,45 @@ def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, mo
     for i in range(7):
         create(stack, namespace, f"p{i}")
     monkeypatch.setattr(kube_module, "LIST_PAGE", 3)
-    seen_limits: list = []
+    log: list[tuple] = []  # what the list did, in order
+    versions: list[str] = []  # each page's list resourceVersion
     request = kube_module.Kube.request
 
-    async def counting(self, method, path, **kw):
-        seen_limits.append((kw.get("query") or {}).get("limit"))
-        return await request(self, method, path, **kw)
+    async def logged(self, method, path, **kw):
+        query = kw.get("query") or {}
+        log.append(("ask", query.get("limit"), query.get("continue")))
+        assert len(log) < 30, log  # a list that never ends
+        data = await request(self, method, path, **kw)
+        names = [item["metadata"]["name"] for item in data.get("items") or []]
+        assert all("managedFields" in item["metadata"] for item in data["items"])  # the API sends them
+        log.append(("page", names, (data.get("metadata") or {}).get("continue") or None))
+        versions.append(data["metadata"]["resourceVersion"])
+        return data
 
-    monkeypatch.setattr(kube_module.Kube, "request", counting)
+    def keep(item):
+        log.append(("trim", item["metadata"]["name"]))
+        return kept_of_job(item)
+
+    monkeypatch.setattr(kube_module.Kube, "request", logged)
 
     async def listing():
         configuration = aclient.Configuration()
         await aconfig.load_kube_config(config_file=str(stack.kubeconfig), client_configuration=configuration)
         api = aclient.ApiClient(configuration)
         try:
-            return await kube_module.Kube(api).list_jobs([namespace], keep=kept_of_job)
+            return await kube_module.Kube(api).list_jobs([namespace], keep=keep)
         finally:
             await api.close()
 
     items, rv = asyncio.run(listing())
-    assert sorted(i["metadata"]["name"] for i in items) == [f"p{i}" for i in range(7)]
-    assert seen_limits == [3, 3, 3] and isinstance(rv, int)  # three pages of at most three
+    first, second, third = (entry for entry in log if entry[0] == "page")
+    assert [first[1], second[1], third[1]] == [["p0", "p1", "p2"], ["p3", "p4", "p5"], ["p6"]]  # names in key order
+    assert first[2] and second[2] and third[2] is None
+    assert log == [
+        ("ask", 3, None), first, ("trim", "p0"), ("trim", "p1"), ("trim", "p2"),
+        ("ask", 3, first[2]), second, ("trim", "p3"), ("trim", "p4"), ("trim", "p5"),
+        ("ask", 3, second[2]), third, ("trim", "p6"),
+    ]
+    assert [i["metadata"]["name"] for i in items] == [f"p{i}" for i in range(7)]
     assert all(i["kind"] == "Img2ImgJob" and "managedFields" not in i["metadata"] for i in items)
+    assert rv == int(versions[0])  # the pages are one snapshot: its version is the first page's

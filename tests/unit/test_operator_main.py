@@ -51,11 +51,30 @@ def test_registry_has_only_stateless_handlers():
 
 
 def test_events_feed_the_cache_and_wake_the_dispatcher():
+    from img2img_operator.dispatcher import Dispatcher
+
+    from operator_samples import pod_body
+
     runtime = Runtime(CONFIG)
     registry = build_registry(runtime)
     handlers = {h.selector.plural or h.selector.any_name: h.fn for h in registry._watching.get_all_handlers()}
-    handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)})
-    assert len(runtime.cache) == 1
+
+    async def scenario():
+        # the dispatcher as startup makes it, asleep between passes; nothing it talks to is reached before a pass
+        runtime.dispatcher = Dispatcher(CONFIG, runtime.cache, kube=None, placement=None, staging=None,
+                                        metrics=runtime.metrics)
+        for kind, event in (("img2imgjobs", {"type": "ADDED", "object": job_body(None)}),
+                            ("pods", {"type": "ADDED", "object": pod_body(1, "Running")})):
+            runtime.dispatcher.wake.clear()
+            sleeping = asyncio.create_task(runtime.dispatcher.wake.wait())
+            await asyncio.sleep(0)
+            assert not sleeping.done()
+            handlers[kind](event=event)
+            await asyncio.wait_for(sleeping, timeout=5)  # woken by the event, not by its tick
+
+    asyncio.run(scenario())
+    (job, pods), = runtime.cache.snapshot()
+    assert job.name == "seed" and [p.name for p in pods] == ["seed-1"]
 
 
 def test_health_reports_a_dead_dispatcher():
