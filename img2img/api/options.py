@@ -68,7 +68,8 @@ NO_EFFECT: frozenset[str] = frozenset({
     "save_images_before_color_correction", "save_mask", "save_mask_composite", "export_for_4chan",
     "img_downscale_threshold", "target_side_length", "img_max_size_mp", "use_original_name_batch",
     "use_upscaler_name_as_suffix", "save_selected_only", "save_write_log_csv", "save_init_img", "temp_dir",
-    "clean_temp_dir_at_start", "save_incomplete_images", "jpeg_quality", "webp_lossless",  # images are PNG "notification_audio", "notification_volume",
+    "clean_temp_dir_at_start", "save_incomplete_images", "notification_audio", "notification_volume",
+    "jpeg_quality", "webp_lossless",  # the runner's images are PNG
     "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples", "outdir_grids",
     "outdir_txt2img_grids", "outdir_img2img_grids", "outdir_save", "outdir_init_images", "save_to_dirs",
     "grid_save_to_dirs", "use_save_to_dirs_for_ui", "directories_filename_pattern", "directories_max_prompt_words",

@@ -6,8 +6,8 @@ A1111 turns a prompt into conditioning in three passes (modules/prompt_parser.py
    that part's weight, which multiplies the CFG scale (``a cat:1.2`` is the text ``a cat`` guided at 1.2 x CFG);
 2. prompt editing ``[a:b:0.5]`` / ``[a:0.5]`` and alternation ``[a|b]`` change the text from step to step;
 3. emphasis, per text: ``(x)`` x 1.1, ``[x]`` / 1.1, ``(x:1.3)`` x 1.3, nested brackets multiply, an unclosed bracket
-   reaches to the end; ``\\(``, ``\\)``, ``\\[``, ``\\]``, ``\\\\`` are the characters themselves, and a backslash before
-   anything else is dropped; ``BREAK`` (a word, in capitals) ends the current 75-token chunk.
+   reaches to the end; ``\\(``, ``\\)``, ``\\[``, ``\\]``, ``\\\\`` are the characters themselves, and a backslash
+   before anything else is dropped; ``BREAK`` (a word, in capitals) ends the current 75-token chunk.
 
 Passes 1 and 3 are implemented here (``composable_weight``, ``parse_emphasis``); the runner tokenizes and encodes
 the pieces (img2img_runner.conditioning). ``AND`` and pass 2 are refused by name (``refusals``): the picture would

@@ -19,7 +19,6 @@ import random as _random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from img2img.api.errors import FieldError
 from img2img.api.prompts import composable_weight
 from img2img.api.samplers import SchedulerSpec, img2img_t_enc, scheduler_spec
 from img2img_runner.catalog import Entry, Resolved
@@ -192,8 +191,9 @@ def fixed_seed(seed: int | None, rng: _random.Random | None = None) -> int:
 def img2img_steps(steps: int, denoising_strength: float, spec: SchedulerSpec, *, fix_steps: bool = False) -> Steps:
     """A1111's img2img step count, and the diffusers ``strength`` that starts at A1111's first step.
 
-    t_enc as A1111's ``setup_img2img_steps`` (``img2img_t_enc``). diffusers starts int(num_inference_steps * strength) steps before the end of its schedule, so strength =
-    (that count + 0.5) / schedule (the half step keeps float rounding from losing one), at most 1.
+    t_enc as A1111's ``setup_img2img_steps`` (``img2img_t_enc``). diffusers starts int(num_inference_steps *
+    strength) steps before the end of its schedule, so strength = (that count + 0.5) / schedule (the half step keeps
+    float rounding from losing one), at most 1.
     """
     schedule, t_enc = img2img_t_enc(steps, denoising_strength, fix_steps)
     if spec.timestep_sampler:
@@ -247,7 +247,8 @@ def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, 
         controlnet=resolved.runs, substituted_from=resolved.requested if resolved.substituted else None,
         weight=float(unit.weight), guidance_start=float(unit.guidance_start),
         guidance_end=float(unit.effective_guidance_end),
-        window=guidance_window(float(unit.guidance_start), float(unit.effective_guidance_end), steps), image=image, resize_mode=resize_mode,
+        window=guidance_window(float(unit.guidance_start), float(unit.effective_guidance_end), steps), image=image,
+        resize_mode=resize_mode,
         resize_mode_as_sent=unit.resize_mode_name, processor_res=processor_res, processor_res_info=processor_res_info,
         pixel_perfect=unit.pixel_perfect,
         threshold_a=thr_a, threshold_b=thr_b,
@@ -325,8 +326,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
         units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, steps, sent))
 
     # A1111: the request's initial_noise_multiplier, else the option's (default 1)
-    noise_multiplier = next((float(v) for v in (payload.initial_noise_multiplier,
-                                                  opts.initial_noise_multiplier if opts else None) if v is not None), 1.0)
+    sent = (payload.initial_noise_multiplier, opts.initial_noise_multiplier if opts else None)
+    noise_multiplier = next((float(v) for v in sent if v is not None), 1.0)
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
 
     # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's

@@ -140,9 +140,9 @@ def test_negative_prompt_clip_skip_ensd_and_eta():
     ("Euler", None, False),
 ])
 def test_ensd_is_written_for_a1111s_uses_ensd_samplers_only(sampler, eta, shown):
+    options = {"sd_model_checkpoint": "v1-5-pruned-emaonly", "eta_noise_seed_delta": 31337}
     payload = seed_payload(sampler_name=sampler, scheduler=None, eta=eta, refiner_checkpoint=None,
-                           override_settings={"sd_model_checkpoint": "v1-5-pruned-emaonly", "eta_noise_seed_delta": 31337},
-                           alwayson_scripts={})
+                           override_settings=options, alwayson_scripts={})
     _, (text,) = info(plan_for(payload), RAN)
     assert ("ENSD: 31337" in text) == shown
 

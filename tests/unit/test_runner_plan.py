@@ -8,7 +8,6 @@ import pytest
 
 from runner_samples import plan_for, seed_payload, tiny_catalog
 
-from img2img.api.errors import FieldError
 from img2img.api.samplers import scheduler_spec
 from img2img_runner.plan import (
     SEED_RANGE,
