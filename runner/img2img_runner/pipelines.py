@@ -494,14 +494,16 @@ def refiner_start_index(scheduler: Any, steps: int, switch_at: float) -> int:
 # --- prompts of different lengths --------------------------------------------------------------------------
 
 
-def split_by_context(forward: Callable, lengths: tuple[int, int], batch_size: int) -> Callable:
+def split_by_context(forward: Callable, lengths: tuple[int, int], batch_size: int,
+                     call: Callable | None = None) -> Callable:
     """``forward`` (a UNet's or a ControlNet's) run once per context length, as A1111 runs the UNet when the prompt
     and the negative prompt have a different number of chunks.
 
     ``lengths`` are the (negative, positive) token counts; the pipeline's ``encoder_hidden_states`` are padded to
     the longer one. Its batch is diffusers' CFG batch (``batch_size`` negative rows, then as many positive ones) or,
     without CFG, the positive rows only. Every argument with a row per batch element is sliced alike; the outputs
-    are joined again.
+    are joined again. ``call`` (default ``forward``) is what runs each part: the module itself where it can be,
+    so that its hooks and compiled code run.
     """
     import inspect
 
@@ -534,7 +536,7 @@ def split_by_context(forward: Callable, lengths: tuple[int, int], batch_size: in
         for part, length in parts:
             sliced = {k: rows(v, part, total) for k, v in arguments.items()}
             sliced["encoder_hidden_states"] = sliced["encoder_hidden_states"][:, :length]
-            outputs.append(forward(**sliced))
+            outputs.append((call or forward)(**sliced))
         return joined(outputs)
 
     return run
@@ -588,7 +590,9 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
             active = [i for i, scale in enumerate(conditioning_scale) if scale != 0]
             down_total = mid_total = None
             for i in active or [0]:  # no unit in its guidance window: one run at scale 0 gives zero residuals
-                net = self.nets[i] if self.context is None else split_by_context(self.nets[i].forward, *self.context)
+                net = self.nets[i]
+                if self.context is not None:
+                    net = split_by_context(net.forward, *self.context, call=net)
                 down, mid = net(
                     sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
                     controlnet_cond=controlnet_cond[i], conditioning_scale=conditioning_scale[i],
