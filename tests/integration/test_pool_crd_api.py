@@ -58,3 +58,20 @@ def test_kubectl_get_rp_shows_sizing_and_counts(stack, namespace):
     assert table[1].split()[:8] == ["shown", "l4", "1", "3", "2", "1", "1", "4"]
     listed = stack.kubectl("-n", namespace, "get", "img2img", "-o", "name").stdout.split()
     assert "runnerpool.img2img.dev/shown" in listed  # the category lists pools beside jobs
+
+
+def test_a_runner_pod_is_admitted_under_the_restricted_profile(stack):
+    from img2img_operator.config import parse_config
+    from img2img_operator.pool_scaling import Pool
+    from img2img_operator.runner_pods import build_pool_runner_pod
+
+    runners_ns = "rp-restricted"
+    stack.kubectl("apply", "--server-side", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": runners_ns, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}}))
+    config = parse_config({"s3": {"bucket": "b"}, "runner": {"serviceAccountName": None, "modelCache": {}},
+                           "runners": {"namespace": runners_ns}})
+    pool = Pool("sdxl", "default", ("sd_xl_base_1.0",), 1, 0, 2, 60)
+    pod = build_pool_runner_pod(pool, "sdxl-abcde", b"k" * 32, config)
+    proc = stack.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert proc.returncode == 0 and "violate" not in proc.stderr, proc.stderr
