@@ -212,7 +212,7 @@ def pool_status(pool: Pool, runners: Sequence[Runner], queued: int, now_ms: int,
     conditions = [
         _condition(READY, ready >= floor, "MinReady" if ready >= floor else (
             "Stalled" if stall_reason else "Starting"), ready_message, generation, now_ms, previous),
-        _condition(STALLED, stall_reason is not None, stall_reason or "RunnersStart",
+        _condition(STALLED, stall_reason is not None, stall_reason or "AsExpected",
                    "; ".join(problems), generation, now_ms, previous),
     ]
     status: dict[str, Any] = {"readyRunners": ready, "busyRunners": busy, "startingRunners": starting,

@@ -179,7 +179,7 @@ def test_counts_and_a_ready_pool():
     assert ready == {"type": "Ready", "status": "True", "reason": "MinReady",
                      "message": "3 runners ready (minReady 2)", "lastTransitionTime": "2026-01-01T00:00:00Z",
                      "observedGeneration": 4}
-    assert (stalled["status"], stalled["reason"], stalled["message"]) == ("False", "RunnersStart", "")
+    assert (stalled["status"], stalled["reason"], stalled["message"]) == ("False", "AsExpected", "")
 
 
 def test_a_pool_whose_runners_cannot_pull_their_image_is_stalled_with_the_reason():
@@ -218,7 +218,7 @@ def test_runners_that_end_before_asking_for_work_stall_a_pool_with_none_ready():
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds():
     earlier = [{"type": "Ready", "status": "True", "reason": "MinReady", "lastTransitionTime": "2025-12-31T23:00:00Z"},
-               {"type": "Stalled", "status": "False", "reason": "RunnersStart",
+               {"type": "Stalled", "status": "False", "reason": "AsExpected",
                 "lastTransitionTime": "2025-12-31T23:00:00Z"}]
     runners = [idle("a", 5), starting("b", "ImagePullBackOff")]
     status = pool_status(pool(min_ready=1), runners, queued=0, now_ms=NOW + 1500, previous_conditions=earlier)
