@@ -1,0 +1,145 @@
+"""The pod of one warm runner of a pool, as a manifest dict (POOLS.md, "Runner pod"). Pure.
+
+A runner is long-lived: it loads its pool's models, then asks the operator for work (``img2img-runner serve``,
+protocol in ``img2img.api.protocol``). It lives in the runner namespace, runs under the "restricted" Pod Security
+Standard with no API token, and holds no credentials to tenants' S3 areas: each assignment brings presigned URLs.
+Its only secrets are its own runner token and, when the catalog reads models from S3, read access to the model
+store (``runners.modelStoreSecret``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from typing import Any
+
+from img2img.api.pool import POOL_API_VERSION, POOL_KIND
+from img2img.api.protocol import (
+    ENV_OPERATOR_URL,
+    ENV_POOL,
+    ENV_POOL_MODELS,
+    ENV_RUNNER_NAME,
+    ENV_RUNNER_TOKEN,
+    runner_token,
+)
+
+from .config import OperatorConfig
+from .pods import MAX_NAME, TERMINATION_MESSAGE_PATH, _resources, _volumes, label_value
+from .pool_scaling import Pool
+from .views import LABEL_GPU_CLASS, LABEL_MANAGED_BY, MANAGED_BY, RUNNER_CONTAINER
+
+LABEL_POOL = "img2img.dev/pool"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+RUNNER_COMPONENT = "runner"  # the chart's NetworkPolicy lets only pods with this component reach the operator
+SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+SUFFIX_LENGTH = 5
+
+
+def runner_name(pool: str, rng: random.Random) -> str:
+    """``<pool>-<5 random [a-z0-9]>``, one DNS label (the pool's name cut when too long for that)."""
+    suffix = "".join(rng.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
+    head = pool[: MAX_NAME - SUFFIX_LENGTH - 1].rstrip("-.")
+    return f"{head}-{suffix}"
+
+
+def pool_selector(pool: str) -> dict[str, str]:
+    """The labels that select one pool's runner pods."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: RUNNER_COMPONENT, LABEL_POOL: label_value(pool)}
+
+
+def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
+    sc = config.runner.security_context
+    out: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": sc.run_as_user, "runAsGroup": sc.run_as_group,
+                           "seccompProfile": {"type": "RuntimeDefault"}}
+    if sc.fs_group is not None:
+        out["fsGroup"] = sc.fs_group
+    return out
+
+
+def container_security_context(config: OperatorConfig) -> dict[str, Any]:
+    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
+            "readOnlyRootFilesystem": config.runner.security_context.read_only_root_filesystem,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _env(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> list[dict[str, Any]]:
+    runner, s3 = config.runner, config.s3
+    ours: list[dict[str, Any]] = [
+        {"name": ENV_OPERATOR_URL, "value": config.runners.url},
+        {"name": ENV_RUNNER_TOKEN, "value": runner_token(key, name)},
+        {"name": ENV_RUNNER_NAME, "value": name},
+        {"name": ENV_POOL, "value": pool.name},
+        {"name": ENV_POOL_MODELS, "value": json.dumps(list(pool.models))},
+        {"name": "IMG2IMG_ALLOWED_HOSTS", "value": json.dumps(list(runner.allowed_hosts))},
+    ]
+    if runner.catalog_path:
+        ours.append({"name": "IMG2IMG_CATALOG", "value": runner.catalog_path})
+    if runner.model_cache is not None:
+        ours.append({"name": "IMG2IMG_MODEL_CACHE", "value": runner.model_cache.mount_path})
+    # where S3 is, for catalogs that read models from it; credentials only for the model store
+    if s3.endpoint:
+        ours.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint})
+    if s3.region:
+        ours.append({"name": "AWS_REGION", "value": s3.region})
+    if config.runners.model_store_secret:
+        for env_key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            ours.append({"name": env_key, "valueFrom": {"secretKeyRef": {
+                "name": config.runners.model_store_secret, "key": env_key}}})
+    if runner.hub_token_secret is not None:
+        ref = runner.hub_token_secret
+        ours.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    taken = {e["name"] for e in ours}
+    return [{"name": k, "value": v} for k, v in sorted(runner.env.items()) if k not in taken] + ours
+
+
+def build_pool_runner_pod(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> dict[str, Any]:
+    """The manifest of runner ``name`` (from ``runner_name``) of ``pool``; ``key`` signs its runner token."""
+    runner = config.runner
+    gpu = config.gpu_classes[pool.gpu_class]
+    volumes, mounts = _volumes(config)
+    container: dict[str, Any] = {
+        "name": RUNNER_CONTAINER,
+        "image": runner.image,
+        "imagePullPolicy": runner.image_pull_policy,
+        "command": list(runner.command),
+        "args": ["serve", *runner.args],
+        "env": _env(pool, name, key, config),
+        "resources": _resources(pool.gpu_class, config),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security_context(config),
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # a crashed runner is replaced, not restarted
+        "terminationGracePeriodSeconds": runner.termination_grace_period_seconds,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(config),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if runner.service_account_name:
+        spec["serviceAccountName"] = runner.service_account_name
+    if runner.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in runner.image_pull_secrets]
+    if gpu.node_selector:
+        spec["nodeSelector"] = dict(gpu.node_selector)
+    if gpu.tolerations:
+        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in gpu.tolerations]
+    if gpu.priority_class_name:
+        spec["priorityClassName"] = gpu.priority_class_name
+
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": config.runners.namespace,
+        "labels": {**runner.pod_labels, "app.kubernetes.io/name": "img2img-runner", **pool_selector(pool.name),
+                   LABEL_GPU_CLASS: label_value(pool.gpu_class)},
+        "annotations": dict(runner.pod_annotations),
+    }
+    if pool.uid:  # a RunnerPool's runners go with it; an implicit pool has no object to own them
+        # no blockOwnerDeletion: it would need rights on runnerpools/finalizers, and nothing waits on runners
+        metadata["ownerReferences"] = [{"apiVersion": POOL_API_VERSION, "kind": POOL_KIND, "name": pool.name,
+                                        "uid": pool.uid, "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
