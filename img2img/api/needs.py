@@ -1,4 +1,5 @@
-"""What a job needs of a runner: the models it names, and room for the images it can produce. Pure.
+"""What a job needs of a runner: the models it names, the stored images it reads, and room for the images it can
+produce. Pure.
 
 Model names are compared by ``model_key``: A1111 accepts one model under several spellings ("sd_xl_base_1.0",
 "sd_xl_base_1.0 [31e35c80fc]", "sd_xl_base_1.0.safetensors", "SDXL/sd_xl_base_1.0.safetensors"), and so does the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from img2img.api.images import S3Ref, parse_reference
 from img2img.api.payload import Img2ImgPayload
 
 WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -42,3 +44,11 @@ def output_image_bound(payload: Img2ImgPayload) -> int:
     """At most this many images come back: batch_size × n_iter generated, plus one detect map per enabled
     ControlNet unit (the runner uploads a map only when the unit saves it)."""
     return payload.images_per_job + len(payload.enabled_controlnet_units)
+
+
+def s3_images(payload: Img2ImgPayload) -> list[S3Ref]:
+    """The ``s3://`` images the job reads (init images, then enabled ControlNet units' images), each once, in
+    order: the reads the operator presigns for the runner."""
+    values = list(payload.init_images) + [unit.source_image for unit in payload.enabled_controlnet_units]
+    refs = [parse_reference(v) for v in values if isinstance(v, str)]
+    return list(dict.fromkeys(r for r in refs if isinstance(r, S3Ref)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api_samples import seed_payload, seed_unit
-from img2img.api.needs import model_key, output_image_bound, required_models
+from img2img.api.needs import model_key, output_image_bound, required_models, s3_images
 from img2img.api.payload import Img2ImgPayload
 
 
@@ -69,3 +69,14 @@ def test_output_bound_counts_every_image_and_one_detect_map_per_enabled_unit():
     assert output_image_bound(payload(batch_size=4, n_iter=3, alwayson_scripts={})) == 12
     two_enabled_one_off = units({}, {"enabled": False}, {"model": "None", "module": "reference_only"})
     assert output_image_bound(payload(batch_size=2, n_iter=5, alwayson_scripts=two_enabled_one_off)) == 12
+
+
+def test_the_s3_images_a_job_reads_each_once_in_order():
+    from img2img.api.images import S3Ref
+
+    init, control = "s3://img2img/uploads/ns/a.png", "s3://other/b.png"
+    read = payload(init_images=[init, "https://example.com/x.png", init], batch_size=3,
+                   alwayson_scripts=units({"input_image": control}, {"input_image": "s3://img2img/off.png",
+                                                                      "enabled": False}))
+    assert s3_images(read) == [S3Ref("img2img", "uploads/ns/a.png"), S3Ref("other", "b.png")]
+    assert s3_images(payload()) == []  # inline images only
