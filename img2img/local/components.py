@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from img2img.local.binaries import Binaries
-from img2img.local.bootstrap import RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_REGION, S3_SECRET, S3_USER
+from img2img.local.bootstrap import RUNNER_NAMESPACE, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_REGION, S3_USER
 from img2img.local.certs import ControlPlaneCerts
 from img2img.local.paths import REPO_ROOT
 
@@ -152,12 +152,17 @@ def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port
             "serviceAccountName": RUNNER_SERVICE_ACCOUNT,
             "catalogPath": str(catalog) if catalog else None,
         },
+        "runners": {
+            "namespace": RUNNER_NAMESPACE,
+            "port": ports["operator_runners"],
+            # runners are processes on this machine (the executor plays the kubelet here)
+            "operatorUrl": loopback(ports["operator_runners"]),
+        },
         "s3": {
             "endpoint": s3_endpoint,
             "region": S3_REGION,
             "bucket": bucket,
             "prefix": "jobs",
-            "credentialsSecret": S3_SECRET,
         },
         "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": gpus}},
         "defaultGpuClass": "local",

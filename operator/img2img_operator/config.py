@@ -141,13 +141,14 @@ class S3Config(_Camel):
     prefix: str = "jobs"
     endpoint: str | None = None  # None = AWS; set for MinIO, Ceph, R2, …
     region: str | None = None
-    # A Secret in each job namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, given to runners.
-    # None = the runners use a cloud identity (IRSA, workload identity) through their ServiceAccount.
+    # The Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) the chart gives the operator its own S3 credentials
+    # from (the operator reads them from its environment). None = a cloud identity (IRSA, workload identity).
+    # Runners never get credentials to the job areas: each assignment carries presigned URLs.
     credentials_secret: str | None = None
     # s3:// prefixes a job may read input images from, by namespace ("*" = every namespace). A namespace's own
     # area s3://<bucket>/<prefix>/<namespace>/ is always allowed.
     allowed_read_prefixes: dict[str, list[str]] = Field(default_factory=dict)
-    # Lifetime of the presigned result URLs the runner adds to result.json; 0 = none.
+    # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
     presign_expiry_seconds: int = Field(0, ge=0)
 
     def job_prefix(self, namespace: str, name: str, uid: str, bucket: str | None = None,
@@ -211,16 +212,10 @@ class RetryBackoff(_Camel):
 
 
 class Waits(_Camel):
-    """How long the operator waits: on the cluster before it calls something a failure (grace periods), and between
-    its own looks at the jobs (tick, resync). The configuration key is ``timing``."""
+    """How often the operator looks at the jobs on its own (the configuration key is ``timing``)."""
 
-    image_pull_grace_seconds: float = Field(300, ge=0)  # ErrImagePull/ImagePullBackOff longer than this: retry
-    container_config_grace_seconds: float = Field(120, ge=0)  # CreateContainerConfigError longer than this: FAILED
-    node_lost_grace_seconds: float = Field(300, ge=0)  # pod phase Unknown longer than this: retry
-    deadline_grace_seconds: float = Field(30, ge=0)  # past activeDeadlineSeconds + this: the operator times out
-    cancel_grace_period_seconds: int = Field(10, ge=0)  # terminationGracePeriod when deleting a pod
     tick_seconds: float = Field(10, gt=0)  # the dispatcher looks at every job at least this often
-    resync_seconds: float = Field(300, gt=0)  # full re-list of jobs and pods, healing missed watch events
+    resync_seconds: float = Field(300, gt=0)  # full re-list of jobs, runner pods and pools, healing missed events
 
 
 class PeeringConfig(_Camel):

@@ -25,7 +25,7 @@ from img2img.api.pool import RunnerPool
 from img2img.api.status import READY, STALLED
 
 from .config import OperatorConfig
-from .status import MAX_CONDITION_MESSAGE, condition_time
+from .status import by_type, condition
 
 RunnerState = Literal["starting", "idle", "busy"]
 
@@ -175,19 +175,6 @@ def plan_scale(pool: Pool, runners: Sequence[Runner], queued: int, now_ms: int) 
 
 
 # ---- status -------------------------------------------------------------------------------------------------------
-def _condition(kind: str, value: bool, reason: str, message: str, generation: int | None, now_ms: int,
-               previous: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    status = "True" if value else "False"
-    old = previous.get(kind) or {}
-    since = old.get("lastTransitionTime") if old.get("status") == status else None
-    out: dict[str, Any] = {"type": kind, "status": status, "reason": reason,
-                           "message": message[:MAX_CONDITION_MESSAGE],
-                           "lastTransitionTime": since or condition_time(now_ms)}
-    if generation is not None:
-        out["observedGeneration"] = generation
-    return out
-
-
 def pool_status(pool: Pool, runners: Sequence[Runner], queued: int, now_ms: int, *,
                 generation: int | None = None, previous_conditions: Sequence[Mapping[str, Any]] = (),
                 failed_before_take: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
@@ -207,16 +194,31 @@ def pool_status(pool: Pool, runners: Sequence[Runner], queued: int, now_ms: int,
         stall_reason = stall_reason or FAILED_BEFORE_TAKE
     floor = pool.floor
 
-    previous = {c.get("type"): c for c in previous_conditions if isinstance(c, Mapping)}
+    previous = by_type(previous_conditions)
     ready_message = f"{ready} runners ready (minReady {floor})"
     conditions = [
-        _condition(READY, ready >= floor, "MinReady" if ready >= floor else (
-            "Stalled" if stall_reason else "Starting"), ready_message, generation, now_ms, previous),
-        _condition(STALLED, stall_reason is not None, stall_reason or "AsExpected",
-                   "; ".join(problems), generation, now_ms, previous),
+        condition(READY, ready >= floor, "MinReady" if ready >= floor else (
+            "Stalled" if stall_reason else "Starting"), ready_message, now_ms, previous.get(READY), generation),
+        condition(STALLED, stall_reason is not None, stall_reason or "AsExpected",
+                  "; ".join(problems), now_ms, previous.get(STALLED), generation),
     ]
     status: dict[str, Any] = {"readyRunners": ready, "busyRunners": busy, "startingRunners": starting,
                               "queuedJobs": queued, "conditions": conditions}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def problem_status(problem: str, now_ms: int, *, generation: int | None = None,
+                   previous_conditions: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The status of a RunnerPool the operator cannot serve as written (``PoolProblem``): stalled, no runners."""
+    previous = by_type(previous_conditions)
+    status: dict[str, Any] = {"readyRunners": 0, "busyRunners": 0, "startingRunners": 0, "queuedJobs": 0,
+                              "conditions": [
+                                  condition(READY, False, "InvalidSpec", problem, now_ms, previous.get(READY),
+                                            generation),
+                                  condition(STALLED, True, "InvalidSpec", problem, now_ms, previous.get(STALLED),
+                                            generation)]}
     if generation is not None:
         status["observedGeneration"] = generation
     return status

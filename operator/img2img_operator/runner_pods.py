@@ -9,8 +9,11 @@ store (``runners.modelStoreSecret``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
 import random
+import re
 import string
 from typing import Any
 
@@ -24,16 +27,35 @@ from img2img.api.protocol import (
     runner_token,
 )
 
-from .config import OperatorConfig
-from .pods import MAX_NAME, TERMINATION_MESSAGE_PATH, _resources, _volumes, label_value
-from .pool_scaling import Pool
-from .views import LABEL_GPU_CLASS, LABEL_MANAGED_BY, MANAGED_BY, RUNNER_CONTAINER
+from img2img.api.termination import TERMINATION_LOG_PATH
 
-LABEL_POOL = "img2img.dev/pool"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-RUNNER_COMPONENT = "runner"  # the chart's NetworkPolicy lets only pods with this component reach the operator
+from .config import OperatorConfig
+from .pool_scaling import Pool
+from .views import (LABEL_COMPONENT, LABEL_GPU_CLASS, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, RUNNER_COMPONENT,
+                    RUNNER_CONTAINER)
+
+MAX_NAME = 63  # pod names become host names: one DNS label
+TMP_MOUNT = "/tmp"
+RUNNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={RUNNER_COMPONENT}"  # every runner pod
 SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 SUFFIX_LENGTH = 5
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _digest(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def label_value(value: str) -> str:
+    """A label value (≤ 63 characters, alphanumeric at both ends); long or odd values are cut and hashed."""
+    if len(value) <= 63 and _LABEL_VALUE.match(value):
+        return value
+    cleaned = re.sub(r"[^-A-Za-z0-9_.]", "-", value)
+    head = cleaned[: 63 - 9].strip("-_.")
+    return f"{head}-{_digest(value)}" if head else _digest(value)
+
+
 
 
 def runner_name(pool: str, rng: random.Random) -> str:
@@ -93,6 +115,51 @@ def _env(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> list[dict
     return [{"name": k, "value": v} for k, v in sorted(runner.env.items()) if k not in taken] + ours
 
 
+def _resources(gpu_class: str, config: OperatorConfig) -> dict[str, Any]:
+    """runner.resources with the GPU class's quantities laid over both requests and limits."""
+    base = config.runner.resources
+    requests = {k: v for k, v in base.requests.items()}
+    limits = {k: v for k, v in base.limits.items()}
+    for key, value in config.gpu_classes[gpu_class].resources.items():
+        requests[key] = value
+        limits[key] = value
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = {k: str(v) for k, v in requests.items()}
+    if limits:
+        out["limits"] = {k: str(v) for k, v in limits.items()}
+    return out
+
+
+def _volumes(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    runner = config.runner
+    tmp: dict[str, Any] = {}
+    if runner.tmp_size_limit:
+        tmp["sizeLimit"] = runner.tmp_size_limit
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": tmp}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_MOUNT}]
+    cache = runner.model_cache
+    if cache is not None:
+        if cache.kind == "persistentVolumeClaim":
+            source: dict[str, Any] = {
+                "persistentVolumeClaim": {"claimName": cache.persistent_volume_claim, "readOnly": cache.read_only}
+            }
+        elif cache.kind == "hostPath":
+            source = {"hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+        else:
+            source = {"emptyDir": {"sizeLimit": cache.size_limit} if cache.size_limit else {}}
+        volumes.append({"name": "model-cache", **source})
+        mounts.append({"name": "model-cache", "mountPath": cache.mount_path, "readOnly": cache.read_only})
+    if runner.catalog_config_map and runner.catalog_path:
+        directory, filename = posixpath.split(runner.catalog_path)
+        volumes.append({
+            "name": "catalog",
+            "configMap": {"name": runner.catalog_config_map, "items": [{"key": runner.catalog_key, "path": filename}]},
+        })
+        mounts.append({"name": "catalog", "mountPath": directory or "/", "readOnly": True})
+    return volumes, mounts
+
+
 def build_pool_runner_pod(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> dict[str, Any]:
     """The manifest of runner ``name`` (from ``runner_name``) of ``pool``; ``key`` signs its runner token."""
     runner = config.runner
@@ -107,7 +174,7 @@ def build_pool_runner_pod(pool: Pool, name: str, key: bytes, config: OperatorCon
         "env": _env(pool, name, key, config),
         "resources": _resources(pool.gpu_class, config),
         "volumeMounts": mounts,
-        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePath": TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security_context(config),
     }
