@@ -38,6 +38,7 @@ from .lifecycle import (
     EndLease,
     Emit,
     Offer,
+    RetireRunner,
     Slot,
     WriteStatus,
     next_step,
@@ -403,6 +404,12 @@ class Dispatcher:
             elif isinstance(action, EndLease):
                 self.leases.end(job.uid, action.lease, self.now_ms())
                 self.poke()  # the runner is free: the pool's state moves
+            elif isinstance(action, RetireRunner):
+                pod = self.cache.pod(action.runner)
+                if pod is not None and not pod.deleting:
+                    self._retiring.add(pod.name)
+                    log.warning("runner %s lost its lease: removing it", pod.name, extra=_ctx(job))
+                    await self._remove_runner(pod)
             elif isinstance(action, DeleteJob):
                 step = "delete_job"
                 await self.kube.delete_job(job.namespace, job.name, job.uid)

@@ -68,6 +68,11 @@ class EndLease:
 
 
 @dataclass(frozen=True)
+class RetireRunner:
+    runner: str  # its lease lapsed: remove its pod (if it is still there, it hangs or lost its way; a new one comes)
+
+
+@dataclass(frozen=True)
 class DeleteJob:
     pass
 
@@ -79,7 +84,7 @@ class Emit:
     message: str
 
 
-Action = WriteStatus | Offer | EndLease | DeleteJob | Emit
+Action = WriteStatus | Offer | EndLease | RetireRunner | DeleteJob | Emit
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,8 @@ def _in_flight(job: JobView, now: int, config: OperatorConfig, c: Controls, atte
         return Decision(wake_at=attempt.wake_at)
     lease = attempt.lease
     if attempt.kind == LAPSED:
-        return _failed_attempt(job, now, config, c, runner_lost(attempt.reason), None, lease)
+        lost = _failed_attempt(job, now, config, c, runner_lost(attempt.reason), None, lease)
+        return Decision(lost.actions + (RetireRunner(runner),), wake_at=lost.wake_at)
     assert lease is not None
     if attempt.kind == DONE:
         outcome = read_outcome(lease.outcome or {})

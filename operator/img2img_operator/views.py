@@ -85,16 +85,13 @@ class JobView:
 class Terminated:
     exit_code: int
     reason: str | None = None
-    message: str | None = None
-    started_ms: int | None = None
-    finished_ms: int | None = None
+    message: str | None = None  # the termination message, or the log's tail (FallbackToLogsOnError)
 
 
 @dataclass(frozen=True)
 class ContainerView:
     waiting_reason: str | None = None
     waiting_message: str | None = None
-    running_since_ms: int | None = None
     terminated: Terminated | None = None
 
 
@@ -103,7 +100,6 @@ class Condition:
     status: str
     reason: str | None = None
     message: str | None = None
-    transition_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,12 +112,9 @@ class PodView:
     reason: str | None = None  # pod-level: Evicted, DeadlineExceeded, Preempting, NodeLost, …
     message: str | None = None
     created_ms: int | None = None
-    started_ms: int | None = None  # status.startTime: the kubelet accepted the pod
     deleting: bool = False
-    deleted_ms: int | None = None  # metadata.deletionTimestamp (the end of the grace period)
     conditions: Mapping[str, Condition] = field(default_factory=dict)
     container: ContainerView | None = None
-    node_name: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -138,8 +131,7 @@ class PodView:
         status = body.get("status") or {}
         labels = meta.get("labels") or {}
         conditions = {
-            c.get("type"): Condition(str(c.get("status")), c.get("reason"), c.get("message"),
-                                     parse_time_ms(c.get("lastTransitionTime")))
+            c.get("type"): Condition(str(c.get("status")), c.get("reason"), c.get("message"))
             for c in status.get("conditions") or []
             if c.get("type")
         }
@@ -156,19 +148,15 @@ class PodView:
             reason=status.get("reason"),
             message=status.get("message"),
             created_ms=parse_time_ms(meta.get("creationTimestamp")),
-            started_ms=parse_time_ms(status.get("startTime")),
             deleting=bool(meta.get("deletionTimestamp")),
-            deleted_ms=parse_time_ms(meta.get("deletionTimestamp")),
             conditions=conditions,
             container=container,
-            node_name=(body.get("spec") or {}).get("nodeName"),
         )
 
 
 def _container_view(cs: Mapping[str, Any]) -> ContainerView:
     state = cs.get("state") or {}
     waiting = state.get("waiting") or None
-    running = state.get("running") or None
     terminated = state.get("terminated") or None
     term = None
     if terminated is not None:
@@ -176,13 +164,10 @@ def _container_view(cs: Mapping[str, Any]) -> ContainerView:
             exit_code=int(terminated.get("exitCode") or 0),
             reason=terminated.get("reason"),
             message=terminated.get("message"),
-            started_ms=parse_time_ms(terminated.get("startedAt")),
-            finished_ms=parse_time_ms(terminated.get("finishedAt")),
         )
     return ContainerView(
         waiting_reason=(waiting or {}).get("reason"),
         waiting_message=(waiting or {}).get("message"),
-        running_since_ms=parse_time_ms((running or {}).get("startedAt")),
         terminated=term,
     )
 

@@ -4,7 +4,6 @@ runners' outcomes."""
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 from api_samples import seed_request

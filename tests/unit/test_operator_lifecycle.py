@@ -16,6 +16,7 @@ from img2img_operator.lifecycle import (
     EndLease,
     Emit,
     Offer,
+    RetireRunner,
     Slot,
     WriteStatus,
     assignment_status,
@@ -161,17 +162,18 @@ CASES = [
          extra={"lastFailure": {"reason": "RunnerCrashed", "exitCode": None,
                                 "message": "the runner failed (SOMETHING_NEW)"}}),
     Case("runner pod gone mid-job: RunnerLost, retried", running_status(progress={"step": 2, "steps": 4}),
-         lapsed(), actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE",
+         lapsed(), actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="IN_QUEUE",
          extra={"runnerPod": None, "progress": None,
                 "lastFailure": {"reason": "RunnerLost", "exitCode": None,
                                 "message": f"the runner pod {RUNNER} is gone"}}),
-    Case("no heartbeat for leaseSeconds: RunnerLost, retried", running_status(), running(renewed=T - 16 * SEC),
-         actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE"),
-    Case("IN_PROGRESS and its runner silent since the operator started: RunnerLost, retried", running_status(),
-         lease_state(None, T, LEASE_MS, runner_gone=False, adopt_until=T - 1), actions=["WriteStatus", "Emit"],
+    Case("no heartbeat for leaseSeconds: RunnerLost, retried, the silent runner removed", running_status(),
+         running(renewed=T - 16 * SEC), actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"],
          state="IN_QUEUE"),
-    Case("last retry lost: FAILED", running_status(3), lapsed(attempt=3), actions=["WriteStatus", "EndLease", "Emit"],
-         state="FAILED", extra={"attempts": 3}),
+    Case("IN_PROGRESS and its runner silent since the operator started: RunnerLost, retried", running_status(),
+         lease_state(None, T, LEASE_MS, runner_gone=False, adopt_until=T - 1),
+         actions=["WriteStatus", "Emit", "RetireRunner"], state="IN_QUEUE"),
+    Case("last retry lost: FAILED", running_status(3), lapsed(attempt=3),
+         actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="FAILED", extra={"attempts": 3}),
     Case("retries: 0 means one attempt", running_status(), done(failed_outcome("STORAGE")),
          actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", controls={"retries": 0}),
     # --- deadline (from the assignment)
@@ -228,6 +230,8 @@ def test_next_step(case: Case):
         if isinstance(action, EndLease):
             assert action.lease == case.attempt.lease.id
             assert decision.actions.index(action) > 0  # after the write that records the end
+        if isinstance(action, RetireRunner):
+            assert action.runner == RUNNER
 
 
 def run(status, attempt=None, now=T, slot=Slot(), result=None, cfg=CONFIG, ended_ms=None, **controls):
