@@ -170,6 +170,7 @@ class Stack(Supervisor):
         info.kubectl("apply", "--server-side", "-f", "-",
                      input=pool_manifest(TINY_POOL, "local", TINY_POOL_MODELS, min_ready=1))
         wait_pool_ready(info.kubectl, TINY_POOL, 1, POOL_READY_SECONDS, self.logs / "operator.log")
+        binaries.log(f"pool {TINY_POOL}: a warm runner holds {', '.join(TINY_POOL_MODELS)}")
 
     def down(self) -> None:
         self.stop_all(tuple(reversed(COMPONENTS)))
