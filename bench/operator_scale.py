@@ -49,6 +49,7 @@ import machine  # noqa: E402
 from stats import fmt, summary  # noqa: E402
 
 from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
+from img2img.kube import Kube, KubeError, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import (  # noqa: E402
     BUCKET, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_SECRET, S3_USER, bootstrap_namespace,
 )
@@ -221,7 +222,7 @@ def operator_workload(job_input: dict, gpu_class: str | None = None) -> Workload
         name="operator",
         kind="Img2ImgJob",
         controller_resources=frozenset({PLURAL, f"{PLURAL}/status", "pods"}),
-        collection=lambda ns: f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/{PLURAL}",
+        collection=job_path,
         manifest=manifest,
         job_of_pod=lambda pod: ((pod.get("metadata") or {}).get("labels") or {}).get(f"{API_GROUP}/job"),
         outcome=outcome,
@@ -316,8 +317,12 @@ class Tracker:
                 self.cond.notify_all()
 
 
-def create_namespace(api: kubeapi.Api, info: StackInfo, name: str) -> None:
-    api.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}}, ok=(201, 409))
+def create_namespace(kube: Kube, info: StackInfo, name: str) -> None:
+    try:
+        kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+    except KubeError as e:
+        if e.status != 409:  # it exists: a benchmark run again on the same stack
+            raise
     bootstrap_namespace(info.kubectl, name)
 
 
@@ -325,14 +330,14 @@ def write_total(counts: Counter) -> int:
     return sum(v for (verb, res), v in counts.items() if verb in kubeapi.WRITE_VERBS and res not in BACKGROUND)
 
 
-def wait_quiet(api: kubeapi.Api, quiet: float = 2.0, timeout: float = 30.0) -> Counter:
+def wait_quiet(kube: Kube, quiet: float = 2.0, timeout: float = 30.0) -> Counter:
     """Wait until no write (heartbeats aside) reaches the API server for `quiet` s; return the counters then."""
     deadline = time.monotonic() + timeout
-    counts = api.request_counts()
+    counts = kubeapi.counts_now(kube)
     last, since = write_total(counts), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        counts = api.request_counts()
+        counts = kubeapi.counts_now(kube)
         total = write_total(counts)
         if total != last:
             last, since = total, time.monotonic()
@@ -341,7 +346,7 @@ def wait_quiet(api: kubeapi.Api, quiet: float = 2.0, timeout: float = 30.0) -> C
     return counts
 
 
-def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str, count: int, *,
+def run_phase(kube: Kube, stack: Stack, workload: Workload, namespace: str, count: int, *,
               rate: float | None, workers: int, timeout: float, limit: int | None = None) -> dict:
     """Submit `count` jobs (all at once, or `rate` per second), follow them to the end, and measure."""
     mode = "burst" if rate is None else f"paced {rate:g}/s"
@@ -350,13 +355,13 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
     jobs_path = workload.collection(namespace)
     pods_path = f"/api/v1/namespaces/{namespace}/pods"
     watches = [
-        api.watch(pods_path, api.get(f"{pods_path}?limit=1")["metadata"]["resourceVersion"], tracker.on_pod),
-        api.watch(jobs_path, api.get(f"{jobs_path}?limit=1")["metadata"]["resourceVersion"], tracker.on_job),
+        kubeapi.Follow(kube, pods_path, kubeapi.version_now(kube, pods_path), tracker.on_pod),
+        kubeapi.Follow(kube, jobs_path, kubeapi.version_now(kube, jobs_path), tracker.on_job),
     ]
     prefix = "n" if workload.name == "native" else "j"
     names = [f"{prefix}{'b' if rate is None else 'p'}-{i:05d}" for i in range(count)]
     errors: list[str] = []
-    before = wait_quiet(api)
+    before = wait_quiet(kube)
     cpu_before = cpu_seconds(stack)
     start = time.monotonic()
 
@@ -368,8 +373,8 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
         name = names[i]
         tracker.submitted[name] = time.monotonic()
         try:
-            api.create(jobs_path, workload.manifest(namespace, name))
-        except (kubeapi.ApiError, OSError) as e:
+            kube.request("POST", jobs_path, body=workload.manifest(namespace, name))
+        except KubeError as e:
             tracker.submitted.pop(name, None)
             errors.append(str(e))
 
@@ -392,12 +397,12 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
                     log(f"{workload.name} {mode}: no progress for {STALL_SECONDS:.0f} s; cutting the phase short")
                     break
         end = time.monotonic()
-        after = wait_quiet(api)
+        after = wait_quiet(kube)
         cpu_after = cpu_seconds(stack)
     finally:
         for w in watches:
             w.stop()
-    events, _ = api.list_all(f"/api/v1/namespaces/{namespace}/events")
+    events, _ = kube.list(f"/api/v1/namespaces/{namespace}/events")
 
     created = len(tracker.submitted)
     ok = [n for n, (_, outcome) in tracker.finished.items() if outcome == "COMPLETED"]
@@ -512,7 +517,7 @@ def finished_status(uid: str, name: str, namespace: str, payload: dict, t_ms: in
     return status.as_dict()
 
 
-def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, job_input: dict,
+def populate(kube: Kube, namespace: str, count: int, queued_share: float, job_input: dict,
              workers: int) -> dict:
     """Create `count` Img2ImgJobs while the operator is stopped: COMPLETED ones (status written as the operator
     would), and a share queued in the parked GPU class (their status is left to the operator)."""
@@ -527,12 +532,12 @@ def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, 
         queued = i < n_queued
         name = f"{'q' if queued else 'c'}-{i:05d}"
         try:
-            body = api.create(path, (parked if queued else done).manifest(namespace, name))
+            body = kube.request("POST", path, body=(parked if queued else done).manifest(namespace, name))
             if not queued:
                 meta = body["metadata"]
-                api.merge_patch(f"{path}/{name}/status", {"status": finished_status(
-                    meta["uid"], name, namespace, job_input["payload"], now_ms())})
-        except (kubeapi.ApiError, OSError) as e:
+                kube.patch(job_path(namespace, name, "status"), {"status": finished_status(
+                    meta["uid"], name, namespace, job_input["payload"], now_ms())}, strategic=False)
+        except KubeError as e:
             errors.append(str(e))
 
     with ThreadPoolExecutor(workers) as pool:
@@ -545,20 +550,20 @@ def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, 
             "first_error": errors[0] if errors else None, "seconds": seconds}
 
 
-def count_jobs(api: kubeapi.Api) -> int:
+def count_jobs(kube: Kube) -> int:
     """Img2ImgJobs in every namespace: one item and the server's count of the rest."""
-    page = api.get(f"/apis/{API_GROUP}/{API_VERSION}/{PLURAL}?limit=1")
+    page = kube.request("GET", job_path(None), query={"limit": 1})
     return len(page.get("items") or []) + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
 
 
-def start_operator_and_settle(api: kubeapi.Api, stack: Stack, info: StackInfo, overrides: dict,
+def start_operator_and_settle(kube: Kube, stack: Stack, info: StackInfo, overrides: dict,
                               timeout: float) -> dict:
     """Start the operator; wait until it is healthy and its start-up writes have stopped."""
-    before = wait_quiet(api)
+    before = wait_quiet(kube)
     started = time.monotonic()
     stack.start_operator(info, overrides)
     healthy = time.monotonic() - started
-    after = wait_quiet(api, quiet=3.0, timeout=timeout)
+    after = wait_quiet(kube, quiet=3.0, timeout=timeout)
     settled = time.monotonic() - started
     return {"healthy_seconds": healthy, "settled_seconds": settled,
             "startup_writes": write_total(after - before),
@@ -573,7 +578,7 @@ class Bench:
     args: argparse.Namespace
     stack: BenchStack
     info: StackInfo
-    api: kubeapi.Api
+    kube: Kube
     job_input: dict
     limit: int
     results: dict
@@ -584,14 +589,14 @@ class Bench:
 
     def phase(self, key: str, workload: Workload, count: int, rate: float | None) -> dict:
         namespace = "bench-" + key.replace("_", "-")
-        create_namespace(self.api, self.info, namespace)
-        self.results[key] = run_phase(self.api, self.stack, workload, namespace, count, rate=rate,
+        create_namespace(self.kube, self.info, namespace)
+        self.results[key] = run_phase(self.kube, self.stack, workload, namespace, count, rate=rate,
                                       workers=self.args.workers, timeout=self.phase_timeout, limit=self.limit)
         return self.results[key]
 
     def start_operator(self, key: str, timeout: float) -> None:
         log("starting the operator")
-        self.results[key] = start_operator_and_settle(self.api, self.stack, self.info,
+        self.results[key] = start_operator_and_settle(self.kube, self.stack, self.info,
                                                       operator_overrides(self.limit), timeout)
 
     @property
@@ -628,14 +633,14 @@ def native_phases(bench: Bench) -> None:
 
 def present_phases(bench: Bench) -> None:
     """Jobs are added (operator stopped) until --present exist; the operator restarts; the burst runs again."""
-    present = count_jobs(bench.api)
+    present = count_jobs(bench.kube)
     add = max(0, bench.args.present - present)
     log(f"{present} jobs present; adding {add} with the operator stopped")
-    create_namespace(bench.api, bench.info, "bench-present")
-    population = populate(bench.api, "bench-present", add, bench.args.queued_share, bench.job_input,
+    create_namespace(bench.kube, bench.info, "bench-present")
+    population = populate(bench.kube, "bench-present", add, bench.args.queued_share, bench.job_input,
                           bench.args.workers)
     population["present_before"] = present
-    population["present_after"] = count_jobs(bench.api)
+    population["present_after"] = count_jobs(bench.kube)
     bench.results["present_population"] = population
     bench.start_operator("present_start", timeout=120 + bench.args.present / 50)
     bench.phase("present_burst", operator_workload(bench.job_input), bench.args.jobs, rate=None)
@@ -653,9 +658,9 @@ def run(args: argparse.Namespace) -> dict:
     try:
         log(f"starting the stack in {state_dir}")
         info = stack.up()
-        api = kubeapi.Api(info.api_server, state_dir)
-        results["machine"]["kube_apiserver"] = api.version()
-        bench = Bench(args, stack, info, api, seed_input(), limit, results)
+        kube = connect(info.kubeconfig, pool_size=args.workers)
+        results["machine"]["kube_apiserver"] = kube.request("GET", "/version").get("gitVersion", "?")
+        bench = Bench(args, stack, info, kube, seed_input(), limit, results)
         if not args.skip_operator:
             operator_phases(bench)
         if not args.skip_native:

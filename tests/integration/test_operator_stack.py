@@ -209,34 +209,55 @@ def metrics(stack) -> dict[str, float]:
     return values
 
 
-class StateWatch:
-    """Every status.status a job goes through, from a watch (nothing polled in between is missed)."""
+class Events:
+    """Every watch event of a list call, in the API server's order, from a thread.
 
-    def __init__(self, stack, namespace: str, name: str):
-        from kubernetes import client, watch
+    The watch starts at the resourceVersion of a list made here first, so an event that happens before the watch
+    has connected is still delivered: nothing to wait for before acting.
+    """
 
-        self.seen: list[str] = []
+    def __init__(self, list_call, *args, until=lambda event: False, **kwargs):
+        from kubernetes import watch
+
+        listed = list_call(*args, **kwargs)
+        rv = listed["metadata"]["resourceVersion"] if isinstance(listed, dict) else listed.metadata.resource_version
+        self.seen: list[tuple[str, dict]] = []  # (ADDED | MODIFIED | DELETED, the object as JSON)
         self._watch = watch.Watch()
-        api = client.CustomObjectsApi(stack.api_client())
 
         def follow():
-            for event in self._watch.stream(api.list_namespaced_custom_object, "img2img.dev", "v1alpha1",
-                                            namespace, "img2imgjobs", field_selector=f"metadata.name={name}",
-                                            timeout_seconds=900):
-                state = (event["object"].get("status") or {}).get("status")
-                if state and (not self.seen or self.seen[-1] != state):
-                    self.seen.append(state)
-                if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
+            for event in self._watch.stream(list_call, *args, resource_version=rv, timeout_seconds=1200, **kwargs):
+                self.seen.append((event["type"], event["raw_object"]))
+                if until(event["raw_object"]):
                     break
 
         self.thread = threading.Thread(target=follow, daemon=True)
         self.thread.start()
-        time.sleep(0.5)
 
-    def stop(self) -> list[str]:
-        self.thread.join(timeout=10)
+    def stop(self, timeout: float = 10) -> list[tuple[str, dict]]:
+        self.thread.join(timeout=timeout)
         self._watch.stop()
         return self.seen
+
+
+def state_watch(stack, namespace: str, name: str) -> Events:
+    """The job's events until it has finished."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(stack.api_client())
+    return Events(api.list_namespaced_custom_object, "img2img.dev", "v1alpha1", namespace, "img2imgjobs",
+                  field_selector=f"metadata.name={name}",
+                  until=lambda job: (job.get("status") or {}).get("status") in
+                  ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"))
+
+
+def states(events: list[tuple[str, dict]]) -> list[str]:
+    """Every status.status a job went through, in order (nothing polled in between is missed)."""
+    seen: list[str] = []
+    for _, job in events:
+        state = (job.get("status") or {}).get("status")
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+    return seen
 
 
 def s3_exists(stack, uri: str) -> bool:
@@ -257,11 +278,11 @@ def events_of(stack, namespace: str, name: str) -> Counter:
 def test_seed_job_created_with_kubectl_create_runs_on_the_warm_runner(stack, namespace, warm):
     manifest = yaml.safe_load(SEED_JOB.read_text())
     name = manifest["metadata"]["name"]
-    watch = StateWatch(stack, namespace, name)
+    watch = state_watch(stack, namespace, name)
     stack.kubectl("create", "-n", namespace, "-f", str(SEED_JOB))
     final = wait_state(stack, namespace, name, {"COMPLETED", "FAILED", "TIMED_OUT"}, timeout=900)
     assert final["status"] == "COMPLETED", final
-    assert watch.stop() == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert states(watch.stop()) == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 
     job = get(stack, namespace, name)
     assert final["id"] == job["metadata"]["uid"]
@@ -486,8 +507,8 @@ def test_operator_killed_at_random_points_every_job_ends_right_and_no_attempt_ru
         kills += 1
         time.sleep(rng.uniform(0, 2))
         operator()
-        states = {n: status(stack, namespace, n).get("status") for n in names}
-        if all(s == "COMPLETED" for s in states.values()) or kills >= 5:
+        now = {n: status(stack, namespace, n).get("status") for n in names}
+        if all(s == "COMPLETED" for s in now.values()) or kills >= 5:
             break
     uids = {}
     for name in names:
@@ -533,7 +554,8 @@ def test_metrics_endpoint_reports_the_jobs_and_runners_just_seen(stack, namespac
 
 
 def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, monkeypatch):
-    """The resync list comes in pages; finished jobs are trimmed as each page arrives."""
+    """The resync list comes in pages, read in order, each from the previous page's continue token; each page's
+    jobs are trimmed as the page arrives, before the next page is asked for."""
     import asyncio
 
     from img2img_operator import kube as kube_module
@@ -543,25 +565,45 @@ def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, mo
     for i in range(7):
         create(stack, namespace, f"p{i}")
     monkeypatch.setattr(kube_module, "LIST_PAGE", 3)
-    seen_limits: list = []
+    log: list[tuple] = []  # what the list did, in order
+    versions: list[str] = []  # each page's list resourceVersion
     request = kube_module.Kube.request
 
-    async def counting(self, method, path, **kw):
-        seen_limits.append((kw.get("query") or {}).get("limit"))
-        return await request(self, method, path, **kw)
+    async def logged(self, method, path, **kw):
+        query = kw.get("query") or {}
+        log.append(("ask", query.get("limit"), query.get("continue")))
+        assert len(log) < 30, log  # a list that never ends
+        data = await request(self, method, path, **kw)
+        names = [item["metadata"]["name"] for item in data.get("items") or []]
+        assert all("managedFields" in item["metadata"] for item in data["items"])  # the API sends them
+        log.append(("page", names, (data.get("metadata") or {}).get("continue") or None))
+        versions.append(data["metadata"]["resourceVersion"])
+        return data
 
-    monkeypatch.setattr(kube_module.Kube, "request", counting)
+    def keep(item):
+        log.append(("trim", item["metadata"]["name"]))
+        return kept_of_job(item)
+
+    monkeypatch.setattr(kube_module.Kube, "request", logged)
 
     async def listing():
         configuration = aclient.Configuration()
         await aconfig.load_kube_config(config_file=str(stack.kubeconfig), client_configuration=configuration)
         api = aclient.ApiClient(configuration)
         try:
-            return await kube_module.Kube(api).list_jobs([namespace], keep=kept_of_job)
+            return await kube_module.Kube(api).list_jobs([namespace], keep=keep)
         finally:
             await api.close()
 
     items, rv = asyncio.run(listing())
-    assert sorted(i["metadata"]["name"] for i in items) == [f"p{i}" for i in range(7)]
-    assert seen_limits == [3, 3, 3] and isinstance(rv, int)  # three pages of at most three
+    first, second, third = (entry for entry in log if entry[0] == "page")
+    assert [first[1], second[1], third[1]] == [["p0", "p1", "p2"], ["p3", "p4", "p5"], ["p6"]]  # names in key order
+    assert first[2] and second[2] and third[2] is None
+    assert log == [
+        ("ask", 3, None), first, ("trim", "p0"), ("trim", "p1"), ("trim", "p2"),
+        ("ask", 3, first[2]), second, ("trim", "p3"), ("trim", "p4"), ("trim", "p5"),
+        ("ask", 3, second[2]), third, ("trim", "p6"),
+    ]
+    assert [i["metadata"]["name"] for i in items] == [f"p{i}" for i in range(7)]
     assert all(i["kind"] == "Img2ImgJob" and "managedFields" not in i["metadata"] for i in items)
+    assert rv == int(versions[0])  # the pages are one snapshot: its version is the first page's
