@@ -105,7 +105,7 @@ def light_input(image: str | None = None, **payload) -> dict:
 
 def long_input() -> dict:
     """A job that runs for seconds, step after step: to act on while it runs."""
-    return light_input(steps=150, width=128, height=128)
+    return light_input(steps=150, width=256, height=256)
 
 
 def create(stack, namespace: str, name: str, input: dict | None = None, **controls) -> None:
@@ -344,7 +344,7 @@ def test_a_job_in_a_freshly_created_namespace_completes(stack, warm, tmp_path):
 
 def test_a_runner_deleted_mid_job_costs_one_retry_and_a_late_completion_of_its_lease_is_refused(
         stack, namespace, warm):
-    create(stack, namespace, "lost", input=light_input(steps=60))
+    create(stack, namespace, "lost", input=long_input())
     running = wait_for("progress", lambda: (lambda s: s if (s.get("progress") or {}).get("step", 0) >= 1 else None)(
         status(stack, namespace, "lost")), timeout=300, every=0.2)
     first = running["runnerPod"]
@@ -366,7 +366,7 @@ def test_a_runner_deleted_mid_job_costs_one_retry_and_a_late_completion_of_its_l
     code, answer = post(stack, "/runner/v1/done", {"runner": second, "lease": late, "outcome": {
         "result": final["result"].replace("attempt-2", "attempt-1"), "error": None}}, token)
     assert code == 409 and answer["accepted"] is False
-    code, answer = post(stack, "/runner/v1/heartbeat", {"runner": second, "lease": late, "step": 60}, token)
+    code, answer = post(stack, "/runner/v1/heartbeat", {"runner": second, "lease": late, "step": 150}, token)
     assert code == 200 and answer["stop"] == "lost"
     after = get(stack, namespace, "lost")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
