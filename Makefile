@@ -36,9 +36,9 @@ down:
 bench: binaries
 	$(PY) bench/run_all.py
 
+# Every CRD (Img2ImgJob, RunnerPool), generated from img2img/api, into crds/ and the chart's copy.
 crd: venv
-	$(PY) -m img2img.api.crd > crds/img2img.dev_img2imgjobs.yaml
-	cp crds/img2img.dev_img2imgjobs.yaml helm/img2img-operator/crds/
+	$(PY) -m img2img.api.crd crds helm/img2img-operator/crds
 
 clean: down
 	rm -rf $(VENV) out

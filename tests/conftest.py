@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from img2img.local.bootstrap import bootstrap_namespace
 from img2img.local.stack import Stack, StackInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,9 +81,6 @@ class StackHandle:
         ports = self.stack.read_state()["ports"]
         return f"http://127.0.0.1:{ports['operator_metrics']}/metrics"
 
-    def bootstrap(self, namespace: str) -> None:
-        bootstrap_namespace(self.kubectl, namespace)
-
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> StackHandle:
@@ -99,9 +95,8 @@ def stack(tmp_path_factory) -> StackHandle:
 
 @pytest.fixture
 def namespace(stack: StackHandle):
-    """A fresh namespace with what a cluster admin provides per namespace (runner ServiceAccount, S3 Secret)."""
+    """A fresh namespace, as `kubectl create namespace` makes it: jobs need nothing of ours in it."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     stack.kubectl("create", "namespace", name)
-    stack.bootstrap(name)
     yield name
     stack.kubectl("delete", "namespace", name, "--wait=false", check=False)

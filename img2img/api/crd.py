@@ -1,7 +1,7 @@
-"""The Img2ImgJob CustomResourceDefinition, derived from the pydantic models (the one source of truth).
+"""The CustomResourceDefinitions (Img2ImgJob, RunnerPool), derived from the pydantic models (the one source of truth).
 
-``python -m img2img.api.crd > crds/img2img.dev_img2imgjobs.yaml`` writes it; tests/unit/test_api_crd.py fails when
-the committed file differs from what this module generates.
+``python -m img2img.api.crd crds helm/img2img-operator/crds`` (``make crd``) writes every CRD into each folder;
+tests/unit/test_api_crd.py fails when a committed file differs from what this module generates.
 
 How a pydantic JSON schema becomes a structural OpenAPI v3 schema:
 
@@ -20,19 +20,19 @@ checked per top-level field of the spec with presence tests, and no rule walks t
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from img2img import API_GROUP, API_VERSION, KIND, PLURAL
 from img2img.api.job import Img2ImgJob, Img2ImgJobSpec
+from img2img.api.pool import POOL_KIND, POOL_PLURAL, POOL_SHORT_NAMES, RunnerPool
 
-SINGULAR = KIND.lower()
-SHORT_NAMES = ["i2i"]
-CATEGORIES = ["img2img", "gpujobs"]
-CRD_FILE = f"{API_GROUP}_{PLURAL}.yaml"
-
-PRINTER_COLUMNS = [
+JOB_PRINTER_COLUMNS = [
     {"name": "Status", "type": "string", "jsonPath": ".status.status"},
     {"name": "Delay", "type": "integer", "jsonPath": ".status.delayTime", "description": "ms from submission to "
      "the runner starting the work"},
@@ -40,6 +40,19 @@ PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts", "priority": 1},
     {"name": "Error", "type": "string", "jsonPath": ".status.error", "priority": 1},
+]
+
+POOL_PRINTER_COLUMNS = [
+    {"name": "GPU Class", "type": "string", "jsonPath": ".spec.gpuClass"},
+    {"name": "Min", "type": "integer", "jsonPath": ".spec.minReady", "description": "runners kept warm"},
+    {"name": "Max", "type": "integer", "jsonPath": ".spec.maxRunners", "description": "at most this many runners"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyRunners", "description": "runners with their "
+     "models loaded (idle or busy)"},
+    {"name": "Busy", "type": "integer", "jsonPath": ".status.busyRunners"},
+    {"name": "Starting", "type": "integer", "jsonPath": ".status.startingRunners"},
+    {"name": "Queued", "type": "integer", "jsonPath": ".status.queuedJobs", "description": "jobs waiting for a "
+     "runner of this pool"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
 # JSON schema keys that carry over unchanged into OpenAPI v3 (value validations and formats)
@@ -104,7 +117,7 @@ def _one_paragraph(text: str) -> str:
     return " ".join(text.split("\n\n", 1)[0].replace("``", "").split())
 
 
-def spec_rules() -> list[dict[str, str]]:
+def job_spec_rules() -> list[dict[str, str]]:
     """Immutability of the spec, except ``cancel``; a cancel cannot be undone.
 
     One cheap rule per top-level field (presence, then equality) rather than ``self == oldSelf`` on the whole spec:
@@ -129,15 +142,52 @@ def spec_rules() -> list[dict[str, str]]:
     return rules
 
 
-def openapi_schema() -> dict[str, Any]:
-    schema = Img2ImgJob.model_json_schema(mode="validation")
+def pool_spec_rules() -> list[dict[str, str]]:
+    """The floor under the ceiling, when a ceiling is set (else the GPU class's maxConcurrent is, at run time)."""
+    return [{
+        "rule": "!has(self.maxRunners) || !has(self.minReady) || self.minReady <= self.maxRunners",
+        "message": "must not be above maxRunners",
+        "fieldPath": ".minReady",
+        "reason": "FieldValueInvalid",
+    }]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One custom resource: its model (apiVersion, kind, metadata, spec, status) and how kubectl shows it."""
+
+    model: type[BaseModel]
+    kind: str
+    plural: str
+    short_names: list[str]
+    categories: list[str]
+    description: str
+    printer_columns: list[dict[str, Any]]
+    spec_rules: Callable[[], list[dict[str, str]]]
+
+    @property
+    def file_name(self) -> str:
+        return f"{API_GROUP}_{self.plural}.yaml"
+
+
+JOB = Resource(Img2ImgJob, KIND, PLURAL, ["i2i"], ["img2img", "gpujobs"],
+               "An A1111 img2img job (RunPod request shape) run on a GPU runner pod.", JOB_PRINTER_COLUMNS,
+               job_spec_rules)
+POOL = Resource(RunnerPool, POOL_KIND, POOL_PLURAL, POOL_SHORT_NAMES, ["img2img"],
+                "Warm runners of one GPU class: long-lived pods that load their models once and serve jobs one at "
+                "a time.", POOL_PRINTER_COLUMNS, pool_spec_rules)
+RESOURCES = (JOB, POOL)
+
+
+def openapi_schema(resource: Resource) -> dict[str, Any]:
+    schema = resource.model.model_json_schema(mode="validation")
     defs = schema.get("$defs", {})
     props = schema["properties"]
     spec = structural(props["spec"], defs)
-    spec["x-kubernetes-validations"] = spec_rules()
+    spec["x-kubernetes-validations"] = resource.spec_rules()
     return {
         "type": "object",
-        "description": "An A1111 img2img job (RunPod request shape) run on a GPU runner pod.",
+        "description": resource.description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "maxLength": 64},
@@ -149,32 +199,45 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
-def crd() -> dict[str, Any]:
+def crd(resource: Resource) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "metadata": {"name": f"{resource.plural}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
-            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR,
-                      "shortNames": SHORT_NAMES, "categories": CATEGORIES},
+            "names": {"kind": resource.kind, "listKind": f"{resource.kind}List", "plural": resource.plural,
+                      "singular": resource.kind.lower(), "shortNames": resource.short_names,
+                      "categories": resource.categories},
             "versions": [{
                 "name": API_VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": PRINTER_COLUMNS,
-                "schema": {"openAPIV3Schema": openapi_schema()},
+                "additionalPrinterColumns": resource.printer_columns,
+                "schema": {"openAPIV3Schema": openapi_schema(resource)},
             }],
         },
     }
 
 
-def render() -> str:
+def render(resource: Resource) -> str:
     header = "# Generated by `python -m img2img.api.crd` from img2img/api/*.py: do not edit by hand.\n"
-    return header + yaml.safe_dump(crd(), sort_keys=False, width=120, allow_unicode=True)
+    return header + yaml.safe_dump(crd(resource), sort_keys=False, width=120, allow_unicode=True)
+
+
+def main(folders: list[str]) -> int:
+    if not folders:
+        print("usage: python -m img2img.api.crd FOLDER [FOLDER...]  (writes every CRD into each folder)",
+              file=sys.stderr)
+        return 2
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for resource in RESOURCES:
+            (Path(folder) / resource.file_name).write_text(render(resource))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    sys.exit(main(sys.argv[1:]))

@@ -20,6 +20,7 @@ import base64
 import binascii
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -89,6 +90,25 @@ def parse_reference(value: str) -> S3Ref | HttpsRef | None:
     if head.startswith("http://"):
         raise ImageError("plain http:// is not accepted; use https:// or s3://")
     return None
+
+
+def plain_key(key: str) -> bool:
+    """An object key without empty, ``.`` or ``..`` segments (which some S3 servers would resolve as paths)."""
+    return not any(segment in ("", ".", "..") for segment in key.split("/"))
+
+
+def s3_allowed(ref: S3Ref, allowed: Iterable[str]) -> bool:
+    """Whether ``ref`` lies under one of ``allowed`` (``s3://bucket/prefix`` entries; a bare bucket allows all of
+    it). The one rule for what a job may read: the operator presigns only such reads, the runner checks them."""
+    for entry in allowed:
+        if not entry.startswith("s3://"):
+            continue
+        bucket, _, prefix = entry[5:].partition("/")
+        if bucket != ref.bucket:
+            continue
+        if not prefix or ref.key.startswith(prefix if prefix.endswith("/") else prefix + "/") or ref.key == prefix:
+            return True
+    return False
 
 
 def strip_data_uri(value: str) -> str:

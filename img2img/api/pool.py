@@ -13,12 +13,13 @@ A GPU class without a pool has an implicit one: no models preloaded, ``minReady:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from img2img import API_GROUP, API_VERSION
 from img2img.api.base import ApiModel
+from img2img.api.errors import Refusals
 from img2img.api.job import DNS_LABEL, ObjectMeta
 from img2img.api.status import Condition, StatusModel
 
@@ -34,8 +35,9 @@ MODEL_NAME_MAX = 256
 class RunnerPoolSpec(ApiModel):
     gpuClass: str = Field(..., max_length=63, pattern=DNS_LABEL, description="GPU class from the operator "
                           "configuration: resources, node selector and tolerations of the runners")
-    models: list[str] = Field(default_factory=list, max_length=32, description="catalog names the runners load "
-                              "at start (checkpoint, refiner, VAE, ControlNets)")
+    models: list[Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]] = Field(
+        default_factory=list, max_length=32, description="catalog names the runners load at start (checkpoint, "
+        "refiner, VAE, ControlNets)")
     minReady: int = Field(0, ge=0, le=MAX_POOL_RUNNERS, description="runners kept warm even with no work")
     buffer: int = Field(0, ge=0, le=MAX_POOL_RUNNERS, description="idle runners kept above current demand")
     maxRunners: int | None = Field(None, ge=1, le=MAX_POOL_RUNNERS, description="at most this many runners "
@@ -46,10 +48,9 @@ class RunnerPoolSpec(ApiModel):
     @model_validator(mode="after")
     def _floor_under_ceiling(self) -> RunnerPoolSpec:
         if self.maxRunners is not None and self.minReady > self.maxRunners:
-            raise ValueError(f"minReady ({self.minReady}) is above maxRunners ({self.maxRunners})")
-        for name in self.models:
-            if not name or len(name) > MODEL_NAME_MAX:
-                raise ValueError(f"models: {name!r} is not a catalog name")
+            found = Refusals("RunnerPoolSpec")
+            found.add("minReady", f"must not be above maxRunners ({self.minReady} > {self.maxRunners})", self.minReady)
+            found.raise_any()
         return self
 
 

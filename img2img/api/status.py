@@ -71,6 +71,13 @@ class Output(StatusModel):
     presignedExpiresAt: str | None = Instant
 
 
+class Progress(StatusModel):
+    """Where the runner is in the job: denoising step ``step`` of ``steps`` (refiner steps included)."""
+
+    step: int = Field(..., ge=0)
+    steps: int = Field(..., ge=0)
+
+
 class LastFailure(StatusModel):
     reason: str = Field(..., max_length=256, description="e.g. BAD_INPUT, OOMKilled, Evicted")
     exitCode: int | None = Field(None, ge=-1024, le=1024)
@@ -95,18 +102,22 @@ class Condition(StatusModel):
 class JobStatus(StatusModel):
     id: str | None = Field(None, max_length=128, description="stable job id: the resource's uid")
     status: JobState | None = None
-    delayTime: int | None = Field(None, ge=0, description="ms from submission to the runner starting the work "
-                                  "(queue wait and model load, as RunPod counts it)")
-    executionTime: int | None = Field(None, ge=0, description="ms the runner spent on the job")
+    delayTime: int | None = Field(None, ge=0, description="ms from submission to a runner starting the work "
+                                  "(the time waiting for a runner)")
+    executionTime: int | None = Field(None, ge=0, description="ms from the runner starting the work to its result "
+                                      "uploaded (model loading included)")
     output: Output | None = None
     error: str | None = Field(None, max_length=MESSAGE_MAX, description="why the job FAILED or TIMED_OUT")
     queuePosition: int | None = Field(None, ge=0)
     attempts: int | None = Field(None, ge=0)
     runnerPod: str | None = Field(None, max_length=253)
+    progress: Progress | None = Field(None, description="while IN_PROGRESS: the runner's step, updated at most "
+                                      "once a second")
     submittedAt: str | None = Instant
     startedAt: str | None = Instant
     completedAt: str | None = Instant
-    modelLoadTime: int | None = Field(None, ge=0, description="ms of model loading (part of delayTime)")
+    modelLoadTime: int | None = Field(None, ge=0, description="ms the runner spent loading models for this job "
+                                      "(part of executionTime; 0 on a warm runner)")
     result: str | None = Field(None, max_length=URI_MAX, description="s3 URI of result.json")
     lastFailure: LastFailure | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra={

@@ -24,8 +24,14 @@ def progress_line(job: str, status: dict) -> str:
         extra.append(f"queue position {status['queuePosition']}")
     if status.get("attempts"):
         extra.append(f"attempt {status['attempts']}")
-    if status.get("runnerPod") and state == "IN_PROGRESS":
-        extra.append(f"pod {status['runnerPod']}")
+    if status.get("runnerPod") and state in ("IN_PROGRESS", "COMPLETED"):
+        extra.append(f"runner {status['runnerPod']}")
+    progress = status.get("progress")
+    if state == "IN_PROGRESS" and isinstance(progress, dict) and progress.get("steps"):
+        extra.append(f"step {progress.get('step')}/{progress['steps']}")
+    load = status.get("modelLoadTime")
+    if state == "COMPLETED" and isinstance(load, int):
+        extra.append("warm: no model loaded" if load == 0 else f"models loaded in {load} ms")
     if status.get("error") and state in TERMINAL_STATES:
         extra.append(status["error"])
     return f"{job}: {state}" + (f" ({', '.join(extra)})" if extra else "")

@@ -1,10 +1,14 @@
-"""What the stack's cluster gets before jobs run: the bucket, the CRDs, and per namespace what a cluster admin adds."""
+"""What the stack's cluster gets before jobs run: the bucket, the CRDs, the runner namespace (what the chart installs
+there: the runners' ServiceAccount), and the warm pool of the tiny models."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Callable
 
+from img2img import API_GROUP, API_VERSION
+from img2img.api.pool import POOL_KIND
 from img2img.local.paths import REPO_ROOT
 from img2img.local.supervisor import wait_until
 
@@ -12,8 +16,12 @@ BUCKET = "img2img"
 S3_USER = "img2img-local"
 S3_PASSWORD = "img2img-local-secret"  # loopback-only development credentials, generated into no real system
 S3_REGION = "us-east-1"
-S3_SECRET = "img2img-s3"  # the Secret runner pods read their S3 credentials from
 RUNNER_SERVICE_ACCOUNT = "img2img-runner"
+RUNNER_NAMESPACE = "img2img-system"  # the operator's runner namespace: runner pods and RunnerPools
+TINY_POOL = "tiny-sdxl"
+# The tiny catalog's SDXL models (img2img_runner.tiny_models): what the seed request runs (base, refiner, VAE, and
+# the SDXL canny ControlNet its SD 1.5 ControlNet runs as).
+TINY_POOL_MODELS = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid"]
 CRD_DIR = REPO_ROOT / "crds"
 
 Kubectl = Callable[..., object]  # kubectl(*args, input=None, check=True) -> CompletedProcess
@@ -41,20 +49,38 @@ def apply_crds(kubectl: Kubectl) -> None:
     kubectl("wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=180s")
 
 
-def bootstrap_namespace(kubectl: Kubectl, namespace: str) -> None:
-    """What a cluster admin does once per namespace that runs jobs: the runner ServiceAccount and the S3 Secret."""
+def bootstrap_runner_namespace(kubectl: Kubectl, namespace: str = RUNNER_NAMESPACE) -> None:
+    """The runner namespace with what the chart installs there for runners: their ServiceAccount (no API rights)."""
     manifest = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {namespace}}}
+---
 apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: {RUNNER_SERVICE_ACCOUNT}, namespace: {namespace}}}
 automountServiceAccountToken: false
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: {S3_SECRET}, namespace: {namespace}}}
-stringData: {{AWS_ACCESS_KEY_ID: {S3_USER}, AWS_SECRET_ACCESS_KEY: {S3_PASSWORD}}}
 """
     kubectl("apply", "--server-side", "-f", "-", input=manifest)
+
+
+def pool_manifest(name: str, gpu_class: str, models: list[str], min_ready: int, namespace: str = RUNNER_NAMESPACE,
+                  **sizing: int) -> str:
+    """A RunnerPool, as `kubectl apply` takes it."""
+    spec = {"gpuClass": gpu_class, "models": models, "minReady": min_ready, **sizing}
+    return json.dumps({"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": POOL_KIND,
+                       "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+
+def wait_pool_ready(kubectl: Kubectl, name: str, ready: int, timeout: float, log: Path | None = None,
+                    namespace: str = RUNNER_NAMESPACE) -> None:
+    """Until the pool's status counts ``ready`` runners with their models loaded."""
+    def counted() -> bool:
+        proc = kubectl("get", "runnerpool", name, "-n", namespace, "-o", "jsonpath={.status.readyRunners}",
+                       check=False)
+        return proc.returncode == 0 and proc.stdout.strip().isdigit() and int(proc.stdout) >= ready
+
+    wait_until(f"{ready} ready runner(s) in pool {name}", counted, timeout, log)
 
 
 def gateway_key_secret(kubectl: Kubectl, namespace: str, name: str, key: str) -> None:

@@ -2,7 +2,8 @@
 
 One code path serves `img2img local up|down`, the pytest fixtures, `make demo` and the benchmarks. `up` is idempotent:
 components already running and healthy are kept (``supervisor``). How each component is started is in
-``components``; what the cluster gets before jobs run (bucket, CRDs, per-namespace objects) in ``bootstrap``.
+``components``; what the cluster gets before jobs run (bucket, CRDs, the runner namespace, the warm pool) in
+``bootstrap``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import yaml
 
 from img2img.local import binaries
 from img2img.local.binaries import Binaries
-from img2img.local.bootstrap import BUCKET, apply_crds, bootstrap_namespace, create_bucket, gateway_key_secret
+from img2img.local.bootstrap import (
+    BUCKET, TINY_POOL, TINY_POOL_MODELS, apply_crds, bootstrap_runner_namespace, create_bucket, gateway_key_secret,
+    pool_manifest, wait_pool_ready,
+)
 from img2img.local.certs import ControlPlaneCerts, kubeconfig, make_certs
 from img2img.local.components import (
     GATEWAY_ENDPOINT, GATEWAY_KEY_SECRET, GATEWAY_NAMESPACE, MINIO_ENV, NODE_NAME, apiserver_argv, controller_manager_argv, etcd_argv, executor_argv, executor_config,
@@ -32,7 +36,9 @@ from img2img.local.supervisor import Supervisor, wait_until
 
 # Start order; `down` stops them in reverse: consumers first, storage last.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "minio", "executor", "operator", "gateway")
-PORTS = ("etcd", "etcd_peer", "apiserver", "minio", "minio_console", "operator_health", "operator_metrics", "gateway")
+PORTS = ("etcd", "etcd_peer", "apiserver", "minio", "minio_console", "operator_health", "operator_metrics",
+         "operator_runners", "gateway")
+POOL_READY_SECONDS = 300  # the first runner starts Python and loads the tiny models
 
 
 @dataclass
@@ -130,13 +136,15 @@ class Stack(Supervisor):
         )
         create_bucket(info.s3_endpoint, info.bucket)
         apply_crds(info.kubectl)
-        bootstrap_namespace(info.kubectl, "default")
+        bootstrap_runner_namespace(info.kubectl)
         if self.with_models:
             info.catalog = build_tiny_models()
         self._start_executor(state, info)
         if self.with_operator:
             self.start_operator(info)
             info.operator_metrics = f"{loopback(ports['operator_metrics'])}/metrics"
+            if self.with_models:
+                self.warm_pool(info)
         if self.with_gateway:
             info.gateway = self.start_gateway(info)
         (self.state_dir / "env.sh").write_text(info.export_lines())
@@ -175,6 +183,13 @@ class Stack(Supervisor):
         env = {"KUBECONFIG": str(info.kubeconfig), **s3_env(info.s3_endpoint)}
         self.spawn(state, "operator", operator_argv(config_file), env=env)
         self._wait_healthy("operator", f"{loopback(state['ports']['operator_health'])}/healthz")
+
+    def warm_pool(self, info: StackInfo) -> None:
+        """The pool of the tiny SDXL models (what the seed request runs) with one warm runner; waits for it."""
+        info.kubectl("apply", "--server-side", "-f", "-",
+                     input=pool_manifest(TINY_POOL, "local", TINY_POOL_MODELS, min_ready=1))
+        wait_pool_ready(info.kubectl, TINY_POOL, 1, POOL_READY_SECONDS, self.logs / "operator.log")
+        binaries.log(f"pool {TINY_POOL}: a warm runner holds {', '.join(TINY_POOL_MODELS)}")
 
     def start_gateway(self, info: StackInfo, namespace: str = "default") -> GatewayAccess:
         """Start the RunPod-compatible gateway (kept when running) for the jobs of ``namespace``; its key is made

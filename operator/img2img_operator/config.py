@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 from img2img import uploads_prefix
+from img2img.api.job import DNS_LABEL
+from img2img.api.protocol import MAX_WAIT_SECONDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_ENV = "IMG2IMG_OPERATOR_CONFIG"
@@ -116,7 +118,7 @@ class RunnerConfig(_Camel):
     allowed_hosts: list[str] = Field(default_factory=list)
     # Extra plain environment variables for the runner container.
     env: dict[str, str] = Field(default_factory=dict)
-    # A Secret key (in each job namespace) holding a Hugging Face token, given to the runner as HF_TOKEN: for catalog
+    # A Secret key (in the runner namespace) holding a Hugging Face token, given to runners as HF_TOKEN: for catalog
     # entries naming a gated or private hub repository. None = no token.
     hub_token_secret: SecretKeyRef | None = None
     security_context: SecurityContext = Field(default_factory=SecurityContext)
@@ -139,13 +141,14 @@ class S3Config(_Camel):
     prefix: str = "jobs"
     endpoint: str | None = None  # None = AWS; set for MinIO, Ceph, R2, …
     region: str | None = None
-    # A Secret in each job namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, given to runners.
-    # None = the runners use a cloud identity (IRSA, workload identity) through their ServiceAccount.
+    # The Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) the chart gives the operator its own S3 credentials
+    # from (the operator reads them from its environment). None = a cloud identity (IRSA, workload identity).
+    # Runners never get credentials to the job areas: each assignment carries presigned URLs.
     credentials_secret: str | None = None
     # s3:// prefixes a job may read input images from, by namespace ("*" = every namespace). A namespace's own
     # area s3://<bucket>/<prefix>/<namespace>/ is always allowed.
     allowed_read_prefixes: dict[str, list[str]] = Field(default_factory=dict)
-    # Lifetime of the presigned result URLs the runner adds to result.json; 0 = none.
+    # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
     presign_expiry_seconds: int = Field(0, ge=0)
 
     def job_prefix(self, namespace: str, name: str, uid: str, bucket: str | None = None,
@@ -209,16 +212,10 @@ class RetryBackoff(_Camel):
 
 
 class Waits(_Camel):
-    """How long the operator waits: on the cluster before it calls something a failure (grace periods), and between
-    its own looks at the jobs (tick, resync). The configuration key is ``timing``."""
+    """How often the operator looks at the jobs on its own (the configuration key is ``timing``)."""
 
-    image_pull_grace_seconds: float = Field(300, ge=0)  # ErrImagePull/ImagePullBackOff longer than this: retry
-    container_config_grace_seconds: float = Field(120, ge=0)  # CreateContainerConfigError longer than this: FAILED
-    node_lost_grace_seconds: float = Field(300, ge=0)  # pod phase Unknown longer than this: retry
-    deadline_grace_seconds: float = Field(30, ge=0)  # past activeDeadlineSeconds + this: the operator times out
-    cancel_grace_period_seconds: int = Field(10, ge=0)  # terminationGracePeriod when deleting a pod
     tick_seconds: float = Field(10, gt=0)  # the dispatcher looks at every job at least this often
-    resync_seconds: float = Field(300, gt=0)  # full re-list of jobs and pods, healing missed watch events
+    resync_seconds: float = Field(300, gt=0)  # full re-list of jobs, runner pods and pools, healing missed events
 
 
 class PeeringConfig(_Camel):
@@ -234,11 +231,54 @@ class LoggingConfig(_Camel):
     format: Literal["json", "text"] = "json"
 
 
+class ImplicitPool(_Camel):
+    """The pool of a GPU class that no RunnerPool names: nothing preloaded, no warm floor (scaled from zero)."""
+
+    idle_seconds: int = Field(60, ge=0)  # an idle runner is removed after this long
+    max_runners: int = Field(8, ge=1)  # the ceiling when the GPU class has no maxConcurrent
+
+
+def _pod_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE") or "img2img-system"
+
+
+class RunnersConfig(_Camel):
+    """Warm runner pools: where the runner pods live and how they reach the operator (img2img.api.protocol)."""
+
+    # RunnerPools are read and runner pods created here only (default: the operator's own namespace).
+    namespace: str = Field(default_factory=_pod_namespace, max_length=63, pattern=DNS_LABEL)
+    # The URL runners call: in a cluster the chart's Service (http://<release>-runners.<ns>.svc:8081).
+    # None = http://127.0.0.1:<port> (the local stack, where runners run on the operator's machine).
+    operator_url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s/]+(/\S*)?$")
+    port: int = Field(8081, ge=1, le=65535)  # the runner endpoint's listen port
+    # The Secret (key "key") holding the key that signs runner tokens; the operator creates it when missing.
+    token_secret: str = Field("img2img-runner-token", min_length=1, max_length=253)
+    lease_seconds: float = Field(15, gt=0)  # a lease not renewed for this long lapses: the attempt is lost
+    heartbeat_seconds: float = Field(3, gt=0)  # how often a working runner renews its lease
+    take_wait_seconds: float = Field(25, gt=0, le=MAX_WAIT_SECONDS)  # how long a take waits for work
+    # A Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the runner namespace with read access to the
+    # model store, for catalogs that read models from S3. None = no S3 credentials in runner pods.
+    model_store_secret: str | None = Field(None, min_length=1, max_length=253)
+    implicit_pool: ImplicitPool = Field(default_factory=ImplicitPool)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> RunnersConfig:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(f"heartbeatSeconds ({self.heartbeat_seconds:g}) must be below leaseSeconds "
+                             f"({self.lease_seconds:g}): a lease would lapse between two heartbeats")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.operator_url or f"http://127.0.0.1:{self.port}"
+
+
 class OperatorConfig(_Camel):
     """The whole configuration file."""
 
     namespaces: list[str] = Field(default_factory=list)  # empty = every namespace
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    runners: RunnersConfig = Field(default_factory=RunnersConfig)
     s3: S3Config
     gpu_classes: dict[str, GpuClass] = Field(default_factory=lambda: {"default": GpuClass()})
     default_gpu_class: str | None = None  # None = the only class, if there is exactly one

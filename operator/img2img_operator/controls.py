@@ -1,4 +1,5 @@
-"""A job's spec, checked with the shared API models, and its controls with the configuration's defaults. Pure.
+"""A job's spec, checked with the shared API models, its controls with the configuration's defaults, and what it
+needs of a runner. Pure.
 
 A spec the models refuse (or that names a GPU class the configuration does not have) cannot run: the job ends
 FAILED at once, its error naming every bad field (``spec.input.payload.steps: must be at least 1``).
@@ -13,7 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from img2img.api.errors import Problem, problems
+from img2img.api.images import S3Ref
 from img2img.api.job import Img2ImgJobSpec
+from img2img.api.needs import output_image_bound, required_models, s3_images
 from img2img.api.status import TERMINAL
 
 from .config import OperatorConfig
@@ -34,11 +37,22 @@ class Controls:
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a job needs of a runner (``img2img.api.needs``)."""
+
+    models: frozenset[str]  # model keys: the runner is warm for the job when it serves them all
+    images: int  # at most this many images come back (upload URLs to sign)
+    reads: tuple[S3Ref, ...]  # the s3:// images it reads (GET URLs to sign, when the namespace may read them)
+
+
+@dataclass(frozen=True)
 class Checked:
-    """The outcome of checking a spec: controls, and the problems that stop it from running (if any)."""
+    """The outcome of checking a spec: controls, the problems that stop it from running (if any), and for a valid
+    spec what it needs of a runner."""
 
     controls: Controls
     problems: tuple[Problem, ...] = ()
+    needs: Needs | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,11 +97,13 @@ def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
     """Validate ``spec`` with the shared models and the configuration (GPU classes)."""
     controls = controls_from(spec, config)
     found: list[Problem] = []
+    needs = None
     try:
-        Img2ImgJobSpec.model_validate(dict(spec))
+        payload = Img2ImgJobSpec.model_validate(dict(spec)).input.payload
+        needs = Needs(required_models(payload, None), output_image_bound(payload), tuple(s3_images(payload)))
     except ValidationError as exc:
         found += problems(exc, "spec")
     if controls.gpu_class not in config.gpu_classes:
         known = ", ".join(sorted(config.gpu_classes))
         found.append(Problem("spec.gpuClass", f"unknown GPU class {controls.gpu_class!r} (known: {known})"))
-    return Checked(controls, tuple(found))
+    return Checked(controls, tuple(found), needs if not found else None)

@@ -1,54 +1,74 @@
-"""The one task that acts: a pass over every job, then sleep until an event, a deadline, or the tick.
+"""The task that decides: a pass over every job and every pool, then sleep until an event, a deadline, or the tick.
 
-A pass: check each job's spec (memoized per generation) → admission over all jobs (``queue.admit``) →
-``lifecycle.next_step`` per job → the actions, jobs in parallel (bounded), each job's actions in order. The pass
-ends when all its actions have; the next pass sees their results (write responses go into the cache at once).
-A job whose action failed is left alone for a back-off (1 s doubling to 60 s) while the others go on.
+A pass: check each job's spec (memoized per generation) → the attempt of each job from its lease → admission over
+all jobs (``queue.admit``) → ``lifecycle.next_step`` per job → the actions, jobs in parallel (bounded), each job's
+actions in order → the jobs offered to runners (admitted, input staged) → each pool scaled (``pool_scaling``) and
+its status written. A job whose action failed is left alone for a back-off (1 s doubling to 60 s) while the others
+go on. The runner endpoint (``runner_api``) hands offered jobs to runners and records leases; a runner's ``done``
+has its job decided at once (``settle``), so that the runner hears "accepted" only once the end is in the status.
 
-Before the first pass the cache is filled from a full list of pods, then jobs: the first decisions see every pod
-that exists, so an existing pod is adopted and never taken for missing.
+Before the first pass the cache is filled from full lists of runner pods, pools and jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from img2img.api.pool import POOL_API_VERSION, POOL_KIND, RunnerPool
 from img2img.api.status import TERMINAL
+from img2img.api.times import format_time_ms
 
 from .cache import Cache, kept_of_job
 from .config import OperatorConfig
 from .controls import Checked, check_job
 from .kube import Conflict, Gone, Kube
+from .leases import LeaseState, LeaseTable, lease_state
 from .lifecycle import (
+    IN_PROGRESS,
+    IN_QUEUE,
     Decision,
     DeleteJob,
+    EndLease,
     Emit,
+    Offer,
+    RetireRunner,
     Slot,
-    StartRunner,
-    StopRunner,
     WriteStatus,
-    live_pods,
     next_step,
-    progress,
     queue_entry,
-    start_refused,
+    staging_refused,
 )
 from .metrics import Metrics
-from .placement import Placement, StartRefused
+from .pool_scaling import (
+    Pool,
+    Runner,
+    all_pools,
+    plan_scale,
+    pool_status,
+    problem_status,
+    queue_shares,
+)
 from .queue import Limits, admit
 from .report import check_result
-from .staging import Staging
+from .routing import Candidate
+from .runner_pods import build_pool_runner_pod, runner_name
+from .runners import Registry, runner_view, why_ended
+from .staging import Staging, StagingRefused, input_document, input_uri
 from .status import applied
 from .views import JobView, PodView
 
 log = logging.getLogger("img2img_operator.dispatcher")
 
 ERROR_BACKOFF_MS = (1_000, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000)
+# a pool whose runners end before they ask for work gets its next runner after this (by failures in a row)
+CRASH_BACKOFF_MS = (5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000)
 BATCH_SECONDS = 0.05  # after a wake-up, let a burst of events land before the pass
 
 
@@ -64,40 +84,99 @@ def _ctx(job: JobView, attempt: int | None = None) -> dict[str, Any]:
     return {"job": job.name, "namespace": job.namespace, "uid": job.uid, "attempt": attempt}
 
 
+def runner_pool_resources(bodies: list[Any]) -> tuple[list[RunnerPool], dict[str, str]]:
+    """The RunnerPools as the API types read them; the ones that do not read, by name, with the reason."""
+    pools, problems = [], {}
+    for body in bodies:
+        meta = body.get("metadata") or {}
+        try:
+            pools.append(RunnerPool.model_validate({"apiVersion": POOL_API_VERSION, "kind": POOL_KIND,
+                                                    "metadata": meta, "spec": body.get("spec") or {}}))
+        except ValueError as e:
+            problems[meta.get("name", "")] = f"spec: {e}"
+    return pools, problems
+
+
 class Dispatcher:
-    def __init__(self, config: OperatorConfig, cache: Cache, kube: Kube, placement: Placement, staging: Staging,
-                 metrics: Metrics, clock: Callable[[], float] = time.time):
+    def __init__(self, config: OperatorConfig, cache: Cache, kube: Kube, staging: Staging, metrics: Metrics,
+                 leases: LeaseTable, registry: Registry, key: bytes, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None):
         self.config = config
         self.cache = cache
         self.kube = kube
-        self.placement = placement
         self.staging = staging
         self.metrics = metrics
+        self.leases = leases
+        self.registry = registry
+        self.key = key  # signs runner tokens
         self.clock = clock
+        self.rng = rng or random.SystemRandom()
         self.wake = asyncio.Event()
         self.synced = False
         self.last_pass: float | None = None  # monotonic time of the last finished pass
+        self.adopt_until = 0  # ms: until then a job IN_PROGRESS may still be adopted by its runner's heartbeat
+        self.pools: dict[str, Pool] = {}  # by name: what the runner endpoint serves
+        self._offers: dict[str, list[Candidate]] = {}  # GPU class → jobs offered to its runners, in queue order
+        self._offers_changed = asyncio.Event()
         self._checked: dict[tuple[str, int], Checked] = {}
+        self._staged: set[tuple[str, int]] = set()  # (uid, generation) whose input.json is written
         self._errors: dict[str, tuple[int, int]] = {}  # uid → (failures in a row, not before ms)
-        # finished jobs with nothing to do until they or their pods change, or until ``wake_at`` (a TTL):
-        # uid → (wake_at ms, state, gpu class). A pass builds no view of them: with thousands of finished jobs
-        # present, a pass costs what the unfinished ones cost.
+        # finished jobs with nothing to do until they change, or until ``wake_at`` (a TTL): uid → (wake_at ms,
+        # state, gpu class). A pass builds no view of them: with thousands of finished jobs present, a pass costs
+        # what the unfinished ones cost.
         self._settled: dict[str, tuple[int | None, str, str]] = {}
+        self._retiring: set[str] = set()  # runners being removed: no more work for them
+        self._failed_before_take: dict[str, list[tuple[str, str, int]]] = {}  # pool → (runner, why, when)
+        self._ended_pods: set[str] = set()  # runner pods seen ended (and being removed)
+        self._pool_errors: dict[str, int] = {}  # pool → not before ms (creating its runners failed)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    @property
+    def lease_ms(self) -> int:
+        return int(self.config.runners.lease_seconds * 1000)
+
     def poke(self) -> None:
         self.wake.set()
 
+    # ---- what the runner endpoint reads -----------------------------------------------------------------------
+    def candidates(self, gpu_class: str) -> list[Candidate]:
+        """The jobs offered to runners of ``gpu_class``, in queue order, still waiting and free to take."""
+        out = []
+        for candidate in self._offers.get(gpu_class, ()):
+            job = self.cache.job_view(candidate.uid)
+            if (job is not None and job.state in (None, IN_QUEUE) and not job.deleting
+                    and job.spec.get("cancel") is not True and not self.leases.holds(candidate.uid)):
+                out.append(candidate)
+        return out
+
+    def retiring(self, runner: str) -> bool:
+        return runner in self._retiring
+
+    async def offers_changed(self, timeout: float) -> None:
+        """Wait until the offers (or the runners that may take them) change, at most ``timeout`` seconds."""
+        event = self._offers_changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def notify_takes(self) -> None:
+        """Waiting takes look at the offers again."""
+        self._offers_changed.set()
+        self._offers_changed = asyncio.Event()
+
     # ---- the loop ---------------------------------------------------------------------------------------------
     async def resync(self) -> None:
-        namespaces = self.config.namespaces
-        pods, pods_rv = await self.kube.list_pods(namespaces)
-        jobs, jobs_rv = await self.kube.list_jobs(namespaces, keep=kept_of_job)
+        ns = self.config.runners.namespace
+        pods, pods_rv = await self.kube.list_pods(ns)
+        pools, pools_rv = await self.kube.list_pools(ns)
+        jobs, jobs_rv = await self.kube.list_jobs(self.config.namespaces, keep=kept_of_job)
         self.cache.replace_pods(pods, pods_rv)
+        self.cache.replace_pools(pools, pools_rv)
         self.cache.replace_jobs(jobs, jobs_rv)
-        log.debug("resynced: %d jobs, %d runner pods", len(jobs), len(pods))
+        log.debug("resynced: %d jobs, %d runner pods, %d pools", len(jobs), len(pods), len(pools))
 
     async def run(self) -> None:
         delay = 1.0
@@ -106,9 +185,10 @@ class Dispatcher:
                 await self.resync()
                 break
             except Exception as e:  # the API may not be reachable yet: keep trying
-                log.warning("cannot list jobs and pods yet (%s); retrying in %.0f s", e, delay)
+                log.warning("cannot list jobs, runner pods and pools yet (%s); retrying in %.0f s", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
+        self.adopt_until = self.now_ms() + self.lease_ms
         self.synced = True
         log.info("dispatcher started: %d jobs, %d runner pods", len(self.cache), self.cache.pod_count())
         last_resync = time.monotonic()
@@ -150,59 +230,120 @@ class Dispatcher:
 
     def _still_settled(self, uid: str, now: int) -> bool:
         settled = self._settled.get(uid)
-        return settled is not None and (settled[0] is None or settled[0] > now)
+        return settled is not None and (settled[0] is None or settled[0] > now) and not self.leases.holds(uid)
+
+    def attempt(self, job: JobView, now: int) -> LeaseState | None:
+        """The lease of the job's attempt: for a job IN_PROGRESS, and for any job whose runner still holds it."""
+        lease = self.leases.of_job(job.uid)
+        if lease is None and job.state != IN_PROGRESS:
+            return None
+        runner = lease.runner if lease is not None else str(job.status.get("runnerPod") or "")
+        pod = self.cache.pod(runner)
+        return lease_state(lease, now, self.lease_ms, pod is None or pod.finished, self.adopt_until)
+
+    def _ended(self, job: JobView) -> int | None:
+        return self.leases.ended_at(job.uid, job.attempts)
 
     async def pass_once(self) -> int | None:
         now = self.now_ms()
         for uid in self.cache.take_changed():
             self._settled.pop(uid, None)
-        snapshot = self.cache.snapshot(skip=lambda uid: self._still_settled(uid, now))
-        items = [(job, pods, self.check(job)) for job, pods in snapshot]
-        live = {(job.uid, job.generation) for job, _, _ in items}
+        jobs = self.cache.snapshot(skip=lambda uid: self._still_settled(uid, now))
+        items = [(job, self.check(job)) for job in jobs]
+        live = {(job.uid, job.generation) for job, _ in items}
         for key in [k for k in self._checked if k not in live]:
             del self._checked[key]
         next_wake: int | None = None
         for wake_at, _, _ in self._settled.values():
             next_wake = _min(next_wake, wake_at)
 
-        entries = [e for e in (queue_entry(job, pods, now, self.config, checked) for job, pods, checked in items)
-                   if e is not None]
+        entries = [e for e in (queue_entry(job, now, self.config, checked, self.leases.holds(job.uid),
+                                           self._ended(job)) for job, checked in items) if e is not None]
         admission = admit(entries, limits_of(self.config))
         admitted = set(admission.admit)
 
         semaphore = asyncio.Semaphore(self.config.dispatch_concurrency)
         work = []
-        for job, pods, checked in items:
+        for job, checked in items:
+            if self.leases.holds(job.uid) and self.leases.of_job(job.uid) is None:
+                continue  # a take is recording its assignment: decided when it is done
             failures, not_before = self._errors.get(job.uid, (0, 0))
             if not_before > now:
                 next_wake = _min(next_wake, not_before)
                 continue
             slot = Slot(admit=job.uid in admitted, position=admission.positions.get(job.uid))
-            decision = next_step(job, pods, now, self.config, checked=checked, slot=slot)
+            attempt = self.attempt(job, now)
+            decision = next_step(job, now, self.config, checked=checked, slot=slot, attempt=attempt,
+                                 ended_ms=self._ended(job))
             next_wake = _min(next_wake, decision.wake_at)
             if decision.actions or decision.fetch_result:
-                work.append(self._guarded(semaphore, job, pods, checked, slot, decision))
-            elif job.state in TERMINAL and not job.deleting and not live_pods(pods):
+                work.append(self._guarded(semaphore, job, checked, slot, attempt, decision))
+            elif job.state in TERMINAL and not job.deleting and attempt is None:
                 self._settled[job.uid] = (decision.wake_at, job.state or "", checked.controls.gpu_class)
-        for pod in self.cache.orphans():
-            work.append(self._stop_orphan(semaphore, pod))
+        next_wake = _min(next_wake, self._end_leases_of_gone_jobs(now))
         if work:
             await asyncio.gather(*work)
 
-        states = [(job.state or "NEW", checked.controls.gpu_class) for job, _, checked in items
+        by_uid = {job.uid: (job, checked) for job, checked in items}
+        self._set_offers([by_uid[uid] for uid in admission.admit if uid in by_uid])
+        next_wake = _min(next_wake, await self._scale_pools(now, [by_uid[uid] for uid in admission.admit
+                                                                 if uid in by_uid]))
+
+        states = [(job.state or "NEW", checked.controls.gpu_class) for job, checked in items
                   if job.uid not in self._settled]
         states += [(state, gpu_class) for _, state, gpu_class in self._settled.values()]
         waiting = Counter(e.gpu_class for e in entries if e.uid in admission.positions)
-        running = Counter(e.gpu_class for e in entries if e.running or e.uid in admitted)
-        self.metrics.observe_jobs(states, waiting, running)
+        self.metrics.observe_jobs(states, waiting)
         return next_wake
 
-    async def _guarded(self, semaphore: asyncio.Semaphore, job: JobView, pods: list[PodView], checked: Checked,
-                       slot: Slot, decision: Decision) -> None:
+    def _end_leases_of_gone_jobs(self, now: int) -> int | None:
+        """A deleted job's runner is told to stop (``stop_reason``); its lease goes when it reports or vanishes."""
+        wake = None
+        for lease in self.leases:
+            if self.cache.job(lease.uid) is not None:
+                continue
+            pod = self.cache.pod(lease.runner)
+            state = lease_state(lease, now, self.lease_ms, pod is None or pod.finished, self.adopt_until)
+            if state.kind == "running":
+                wake = _min(wake, state.wake_at)
+            else:
+                self.leases.end(lease.uid, lease.id, now)
+                self.leases.forget(lease.uid)
+        return wake
+
+    def _set_offers(self, admitted: list[tuple[JobView, Checked]]) -> None:
+        offers: dict[str, list[Candidate]] = {}
+        for job, checked in admitted:
+            if (job.uid, job.generation) in self._staged and checked.needs is not None:
+                offers.setdefault(checked.controls.gpu_class, []).append(Candidate(job.uid, checked.needs.models))
+        self._staged = {(uid, generation) for uid, generation in self._staged
+                         if (job := self.cache.job_view(uid)) is not None and job.generation == generation
+                         and job.state not in TERMINAL}
+        if offers != self._offers:
+            self._offers = offers
+            self.notify_takes()
+
+    async def settle(self, uid: str) -> None:
+        """Decide on one job now and act (a runner reported its attempt's end and waits for the answer)."""
+        now = self.now_ms()
+        job = self.cache.job_view(uid)
+        if job is None:
+            self._end_leases_of_gone_jobs(now)
+            return
+        if job.state not in TERMINAL and job.state != IN_PROGRESS:
+            return
+        checked = self.check(job)
+        attempt = self.attempt(job, now)
+        decision = next_step(job, now, self.config, checked=checked, attempt=attempt, ended_ms=self._ended(job))
+        if decision.actions or decision.fetch_result:
+            await self._guarded(asyncio.Semaphore(1), job, checked, Slot(), attempt, decision)
+
+    async def _guarded(self, semaphore: asyncio.Semaphore, job: JobView, checked: Checked, slot: Slot,
+                       attempt: LeaseState | None, decision: Decision) -> None:
         async with semaphore:
             step = "decide"
             try:
-                step = await self._act(job, pods, checked, slot, decision)
+                step = await self._act(job, checked, slot, attempt, decision)
                 self._errors.pop(job.uid, None)
             except Conflict:
                 # Decided on a stale job: read it again and decide again (soon, not after a back-off).
@@ -218,14 +359,19 @@ class Dispatcher:
                 self._errors[job.uid] = (failures, self.now_ms() + delay)
                 self.metrics.error(step)
                 log.warning("%s failed (%s: %s); trying again in %.0f s", step, type(e).__name__, e, delay / 1000,
-                            extra=_ctx(job, progress(job, pods).attempt or None))
+                            extra=_ctx(job, job.attempts or None))
 
-    async def _act(self, job: JobView, pods: list[PodView], checked: Checked, slot: Slot,
+    async def _act(self, job: JobView, checked: Checked, slot: Slot, attempt: LeaseState | None,
                    decision: Decision) -> str:
         if decision.fetch_result:
-            raw = await self.staging.read_result(decision.fetch_result)
-            result = check_result(decision.fetch_result, raw)
-            decision = next_step(job, pods, self.now_ms(), self.config, checked=checked, slot=slot, result=result)
+            uri = decision.fetch_result
+            result = check_result(uri, await self.staging.read_result(uri))
+            expiry = self.config.s3.presign_expiry_seconds
+            if result.problem is None and expiry:
+                result = result.signed([self.staging.presign_get(u, expiry) for u in result.images],
+                                       format_time_ms(self.now_ms() + expiry * 1000))
+            decision = next_step(job, self.now_ms(), self.config, checked=checked, slot=slot, attempt=attempt,
+                                 ended_ms=self._ended(job), result=result)
             if decision.fetch_result:
                 return "read_result"
         current = job
@@ -237,26 +383,33 @@ class Dispatcher:
                                                         current.resource_version, current.status)
                 self.metrics.observe_status_write(current.status, action.patch)
                 self.cache.put_job(body)
+                lease = self.leases.of_job(job.uid)
+                if lease is not None:
+                    lease.written_ms = self.now_ms()
                 self._log_transition(current, action.patch)
                 current = JobView.from_body(body, job.first_seen_ms)
-            elif isinstance(action, StartRunner):
-                step = "start_runner"
-                try:
-                    created = await self.placement.start(current, checked.controls, action.attempt)
-                except StartRefused as refused:
-                    log.warning("cannot start attempt %d: %s", action.attempt, refused.message,
-                                extra=_ctx(job, action.attempt))
-                    failed = start_refused(current, pods, self.now_ms(), self.config, checked, action.attempt,
-                                           refused.reason, refused.message)
-                    return await self._act(current, pods, checked, slot, failed)
-                if created:
-                    self.metrics.write("pod_create")
-                    log.info("created runner pod for attempt %d", action.attempt, extra=_ctx(job, action.attempt))
-            elif isinstance(action, StopRunner):
-                step = "stop_runner"
-                await self.placement.stop(job.namespace, action.pod, action.uid, action.grace_seconds)
-                self.metrics.write("pod_delete")
-                log.info("stopping runner pod %s", action.pod, extra=_ctx(job))
+            elif isinstance(action, Offer):
+                step = "stage_input"
+                key = (job.uid, job.generation)
+                if key not in self._staged:
+                    try:
+                        await self.staging.stage_input(input_uri(job, checked.controls, self.config),
+                                                       input_document(current))
+                    except StagingRefused as refused:
+                        log.warning("cannot stage the job: %s", refused.message, extra=_ctx(job))
+                        failed = staging_refused(current, self.now_ms(), self.config, checked, refused.reason,
+                                                 refused.message)
+                        return await self._act(current, checked, slot, attempt, failed)
+                    self._staged.add(key)
+            elif isinstance(action, EndLease):
+                self.leases.end(job.uid, action.lease, self.now_ms())
+                self.poke()  # the runner is free: the pool's state moves
+            elif isinstance(action, RetireRunner):
+                pod = self.cache.pod(action.runner)
+                if pod is not None and not pod.deleting:
+                    self._retiring.add(pod.name)
+                    log.warning("runner %s lost its lease: removing it", pod.name, extra=_ctx(job))
+                    await self._remove_runner(pod)
             elif isinstance(action, DeleteJob):
                 step = "delete_job"
                 await self.kube.delete_job(job.namespace, job.name, job.uid)
@@ -284,16 +437,140 @@ class Dispatcher:
             log.log(level, "%s → %s%s", before_state or "new", after_state, f": {detail}" if detail else "",
                     extra=_ctx(job, attempt))
 
-    async def _stop_orphan(self, semaphore: asyncio.Semaphore, pod: PodView) -> None:
-        """A runner pod whose job was deleted: the garbage collector removes it too, but this is sooner."""
-        async with semaphore:
+    # ---- pools ------------------------------------------------------------------------------------------------
+    async def _scale_pools(self, now: int, admitted: list[tuple[JobView, Checked]]) -> int | None:
+        """Every pool to its planned size, its status written; the next moment a plan changes by itself."""
+        resources, unreadable = runner_pool_resources(self.cache.pools())
+        pools, problems = all_pools(resources, self.config)
+        problems.update(unreadable)
+        self.pools = {p.name: p for p in pools}
+        busy_runners = {lease.runner for lease in self.leases if lease.outcome is None} | self.leases.claimers()
+        wait_ms = int(self.config.runners.take_wait_seconds * 1000)
+
+        runners: dict[str, list[Runner]] = {p.name: [] for p in pools}
+        work = []
+        pods = self.cache.pods()
+        for pod in pods:
+            seen = self.registry.get(pod.name)
+            if pod.finished:
+                if pod.name not in self._ended_pods:
+                    self._ended_pods.add(pod.name)
+                    if seen is None:  # it ended before it ever asked for work
+                        self._failed_before_take.setdefault(pod.pool, []).append((pod.name, why_ended(pod), now))
+                        log.warning("runner %s of pool %s ended before it asked for work: %s", pod.name, pod.pool,
+                                    why_ended(pod))
+                if not pod.deleting:
+                    work.append(self._remove_runner(pod, grace=0))
+                continue
+            if pod.deleting:
+                continue
+            view = runner_view(pod, seen, pod.name in busy_runners, now, wait_ms)
+            if view is None:
+                continue
+            if pod.pool not in runners:
+                if view.state != "busy":  # its pool is gone (or an implicit pool was replaced by a RunnerPool)
+                    work.append(self._remove_runner(pod))
+                continue
+            runners[pod.pool].append(view)
+        present = {pod.name for pod in pods}
+        for name in self.registry.names():
+            if name not in present:
+                self.registry.forget(name)
+        self._retiring &= present
+        self._ended_pods &= present
+
+        busy_by_pool = {name: sum(r.state == "busy" for r in rs) for name, rs in runners.items()}
+        queued: dict[str, int] = {}
+        for gpu_class in {p.gpu_class for p in pools}:
+            waiting = [checked.needs.models if checked.needs else frozenset()
+                       for job, checked in admitted if checked.controls.gpu_class == gpu_class]
+            queued.update(queue_shares(waiting, [p for p in pools if p.gpu_class == gpu_class], busy_by_pool))
+
+        wake = None
+        for pool in pools:
+            mine = runners[pool.name]
+            if any(r.state != "starting" for r in mine):
+                self._failed_before_take.pop(pool.name, None)  # it has a ready runner again
+            plan = plan_scale(pool, mine, queued.get(pool.name, 0), now)
+            wake = _min(wake, plan.wake_at)
+            create = plan.create
+            failed = self._failed_before_take.get(pool.name, [])
+            if create and failed:  # its runners crash before they take: one at a time, slower and slower
+                not_before = failed[-1][2] + CRASH_BACKOFF_MS[min(len(failed), len(CRASH_BACKOFF_MS)) - 1]
+                create = 0 if now < not_before or any(r.state == "starting" for r in mine) else 1
+                if now < not_before:
+                    wake = _min(wake, not_before)
+            if create and self._pool_errors.get(pool.name, 0) > now:
+                wake = _min(wake, self._pool_errors[pool.name])
+                create = 0
+            work += [self._create_runner(pool, now) for _ in range(create)]
+            for name in plan.remove:
+                pod = self.cache.pod(name)
+                if pod is not None:
+                    self._retiring.add(name)
+                    work.append(self._remove_runner(pod))
+        if work:
+            await asyncio.gather(*work)
+
+        await self._write_pool_statuses(pools, problems, runners, queued, now)
+        self.metrics.observe_pools(
+            Counter((name, r.state) for name, rs in runners.items() for r in rs), queued)
+        return wake
+
+    async def _create_runner(self, pool: Pool, now: int) -> None:
+        name = runner_name(pool.name, self.rng)
+        try:
+            body, created = await self.kube.create_pod(build_pool_runner_pod(pool, name, self.key, self.config))
+        except Exception as e:
+            self._pool_errors[pool.name] = now + ERROR_BACKOFF_MS[2]
+            self.metrics.error("create_runner")
+            log.warning("cannot create a runner for pool %s: %s", pool.name, _api_message(e))
+            return
+        if created:
+            self.cache.put_pod(body)
+            self.metrics.write("pod_create")
+            log.info("created runner %s for pool %s", name, pool.name)
+
+    async def _remove_runner(self, pod: PodView, grace: int | None = None) -> None:
+        grace = self.config.runner.termination_grace_period_seconds if grace is None else grace
+        try:
+            body = await self.kube.delete_pod(pod.namespace, pod.name, pod.uid or None, grace)
+        except Exception as e:
+            self.metrics.error("remove_runner")
+            log.warning("cannot remove runner %s: %s", pod.name, e)
+            return
+        self.metrics.write("pod_delete")
+        if body is not None:
+            self.cache.put_pod(body)
+        log.info("removing runner %s of pool %s", pod.name, pod.pool)
+
+    async def _write_pool_statuses(self, pools: list[Pool], problems: dict[str, str],
+                                   runners: dict[str, list[Runner]], queued: dict[str, int], now: int) -> None:
+        bodies = {(b.get("metadata") or {}).get("name"): b for b in self.cache.pools()}
+        for name, body in bodies.items():
+            stored = body.get("status") or {}
+            generation = (body.get("metadata") or {}).get("generation")
+            previous = stored.get("conditions") or []
+            if name in problems:
+                wanted = problem_status(problems[name], now, generation=generation, previous_conditions=previous)
+            elif name in self.pools:
+                pool = self.pools[name]
+                failed = [(runner, why) for runner, why, _ in self._failed_before_take.get(name, [])][-3:]
+                wanted = pool_status(pool, runners[name], queued.get(name, 0), now, generation=generation,
+                                     previous_conditions=previous, failed_before_take=failed)
+            else:
+                continue
+            if wanted == stored:
+                continue
             try:
-                await self.placement.stop(pod.namespace, pod.name, pod.uid or None,
-                                          self.config.timing.cancel_grace_period_seconds)
-                self.metrics.write("pod_delete")
-                log.info("stopping runner pod %s/%s: its job is gone", pod.namespace, pod.name)
+                fresh = await self.kube.patch_pool_status(self.config.runners.namespace, name, wanted)
+                self.cache.put_pool(fresh)
+                self.metrics.write("pool_status")
+            except Gone:
+                pass
             except Exception as e:
-                log.debug("cannot stop orphan pod %s/%s: %s", pod.namespace, pod.name, e)
+                self.metrics.error("pool_status")
+                log.warning("cannot write the status of pool %s: %s", name, e)
 
     @staticmethod
     async def _quietly(coro: Any) -> Any:
@@ -303,9 +580,20 @@ class Dispatcher:
             return e
 
 
+def _api_message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, str) and body.startswith("{"):
+        try:
+            return json.loads(body).get("message") or body
+        except ValueError:
+            pass
+    return str(body or exc)
+
+
 def _min(a: int | None, b: int | None) -> int | None:
     if a is None:
         return b
     if b is None:
         return a
     return min(a, b)
+

@@ -6,10 +6,13 @@ that is gone is a success (404), a status patch carries the resourceVersion it w
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,15 +20,17 @@ from kubernetes_asyncio import client, config as kconfig
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from img2img import API_GROUP, API_VERSION, KIND, PLURAL
+from img2img.api.pool import POOL_PLURAL
 
-from .views import LABEL_MANAGED_BY, MANAGED_BY
+from .runner_pods import RUNNER_SELECTOR
 
 log = logging.getLogger("img2img_operator.kube")
 
-RUNNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 TIMEOUT = 30  # seconds per API call
+WATCH_SECONDS = 300  # a watch request's server-side timeout; the watch then starts again from where it was
 LIST_PAGE = 500  # items per list page
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "img2img-operator"
 
 
@@ -35,6 +40,10 @@ class Conflict(Exception):
 
 class Gone(Exception):
     """The object no longer exists (404)."""
+
+
+class Expired(Exception):
+    """A watch's resourceVersion is too old (410): list again."""
 
 
 OBJECT = {200: "object", 201: "object", 202: "object"}  # JSON bodies as plain dicts
@@ -70,7 +79,61 @@ class Kube:
         )
         return result or {}
 
-    # ---- runner pods ------------------------------------------------------------------------------------------
+    async def watch(self, path: str, query: Mapping[str, Any], resource_version: int | None,
+                    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each event after ``resource_version``, until the server ends the watch (bookmarks
+        move the version on). Raises Expired when the version is too old: list again."""
+        params = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS,
+                  "resourceVersion": str(resource_version) if resource_version is not None else None}
+        response = await self.api.call_api(
+            path, "GET", query_params=[(k, v) for k, v in params.items() if v is not None],
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+            _preload_content=False, _request_timeout=WATCH_SECONDS + 30)
+        try:
+            if response.status != 200:
+                if response.status == 410:
+                    raise Expired(await response.text())
+                raise ApiException(status=response.status, reason=(await response.text())[:500])
+            while True:
+                line = await response.content.readline()
+                if not line:
+                    return
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Expired(obj.get("message") or "too old resource version")
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                yield kind, obj
+        finally:
+            response.release()
+
+    async def reflect(self, path: str, query: Mapping[str, Any],
+                      replace: Callable[[list[dict[str, Any]], int | None], None],
+                      event: Callable[[str, dict[str, Any]], None]) -> None:
+        """Keep a cache in step with a collection, forever: list it (``replace(items, resourceVersion)``), then
+        follow its watch (``event(type, object)``); list again when the watch's version expires or a call fails."""
+        delay = 1.0
+        while True:
+            try:
+                items, rv = await self._list([""], lambda _: path, query)
+                replace(items, rv)
+                delay = 1.0
+                while True:
+                    async for kind, obj in self.watch(path, query, rv):
+                        rv = _rv({"metadata": obj.get("metadata")}) or rv
+                        if kind != "BOOKMARK":
+                            event(kind, obj)
+            except asyncio.CancelledError:
+                raise
+            except Expired:
+                continue
+            except Exception as e:
+                log.warning("watching %s failed (%s: %s); listing again in %.0f s", path, type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    # ---- runner pods and pools (the runner namespace) ---------------------------------------------------------
     async def create_pod(self, manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the pod; (body, True) if created now, (existing body, False) if it already existed."""
         ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
@@ -116,10 +179,58 @@ class Kube:
         known = [r for r in rvs if r is not None]
         return items, min(known) if known and len(known) == len(rvs) else None
 
-    async def list_pods(self, namespaces: Sequence[str]) -> tuple[list[dict[str, Any]], int | None]:
-        """Runner pods (by label), in the namespaces or everywhere; with the lowest list resourceVersion."""
-        return await self._list(namespaces, lambda ns: f"/api/v1/namespaces/{ns}/pods" if ns else "/api/v1/pods",
-                                {"labelSelector": RUNNER_SELECTOR})
+    @staticmethod
+    def pods_path(namespace: str) -> str:
+        return f"/api/v1/namespaces/{namespace}/pods"
+
+    @staticmethod
+    def pools_path(namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{POOL_PLURAL}"
+        return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
+    POD_QUERY = {"labelSelector": RUNNER_SELECTOR}
+
+    async def list_pods(self, namespace: str) -> tuple[list[dict[str, Any]], int | None]:
+        """The runner pods (by label) of the runner namespace, with the list's resourceVersion."""
+        return await self._list([namespace], lambda ns: self.pods_path(str(ns)), self.POD_QUERY)
+
+    async def list_pools(self, namespace: str) -> tuple[list[dict[str, Any]], int | None]:
+        return await self._list([namespace], lambda ns: self.pools_path(str(ns)))
+
+    async def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Set a RunnerPool's status (a merge patch of the whole status: the operator is its one writer)."""
+        try:
+            return await self.request("PATCH", self.pools_path(namespace, name, "status"),
+                                      body={"status": dict(status)}, content_type=MERGE_PATCH)
+        except ApiException as e:
+            if e.status == 404:
+                raise Gone(f"{namespace}/{name}") from None
+            raise
+
+    # ---- the runner token key ---------------------------------------------------------------------------------
+    async def runner_key(self, namespace: str, name: str, new_key: Callable[[], bytes]) -> bytes:
+        """The key signing runner tokens (Secret ``name``, key ``key``); created with ``new_key()`` when missing
+        (by whichever replica comes first: the others read it)."""
+        path = f"/api/v1/namespaces/{namespace}/secrets"
+        for _ in range(3):
+            try:
+                secret = await self.request("GET", f"{path}/{name}")
+                return base64.b64decode((secret.get("data") or {})["key"])
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            except KeyError:
+                raise RuntimeError(f"Secret {namespace}/{name} has no key 'key'") from None
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": name, "namespace": namespace,
+                                 "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
+                    "data": {"key": base64.b64encode(new_key()).decode()}}
+            try:
+                await self.request("POST", path, body=body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        raise RuntimeError(f"cannot read or create the Secret {namespace}/{name}")
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     @staticmethod

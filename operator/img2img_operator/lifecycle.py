@@ -1,44 +1,45 @@
-"""The heart of the operator: job + its runner pods + the clock → the next status and actions. Pure.
+"""The heart of the operator: job + its attempt's lease + the clock → the next status and actions. Pure.
 
-Level-based: the decision depends only on what is stored (the job's spec and status, the pods) and the time, never
-on which event arrived, so it is the same after an operator restart as before it.
+Attempts (a job is never handed out twice, and only one attempt's end counts):
 
-Attempts (restart safety — a job never runs twice):
-
-- ``status.attempts`` = attempts started; attempt n runs in pod ``<job>-<n>``.
-- Attempt n is *in flight* while ``status.runnerPod`` names its pod. Admission writes ``attempts: n`` and
-  ``runnerPod`` **before** the pod is created: a crash in between leaves a status that says "create pod n", and
-  creating the same name again is harmless (409). A pod is created only for the attempt in flight, and only while
-  the job is IN_QUEUE and the pod has never been seen (a pod that vanished is a lost attempt, not a pod to re-create).
+- ``status.attempts`` = attempts started. A queued job that admission lets start is offered to runners (``Offer``:
+  its input staged, then a runner's take may pick it). Attempt n starts when a runner takes the job: the take
+  writes IN_PROGRESS, ``attempts: n``, ``runnerPod`` and ``startedAt`` (``assignment_status``) under the job's
+  resourceVersion before the runner hears of it.
+- While IN_PROGRESS the attempt is seen through its lease (``leases.lease_state``): running (with progress, written
+  at most once a second), done (the runner's outcome), or lapsed (``RunnerLost``). ``EndLease`` forgets a lease once
+  the attempt's end is recorded in the status.
 - A failed attempt is recorded by ``lastFailure`` and removing ``runnerPod``; the job waits in the queue (IN_QUEUE)
-  for its retry, after a back-off counted from when the pod stopped.
-- A pod with a higher attempt than the status knows is adopted as the attempt in flight.
+  for its retry, after a back-off counted from when the attempt ended (after an operator restart that moment is
+  unknown: the retry may start at once).
+- Cancel and deadline (counted from ``startedAt``, the assignment) end the job at once (CANCELLED, TIMED_OUT); the
+  runner is told to stop at its next heartbeat (``stop_reason``) and its lease ends when it reports.
 
-Happy path writes (a job admitted at once): status IN_QUEUE with attempts 1 → create pod → IN_PROGRESS → COMPLETED
-→ one Event "Completed": 5 API writes (6 with ``ttlSecondsAfterFinished``: the delete).
+Happy path writes: IN_QUEUE (first sight) → IN_PROGRESS (the take) → COMPLETED, and one Event "Completed": 3 status
+writes and an Event (plus progress, at most one write a second; plus the delete with ``ttlSecondsAfterFinished``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from img2img.api.status import TERMINAL, JobState
+from img2img.api.termination import TerminationMessage
 from img2img.api.times import format_time_ms, parse_time_ms
 
-from . import attempts
-from .attempts import Failure, Observation, observe
 from .config import OperatorConfig
-from .controls import Checked, Controls, check_spec
-from .pods import job_location, runner_pod_name
+from .controls import Checked, Controls, check_spec, controls_from
+from .leases import DONE, LAPSED, PENDING, Lease, LeaseState
+from .outcomes import Failure, read_outcome, runner_lost
 from .queue import QueueEntry
 from .report import RunnerResult
-from .runpod_timings import Timings, submitted_at_ms, timings
+from .runpod_timings import submitted_at_ms, timings
 from .status import changes, desired, error_text, last_failure
-from .views import JobView, PodView
+from .views import JobView
 
-QUEUED_MESSAGE = "waiting for a free runner slot"
+QUEUED_MESSAGE = "waiting for a runner"
+PROGRESS_INTERVAL_MS = 1000  # at most one progress write a second per job
 
 IN_QUEUE = JobState.IN_QUEUE.value
 IN_PROGRESS = JobState.IN_PROGRESS.value
@@ -46,6 +47,8 @@ COMPLETED = JobState.COMPLETED.value
 FAILED = JobState.FAILED.value
 CANCELLED = JobState.CANCELLED.value
 TIMED_OUT = JobState.TIMED_OUT.value
+
+STOP_CANCELLED, STOP_DEADLINE, STOP_LOST = "cancelled", "deadline", "lost"
 
 
 # ---- actions ------------------------------------------------------------------------------------------------------
@@ -55,15 +58,18 @@ class WriteStatus:
 
 
 @dataclass(frozen=True)
-class StartRunner:
-    attempt: int  # stage the input, create pod <job>-<attempt> (idempotent)
+class Offer:
+    """Stage the job's input (once), then offer the job to runners until one takes it."""
 
 
 @dataclass(frozen=True)
-class StopRunner:
-    pod: str
-    uid: str | None
-    grace_seconds: int
+class EndLease:
+    lease: str  # the attempt's end is in the status (written just before): forget its lease
+
+
+@dataclass(frozen=True)
+class RetireRunner:
+    runner: str  # its lease lapsed: remove its pod (if it is still there, it hangs or lost its way; a new one comes)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class Emit:
     message: str
 
 
-Action = WriteStatus | StartRunner | StopRunner | DeleteJob | Emit
+Action = WriteStatus | Offer | EndLease | RetireRunner | DeleteJob | Emit
 
 
 @dataclass(frozen=True)
@@ -104,72 +110,75 @@ class Decision:
 
 
 # ---- reading the job ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Progress:
-    attempt: int  # attempts started (the current or last attempt's number), 0 = none yet
-    in_flight: bool  # attempt ``attempt`` is running (or about to)
-    adopted: bool = False  # a pod showed an attempt the status did not know
-
-
-def pods_by_attempt(pods: Iterable[PodView]) -> dict[int, PodView]:
-    """One pod per attempt; a live pod wins over a tombstone of an earlier pod with the same name."""
-    out: dict[int, PodView] = {}
-    for pod in pods:
-        if pod.attempt < 1:
-            continue
-        seen = out.get(pod.attempt)
-        if seen is None or (seen.gone and not pod.gone):
-            out[pod.attempt] = pod
-    return out
-
-
-def progress(job: JobView, pods: Sequence[PodView]) -> Progress:
-    attempt = job.attempts
-    newest = max((p.attempt for p in pods), default=0)
-    if newest > attempt:
-        return Progress(newest, in_flight=True, adopted=True)
-    in_flight = attempt >= 1 and job.status.get("runnerPod") == runner_pod_name(job.name, attempt)
-    return Progress(attempt, in_flight=in_flight)
-
-
-def retry_at(attempt: int, pod: PodView | None, config: OperatorConfig) -> int | None:
-    """When the next attempt may start after attempt ``attempt`` failed; None = now (the failure time is unknown)."""
-    if attempt < 1 or pod is None or pod.ended_ms is None:
+def retry_at(attempt: int, ended_ms: int | None, config: OperatorConfig) -> int | None:
+    """When the next attempt may start after attempt ``attempt`` failed at ``ended_ms``; None = now (unknown)."""
+    if attempt < 1 or ended_ms is None:
         return None
-    return pod.ended_ms + int(config.retry_backoff.delay(attempt) * 1000)
+    return ended_ms + int(config.retry_backoff.delay(attempt) * 1000)
 
 
-def live_pods(pods: Iterable[PodView]) -> list[PodView]:
-    return [p for p in pods if p.live]
-
-
-def queue_entry(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig,
-                checked: Checked | None = None) -> QueueEntry | None:
-    """The job as admission sees it: holding a slot, waiting (eligible or in back-off), or not queued at all."""
-    checked = checked or check_spec(job.spec, config)
+def queue_entry(job: JobView, now: int, config: OperatorConfig, checked: Checked, holds: bool,
+                ended_ms: int | None) -> QueueEntry | None:
+    """The job as admission sees it: holding a slot, waiting (eligible or in back-off), or not queued at all.
+    ``holds``: a take is claiming the job, or an attempt of it still holds a runner (a cancelled job's runner
+    stopping: the GPU is not free yet)."""
     c = checked.controls
-    holding = bool(live_pods(pods))
-    p = progress(job, pods)
+    in_flight = job.state == IN_PROGRESS
     base = dict(uid=job.uid, namespace=job.namespace, name=job.name, gpu_class=c.gpu_class, priority=c.priority,
                 submitted_at=submitted_at_ms(job))
-    if job.deleting or job.state in TERMINAL or c.cancel or (not checked.ok and not p.in_flight):
-        return QueueEntry(**base, running=True) if holding else None
-    if p.in_flight or holding:
+    if job.deleting or job.state in TERMINAL or c.cancel or (not checked.ok and not in_flight):
+        return QueueEntry(**base, running=True) if holds else None
+    if in_flight or holds:
         return QueueEntry(**base, running=True)
-    when = retry_at(p.attempt, pods_by_attempt(pods).get(p.attempt), config)
+    when = retry_at(job.attempts, ended_ms, config)
     return QueueEntry(**base, eligible=when is None or now >= when)
 
 
+def stop_reason(job: JobView | None, lease: Lease, now: int, config: OperatorConfig) -> str | None:
+    """What a heartbeat of ``lease`` is answered: stop (cancelled, deadline, or lost: not the job's attempt any
+    more), or None: go on."""
+    if job is None or job.deleting:
+        return STOP_CANCELLED
+    c = controls_from(job.spec, config)
+    if job.state == CANCELLED or c.cancel:
+        return STOP_CANCELLED
+    if job.state == TIMED_OUT:
+        return STOP_DEADLINE
+    if job.state != IN_PROGRESS or job.attempts != lease.attempt or job.status.get("runnerPod") != lease.runner:
+        return STOP_LOST
+    started = parse_time_ms(job.status.get("startedAt"))
+    if started is not None and now >= started + c.timeout_seconds * 1000:
+        return STOP_DEADLINE
+    return None
+
+
+def assignment_status(job: JobView, now: int, runner: str, attempt: int) -> dict[str, Any]:
+    """The status a take writes before the runner hears of its assignment (the patch: what changes)."""
+    wanted = desired(job, now, IN_PROGRESS, "Running", _running(attempt, runner), **_first_fields(job),
+                     attempts=attempt, runnerPod=runner, startedAt=format_time_ms(now), queuePosition=None,
+                     progress=None)
+    return changes(job.status, wanted)
+
+
 # ---- deciding -----------------------------------------------------------------------------------------------------
-def next_step(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, *,
-              checked: Checked | None = None, slot: Slot = Slot(), result: RunnerResult | None = None) -> Decision:
-    """Everything the operator does to a job goes through here."""
+def next_step(job: JobView, now: int, config: OperatorConfig, *, checked: Checked | None = None,
+              slot: Slot = Slot(), attempt: LeaseState | None = None, ended_ms: int | None = None,
+              result: RunnerResult | None = None) -> Decision:
+    """Everything the operator does to a job goes through here. ``attempt``: the lease of the job's attempt, for a
+    job IN_PROGRESS (and for a finished one whose runner still stops); ``ended_ms``: when its last attempt ended."""
     checked = checked or check_spec(job.spec, config)
     if job.deleting:
-        return Decision()  # going away: the garbage collector removes its pods; nothing to write on it
+        return Decision(_lease_over(attempt))  # going away: nothing to write on it
     if job.state in TERMINAL:
-        return _finished(job, pods, now, config, checked.controls)
-    return _active(job, pods, now, config, checked, slot, result)
+        return _finished(job, now, checked.controls, attempt)
+    return _active(job, now, config, checked, slot, attempt, ended_ms, result)
+
+
+def _lease_over(attempt: LeaseState | None) -> tuple[Action, ...]:
+    """Forget a lease whose runner reported or vanished (of a job that no longer waits for it)."""
+    if attempt is not None and attempt.lease is not None and attempt.kind in (DONE, LAPSED):
+        return (EndLease(attempt.lease.id),)
+    return ()
 
 
 def _write(job: JobView, wanted: dict[str, Any], *rest: Action, wake_at: int | None = None) -> Decision:
@@ -178,131 +187,105 @@ def _write(job: JobView, wanted: dict[str, Any], *rest: Action, wake_at: int | N
     return Decision(actions, wake_at=wake_at)
 
 
-def _stop_all(pods: Iterable[PodView], grace: int, finished_too: bool = False) -> tuple[StopRunner, ...]:
-    """Delete the live pods (and with ``finished_too`` the finished ones: a timed-out or cancelled job's pod goes)."""
-    return tuple(StopRunner(p.name, p.uid or None, grace) for p in pods
-                 if not p.gone and not p.deleting and (finished_too or p.live))
-
-
-# final states whose pods are deleted, finished ones too: a timed-out or cancelled job leaves no pod behind
-REMOVES_PODS = {CANCELLED, TIMED_OUT}
-
-
 def _first_fields(job: JobView) -> dict[str, Any]:
     """What the first status write records once: when the job was submitted."""
     return {"submittedAt": format_time_ms(submitted_at_ms(job))}
 
 
-def _active(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, checked: Checked, slot: Slot,
-            result: RunnerResult | None) -> Decision:
+def _active(job: JobView, now: int, config: OperatorConfig, checked: Checked, slot: Slot,
+            attempt: LeaseState | None, ended_ms: int | None, result: RunnerResult | None) -> Decision:
     c = checked.controls
-    grace = config.timing.cancel_grace_period_seconds
-    p = progress(job, pods)
     first = _first_fields(job)
-    attempts_field = {"attempts": p.attempt}
+    in_flight = job.state == IN_PROGRESS
 
     if c.cancel:
+        # a runner still on it is told to stop at its next heartbeat; its lease ends when it reports
         return _write(
             job,
-            desired(job, now, CANCELLED, "Cancelled", "cancelled by spec.cancel", **first, **attempts_field,
-                    completedAt=format_time_ms(now), queuePosition=None),
-            *_stop_all(pods, grace, finished_too=True),
+            desired(job, now, CANCELLED, "Cancelled", "cancelled by spec.cancel", **first, attempts=job.attempts,
+                    completedAt=format_time_ms(now), queuePosition=None, progress=None),
+            *_lease_over(attempt),
             Emit("Normal", "Cancelled", "cancelled by spec.cancel"),
         )
 
-    if not checked.ok and not p.in_flight:
+    if not checked.ok and not in_flight:
         message = checked.describe()
         return _write(
             job,
-            desired(job, now, FAILED, "InvalidSpec", message, **first, **attempts_field, error=message,
+            desired(job, now, FAILED, "InvalidSpec", message, **first, attempts=job.attempts, error=message,
                     completedAt=format_time_ms(now), queuePosition=None,
                     lastFailure=last_failure("InvalidSpec", message)),
             Emit("Warning", "InvalidSpec", message),
         )
 
-    if p.in_flight:
-        return _in_flight(job, pods, now, config, c, p, result)
-    return _waiting(job, pods, now, config, c, p, slot)
+    if in_flight:
+        return _in_flight(job, now, config, c, attempt or LeaseState(PENDING), result)
+    return _waiting(job, now, config, slot, ended_ms)
 
 
-def _waiting(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, c: Controls, p: Progress,
-             slot: Slot) -> Decision:
-    """Queued: for the first attempt, or for a retry."""
-    first = _first_fields(job)
-    when = retry_at(p.attempt, pods_by_attempt(pods).get(p.attempt), config)
+def _waiting(job: JobView, now: int, config: OperatorConfig, slot: Slot, ended_ms: int | None) -> Decision:
+    """Queued: for the first attempt, or for a retry; offered to runners once admitted."""
+    n = job.attempts
+    when = retry_at(n, ended_ms, config)
     ready = when is None or now >= when
-    if slot.admit and ready and not live_pods(pods):
-        n = p.attempt + 1
-        pod = runner_pod_name(job.name, n)
-        return _write(
-            job,
-            desired(job, now, IN_QUEUE, "Starting", _starting(n, pod), **first, attempts=n, runnerPod=pod,
-                    queuePosition=None),
-            StartRunner(n),
-        )
-    if p.attempt == 0:
+    if n == 0:
         reason, message = "Queued", QUEUED_MESSAGE
     else:
         failure = job.status.get("lastFailure") or {}
         reason = "Retrying"
-        message = _retrying(p.attempt, str(failure.get("reason") or "Unknown"), str(failure.get("message") or ""),
-                            config)
-    wanted = desired(job, now, IN_QUEUE, reason, message, **first, attempts=p.attempt,
+        message = _retrying(n, str(failure.get("reason") or "Unknown"), str(failure.get("message") or ""), config)
+    wanted = desired(job, now, IN_QUEUE, reason, message, **_first_fields(job), attempts=n,
                      queuePosition=slot.position)
-    return _write(job, wanted, wake_at=None if ready else when)
+    offer = (Offer(),) if slot.admit and ready else ()
+    return _write(job, wanted, *offer, wake_at=None if ready else when)
 
 
-def _in_flight(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, c: Controls, p: Progress,
+def _in_flight(job: JobView, now: int, config: OperatorConfig, c: Controls, attempt: LeaseState,
                result: RunnerResult | None) -> Decision:
-    n = p.attempt
-    name = runner_pod_name(job.name, n)
-    first = _first_fields(job)
-    pod = pods_by_attempt(pods).get(n)
-    adopt = {"attempts": n, "runnerPod": name} if p.adopted else {}
-
-    if pod is None:
-        if job.state == IN_PROGRESS:
-            return _failed_attempt(job, pods, now, config, c, n, None, Failure(
-                "PodLost", f"the runner pod {name} no longer exists", retriable=True))
-        # Admitted, pod not created yet (or the operator stopped in between): create it, same name.
-        return _write(job, desired(job, now, IN_QUEUE, "Starting", _starting(n, name), **first, **adopt,
-                                   queuePosition=None),
-                      StartRunner(n), wake_at=now + int(config.timing.tick_seconds * 1000))
-
-    obs = observe(pod, now, c.timeout_seconds, config.timing)
-    if obs.kind == attempts.SUCCEEDED:
-        uri = (obs.report.result if obs.report and obs.report.result else None) or \
-            job_location(job, c, config) + "result.json"
+    n = job.attempts
+    runner = str(job.status.get("runnerPod") or "")
+    if attempt.kind == PENDING:
+        return Decision(wake_at=attempt.wake_at)
+    lease = attempt.lease
+    if attempt.kind == LAPSED:
+        lost = _failed_attempt(job, now, config, c, runner_lost(attempt.reason), None, lease)
+        return Decision(lost.actions + (RetireRunner(runner),), wake_at=lost.wake_at)
+    assert lease is not None
+    if attempt.kind == DONE:
+        outcome = read_outcome(lease.outcome or {})
+        if outcome.failure is not None:
+            return _failed_attempt(job, now, config, c, outcome.failure, outcome.report, lease)
+        uri = str(outcome.report.result)
         if result is None or result.uri != uri:
             return Decision(fetch_result=uri)
         if result.problem is not None:
-            return _failed_attempt(job, pods, now, config, c, n, obs, Failure(
+            return _failed_attempt(job, now, config, c, Failure(
                 "ResultUnreadable", f"the runner succeeded but its result cannot be used: {result.problem}",
-                retriable=True, exit_code=0))
-        return _completed(job, now, obs, result, adopt)
-    if obs.kind == attempts.FAILED:
-        assert obs.failure is not None
-        return _failed_attempt(job, pods, now, config, c, n, obs, obs.failure)
-    if obs.kind == attempts.RUNNING or (
-            obs.kind in (attempts.PENDING, attempts.TERMINATING) and job.state == IN_PROGRESS):
-        started = obs.started_ms or now
-        wanted = desired(job, now, IN_PROGRESS, "Running", _running(n, name), **first, **adopt,
-                         queuePosition=None)
-        if job.state != IN_PROGRESS:
-            wanted["startedAt"] = format_time_ms(started)
-        return _write(job, wanted, wake_at=obs.wake_at)
-    # pending (scheduling, pulling the image) or terminating before it ran: the same words as at admission, so that
-    # nothing is written until the pod runs
-    return _write(job, desired(job, now, IN_QUEUE, "Starting", _starting(n, name), **first, **adopt,
-                               queuePosition=None), wake_at=obs.wake_at)
+                retriable=True, exit_code=0), outcome.report, lease)
+        return _completed(job, now, outcome.report, result, lease)
+
+    # running: the deadline counts from the assignment
+    started = parse_time_ms(job.status.get("startedAt")) or now
+    deadline = started + c.timeout_seconds * 1000
+    if now >= deadline:
+        return _failed_attempt(job, now, config, c, Failure(
+            "DeadlineExceeded", f"the job did not finish within timeoutSeconds ({c.timeout_seconds} s) of reaching "
+            f"its runner", retriable=False, timed_out=True), None, None)
+    wanted = desired(job, now, IN_PROGRESS, "Running", _running(n, runner), **_first_fields(job), attempts=n,
+                     runnerPod=runner, queuePosition=None)
+    wake = min(w for w in (attempt.wake_at, deadline) if w is not None)
+    progress = {"step": lease.step, "steps": lease.steps} if lease.step is not None and lease.steps else None
+    if progress is not None and progress != job.status.get("progress"):
+        due = (lease.written_ms or 0) + PROGRESS_INTERVAL_MS
+        if now >= due:
+            wanted["progress"] = progress
+        else:
+            wake = min(wake, due)
+    return _write(job, wanted, wake_at=wake)
 
 
-def _starting(n: int, pod: str) -> str:
-    return f"starting attempt {n} in pod {pod}"
-
-
-def _running(n: int, pod: str) -> str:
-    return f"attempt {n} running in pod {pod}"
+def _running(n: int, runner: str) -> str:
+    return f"attempt {n} running on runner {runner}"
 
 
 def _retrying(n: int, reason: str, message: str, config: OperatorConfig) -> str:
@@ -311,104 +294,88 @@ def _retrying(n: int, reason: str, message: str, config: OperatorConfig) -> str:
     return f"attempt {n} failed, retrying after {delay:g} s: {error_text(reason, message)}"
 
 
-def _timings(job: JobView, obs: Observation, now: int) -> Timings:
-    term = obs.pod.container.terminated if obs.pod.container else None
-    return timings(submitted_at_ms(job), obs.report, obs.started_ms, term.finished_ms if term else None, now)
-
-
-def _ran_for(job: JobView, obs: Observation | None, now: int) -> dict[str, Any]:
+def _ran_for(job: JobView, report: TerminationMessage | None, now: int) -> dict[str, Any]:
     """The RunPod timings of a job whose runner started and then failed or ran out of time (RunPod reports
-    delayTime and executionTime on a failed job too); nothing when no runner ever started."""
-    if obs is None or obs.started_ms is None:
+    delayTime and executionTime on a failed job too)."""
+    assigned = parse_time_ms(job.status.get("startedAt"))
+    if assigned is None:
         return {}
-    return _timings(job, obs, now).as_status()
+    return timings(submitted_at_ms(job), report or TerminationMessage(), assigned, now).as_status()
 
 
-def _completed(job: JobView, now: int, obs: Observation, result: RunnerResult, adopt: dict) -> Decision:
-    t = _timings(job, obs, now)
+def _completed(job: JobView, now: int, report: TerminationMessage, result: RunnerResult, lease: Lease) -> Decision:
+    assigned = parse_time_ms(job.status.get("startedAt")) or now
+    t = timings(submitted_at_ms(job), report, assigned, now)
     fields: dict[str, Any] = {
         **_first_fields(job),
-        **adopt,
         "output": result.output,
         **t.as_status(),
         "result": result.uri,
-        "completedAt": format_time_ms(t.finished_ms or now),
+        "completedAt": format_time_ms(report.finishedAt or now),
         "queuePosition": None,
         "error": None,
+        "progress": None,
     }
-    if t.started_ms is not None:
-        fields["startedAt"] = format_time_ms(t.started_ms)
     images = len(result.output["images"])
     message = f"{images} image(s) in {t.execution_time} ms after {t.delay_time} ms of delay"
-    return _write(job, desired(job, now, COMPLETED, "Completed", message, **fields),
+    return _write(job, desired(job, now, COMPLETED, "Completed", message, **fields), EndLease(lease.id),
                   Emit("Normal", "Completed", message))
 
 
-def _failed_attempt(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, c: Controls, n: int,
-                    obs: Observation | None, failure: Failure) -> Decision:
-    grace = config.timing.cancel_grace_period_seconds
+def _failed_attempt(job: JobView, now: int, config: OperatorConfig, c: Controls, failure: Failure,
+                    report: TerminationMessage | None, ended: Lease | None) -> Decision:
+    """Attempt n ended without a result: retry it, or end the job. ``ended``: its lease, forgotten once this is
+    written (None: the runner still works on it and is told to stop)."""
+    n = job.attempts
     first = _first_fields(job)
-    failure_record = last_failure(failure.reason, failure.message, failure.exit_code)
-    stop = _stop_all(pods, grace)
-    name = runner_pod_name(job.name, n)
+    record = last_failure(failure.reason, failure.message, failure.exit_code)
+    end: tuple[Action, ...] = (EndLease(ended.id),) if ended is not None else ()
+    message = error_text(failure.reason, failure.message)
+    final = dict(**first, attempts=n, completedAt=format_time_ms(now), queuePosition=None, progress=None,
+                 lastFailure=record)
 
+    if failure.cancelled:
+        return _write(job, desired(job, now, CANCELLED, "Cancelled", message, **final), *end,
+                      Emit("Normal", "Cancelled", message))
     if failure.timed_out:
-        message = error_text(failure.reason, failure.message)
-        return _write(
-            job,
-            desired(job, now, TIMED_OUT, "TimedOut", message, **first, **_ran_for(job, obs, now), attempts=n,
-                    runnerPod=name, error=message, completedAt=format_time_ms(now), queuePosition=None,
-                    lastFailure=failure_record),
-            *_stop_all(pods, grace, finished_too=True),
-            Emit("Warning", "TimedOut", message),
-        )
-
+        return _write(job, desired(job, now, TIMED_OUT, "TimedOut", message, **final, **_ran_for(job, report, now),
+                                   error=message), *end, Emit("Warning", "TimedOut", message))
     if failure.retriable and n < 1 + c.retries:
-        pod = obs.pod if obs is not None else None
-        when = retry_at(n, pod, config)
         message = _retrying(n, failure.reason, failure.message, config)
         return _write(
             job,
             desired(job, now, IN_QUEUE, "Retrying", message, **first, attempts=n, runnerPod=None,
-                    queuePosition=None, lastFailure=failure_record),
-            *stop,
+                    queuePosition=None, progress=None, lastFailure=record),
+            *end,
             Emit("Warning", "Retrying", message),
-            wake_at=when if when is not None and when > now else None,
+            wake_at=retry_at(n, now, config),
         )
-
-    message = error_text(failure.reason, failure.message)
     if failure.retriable:
         message += f" (after {n} attempt{'s' if n > 1 else ''})"
-    return _write(
-        job,
-        desired(job, now, FAILED, failure.reason, message, **first, **_ran_for(job, obs, now), attempts=n,
-                runnerPod=name, error=message, completedAt=format_time_ms(now), queuePosition=None,
-                lastFailure=failure_record),
-        *stop,
-        Emit("Warning", failure.reason, message),
-    )
+    return _write(job, desired(job, now, FAILED, failure.reason, message, **final, **_ran_for(job, report, now),
+                               error=message), *end, Emit("Warning", failure.reason, message))
 
 
-def start_refused(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, checked: Checked,
-                  attempt: int, reason: str, message: str) -> Decision:
-    """Starting ``attempt`` was refused for a reason another try will not cure (bad bucket, pod rejected): FAILED."""
-    return _failed_attempt(job, pods, now, config, checked.controls, attempt, None,
-                           Failure(reason, message, retriable=False))
+def staging_refused(job: JobView, now: int, config: OperatorConfig, checked: Checked, reason: str,
+                    message: str) -> Decision:
+    """Staging the job's input was refused for a reason another try will not cure (no such bucket): FAILED."""
+    return _failed_attempt(job, now, config, checked.controls, Failure(reason, message, retriable=False), None,
+                           None)
 
 
-def _finished(job: JobView, pods: Sequence[PodView], now: int, config: OperatorConfig, c: Controls) -> Decision:
-    """A finished job: its pods stopped, observedGeneration kept current, deleted after its TTL."""
-    actions: list[Action] = list(_stop_all(pods, config.timing.cancel_grace_period_seconds,
-                                           finished_too=job.state in REMOVES_PODS))
+def _finished(job: JobView, now: int, c: Controls, attempt: LeaseState | None) -> Decision:
+    """A finished job: observedGeneration kept current, deleted after its TTL; a runner that still stopped on it
+    has its lease forgotten once it reports (or vanishes)."""
+    actions: list[Action] = list(_lease_over(attempt))
     if job.status.get("observedGeneration") != job.generation:
         conds = [{**cond, "observedGeneration": job.generation} for cond in job.status.get("conditions") or []]
         actions.insert(0, WriteStatus({"observedGeneration": job.generation, "conditions": conds}))
-    wake_at = None
+    wake_at = attempt.wake_at if attempt is not None else None
     ttl = c.ttl_seconds_after_finished
     completed = parse_time_ms(job.status.get("completedAt"))
     if ttl is not None and completed is not None:
         expires = completed + ttl * 1000
         if now >= expires:
-            return Decision((DeleteJob(),))
-        wake_at = expires
+            return Decision((*actions, DeleteJob()))
+        wake_at = expires if wake_at is None else min(wake_at, expires)
     return Decision(tuple(actions), wake_at=wake_at)

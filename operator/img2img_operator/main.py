@@ -1,8 +1,12 @@
-"""``img2img-operator``: kopf for watching, login, health and peering; one dispatcher task for everything else.
+"""``img2img-operator``: kopf for watching jobs, login, health and peering; the dispatcher and the runner endpoint
+for everything else.
 
-kopf is used statelessly: ``@kopf.on.event`` handlers feed the cache (jobs, and runner pods filtered server-side by
-label); kopf writes nothing on the objects — no diff-base annotation (the spec, with its inline images, is never
-copied), no progress, no finalizers. The dispatcher (started on startup, stopped on cleanup) is the one writer.
+kopf is used statelessly: an ``@kopf.on.event`` handler feeds the cache with jobs; kopf writes nothing on the
+objects — no diff-base annotation (the spec, with its inline images, is never copied), no progress, no finalizers.
+Runner pods and RunnerPools live in the runner namespace only, which need not be a namespace whose jobs are watched
+(and the operator has no rights on pods anywhere else): they are watched by two reflectors of their own
+(``Kube.reflect``), since kopf watches every resource in the same namespaces. The dispatcher and the runner
+endpoint (started on startup, stopped on cleanup) are the only writers.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -23,10 +28,13 @@ from .cache import Cache
 from .config import ConfigError, OperatorConfig, load_config
 from .dispatcher import Dispatcher
 from .kube import Kube, connect
+from .leases import LeaseTable
 from .metrics import Metrics
-from .placement import PodPlacement
+from .runner_api import RunnerApi
+from .runners import Registry
 from .staging import Staging
-from .views import LABEL_MANAGED_BY, MANAGED_BY
+
+KEY_BYTES = 32  # the runner-token key, when the operator creates it
 
 log = logging.getLogger("img2img_operator")
 
@@ -72,7 +80,6 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.level = logging.WARNING  # kopf's own Events only for problems (our Events are the dispatcher's)
     settings.posting.reporting_component = "img2img-operator"
     settings.posting.event_name_prefix = "img2img-operator-"
-    settings.watching.label_selectors["v1", "pods"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"  # server-side filter
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
@@ -90,15 +97,18 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 
 # ---- the runtime -------------------------------------------------------------------------------------------------
 class Runtime:
-    """What lives as long as the operator: configuration, cache, metrics, and (after startup) the dispatcher."""
+    """What lives as long as the operator: configuration, cache, metrics, and (after startup) the dispatcher, the
+    runner endpoint and the reflectors of the runner namespace."""
 
     def __init__(self, config: OperatorConfig):
         self.config = config
         self.dispatcher: Dispatcher | None = None
+        self.runner_api: RunnerApi | None = None
         self.cache = Cache(on_change=self._changed)
         self.metrics = Metrics()
         self.kube: Kube | None = None
         self.task: asyncio.Task | None = None
+        self.reflectors: list[asyncio.Task] = []
         self.started = time.monotonic()
 
     def _changed(self) -> None:
@@ -106,24 +116,38 @@ class Runtime:
             self.dispatcher.poke()
 
     async def start(self) -> None:
-        self.kube = Kube(await connect())
+        self.kube = kube = Kube(await connect())
+        runners = self.config.runners
+        key = await kube.runner_key(runners.namespace, runners.token_secret, lambda: os.urandom(KEY_BYTES))
         staging = Staging(self.config.s3)
-        placement = PodPlacement(self.config, self.kube, staging, self.cache)
-        self.dispatcher = Dispatcher(self.config, self.cache, self.kube, placement, staging, self.metrics)
+        leases, registry = LeaseTable(), Registry()
+        self.dispatcher = Dispatcher(self.config, self.cache, kube, staging, self.metrics, leases, registry, key)
+        self.runner_api = RunnerApi(self.config, self.cache, self.dispatcher, leases, registry, kube, staging,
+                                    self.metrics, key)
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port)
+        await self.runner_api.start()
         self.task = asyncio.create_task(self.dispatcher.run(), name="img2img dispatcher")
-        log.info("operator started (namespaces: %s; GPU classes: %s; metrics on :%s)",
-                 ", ".join(self.config.namespaces) or "all", ", ".join(self.config.gpu_classes),
-                 self.config.metrics_port)
+        self.reflectors = [
+            asyncio.create_task(kube.reflect(kube.pods_path(runners.namespace), kube.POD_QUERY,
+                                             self.cache.replace_pods, self.cache.pod_event), name="runner pods"),
+            asyncio.create_task(kube.reflect(kube.pools_path(runners.namespace), {},
+                                             self.cache.replace_pools, self.cache.pool_event), name="runner pools"),
+        ]
+        log.info("operator started (namespaces: %s; runners in %s, endpoint on :%d; GPU classes: %s; metrics on "
+                 ":%s)", ", ".join(self.config.namespaces) or "all", runners.namespace, runners.port,
+                 ", ".join(self.config.gpu_classes), self.config.metrics_port)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
+        for task in [*self.reflectors, self.task]:
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        if self.runner_api is not None:
+            await self.runner_api.stop()
         if self.kube is not None:
             await self.kube.close()
 
@@ -163,10 +187,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     def job_event(event: dict[str, Any], **_: Any) -> None:
         runtime.cache.job_event(event.get("type"), event["object"])
 
-    @kopf.on.event("v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
-    def pod_event(event: dict[str, Any], **_: Any) -> None:
-        runtime.cache.pod_event(event.get("type"), event["object"])
-
     return registry
 
 
@@ -195,7 +215,8 @@ def configure_logging(config: OperatorConfig, level: str | None = None) -> None:
     ours = logging.getLogger("img2img_operator")
     ours.setLevel(level)
     if config.logging.format == "text":
-        for name in ("img2img_operator", "img2img_operator.dispatcher", "img2img_operator.kube"):
+        for name in ("img2img_operator", "img2img_operator.dispatcher", "img2img_operator.kube",
+                     "img2img_operator.runner_api"):
             logging.getLogger(name).addFilter(_TextContext())
     if level != "DEBUG":
         # kopf logs every event handler call at INFO: only its warnings, unless debugging

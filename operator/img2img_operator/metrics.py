@@ -4,11 +4,13 @@
 |---|---|---|
 | ``img2img_jobs`` | gauge: jobs the operator sees, by state (``NEW`` = no status yet) | state, gpu_class |
 | ``img2img_queue_depth`` | gauge: jobs waiting for a slot | gpu_class |
-| ``img2img_runners`` | gauge: slots held (runners in flight) | gpu_class |
+| ``img2img_runners`` | gauge: runners by pool and state (starting, idle, busy) | pool, state |
+| ``img2img_jobs_waiting`` | gauge: admitted jobs no runner has taken yet, by the pool they wait for | pool |
+| ``img2img_assignments_total`` | counter: jobs handed to runners; warm = the runner held every model | pool, warm |
 | ``img2img_jobs_finished_total`` | counter: jobs that reached a final state | state |
 | ``img2img_job_failures_total`` | counter: jobs ended FAILED / TIMED_OUT | reason |
 | ``img2img_job_retries_total`` | counter: attempts retried | reason |
-| ``img2img_job_delay_seconds`` | histogram: submission → models loaded (RunPod's delayTime) | |
+| ``img2img_job_delay_seconds`` | histogram: submission → a runner takes the job (RunPod's delayTime) | warm |
 | ``img2img_job_execution_seconds`` | histogram: the runner's work (RunPod's executionTime) | |
 | ``img2img_api_writes_total`` | counter: writes to the Kubernetes API | kind |
 | ``img2img_dispatch_errors_total`` | counter: failed actions (retried later) | action |
@@ -36,14 +38,18 @@ class Metrics:
         r = self.registry
         self.jobs = Gauge("img2img_jobs", "Img2ImgJobs by state", ["state", "gpu_class"], registry=r)
         self.queue_depth = Gauge("img2img_queue_depth", "Jobs waiting for a runner slot", ["gpu_class"], registry=r)
-        self.runners = Gauge("img2img_runners", "Runner slots held", ["gpu_class"], registry=r)
+        self.runners = Gauge("img2img_runners", "Runners by pool and state", ["pool", "state"], registry=r)
+        self.jobs_waiting = Gauge("img2img_jobs_waiting", "Admitted jobs waiting for a runner", ["pool"],
+                                  registry=r)
+        self.assignments = PCounter("img2img_assignments_total", "Jobs handed to runners", ["pool", "warm"],
+                                    registry=r)
         self.finished = PCounter("img2img_jobs_finished_total", "Jobs that reached a final state", ["state"],
                                  registry=r)
         self.failures = PCounter("img2img_job_failures_total", "Jobs ended FAILED or TIMED_OUT", ["reason"],
                                  registry=r)
         self.retries = PCounter("img2img_job_retries_total", "Attempts retried", ["reason"], registry=r)
-        self.delay = Histogram("img2img_job_delay_seconds", "Submission to models loaded", buckets=TIME_BUCKETS,
-                               registry=r)
+        self.delay = Histogram("img2img_job_delay_seconds", "Submission to a runner taking the job", ["warm"],
+                               buckets=TIME_BUCKETS, registry=r)
         self.execution = Histogram("img2img_job_execution_seconds", "The runner's work", buckets=TIME_BUCKETS,
                                    registry=r)
         self.api_writes = PCounter("img2img_api_writes_total", "Writes to the Kubernetes API", ["kind"], registry=r)
@@ -53,6 +59,8 @@ class Metrics:
                                       buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, float("inf")), registry=r)
         self._seen_states: set[tuple[str, str]] = set()
         self._seen_classes: set[str] = set()
+        self._seen_runners: set[tuple[str, str]] = set()
+        self._seen_pools: set[str] = set()
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
@@ -61,18 +69,30 @@ class Metrics:
         return generate_latest(self.registry)
 
     # ---- from the dispatcher ----------------------------------------------------------------------------------
-    def observe_jobs(self, states: Iterable[tuple[str, str]], waiting: Mapping[str, int],
-                     running: Mapping[str, int]) -> None:
-        """Set the gauges from one pass: (state, gpu_class) of every job, and per-class queue/runner counts."""
+    def observe_jobs(self, states: Iterable[tuple[str, str]], waiting: Mapping[str, int]) -> None:
+        """Set the gauges from one pass: (state, gpu_class) of every job, and per-class queue depths."""
         counts = Counter(states)
         for key in self._seen_states | set(counts):
             self.jobs.labels(*key).set(counts.get(key, 0))
         self._seen_states |= set(counts)
-        classes = self._seen_classes | set(waiting) | set(running)
-        for gpu_class in classes:
+        self._seen_classes |= set(waiting)
+        for gpu_class in self._seen_classes:
             self.queue_depth.labels(gpu_class).set(waiting.get(gpu_class, 0))
-            self.runners.labels(gpu_class).set(running.get(gpu_class, 0))
-        self._seen_classes = classes
+
+    def observe_pools(self, runners: Mapping[tuple[str, str], int], waiting: Mapping[str, int]) -> None:
+        """Set the pool gauges from one pass: runners by (pool, state), admitted jobs waiting by pool."""
+        self._seen_runners |= set(runners)
+        for key in self._seen_runners:
+            self.runners.labels(*key).set(runners.get(key, 0))
+        self._seen_pools |= set(waiting)
+        for pool in self._seen_pools:
+            self.jobs_waiting.labels(pool).set(waiting.get(pool, 0))
+
+    def assigned(self, pool: str, warm: bool, delay_seconds: float) -> None:
+        """A runner took a job."""
+        label = "true" if warm else "false"
+        self.assignments.labels(pool, label).inc()
+        self.delay.labels(label).observe(max(0.0, delay_seconds))
 
     def observe_status_write(self, before: Mapping[str, Any], patch: Mapping[str, Any]) -> None:
         """Count what a status write meant: a final state, a failure, a retry, the timings of a completion."""
@@ -84,8 +104,6 @@ class Metrics:
                 reason = (patch.get("lastFailure") or {}).get("reason") or state
                 self.failures.labels(reason).inc()
             if state == JobState.COMPLETED:
-                if isinstance(patch.get("delayTime"), int):
-                    self.delay.observe(patch["delayTime"] / 1000)
                 if isinstance(patch.get("executionTime"), int):
                     self.execution.observe(patch["executionTime"] / 1000)
         elif state == "IN_QUEUE" and patch.get("lastFailure") and "runnerPod" in patch and patch["runnerPod"] is None:

@@ -1,13 +1,13 @@
 """The runner's result.json as the dispatcher reads it from S3 (docs/architecture.md). Pure parsing.
 
-The runner's other report, its termination message, is ``img2img.api.termination.TerminationMessage``.
+The runner's other report, its outcome (``done``), is read by ``outcomes``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -18,24 +18,27 @@ class RunnerResult:
     uri: str
     data: Mapping[str, Any] | None = None
     problem: str | None = None
+    presigned: tuple[str, ...] | None = None  # GET URLs of the images, made by the operator
+    presigned_expires_at: str | None = None
+
+    @property
+    def images(self) -> list[str]:
+        return list((self.data or {}).get("images") or [])
+
+    def signed(self, urls: list[str], expires_at: str) -> RunnerResult:
+        return replace(self, presigned=tuple(urls), presigned_expires_at=expires_at)
 
     @property
     def output(self) -> dict[str, Any]:
         data = self.data or {}
-        return {
-            "images": list(data.get("images") or []),
+        output = {
+            "images": self.images,
             "info": data.get("info") if isinstance(data.get("info"), str) else json.dumps(data.get("info") or {}),
             "parameters": dict(data.get("parameters") or {}),
-            **self._presigned(data),
         }
-
-    @staticmethod
-    def _presigned(data: Mapping[str, Any]) -> dict[str, Any]:
-        """The runner's presigned URLs, when it signed one for each image."""
-        urls, images = data.get("presigned"), data.get("images") or []
-        if not (isinstance(urls, list) and len(urls) == len(images) and all(isinstance(u, str) for u in urls)):
-            return {}
-        return {"presigned": urls, "presignedExpiresAt": data.get("presignedExpiresAt")}
+        if self.presigned is not None:
+            output.update(presigned=list(self.presigned), presignedExpiresAt=self.presigned_expires_at)
+        return output
 
 
 def check_result(uri: str, raw: bytes | None) -> RunnerResult:

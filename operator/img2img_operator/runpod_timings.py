@@ -4,8 +4,10 @@
   with ``creationTimestamp``; else the operator's first sight of the job on a live watch event, when that is close to
   the creation (the operator was watching); else ``creationTimestamp`` (whole seconds). It is stored in
   ``status.submittedAt`` at the first status write and read from there afterwards.
-- ``delayTime = modelsLoadedAt − submittedAt``; ``executionTime = finishedAt − modelsLoadedAt``;
-  ``modelLoadTime = modelsLoadedAt − startedAt`` (the runner's clock, from its termination message).
+- ``delayTime = startedAt − submittedAt`` (waiting for a runner); ``executionTime = finishedAt − startedAt`` (the
+  runner's work, models it had to load included); ``modelLoadTime`` = the runner's time loading models for the job
+  (0 on a warm runner). ``startedAt`` and ``finishedAt`` are the runner's (its outcome): the moment the assignment
+  reached it, and the moment its result was uploaded.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ class Timings:
     delay_time: int
     execution_time: int
     model_load_time: int | None
-    started_ms: int | None
-    finished_ms: int | None
 
     def as_status(self) -> dict[str, int]:
         out = {"delayTime": self.delay_time, "executionTime": self.execution_time}
@@ -54,25 +54,12 @@ class Timings:
         return out
 
 
-def timings(submitted_ms: int, report: TerminationMessage | None, container_started_ms: int | None,
-            container_finished_ms: int | None, now: int) -> Timings:
-    """From the runner's report; without one, from the container's start and finish (whole seconds)."""
-    r = report or TerminationMessage()
-    started = r.startedAt if r.startedAt is not None else container_started_ms
-    finished = r.finishedAt if r.finishedAt is not None else (container_finished_ms or now)
-    loaded = r.modelsLoadedAt
-    if loaded is None:
-        if started is not None and r.modelLoadTime is not None:
-            loaded = started + r.modelLoadTime
-        else:
-            loaded = started if started is not None else finished
-    model_load = r.modelLoadTime
-    if model_load is None and started is not None and r.modelsLoadedAt is not None:
-        model_load = r.modelsLoadedAt - started
+def timings(submitted_ms: int, report: TerminationMessage, assigned_ms: int, now: int) -> Timings:
+    """From the runner's outcome; what it left out from the assignment (the operator's clock) and now."""
+    started = report.startedAt if report.startedAt is not None else assigned_ms
+    finished = report.finishedAt if report.finishedAt is not None else now
     return Timings(
-        delay_time=max(0, loaded - submitted_ms),
-        execution_time=max(0, finished - loaded),
-        model_load_time=max(0, model_load) if model_load is not None else None,
-        started_ms=started,
-        finished_ms=finished,
+        delay_time=max(0, started - submitted_ms),
+        execution_time=max(0, finished - started),
+        model_load_time=max(0, report.modelLoadTime) if report.modelLoadTime is not None else None,
     )

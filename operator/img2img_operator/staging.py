@@ -1,6 +1,12 @@
-"""The job's S3 area: the operator writes input.json before the pod exists and reads result.json after it ends.
+"""The job's S3 area: the operator writes input.json when the job is admitted, presigns the runner's reads and
+writes, and reads result.json when the runner is done. Runners hold no credentials to it.
 
-boto3 is synchronous; every call runs in a worker thread so the event loop (watches, probes) never blocks on S3.
+Keys (docs/architecture.md, "Operator → runner"): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/input.json``;
+each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, ``result.json``), so that a late upload
+of a lost attempt never overwrites a newer one's.
+
+boto3 is synchronous: every call that reaches S3 runs in a worker thread, so the event loop (watches, probes, the
+runner endpoint) never blocks on it. Presigning is local computation.
 """
 
 from __future__ import annotations
@@ -11,12 +17,44 @@ from typing import Any
 
 from img2img import split_s3_uri
 
-from .config import S3Config
+from .config import OperatorConfig, S3Config
+from .controls import Controls
+from .runpod_timings import submitted_at_ms
+from .views import JobView
+
+# S3 errors that another try will not cure: the job cannot be staged where its output should go.
+PERMANENT_S3_ERRORS = {"NoSuchBucket", "AccessDenied", "InvalidBucketName", "AllAccessDisabled", "InvalidAccessKeyId",
+                       "SignatureDoesNotMatch", "AccountProblem"}
 
 
-def input_document(namespace: str, name: str, uid: str, spec_input: Any, submitted_ms: int) -> bytes:
+class StagingRefused(Exception):
+    """Staging failed for a reason that will not pass by itself (the job ends FAILED)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def job_location(job: JobView, controls: Controls, config: OperatorConfig) -> str:
+    """``s3://bucket/prefix/namespace/job/uid/``: where the job is staged and its results land."""
+    return config.s3.job_prefix(job.namespace, job.name, job.uid, controls.output_bucket, controls.output_prefix)
+
+
+def input_uri(job: JobView, controls: Controls, config: OperatorConfig) -> str:
+    return job_location(job, controls, config) + "input.json"
+
+
+def attempt_outputs(location: str, attempt: int, images: int) -> tuple[list[str], str]:
+    """The URIs attempt ``attempt`` uploads to: ``images`` image keys, and result.json."""
+    base = f"{location}attempt-{attempt}/"
+    return [f"{base}images/{i}.png" for i in range(images)], base + "result.json"
+
+
+def input_document(job: JobView) -> bytes:
     """input.json (docs/architecture.md): deterministic bytes, so staging it again writes the same object."""
-    doc = {"namespace": namespace, "name": name, "uid": uid, "input": spec_input, "submittedAt": submitted_ms}
+    doc = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "input": job.spec.get("input"),
+           "submittedAt": submitted_at_ms(job)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -56,8 +94,26 @@ class Staging:
         return await asyncio.to_thread(read)
 
     async def stage_input(self, uri: str, document: bytes) -> None:
-        await self.put(uri, document)
+        """Write input.json; StagingRefused when S3 refuses it for good (no such bucket, no access)."""
+        try:
+            await self.put(uri, document)
+        except Exception as e:
+            code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+            if code in PERMANENT_S3_ERRORS:
+                raise StagingRefused("StagingFailed", f"cannot write {uri}: {code}: {e}") from e
+            raise
 
     async def read_result(self, uri: str) -> bytes | None:
         return await self.get(uri)
 
+    def presign_get(self, uri: str, seconds: int) -> str:
+        bucket, key = split_s3_uri(uri)
+        return self._s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                 ExpiresIn=seconds)
+
+    def presign_put(self, uri: str, content_type: str, seconds: int) -> str:
+        """A PUT signed for ``content_type``: the signature may cover the header (S3's query-string SigV2 does), so
+        the uploader must send exactly that type (``img2img.api.protocol``'s upload types)."""
+        bucket, key = split_s3_uri(uri)
+        return self._s3().generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type}, ExpiresIn=seconds)

@@ -33,28 +33,34 @@ def condition_time(now: int) -> str:
     return format_time_ms(now - now % 1000).replace(".000Z", "Z")
 
 
+def condition(kind: str, value: bool, reason: str, message: str, now: int,
+              previous: Mapping[str, Any] | None = None, generation: int | None = None) -> dict[str, Any]:
+    """One condition; it keeps ``previous``'s lastTransitionTime while its status holds."""
+    status = "True" if value else "False"
+    old = previous or {}
+    since = old.get("lastTransitionTime") if old.get("status") == status else None
+    out: dict[str, Any] = {"type": kind, "status": status, "reason": reason,
+                           "message": message[:MAX_CONDITION_MESSAGE],
+                           "lastTransitionTime": since or condition_time(now)}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def by_type(conds: Any) -> dict[str, Mapping[str, Any]]:
+    """Stored conditions by type (what ``condition`` takes as ``previous``)."""
+    return {c.get("type"): c for c in conds or [] if isinstance(c, Mapping)}
+
+
 def conditions(state: str, reason: str, message: str, generation: int, now: int,
                previous: list[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Ready, Reconciling, Stalled for ``state``; a condition keeps its lastTransitionTime while its status holds."""
+    """Ready, Reconciling, Stalled for ``state``."""
     ready = state == JobState.COMPLETED.value
     reconciling = state not in TERMINAL
     stalled = state in TERMINAL and not ready
-    before = {c.get("type"): c for c in previous or [] if isinstance(c, Mapping)}
-    message = message[:MAX_CONDITION_MESSAGE]
-    out = []
-    for kind, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled)):
-        status = "True" if value else "False"
-        old = before.get(kind) or {}
-        since = old.get("lastTransitionTime") if old.get("status") == status else None
-        out.append({
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": since or condition_time(now),
-            "observedGeneration": generation,
-        })
-    return out
+    before = by_type(previous)
+    return [condition(kind, value, reason, message, now, before.get(kind), generation)
+            for kind, value in ((READY, ready), (RECONCILING, reconciling), (STALLED, stalled))]
 
 
 def desired(job: JobView, now: int, state: str, reason: str, message: str = "", **fields: Any) -> dict[str, Any]:

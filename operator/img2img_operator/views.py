@@ -1,4 +1,4 @@
-"""Read-only views of the objects the operator decides on: an Img2ImgJob and its runner pods. Pure.
+"""Read-only views of the objects the operator decides on: an Img2ImgJob and a runner pod. Pure.
 
 The cache keeps raw bodies (as the API returns them); these views pick out what the decisions need, so that
 ``lifecycle`` reads as decisions rather than as dictionary digging.
@@ -15,9 +15,9 @@ from img2img.api.times import parse_time_ms
 
 MANAGED_BY = "img2img-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_JOB = f"{API_GROUP}/job"
-LABEL_JOB_UID = f"{API_GROUP}/job-uid"
-LABEL_ATTEMPT = f"{API_GROUP}/attempt"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+RUNNER_COMPONENT = "runner"  # the chart's NetworkPolicy lets only pods with this component reach the operator
+LABEL_POOL = f"{API_GROUP}/pool"
 LABEL_GPU_CLASS = f"{API_GROUP}/gpu-class"
 ANNOTATION_SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 RUNNER_CONTAINER = "runner"
@@ -85,16 +85,13 @@ class JobView:
 class Terminated:
     exit_code: int
     reason: str | None = None
-    message: str | None = None
-    started_ms: int | None = None
-    finished_ms: int | None = None
+    message: str | None = None  # the termination message, or the log's tail (FallbackToLogsOnError)
 
 
 @dataclass(frozen=True)
 class ContainerView:
     waiting_reason: str | None = None
     waiting_message: str | None = None
-    running_since_ms: int | None = None
     terminated: Terminated | None = None
 
 
@@ -103,61 +100,38 @@ class Condition:
     status: str
     reason: str | None = None
     message: str | None = None
-    transition_ms: int | None = None
 
 
 @dataclass(frozen=True)
 class PodView:
     name: str
     uid: str
-    attempt: int
+    pool: str = ""  # the img2img.dev/pool label
     namespace: str = ""
     phase: str = "Pending"  # Pending, Running, Succeeded, Failed, Unknown
     reason: str | None = None  # pod-level: Evicted, DeadlineExceeded, Preempting, NodeLost, …
     message: str | None = None
     created_ms: int | None = None
-    started_ms: int | None = None  # status.startTime: the kubelet accepted the pod
     deleting: bool = False
-    deleted_ms: int | None = None  # metadata.deletionTimestamp (the end of the grace period)
-    gone: bool = False  # deleted from the API (kept by the cache as a tombstone while its job lives)
-    gone_ms: int | None = None  # when the cache saw it go
     conditions: Mapping[str, Condition] = field(default_factory=dict)
     container: ContainerView | None = None
-    node_name: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
 
     @property
-    def ended_ms(self) -> int | None:
-        """When the pod stopped running (finished, or deleted), as well as the pod tells."""
-        term = self.container.terminated if self.container else None
-        if term is not None and term.finished_ms is not None:
-            return term.finished_ms
-        if self.finished:
-            times = [c.transition_ms for c in self.conditions.values() if c.transition_ms is not None]
-            if times:
-                return max(times)
-        return self.gone_ms or self.deleted_ms
-
-    @property
     def live(self) -> bool:
-        """Still holding (or about to hold) a node's resources."""
-        return not self.gone and not self.finished
+        """Running or about to, and not being deleted: a runner that may still ask for work."""
+        return not self.finished and not self.deleting
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any], gone_ms: int | None = None) -> PodView:
+    def from_body(cls, body: Mapping[str, Any]) -> PodView:
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
         labels = meta.get("labels") or {}
-        try:
-            attempt = int(labels.get(LABEL_ATTEMPT) or 0)
-        except ValueError:
-            attempt = 0
         conditions = {
-            c.get("type"): Condition(str(c.get("status")), c.get("reason"), c.get("message"),
-                                     parse_time_ms(c.get("lastTransitionTime")))
+            c.get("type"): Condition(str(c.get("status")), c.get("reason"), c.get("message"))
             for c in status.get("conditions") or []
             if c.get("type")
         }
@@ -168,27 +142,21 @@ class PodView:
         return cls(
             name=meta.get("name", ""),
             uid=meta.get("uid", ""),
-            attempt=attempt,
+            pool=labels.get(LABEL_POOL, ""),
             namespace=meta.get("namespace", ""),
             phase=status.get("phase") or "Pending",
             reason=status.get("reason"),
             message=status.get("message"),
             created_ms=parse_time_ms(meta.get("creationTimestamp")),
-            started_ms=parse_time_ms(status.get("startTime")),
             deleting=bool(meta.get("deletionTimestamp")),
-            deleted_ms=parse_time_ms(meta.get("deletionTimestamp")),
-            gone=gone_ms is not None,
-            gone_ms=gone_ms,
             conditions=conditions,
             container=container,
-            node_name=(body.get("spec") or {}).get("nodeName"),
         )
 
 
 def _container_view(cs: Mapping[str, Any]) -> ContainerView:
     state = cs.get("state") or {}
     waiting = state.get("waiting") or None
-    running = state.get("running") or None
     terminated = state.get("terminated") or None
     term = None
     if terminated is not None:
@@ -196,21 +164,10 @@ def _container_view(cs: Mapping[str, Any]) -> ContainerView:
             exit_code=int(terminated.get("exitCode") or 0),
             reason=terminated.get("reason"),
             message=terminated.get("message"),
-            started_ms=parse_time_ms(terminated.get("startedAt")),
-            finished_ms=parse_time_ms(terminated.get("finishedAt")),
         )
     return ContainerView(
         waiting_reason=(waiting or {}).get("reason"),
         waiting_message=(waiting or {}).get("message"),
-        running_since_ms=parse_time_ms((running or {}).get("startedAt")),
         terminated=term,
     )
 
-
-def job_uid_of_pod(body: Mapping[str, Any]) -> str | None:
-    """The uid of the job a runner pod belongs to: its controller ownerReference, else its label."""
-    meta = body.get("metadata") or {}
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == "Img2ImgJob":
-            return ref.get("uid")
-    return (meta.get("labels") or {}).get(LABEL_JOB_UID)

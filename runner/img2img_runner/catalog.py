@@ -157,6 +157,20 @@ class Catalog:
                 return entry
         return None
 
+    def servable(self, held: Iterable[str]) -> list[str]:
+        """The names a runner holding the entries ``held`` serves without loading anything: those entries, their
+        aliases, and the entries that run as one of them under a held checkpoint (substitutes: the SD 1.5 canny
+        ControlNet of RunPod's example, run as the SDXL one under an SDXL checkpoint). What a runner reports when it
+        asks for work, so that the operator's routing (``img2img.api.needs.model_key``) sees a job naming any of
+        these as warm."""
+        entries = [self.entries[name] for name in held if name in self.entries]
+        names = {e.name for e in entries}
+        architectures = {e.architecture for e in entries if e.architecture in CHECKPOINTS}
+        served = set(names) | {alias for e in entries for alias in e.aliases}
+        served |= {e.name for e in self.entries.values()
+                   if any(e.substitutes.get(arch) in names for arch in architectures)}
+        return sorted(served)
+
     def get(self, name: str, *, field: str, kinds: Iterable[str], what: str) -> Entry:
         entry = self.find(name)
         kinds = tuple(kinds)

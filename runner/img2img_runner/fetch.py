@@ -37,7 +37,8 @@ from urllib.parse import urljoin, urlsplit
 from PIL import Image
 
 from img2img.api.addresses import address_refusal
-from img2img.api.images import ImageError, decode_inline, parse_reference, S3Ref, HttpsRef, MAX_PIXELS
+from img2img.api.images import (ImageError, decode_inline, parse_reference, plain_key, s3_allowed, S3Ref, HttpsRef,
+                                MAX_PIXELS)
 from img2img_runner.errors import BadInput, StorageError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -100,21 +101,8 @@ def host_allowed(host: str, allowed: Iterable[str]) -> bool:
     return any(host == a or (a.startswith(".") and host.endswith(a)) for a in allowed)
 
 
-def s3_allowed(ref: S3Ref, allowed: Iterable[str]) -> bool:
-    for entry in allowed:
-        if not entry.startswith("s3://"):
-            continue
-        bucket, _, prefix = entry[5:].partition("/")
-        if bucket != ref.bucket:
-            continue
-        if not prefix or ref.key.startswith(prefix if prefix.endswith("/") else prefix + "/") or ref.key == prefix:
-            return True
-    return False
-
-
 def check_s3(ref: S3Ref, policy: FetchPolicy, field_: str) -> None:
-    segments = ref.key.split("/")
-    if any(s in ("", ".", "..") for s in segments):
+    if not plain_key(ref.key):
         raise BadInput(f"{ref}: key segments may not be empty, '.' or '..'", field_)
     if not s3_allowed(ref, policy.allowed_s3):
         allowed = ", ".join(policy.allowed_s3) or "none (IMG2IMG_ALLOWED_S3 is empty)"

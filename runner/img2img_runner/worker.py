@@ -6,7 +6,8 @@ Environment, set by the operator on the runner pod: ``IMG2IMG_OPERATOR_URL``, ``
 loaded at start), ``IMG2IMG_CATALOG``; optional ``IMG2IMG_MODEL_MEMORY_BUDGET`` (bytes of weights kept loaded,
 ``pipelines.ModelCache``).
 
-- take (long poll; 204: ask again). No connection or a 5xx: wait (backoff up to 10 s) and ask again; the runner
+- take (long poll; 204: ask again), with the model names the runner serves without loading (``Catalog.servable``:
+  the models it holds, their aliases and what runs as them). No connection or a 5xx: wait (backoff up to 10 s) and ask again; the runner
   never gives up on the operator. 401/403: the operator does not accept this runner's token, which no retry mends:
   the runner exits 1 (its pod fails and is replaced).
 - an assignment: read ``input.json`` (presigned GET); ``s3://`` images through the assignment's presigned GETs;
@@ -259,7 +260,8 @@ class Worker:
         delay = BACKOFF_START
         while not self.terminating:
             try:
-                assignment = self.link.take(TakeRequest(runner=self.runner, models=self.cache.held()))
+                assignment = self.link.take(TakeRequest(runner=self.runner,
+                                                         models=self.catalog.servable(self.cache.held())))
             except Unreachable as exc:
                 log.warning("cannot take work (%s); asking again in %.1f s", exc, delay)
                 time.sleep(delay)
@@ -333,7 +335,7 @@ class Worker:
                 log.exception("job crashed")
             else:
                 log.error("job failed: %s %s: %s", failure.code.name, failure.field or "", failure.message)
-            outcome["error"] = failure.as_dict()
+            outcome["error"] = failure.model_dump(mode="json")
         outcome["finishedAt"] = outcome["finishedAt"] or now_ms()
         return outcome
 

@@ -241,7 +241,7 @@ def put_images(stack, namespace: str, name: str, uid: str, count: int = 2) -> tu
     uris, blobs = [], []
     for i in range(count):
         data = noise_png(20_000, seed=10 + i)
-        key = f"jobs/{namespace}/{name}/{uid}/images/{i}.png"
+        key = f"jobs/{namespace}/{name}/{uid}/attempt-1/images/{i}.png"  # where attempt 1 uploads
         stack.s3().put_object(Bucket=stack.bucket, Key=key, Body=data)
         uris.append(f"s3://{stack.bucket}/{key}")
         blobs.append(data)
@@ -262,20 +262,20 @@ def test_submit_wait_status_and_fetch_of_a_completed_job(stack, namespace, tmp_p
     assert not (tmp_path / "early").exists()
 
     set_status(stack, namespace, "waited", {"id": uid, "status": "IN_PROGRESS", "attempts": 1,
-                                            "runnerPod": "waited-1"})
-    follower.wait_for_line("waited: IN_PROGRESS (attempt 1, pod waited-1)")
+                                            "runnerPod": "tiny-sdxl-ab12c", "progress": {"step": 2, "steps": 8}})
+    follower.wait_for_line("waited: IN_PROGRESS (attempt 1, runner tiny-sdxl-ab12c, step 2/8)")
     uris, blobs = put_images(stack, namespace, "waited", uid)
     output = {"images": uris, "info": json.dumps({"seed": 42, "all_seeds": [42]}),
               "parameters": {"steps": 30, "prompt": "an astronaut riding a horse"}}
     set_status(stack, namespace, "waited", {"status": "COMPLETED", "delayTime": 1200, "executionTime": 3400,
-                                            "output": output, "queuePosition": 0, "modelLoadTime": 800,
-                                            "completedAt": "2026-01-01T00:00:05.123Z"})
+                                            "output": output, "queuePosition": 0, "modelLoadTime": 0,
+                                            "progress": None, "completedAt": "2026-01-01T00:00:05.123Z"})
     code, out = follower.finish()
     assert code == 0, follower.lines
     final = json.loads(out)
     expected = {"id": uid, "status": "COMPLETED", "delayTime": 1200, "executionTime": 3400, "output": output}
     assert final == expected and set(final) <= RUNPOD_KEYS
-    assert follower.lines[-1] == "waited: COMPLETED (attempt 1)"
+    assert follower.lines[-1] == "waited: COMPLETED (attempt 1, runner tiny-sdxl-ab12c, warm: no model loaded)"
 
     proc = cli(stack, "status", "waited", "-n", namespace)
     assert proc.returncode == 0 and json.loads(proc.stdout) == expected

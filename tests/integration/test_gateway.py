@@ -2,8 +2,9 @@
 HTTP as RunPod's curl examples send it, and the `runpod-sdk` JS SDK (when node and npm are here).
 
 The gateway serves one endpoint ("local") for a fresh namespace. Tests marked ``needs_completed_job`` run jobs to
-their end: they start the operator (as on main) and a runner on the tiny models, and take a minute or two; the others
-need no operator (their jobs stay IN_QUEUE, as on a RunPod endpoint with no worker).
+their end: they start the operator (as on main) and a runner on the tiny models (its GPU class's implicit pool,
+scaled from zero), and take a minute or two; the others need no operator (their jobs stay IN_QUEUE, as on a RunPod
+endpoint with no worker).
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ def decode_png(data: str) -> Image.Image:
 @pytest.fixture(scope="module")
 def endpoint_namespace(stack):
     name = f"gw-{uuid.uuid4().hex[:8]}"
-    stack.kubectl("create", "namespace", name)
-    stack.bootstrap(name)
+    stack.kubectl("create", "namespace", name)  # jobs need nothing of ours in their namespace
     yield name
     stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

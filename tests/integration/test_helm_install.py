@@ -6,8 +6,9 @@
    operator ServiceAccount's own identity (a token from the TokenRequest API: the Python clients do not honour a
    kubeconfig's impersonation fields, a real token is the identity a pod would have), with the configuration file the
    chart renders, and runs the seed's job to COMPLETED.
-3. The chart's RBAC is not more than that: the operator's account can do nothing outside it, and the runner's account
-   can do nothing at all (`kubectl auth can-i --as=system:serviceaccount:…`).
+3. The chart's RBAC is not more than that: the operator's account can do nothing outside it (jobs where they are
+   watched; runner pods, pools and its token Secret in the release namespace only), and the runner's account can do
+   nothing at all (`kubectl auth can-i --as=system:serviceaccount:…`).
 """
 
 from __future__ import annotations
@@ -79,15 +80,16 @@ def test_the_rendered_chart_is_accepted_by_the_api_server(stack, values):
         stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
 
 
-def test_the_crd_shipped_in_the_chart_is_the_one_the_api_server_serves(stack):
-    shipped = yaml.safe_load((REPO / "helm" / "img2img-operator" / "crds" / "img2img.dev_img2imgjobs.yaml").read_text())
+@pytest.mark.parametrize("crd_file", ["img2img.dev_img2imgjobs.yaml", "img2img.dev_runnerpools.yaml"])
+def test_the_crd_shipped_in_the_chart_is_the_one_the_api_server_serves(stack, crd_file):
+    shipped = yaml.safe_load((REPO / "helm" / "img2img-operator" / "crds" / crd_file).read_text())
     proc = stack.kubectl("apply", "--dry-run=server", "--server-side", "--force-conflicts", "-f", "-",
                          input=json.dumps(shipped))
     assert "serverside-applied" in proc.stdout or "unchanged" in proc.stdout, proc.stdout
 
 
 # ---- 2. the operator under the chart's ServiceAccount -------------------------------------------------------------
-def _stack_values(stack, job_namespace: str, health_port: int, metrics_port: int) -> dict:
+def _stack_values(stack, job_namespace: str, health_port: int, metrics_port: int, runners_port: int) -> dict:
     """The chart's values for the embedded stack: its S3, its runner image, its node, its tiny models."""
     catalog = yaml.safe_load(stack.catalog.read_text())
     base = stack.catalog.parent
@@ -101,6 +103,7 @@ def _stack_values(stack, job_namespace: str, health_port: int, metrics_port: int
         "watch": {"namespaces": [job_namespace]},
         "operator": {"healthPort": health_port},
         "metrics": {"port": metrics_port},
+        "runners": {"port": runners_port},
         "runner": {
             "image": {"repository": "img2img/runner", "tag": "local"},
             "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}},
@@ -158,8 +161,6 @@ def _wait_terminal(stack, namespace: str, name: str, timeout: float, proc: subpr
                 f"--- operator log ---\n{log.read_text(errors='replace')[-4000:]}")
 
 
-@pytest.mark.skipif(not (REPO / "operator" / "img2img_operator" / "main.py").exists(),
-                    reason="the operator (img2img_operator.main) is not written yet")
 def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, namespace, tmp_path):
     from img2img.local.supervisor import free_port
 
@@ -167,9 +168,9 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
         pytest.skip("the stack has no tiny models (img2img_runner.tiny_models missing)")
     release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
     _ensure_namespace(stack, release_ns, restricted=True)
-    health_port, metrics_port = free_port(), free_port()
+    health_port, metrics_port, runners_port = free_port(), free_port(), free_port()
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(_stack_values(stack, namespace, health_port, metrics_port)))
+    values_file.write_text(yaml.safe_dump(_stack_values(stack, namespace, health_port, metrics_port, runners_port)))
     manifests = render([values_file], namespace=release_ns)
 
     # What a cluster admin gets from `helm install`, less the Deployment (no kubelet runs the operator's image here:
@@ -178,8 +179,11 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
     assert {m["kind"] for m in installed} >= {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
     stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_as_list(installed))
 
+    config = operator_config(manifests)
+    # the operator runs here, not behind the chart's Service: runners reach it on this machine
+    config["runners"]["operatorUrl"] = f"http://127.0.0.1:{runners_port}"
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(operator_config(manifests)))
+    config_file.write_text(yaml.safe_dump(config))
     kubeconfig = _token_kubeconfig(stack, release_ns, FULLNAME, tmp_path / "operator.kubeconfig")
     log = tmp_path / "operator.log"
     env = {**os.environ, **{k: v for k, v in stack.env.items() if k.startswith("AWS_")},
@@ -198,6 +202,11 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
         assert status["output"]["images"], status
         bucket, _, key = status["output"]["images"][0][len("s3://"):].partition("/")
         assert stack.s3().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        # its runner: a pod of the GPU class's implicit pool (scaled from zero) in the release namespace, under the
+        # "restricted" profile; nothing of ours in the job's namespace
+        runner = stack.get_json("-n", release_ns, "pod", status["runnerPod"])
+        assert runner["metadata"]["labels"]["img2img.dev/pool"] == "local"
+        assert stack.kubectl("-n", namespace, "get", "pods", "-o", "name").stdout == ""
         forbidden = [line for line in text.splitlines() if " 403" in line or "Forbidden" in line or "forbidden" in line]
         assert not forbidden, "the operator was refused API calls:\n" + "\n".join(forbidden[:20])
     finally:
@@ -211,11 +220,12 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
 
 
 # ---- 3. and nothing more -------------------------------------------------------------------------------------------
-def _can_i(stack, user: str, namespace: str, verb: str, resource: str) -> str:
+def _can_i(stack, user: str, namespace: str, verb: str, resource: str, name: str | None = None) -> str:
     groups = [f"--as-group={g}" for g in (*SA_GROUPS, f"system:serviceaccounts:{user.split(':')[2]}")]
     resource, _, subresource = resource.partition("/")
     extra = [f"--subresource={subresource}"] if subresource else []
-    proc = stack.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={user}", *groups,
+    target = f"{resource}/{name}" if name else resource
+    proc = stack.kubectl("auth", "can-i", verb, target, *extra, "-n", namespace, f"--as={user}", *groups,
                          check=False)
     return proc.stdout.strip()
 
@@ -234,13 +244,14 @@ def _install_rbac(stack, values: list[str], release_ns: str) -> list[dict]:
 def test_the_runner_service_account_can_do_nothing_in_the_api(stack, namespace):
     release_ns = f"i2i-sys-{uuid.uuid4().hex[:6]}"
     _install_rbac(stack, [f"watch.namespaces={{{namespace}}}", f"fullnameOverride=op-{release_ns}"], release_ns)
-    runner = f"system:serviceaccount:{namespace}:img2img-runner"
+    runner = f"system:serviceaccount:{release_ns}:img2img-runner"
     try:
-        answers = {(verb, resource): _can_i(stack, runner, namespace, verb, resource)
+        answers = {(ns, verb, resource): _can_i(stack, runner, ns, verb, resource)
+                   for ns in (release_ns, namespace)
                    for verb in ("get", "list", "watch", "create", "delete")
-                   for resource in ("pods", "secrets", "configmaps", "img2imgjobs.img2img.dev", "events")}
+                   for resource in ("pods", "secrets", "configmaps", "img2imgjobs.img2img.dev",
+                                    "runnerpools.img2img.dev", "events")}
         assert set(answers.values()) == {"no"}, answers
-        assert _can_i(stack, runner, release_ns, "list", "pods") == "no"
     finally:
         stack.kubectl("delete", "namespace", release_ns, "--wait=false", check=False)
 
@@ -252,17 +263,29 @@ def test_the_operator_account_gets_exactly_its_rules_in_the_watched_namespace_an
     operator = f"system:serviceaccount:{release_ns}:{fullname}"
     try:
         for verb, resource in [("watch", "img2imgjobs.img2img.dev"), ("delete", "img2imgjobs.img2img.dev"),
-                               ("patch", "img2imgjobs.img2img.dev/status"), ("create", "pods"), ("delete", "pods"),
-                               ("list", "pods"), ("create", "events")]:
+                               ("patch", "img2imgjobs.img2img.dev/status"), ("create", "events")]:
             assert _can_i(stack, operator, namespace, verb, resource) == "yes", (verb, resource)
         for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "img2imgjobs.img2img.dev"),
                                ("patch", "img2imgjobs.img2img.dev"), ("list", "namespaces"),
                                ("update", "img2imgjobs.img2img.dev/status"), ("patch", "pods"),
-                               ("create", "pods/exec"), ("get", "configmaps"), ("create", "serviceaccounts/token")]:
+                               ("create", "pods/exec"), ("get", "configmaps"), ("create", "serviceaccounts/token"),
+                               ("create", "pods"), ("list", "pods"), ("delete", "pods"),
+                               ("list", "runnerpools.img2img.dev")]:
             assert _can_i(stack, operator, namespace, verb, resource) == "no", (verb, resource)
+        # the runner namespace (the release's): runner pods, the pools, the token Secret by name
+        for verb, resource in [("create", "pods"), ("delete", "pods"), ("watch", "pods"),
+                               ("watch", "runnerpools.img2img.dev"), ("patch", "runnerpools.img2img.dev/status"),
+                               ("create", "secrets")]:
+            assert _can_i(stack, operator, release_ns, verb, resource) == "yes", (release_ns, verb, resource)
+        for verb, resource in [("list", "secrets"), ("get", "secrets"), ("create", "pods/exec"),
+                               ("create", "runnerpools.img2img.dev"), ("delete", "runnerpools.img2img.dev")]:
+            assert _can_i(stack, operator, release_ns, verb, resource) == "no", (release_ns, verb, resource)
+        assert _can_i(stack, operator, release_ns, "get", "secrets", "img2img-runner-token") == "yes"
+        assert _can_i(stack, operator, release_ns, "get", "secrets", "img2img-s3") == "no"
         other = f"t-other-{uuid.uuid4().hex[:6]}"
         _ensure_namespace(stack, other)
-        for verb, resource in [("list", "img2imgjobs.img2img.dev"), ("create", "pods")]:
+        for verb, resource in [("list", "img2imgjobs.img2img.dev"), ("create", "pods"),
+                               ("list", "runnerpools.img2img.dev")]:
             assert _can_i(stack, operator, other, verb, resource) == "no", (other, verb, resource)
         stack.kubectl("delete", "namespace", other, "--wait=false", check=False)
     finally:
@@ -275,8 +298,9 @@ def test_watching_every_namespace_grants_the_same_rules_cluster_wide(stack, name
     _install_rbac(stack, [f"fullnameOverride={fullname}"], release_ns)
     operator = f"system:serviceaccount:{release_ns}:{fullname}"
     try:
-        assert _can_i(stack, operator, namespace, "create", "pods") == "yes"
         assert _can_i(stack, operator, namespace, "patch", "img2imgjobs.img2img.dev/status") == "yes"
+        assert _can_i(stack, operator, namespace, "create", "pods") == "no"  # runner pods: the release's only
+        assert _can_i(stack, operator, release_ns, "create", "pods") == "yes"
         assert _can_i(stack, operator, namespace, "get", "secrets") == "no"
         assert _can_i(stack, operator, namespace, "create", "img2imgjobs.img2img.dev") == "no"
     finally:

@@ -1,9 +1,9 @@
-"""Builders for the operator's unit tests: a configuration, jobs and runner pods as the API server returns them."""
+"""Builders for the operator's unit tests: a configuration, jobs and runner pods as the API server returns them, and
+runners' outcomes."""
 
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 from api_samples import seed_request
@@ -12,7 +12,6 @@ from img2img_operator.config import OperatorConfig, parse_config
 from img2img_operator.controls import check_spec
 from img2img_operator.lifecycle import QUEUED_MESSAGE
 from img2img_operator.status import conditions
-from img2img_operator.pods import runner_pod_name
 from img2img_operator.views import JobView, PodView
 
 T0 = parse_time_ms("2026-01-01T00:00:00Z")  # the job's creationTimestamp
@@ -20,6 +19,10 @@ SEC = 1000
 UID = "0b5f3c1e-1111-4222-8333-444455556666"
 NS = "team-a"
 NAME = "seed"
+RUNNER_NS = "img2img-system"
+POOL = "l4"  # the implicit pool of the default GPU class
+RUNNER = "l4-ab12c"
+ASSIGNED = T0 + 5 * SEC  # when the runner took the job (status.startedAt)
 
 BASE_CONFIG: dict[str, Any] = {
     "s3": {"bucket": "img2img", "prefix": "jobs", "endpoint": "http://minio:9000", "region": "us-east-1",
@@ -29,8 +32,7 @@ BASE_CONFIG: dict[str, Any] = {
     "defaultGpuClass": "l4",
     "defaults": {"priority": 0, "timeoutSeconds": 600, "retries": 2},
     "retryBackoff": {"initialSeconds": 10, "maxSeconds": 300},
-    "timing": {"imagePullGraceSeconds": 120, "containerConfigGraceSeconds": 60, "nodeLostGraceSeconds": 300,
-               "deadlineGraceSeconds": 30},
+    "runners": {"namespace": RUNNER_NS, "leaseSeconds": 15, "heartbeatSeconds": 3},
 }
 
 
@@ -90,42 +92,36 @@ def queued_status(**extra: Any) -> dict[str, Any]:
     return _with_conditions(status, "Queued", QUEUED_MESSAGE)
 
 
-def admitted_status(attempt: int = 1, **extra: Any) -> dict[str, Any]:
-    pod_name = runner_pod_name(NAME, attempt)
-    status = _drop_none({"id": UID, "status": "IN_QUEUE", "submittedAt": format_time_ms(T0), "attempts": attempt,
-                         "runnerPod": pod_name, **extra})
-    return _with_conditions(status, "Starting", f"starting attempt {attempt} in pod {pod_name}")
-
-
-def running_status(attempt: int = 1, **extra: Any) -> dict[str, Any]:
-    pod_name = runner_pod_name(NAME, attempt)
+def running_status(attempt: int = 1, runner: str = RUNNER, **extra: Any) -> dict[str, Any]:
     status = _drop_none({"id": UID, "status": "IN_PROGRESS", "submittedAt": format_time_ms(T0), "attempts": attempt,
-                         "runnerPod": pod_name, "startedAt": format_time_ms(T0 + 5 * SEC), **extra})
-    return _with_conditions(status, "Running", f"attempt {attempt} running in pod {pod_name}")
+                         "runnerPod": runner, "startedAt": format_time_ms(ASSIGNED), **extra})
+    return _with_conditions(status, "Running", f"attempt {attempt} running on runner {runner}")
 
 
-# ---- pods ---------------------------------------------------------------------------------------------------------
+def retrying_status(attempt: int = 1, reason: str = "RunnerLost", message: str = "gone") -> dict[str, Any]:
+    """Queued again after attempt ``attempt`` failed."""
+    status = _drop_none({"id": UID, "status": "IN_QUEUE", "submittedAt": format_time_ms(T0), "attempts": attempt,
+                         "lastFailure": {"reason": reason, "exitCode": None, "message": message}})
+    return _with_conditions(status, "Retrying", "")
+
+
+# ---- runner pods (the runner namespace) -----------------------------------------------------------------------------
 def _ts(ms: int | None) -> str | None:
     return None if ms is None else format_time_ms(ms - ms % 1000).replace(".000Z", "Z")
 
 
-def pod_body(attempt: int = 1, phase: str = "Pending", *, job_name: str = NAME, job_uid: str = UID,
-             created: int = T0 + 1 * SEC, started: int | None = T0 + 2 * SEC, reason: str | None = None,
-             message: str | None = None, container: dict | None = None, conditions: list | None = None,
-             deleted: int | None = None, rv: str = "200", uid: str | None = None) -> dict[str, Any]:
+def runner_pod_body(name: str = RUNNER, phase: str = "Running", *, pool: str = POOL, created: int = T0,
+                    container: dict | None = None, conditions: list | None = None, deleted: int | None = None,
+                    reason: str | None = None, message: str | None = None, rv: str = "200") -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "name": runner_pod_name(job_name, attempt), "namespace": NS, "uid": uid or f"pod-uid-{attempt}",
-        "resourceVersion": rv, "creationTimestamp": _ts(created),
-        "labels": {"app.kubernetes.io/managed-by": "img2img-operator", "img2img.dev/job": job_name,
-                   "img2img.dev/job-uid": job_uid, "img2img.dev/attempt": str(attempt)},
-        "ownerReferences": [{"apiVersion": "img2img.dev/v1alpha1", "kind": "Img2ImgJob", "name": job_name,
-                             "uid": job_uid, "controller": True, "blockOwnerDeletion": True}],
+        "name": name, "namespace": RUNNER_NS, "uid": f"pod-uid-{name}", "resourceVersion": rv,
+        "creationTimestamp": _ts(created),
+        "labels": {"app.kubernetes.io/managed-by": "img2img-operator", "app.kubernetes.io/component": "runner",
+                   "img2img.dev/pool": pool},
     }
     if deleted is not None:
         meta["deletionTimestamp"] = _ts(deleted)
     status: dict[str, Any] = {"phase": phase}
-    if started is not None:
-        status["startTime"] = _ts(started)
     if reason:
         status["reason"] = reason
     if message:
@@ -137,36 +133,33 @@ def pod_body(attempt: int = 1, phase: str = "Pending", *, job_name: str = NAME, 
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"nodeName": "gpu-0"}, "status": status}
 
 
+def runner_pod(name: str = RUNNER, phase: str = "Running", **kw: Any) -> PodView:
+    return PodView.from_body(runner_pod_body(name, phase, **kw))
+
+
 def waiting(reason: str, message: str = "") -> dict:
     return {"state": {"waiting": {"reason": reason, "message": message}}}
 
 
-def running_container(since: int = T0 + 3 * SEC) -> dict:
-    return {"state": {"running": {"startedAt": _ts(since)}}}
-
-
-def terminated(exit_code: int, message: str | dict | None = None, reason: str | None = None,
-               started: int = T0 + 3 * SEC, finished: int = T0 + 9 * SEC) -> dict:
-    state: dict[str, Any] = {"exitCode": exit_code, "startedAt": _ts(started), "finishedAt": _ts(finished)}
+def terminated(exit_code: int, message: str | None = None, reason: str | None = None) -> dict:
+    state: dict[str, Any] = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0 else "Error")}
     if message is not None:
-        state["message"] = message if isinstance(message, str) else json.dumps(message)
-    state["reason"] = reason or ("Completed" if exit_code == 0 else "Error")
+        state["message"] = message
     return {"state": {"terminated": state}}
 
 
-def report(**changes: Any) -> dict[str, Any]:
-    """The runner's termination message for a success."""
-    base = {"result": f"s3://img2img/jobs/{NS}/{NAME}/{UID}/result.json", "startedAt": T0 + 3_250,
-            "modelsLoadedAt": T0 + 4_500, "finishedAt": T0 + 8_750, "modelLoadTime": 1_250, "inferenceTime": 3_750,
-            "uploadTime": 500, "error": None}
+# ---- outcomes -----------------------------------------------------------------------------------------------------
+RESULT_URI = f"s3://img2img/jobs/{NS}/{NAME}/{UID}/attempt-1/result.json"
+
+
+def outcome(**changes: Any) -> dict[str, Any]:
+    """A runner's done for a success: 250 ms after the assignment it starts, loads models 1.25 s, uploads at 9.75 s."""
+    base = {"result": RESULT_URI, "startedAt": ASSIGNED + 250, "modelsLoadedAt": ASSIGNED + 1_500,
+            "finishedAt": ASSIGNED + 4_750, "modelLoadTime": 1_250, "inferenceTime": 3_000, "uploadTime": 250,
+            "error": None}
     base.update(changes)
     return base
 
 
-def pod(attempt: int = 1, phase: str = "Pending", gone_ms: int | None = None, **kw: Any) -> PodView:
-    return PodView.from_body(pod_body(attempt, phase, **kw), gone_ms=gone_ms)
-
-
-def disruption(reason: str, at: int = T0 + 6 * SEC) -> dict:
-    return {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": f"{reason} happened",
-            "lastTransitionTime": _ts(at)}
+def failed_outcome(code: str, message: str = "", field: str | None = None) -> dict[str, Any]:
+    return outcome(result=None, error={"code": code, "field": field, "message": message})

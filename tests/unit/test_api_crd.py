@@ -1,20 +1,36 @@
-"""The committed CRD is the one the models generate, and it is a schema the API server can enforce cheaply."""
+"""The committed CRDs are the ones the models generate, and schemas the API server can enforce cheaply."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
-from img2img.api.crd import CRD_FILE, crd, render
+from img2img.api.crd import JOB, POOL, RESOURCES, crd, render
+from img2img.api.errors import problems
 from img2img.api.job import Img2ImgJobSpec
+from img2img.api.pool import RunnerPoolSpec
 
 REPO = Path(__file__).resolve().parents[2]
+BY_NAME = pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)
 
 
-def test_committed_crd_equals_the_generated_one():
-    committed = (REPO / "crds" / CRD_FILE).read_text()
-    assert committed == render(), "crds/ is stale: run `python -m img2img.api.crd > crds/" + CRD_FILE + "`"
+@BY_NAME
+def test_committed_crd_equals_the_generated_one(resource):
+    committed = (REPO / "crds" / resource.file_name).read_text()
+    assert committed == render(resource), f"crds/{resource.file_name} is stale: run `make crd`"
+
+
+def test_make_crd_writes_every_crd_into_each_folder(tmp_path):
+    from img2img.api.crd import main
+
+    assert main([str(tmp_path / "crds"), str(tmp_path / "chart" / "crds")]) == 0
+    for folder in (tmp_path / "crds", tmp_path / "chart" / "crds"):
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "img2img.dev_img2imgjobs.yaml", "img2img.dev_runnerpools.yaml"]
+        assert (folder / "img2img.dev_runnerpools.yaml").read_text() == render(POOL)
 
 
 def nodes(schema: dict, path: str = ""):
@@ -27,17 +43,18 @@ def nodes(schema: dict, path: str = ""):
         yield from nodes(schema["additionalProperties"], f"{path}{{}}")
 
 
-def version() -> dict:
-    return crd()["spec"]["versions"][0]
+def version(resource=JOB) -> dict:
+    return crd(resource)["spec"]["versions"][0]
 
 
-def schema() -> dict:
-    return version()["schema"]["openAPIV3Schema"]
+def schema(resource=JOB) -> dict:
+    return version(resource)["schema"]["openAPIV3Schema"]
 
 
-def test_schema_is_structural_and_bounded():
+@BY_NAME
+def test_schema_is_structural_and_bounded(resource):
     untyped, unbounded_strings, unbounded_lists = [], [], []
-    for path, node in nodes(schema()):
+    for path, node in nodes(schema(resource)):
         if not (node.get("type") or node.get("x-kubernetes-int-or-string")
                 or node.get("x-kubernetes-preserve-unknown-fields")):
             untyped.append(path)
@@ -87,7 +104,7 @@ def test_spec_is_immutable_except_cancel_and_cancel_is_one_way():
 
 
 def test_names_columns_and_status_subresource():
-    spec = crd()["spec"]
+    spec = crd(JOB)["spec"]
     assert spec["group"] == "img2img.dev" and spec["scope"] == "Namespaced"
     assert spec["names"]["shortNames"] == ["i2i"]
     assert spec["names"]["categories"] == ["img2img", "gpujobs"]
@@ -101,6 +118,40 @@ def test_names_columns_and_status_subresource():
     assert list(columns)[:4] == ["Status", "Delay", "Execution", "Age"]
 
 
-def test_committed_crd_parses_as_one_document():
-    docs = list(yaml.safe_load_all((REPO / "crds" / CRD_FILE).read_text()))
+@BY_NAME
+def test_committed_crd_parses_as_one_document(resource):
+    docs = list(yaml.safe_load_all((REPO / "crds" / resource.file_name).read_text()))
     assert len(docs) == 1 and docs[0]["kind"] == "CustomResourceDefinition"
+    assert docs[0]["metadata"]["name"] == f"{resource.plural}.img2img.dev"
+
+
+# ---- RunnerPool -------------------------------------------------------------------------------------------------
+def test_pool_names_columns_and_status_subresource():
+    spec = crd(POOL)["spec"]
+    assert spec["scope"] == "Namespaced" and spec["names"]["kind"] == "RunnerPool"
+    assert spec["names"]["shortNames"] == ["rp"] and spec["names"]["categories"] == ["img2img"]
+    assert version(POOL)["subresources"] == {"status": {}}
+    columns = [(c["name"], c["jsonPath"]) for c in version(POOL)["additionalPrinterColumns"]]
+    assert columns == [
+        ("GPU Class", ".spec.gpuClass"), ("Min", ".spec.minReady"), ("Max", ".spec.maxRunners"),
+        ("Ready", ".status.readyRunners"), ("Busy", ".status.busyRunners"), ("Starting", ".status.startingRunners"),
+        ("Queued", ".status.queuedJobs"), ("Age", ".metadata.creationTimestamp")]
+
+
+def test_pool_schema_bounds_and_the_floor_under_the_ceiling():
+    spec = schema(POOL)["properties"]["spec"]
+    assert spec["required"] == ["gpuClass"]
+    assert spec["properties"]["gpuClass"]["pattern"].startswith("^[a-z0-9]")
+    assert spec["properties"]["models"]["items"] == {"minLength": 1, "maxLength": 256, "type": "string"}
+    assert (spec["properties"]["maxRunners"]["minimum"], spec["properties"]["maxRunners"]["maximum"]) == (1, 1000)
+    (rule,) = spec["x-kubernetes-validations"]
+    assert rule["fieldPath"] == ".minReady" and rule["message"] == "must not be above maxRunners"
+    assert "has(self.maxRunners)" in rule["rule"]  # no ceiling set: the GPU class's applies at run time
+    assert schema(POOL)["properties"]["status"]["properties"]["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_pool_floor_above_ceiling_is_refused_in_python_too_naming_min_ready():
+    with pytest.raises(ValidationError) as err:
+        RunnerPoolSpec.model_validate({"gpuClass": "l4", "minReady": 5, "maxRunners": 2})
+    assert [str(p) for p in problems(err.value, "spec")] == ["spec.minReady: must not be above maxRunners (5 > 2)"]
+    assert RunnerPoolSpec.model_validate({"gpuClass": "l4", "minReady": 5}).maxRunners is None

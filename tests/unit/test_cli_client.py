@@ -173,11 +173,13 @@ class FakeCluster(Cluster):
 
 
 def test_wait_prints_progress_then_the_runpod_json(capsys):
-    cluster = FakeCluster([{}, {"status": "IN_QUEUE", "queuePosition": 2}, {"status": "IN_PROGRESS", "attempts": 1},
+    running = {"status": "IN_PROGRESS", "attempts": 1, "runnerPod": "tiny-sdxl-ab12c"}
+    cluster = FakeCluster([{}, {"status": "IN_QUEUE", "queuePosition": 2}, running,
+                           {**running, "progress": {"step": 3, "steps": 20}},
                            ClientError("get j: cannot reach the Kubernetes API server"),
                            {"status": "COMPLETED", "id": "uid-1", "delayTime": 5, "executionTime": 7,
                             "output": {"images": ["s3://b-1/x/0.png"], "info": "{}", "parameters": {}},
-                            "attempts": 1}])
+                            "attempts": 1, "runnerPod": "tiny-sdxl-ab12c", "modelLoadTime": 0}])
     assert wait_for(cluster, "default", "j", timeout=30, poll=0.01) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"id": "uid-1", "status": "COMPLETED", "delayTime": 5, "executionTime": 7,
@@ -185,9 +187,10 @@ def test_wait_prints_progress_then_the_runpod_json(capsys):
     lines = err.splitlines()
     assert lines[0] == "j: IN_QUEUE"
     assert lines[1] == "j: IN_QUEUE (queue position 2)"
-    assert lines[2] == "j: IN_PROGRESS (attempt 1)"
-    assert "retrying" in lines[3]
-    assert lines[-1] == "j: COMPLETED (attempt 1)"
+    assert lines[2] == "j: IN_PROGRESS (attempt 1, runner tiny-sdxl-ab12c)"
+    assert lines[3] == "j: IN_PROGRESS (attempt 1, runner tiny-sdxl-ab12c, step 3/20)"
+    assert "retrying" in lines[4]
+    assert lines[-1] == "j: COMPLETED (attempt 1, runner tiny-sdxl-ab12c, warm: no model loaded)"
 
 
 @pytest.mark.parametrize("state", ["FAILED", "CANCELLED", "TIMED_OUT"])

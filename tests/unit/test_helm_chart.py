@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from helm_support import CHART, EXAMPLES, FULLNAME, RELEASE_NAMESPACE, find, helm, one, operator_config, render
+from img2img.api.crd import POOL, crd
+from img2img.api.pool import RunnerPool
 from img2img_operator.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,21 +18,33 @@ EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
 
 # The operator's API calls (img2img_operator.kube, and kopf's watches and events; docs/gitops.md, "RBAC"):
 # nothing more is granted. kopf scans neither namespaces nor CRDs (settings.scanning.disabled).
+# On jobs, where they are watched: no pods, no Secrets, nothing else in the tenants' namespaces.
 OPERATOR_RULES = {
     ("img2img.dev", "img2imgjobs"): {"get", "list", "watch", "delete"},
     ("img2img.dev", "img2imgjobs/status"): {"patch"},
+    ("", "events"): {"create"},
+}
+# In the runner namespace (the release's): runner pods, the token key (read by name, created once), the pools.
+RUNNER_NAMESPACE_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "secrets", "img2img-runner-token"): {"get"},
+    ("", "secrets"): {"create"},
+    ("img2img.dev", "runnerpools"): {"get", "list", "watch", "patch"},
+    ("img2img.dev", "runnerpools/status"): {"patch"},
     ("", "events"): {"create"},
 }
 
 
-def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
-    granted: dict[tuple[str, str], set[str]] = {}
+def rules_of(role: dict) -> dict[tuple[str, ...], set[str]]:
+    """(group, resource[, name]) -> verbs."""
+    granted: dict[tuple[str, ...], set[str]] = {}
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
+                for name in rule.get("resourceNames") or [None]:
+                    key = (group, resource) if name is None else (group, resource, name)
+                    granted.setdefault(key, set()).update(rule["verbs"])
     return granted
 
 
@@ -100,11 +114,11 @@ def test_the_gpu_cluster_values_become_two_gpu_classes_a_read_only_model_volume_
     assert cache.kind == "persistentVolumeClaim" and cache.read_only and cache.mount_path == "/models"
     assert config.s3.credentials_secret is None
     assert config.namespaces == ["img2img-jobs", "team-a"]
-    for ns in config.namespaces:
-        sa = one(manifests, "ServiceAccount", "img2img-runner", ns)
-        assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/img2img-runner")
-        catalog = yaml.safe_load(one(manifests, "ConfigMap", f"{FULLNAME}-catalog", ns)["data"]["catalog.yaml"])
-        assert catalog["models"]["sd_xl_base_1.0"]["source"]["path"].startswith("/models/")
+    sa = one(manifests, "ServiceAccount", "img2img-runner", RELEASE_NAMESPACE)
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/img2img-runner")
+    catalog = yaml.safe_load(one(manifests, "ConfigMap", f"{FULLNAME}-catalog", RELEASE_NAMESPACE)["data"]["catalog.yaml"])
+    assert catalog["models"]["sd_xl_base_1.0"]["source"]["path"].startswith("/models/")
+    assert [(p.metadata.name, p.spec.gpuClass, p.spec.minReady) for p in pools_of(manifests)] == [("sdxl", "a100", 1)]
     deployment = one(manifests, "Deployment", FULLNAME)
     env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "AWS_ACCESS_KEY_ID" not in env  # IRSA: no credentials anywhere
@@ -128,7 +142,7 @@ def test_a_catalog_in_the_values_replaces_the_default_one_whole(tmp_path):
     assert list(catalog["models"]) == ["mine"]
 
 
-def test_s3_credentials_secret_reaches_the_operator_and_the_runners():
+def test_s3_credentials_secret_reaches_the_operator_only():
     manifests = render(sets=["s3.credentialsSecret=img2img-s3", "s3.endpoint=http://minio.storage:9000"])
     config = parse_config(operator_config(manifests))
     assert config.s3.credentials_secret == "img2img-s3" and config.s3.endpoint == "http://minio.storage:9000"
@@ -143,6 +157,105 @@ def test_the_hub_token_secret_is_rendered_for_the_runners():
     rendered = operator_config(manifests)
     assert rendered["runner"]["hubTokenSecret"] == {"name": "hf-token", "key": "HF_TOKEN"}
     assert parse_config(rendered).runner.hub_token_secret.name == "hf-token"
+
+
+def pools_of(manifests: list[dict]) -> list[RunnerPool]:
+    return [RunnerPool.model_validate(m) for m in find(manifests, "RunnerPool")]
+
+
+# ---- warm runner pools -------------------------------------------------------------------------------------------
+def test_pools_in_the_values_become_runner_pools_in_the_release_namespace(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({
+        "gpuClasses": {"l4": {}, "a100": {}}, "defaultGpuClass": "l4",
+        "pools": [{"name": "sdxl", "gpuClass": "a100", "models": ["sd_xl_base_1.0", "sdxl_vae.safetensors"],
+                   "minReady": 2, "buffer": 1, "maxRunners": 6, "idleSeconds": 600},
+                  {"name": "cheap", "gpuClass": "l4"}]}))
+    manifests = render([values])
+    assert [m["metadata"]["namespace"] for m in find(manifests, "RunnerPool")] == [RELEASE_NAMESPACE] * 2
+    sdxl, cheap = pools_of(manifests)
+    assert sdxl.metadata.name == "sdxl" and sdxl.spec.model_dump() == {
+        "gpuClass": "a100", "models": ["sd_xl_base_1.0", "sdxl_vae.safetensors"], "minReady": 2, "buffer": 1,
+        "maxRunners": 6, "idleSeconds": 600}
+    assert cheap.spec.sent() == {"gpuClass": "l4"}  # the rest: the RunnerPool's defaults, as for kubectl users
+    assert not find(render(), "RunnerPool")
+
+
+def test_the_values_schema_of_a_pool_is_the_runner_pools_spec():
+    import json
+
+    item = json.loads((CHART / "values.schema.json").read_text())["properties"]["pools"]["items"]["properties"]
+    spec = crd(POOL)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(item) == {"name", *spec}
+    for field, rules in spec.items():
+        for key in ("minimum", "maximum", "maxItems", "maxLength", "pattern"):
+            assert item[field].get(key) == rules.get(key), (field, key)
+    assert item["models"]["items"] == {"type": "string", "minLength": 1, "maxLength": 256}
+
+
+def test_the_runners_configuration_points_runners_at_the_charts_service():
+    manifests = render(sets=["runners.modelStoreSecret=model-store", "runners.leaseSeconds=20"])
+    config = parse_config(operator_config(manifests))
+    assert config.runners.namespace == RELEASE_NAMESPACE
+    assert config.runners.url == f"http://{FULLNAME}-runners.{RELEASE_NAMESPACE}.svc:8081"
+    assert (config.runners.port, config.runners.lease_seconds, config.runners.heartbeat_seconds) == (8081, 20, 3)
+    assert config.runners.token_secret == "img2img-runner-token" and config.runners.model_store_secret == "model-store"
+    assert (config.runners.implicit_pool.idle_seconds, config.runners.implicit_pool.max_runners) == (60, 8)
+    assert parse_config(operator_config(render())).runners.model_store_secret is None
+    service = one(manifests, "Service", f"{FULLNAME}-runners", RELEASE_NAMESPACE)
+    assert service["spec"]["ports"] == [{"name": "runners", "port": 8081, "targetPort": "runners", "protocol": "TCP"}]
+    pod = one(manifests, "Deployment", FULLNAME)["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert {"name": "runners", "containerPort": 8081, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
+    moved = render(sets=["runners.port=9443"])
+    assert parse_config(operator_config(moved)).runners.url.endswith(".svc:9443")
+    assert one(moved, "Service", f"{FULLNAME}-runners")["spec"]["ports"][0]["port"] == 9443
+
+
+def test_only_runner_pods_reach_the_runner_endpoint():
+    manifests = render()
+    policy = one(manifests, "NetworkPolicy", f"{FULLNAME}-runner-endpoint", RELEASE_NAMESPACE)["spec"]
+    pod_labels = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    runners_rule, open_rule = policy["ingress"]
+    assert runners_rule == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "runner"}}}],
+                            "ports": [{"port": "runners", "protocol": "TCP"}]}
+    assert open_rule == {"ports": [{"port": "health", "protocol": "TCP"}, {"port": "metrics", "protocol": "TCP"}]}
+
+
+def test_runner_pods_reach_only_the_operator_dns_and_https():
+    from img2img_operator.runner_pods import LABEL_COMPONENT, RUNNER_COMPONENT
+
+    manifests = render()
+    policy = one(manifests, "NetworkPolicy", f"{FULLNAME}-runners", RELEASE_NAMESPACE)["spec"]
+    # the labels the operator puts on runner pods (img2img_operator.runner_pods)
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "img2img-operator",
+                                                    LABEL_COMPONENT: RUNNER_COMPONENT}
+    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["ingress"] == []
+    operator, dns, https = policy["egress"]
+    pod_labels = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    assert operator["to"][0]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert operator["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    assert https == {"ports": [{"port": 443, "protocol": "TCP"}]}
+
+
+@pytest.mark.parametrize("endpoint,ports", [
+    ("http://minio.storage:9000", [443, 9000]), ("http://minio.storage", [443, 80]),
+    ("https://s3.example.com", [443]), ("https://s3.example.com:8443", [443, 8443]),
+])
+def test_runner_pods_reach_a_custom_s3_endpoints_port(endpoint, ports):
+    policy = one(render(sets=[f"s3.endpoint={endpoint}"]), "NetworkPolicy", f"{FULLNAME}-runners")["spec"]
+    assert [p["port"] for p in policy["egress"][2]["ports"]] == ports
+
+
+def test_extra_runner_egress_and_no_policies_when_disabled(tmp_path):
+    values = tmp_path / "v.yaml"
+    rule = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 7000, "protocol": "TCP"}]}
+    values.write_text(yaml.safe_dump({"networkPolicy": {"extraRunnerEgress": [rule]}}))
+    assert one(render([values]), "NetworkPolicy", f"{FULLNAME}-runners")["spec"]["egress"][-1] == rule
+    assert not find(render(sets=["networkPolicy.enabled=false"]), "NetworkPolicy")
 
 
 def test_the_crd_in_the_chart_is_the_generated_crd():
@@ -194,13 +307,13 @@ def test_metrics_service_selects_the_operator_and_the_service_monitor_is_optiona
     assert not find(manifests, "ServiceMonitor")
     monitor = one(render(sets=["metrics.serviceMonitor.enabled=true"]), "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert not find(render(sets=["metrics.enabled=false"]), "Service")
+    assert not find(render(sets=["metrics.enabled=false"]), "Service", f"{FULLNAME}-metrics")
 
 
 # ---- RBAC --------------------------------------------------------------------------------------------------------
 def test_watching_every_namespace_grants_one_cluster_role_with_exactly_the_operators_verbs():
     manifests = render()
-    assert not find(manifests, "Role") and not find(manifests, "RoleBinding")
+    assert [r["metadata"]["name"] for r in find(manifests, "Role")] == [f"{FULLNAME}-runners"]
     role = one(manifests, "ClusterRole", FULLNAME)
     assert rules_of(role) == OPERATOR_RULES
     binding = one(manifests, "ClusterRoleBinding", FULLNAME)
@@ -215,9 +328,28 @@ def test_watching_a_list_of_namespaces_grants_a_role_in_each_and_nothing_cluster
         assert rules_of(one(manifests, "Role", FULLNAME, ns)) == OPERATOR_RULES
         binding = one(manifests, "RoleBinding", FULLNAME, ns)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": RELEASE_NAMESPACE}]
-        one(manifests, "ServiceAccount", "img2img-runner", ns)
-        one(manifests, "ConfigMap", f"{FULLNAME}-catalog", ns)
+    # nothing else of ours in the job namespaces: runners, their account and the catalog stay in the release's
+    assert {m["metadata"].get("namespace") for m in manifests} - {None} == {"team-a", "team-b", RELEASE_NAMESPACE}
+    assert {m["kind"] for m in manifests if m["metadata"].get("namespace") in ("team-a", "team-b")} == {
+        "Role", "RoleBinding"}
     assert parse_config(operator_config(manifests)).namespaces == ["team-a", "team-b"]
+
+
+@pytest.mark.parametrize("sets", [[], ["watch.namespaces={team-a}"], ["watch.namespaces={img2img-system}"]],
+                         ids=["every namespace", "a list", "the release namespace"])
+def test_runner_rights_are_a_role_in_the_release_namespace_only(sets):
+    manifests = render(sets=sets)
+    role = one(manifests, "Role", f"{FULLNAME}-runners")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert rules_of(role) == RUNNER_NAMESPACE_RULES
+    binding = one(manifests, "RoleBinding", f"{FULLNAME}-runners", RELEASE_NAMESPACE)
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-runners"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": RELEASE_NAMESPACE}]
+    for role in find(manifests, "Role") + find(manifests, "ClusterRole"):
+        granted = rules_of(role)
+        assert ("", "pods") not in granted or role["metadata"]["name"] == f"{FULLNAME}-runners"
+    assert rules_of(one(render(sets=["runners.tokenSecret=my-key"]), "Role", f"{FULLNAME}-runners"))[
+        ("", "secrets", "my-key")] == {"get"}
 
 
 def test_peering_adds_only_the_peering_objects_rights():
@@ -341,6 +473,14 @@ BAD_VALUES = {
     "namespace not a DNS label": ("watch: {namespaces: [Team_A]}", ["/watch/namespaces/0", "does not match pattern"]),
     "quantity that is no quantity": ("gpuClasses: {a100: {resources: {memory: lots}}}",
                                      ["/gpuClasses/a100/resources/memory", "does not match pattern"]),
+    "pool without a class": ("pools: [{name: sdxl}]", ["/pools/0", "missing property 'gpuClass'"]),
+    "pool name not a DNS label": ("pools: [{name: SDXL, gpuClass: default}]", ["/pools/0/name", "does not match"]),
+    "pool ceiling of zero": ("pools: [{name: sdxl, gpuClass: default, maxRunners: 0}]",
+                             ["/pools/0/maxRunners", "minimum"]),
+    "typo in a pool": ("pools: [{name: sdxl, gpuClass: default, minready: 1}]",
+                       ["additional properties 'minready' not allowed"]),
+    "heartbeat of zero": ("runners: {heartbeatSeconds: 0}", ["/runners/heartbeatSeconds"]),
+    "take wait over a minute": ("runners: {takeWaitSeconds: 90}", ["/runners/takeWaitSeconds", "maximum"]),
     "gateway output mode unknown": ("gateway: {endpoints: {sdxl: {namespace: team-a, output: png}}}",
                                     ["/gateway/endpoints/sdxl/output", "base64"]),
     "gateway endpoint without namespace": ("gateway: {endpoints: {sdxl: {output: s3}}}",
@@ -356,9 +496,15 @@ TEMPLATE_REFUSALS = {
     "two model cache sources": (
         "runner: {modelCache: {persistentVolumeClaim: models, hostPath: /data/models}}",
         "runner.modelCache: set persistentVolumeClaim or hostPath, not both"),
-    "job namespace not watched": (
-        "watch: {namespaces: [team-a]}\njobNamespaces: [team-b]", 'jobNamespaces: "team-b" is not watched'),
     "no catalog": ("catalog: {create: false}", "catalog.configMapName: needed with catalog.create: false"),
+    "pool of an unknown class": (
+        "pools: [{name: sdxl, gpuClass: h100}]", 'pools[0].gpuClass: "h100" is not one of gpuClasses (default)'),
+    "pool floor above its ceiling": (
+        "pools: [{name: sdxl, gpuClass: default, minReady: 5, maxRunners: 2}]",
+        "pools[0].minReady: 5 is above maxRunners (2)"),
+    "two pools of one name": (
+        "pools: [{name: sdxl, gpuClass: default}, {name: sdxl, gpuClass: default}]",
+        'pools[1].name: "sdxl" is used by another pool'),
     "gateway without endpoints": ("gateway: {enabled: true}", "gateway.endpoints: at least one endpoint"),
 }
 

@@ -1,9 +1,11 @@
-"""The dispatcher against a simulated cluster: admission, retries, and the operator dying at any API call.
+"""The dispatcher and the runner endpoint against a simulated cluster: pools, admission, leases, retries, and the
+operator dying at any API call.
 
-The simulation keeps the API's semantics that matter here: resourceVersions and the status patch precondition,
-409 on creating an existing pod, watch events delivered in order but late, a kubelet that runs pods. An operator
-"process" is a cache + a dispatcher + a client; killing it drops all three (and whatever it was doing), and a new
-one starts from a full list, as after a restart.
+The simulation keeps the semantics that matter here: resourceVersions and the status patch precondition, watch
+events delivered in order but late, a kubelet that starts runner pods, and runners (separate processes: they
+outlive an operator) that take work, heartbeat, stop when told, upload through the URLs they were given and report.
+An operator "process" is a cache + dispatcher + runner endpoint + client; killing it drops all of them (and whatever
+they were doing), and a new one starts from full lists, as after a restart.
 """
 
 from __future__ import annotations
@@ -12,19 +14,27 @@ import asyncio
 import copy
 import json
 import random
-from typing import Any
+from collections import Counter
+from typing import Any, Callable
 
 import pytest
+from img2img.api.protocol import Done, Heartbeat, TakeRequest
+from img2img.api.times import format_time_ms
 from img2img_operator.cache import Cache
 from img2img_operator.dispatcher import Dispatcher
 from img2img_operator.kube import Conflict, Gone
+from img2img_operator.leases import LeaseTable
 from img2img_operator.metrics import Metrics
-from img2img_operator.placement import PodPlacement
-from img2img.api.times import format_time_ms
+from img2img_operator.runner_api import RunnerApi
+from img2img_operator.runners import Registry
 
 from operator_samples import T0, config, job_body
 
 SEC = 1000
+NS = "team-a"
+RUNNER_NS = "img2img-system"
+HELD = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid",
+        "control_v11p_sd15_canny"]  # what a runner of the seed's models serves (Catalog.servable)
 
 
 class Crash(BaseException):
@@ -37,15 +47,16 @@ class Cluster:
     def __init__(self, seed: int = 0):
         self.rv = 100
         self.jobs: dict[tuple[str, str], dict] = {}
-        self.pods: dict[tuple[str, str], dict] = {}
+        self.pods: dict[str, dict] = {}  # runner pods by name
+        self.pools: dict[str, dict] = {}
         self.s3: dict[str, bytes] = {}
-        self.events: list[tuple[str, str | None, dict]] = []  # (kind, type, body): the watch stream
-        self.created: dict[str, list[str]] = {}  # job uid → pod names created (successful creates only)
+        self.events: list[tuple[str, str | None, dict]] = []  # (kind, type, body): the watch streams
         self.posted: list[tuple[str, str]] = []
-        self.writes: dict[str, int] = {}
+        self.writes: Counter = Counter()
         self.now = T0
         self.rng = random.Random(seed)
         self.uids = 0
+        self.crashing: set[str] = set()  # pools whose runners exit before they take
 
     def _bump(self, body: dict) -> dict:
         self.rv += 1
@@ -55,66 +66,62 @@ class Cluster:
     def _emit(self, kind: str, type_: str, body: dict) -> None:
         self.events.append((kind, type_, copy.deepcopy(body)))
 
-    def _count(self, what: str) -> None:
-        self.writes[what] = self.writes.get(what, 0) + 1
+    def ts(self) -> str:
+        return format_time_ms(self.now - self.now % 1000).replace(".000Z", "Z")
 
     # ---- users ------------------------------------------------------------------------------------------------
     def submit(self, name: str, **controls: Any) -> str:
         self.uids += 1
         uid = f"uid-{name}-{self.uids}"
         body = job_body(None, name=name, uid=uid, **controls)
-        body["metadata"]["creationTimestamp"] = format_time_ms(self.now - self.now % 1000).replace(".000Z", "Z")
-        self.jobs[("team-a", name)] = self._bump(body)
+        body["metadata"]["creationTimestamp"] = self.ts()
+        self.jobs[(NS, name)] = self._bump(body)
         self._emit("job", "ADDED", body)
         return uid
 
+    def edit(self, name: str, **spec: Any) -> None:
+        job = self.jobs[(NS, name)]
+        job["spec"].update(spec)
+        job["metadata"]["generation"] += 1
+        self._emit("job", "MODIFIED", self._bump(job))
+
     def delete_job(self, name: str) -> None:
-        body = self.jobs.pop(("team-a", name))
+        body = self.jobs.pop((NS, name))
         self._emit("job", "DELETED", self._bump(body))
 
     def job(self, name: str) -> dict:
-        return self.jobs[("team-a", name)]
+        return self.jobs[(NS, name)]
+
+    def status(self, name: str) -> dict:
+        return self.job(name).get("status") or {}
+
+    def add_pool(self, name: str, **spec: Any) -> None:
+        body = {"apiVersion": "img2img.dev/v1alpha1", "kind": "RunnerPool",
+                "metadata": {"name": name, "namespace": RUNNER_NS, "uid": f"pool-{name}", "generation": 1},
+                "spec": {"gpuClass": "l4", **spec}}
+        self.pools[name] = self._bump(body)
+        self._emit("pool", "ADDED", body)
+
+    def force_delete_pod(self, name: str) -> None:
+        pod = self.pods.pop(name)
+        self._emit("pod", "DELETED", self._bump(pod))
 
     # ---- the kubelet ------------------------------------------------------------------------------------------
-    def kubelet(self, outcome=lambda pod: 0) -> None:
-        """Advance every pod one step: Pending → Running → finished (exit code from ``outcome``)."""
-        for key, pod in list(self.pods.items()):
-            status = pod["status"]
+    def kubelet(self) -> None:
+        """Deleting pods go; Pending pods run (or, in a crashing pool, fail before they take)."""
+        for name, pod in list(self.pods.items()):
             if pod["metadata"].get("deletionTimestamp"):
-                del self.pods[key]
-                self._emit("pod", "DELETED", self._bump(pod))
-                continue
-            if status["phase"] == "Pending":
-                status.update(phase="Running", startTime=self._ts(), containerStatuses=[
-                    {"name": "runner", "state": {"running": {"startedAt": self._ts()}}}])
-            elif status["phase"] == "Running":
-                code = outcome(pod)
-                env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-                message = None
-                if code == 0:
-                    result = env["IMG2IMG_OUTPUT"] + "result.json"
-                    self.s3[result] = json.dumps({"images": [env["IMG2IMG_OUTPUT"] + "images/0.png"],
-                                                  "info": "{}", "parameters": {}}).encode()
-                    message = json.dumps({"result": result, "startedAt": self.now - 900,
-                                          "modelsLoadedAt": self.now - 600, "finishedAt": self.now - 100,
-                                          "modelLoadTime": 300, "error": None})
-                if code == "evict":
-                    status.update(phase="Failed", reason="Evicted", conditions=[
-                        {"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}])
-                else:
-                    status.update(phase="Succeeded" if code == 0 else "Failed", containerStatuses=[
-                        {"name": "runner", "state": {"terminated": {
-                            "exitCode": code, "startedAt": self._ts(), "finishedAt": self._ts(),
-                            **({"message": message} if message else {})}}}])
-            else:
-                continue
-            self._emit("pod", "MODIFIED", self._bump(pod))
+                self.force_delete_pod(name)
+            elif pod["status"]["phase"] == "Pending":
+                crash = pod["metadata"]["labels"]["img2img.dev/pool"] in self.crashing
+                pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": "runner", "state": {"terminated": {
+                    "exitCode": 3, "reason": "Error", "message": "IMG2IMG_POOL_MODELS: unknown model 'x'"}}}]} \
+                    if crash else {"phase": "Running"}
+                self._emit("pod", "MODIFIED", self._bump(pod))
 
-    def _ts(self) -> str:
-        return format_time_ms(self.now - self.now % 1000).replace(".000Z", "Z")
-
-    def running(self) -> int:
-        return sum(1 for p in self.pods.values() if p["status"]["phase"] in ("Pending", "Running"))
+    def running_pods(self) -> list[str]:
+        return [n for n, p in self.pods.items() if p["status"]["phase"] == "Running"
+                and not p["metadata"].get("deletionTimestamp")]
 
 
 class FakeKube:
@@ -136,32 +143,42 @@ class FakeKube:
 
     async def create_pod(self, manifest):
         self._call()
-        key = (manifest["metadata"]["namespace"], manifest["metadata"]["name"])
-        if key in self.c.pods:
-            return copy.deepcopy(self.c.pods[key]), False
+        name = manifest["metadata"]["name"]
+        if name in self.c.pods:
+            return copy.deepcopy(self.c.pods[name]), False
         pod = copy.deepcopy(manifest)
-        pod["metadata"]["uid"] = f"pod-{manifest['metadata']['name']}-{self.c.rv}"
-        pod["metadata"]["creationTimestamp"] = self.c._ts()
+        pod["metadata"].update(uid=f"pod-{name}", creationTimestamp=self.c.ts())
         pod["status"] = {"phase": "Pending"}
-        self.c.pods[key] = self.c._bump(pod)
-        job_uid = pod["metadata"]["ownerReferences"][0]["uid"]
-        self.c.created.setdefault(job_uid, []).append(key[1])
-        self.c._count("pod_create")
+        self.c.pods[name] = self.c._bump(pod)
+        self.c.writes["pod_create"] += 1
         self.c._emit("pod", "ADDED", pod)
         return copy.deepcopy(pod), True
 
     async def delete_pod(self, namespace, name, uid, grace):
         self._call()
-        pod = self.c.pods.get((namespace, name))
+        pod = self.c.pods.get(name)
         if pod is None or (uid and pod["metadata"]["uid"] != uid):
             return None
-        pod["metadata"]["deletionTimestamp"] = self.c._ts()
-        self.c._count("pod_delete")
+        pod["metadata"]["deletionTimestamp"] = self.c.ts()
+        self.c.writes["pod_delete"] += 1
         self.c._emit("pod", "MODIFIED", self.c._bump(pod))
         return copy.deepcopy(pod)
 
-    async def list_pods(self, namespaces):
+    async def list_pods(self, namespace):
         return [copy.deepcopy(p) for p in self.c.pods.values()], self.c.rv
+
+    async def list_pools(self, namespace):
+        return [copy.deepcopy(p) for p in self.c.pools.values()], self.c.rv
+
+    async def patch_pool_status(self, namespace, name, status):
+        self._call()
+        pool = self.c.pools.get(name)
+        if pool is None:
+            raise Gone(name)
+        pool["status"] = copy.deepcopy(dict(status))
+        self.c.writes["pool_status"] += 1
+        self.c._emit("pool", "MODIFIED", self.c._bump(pool))
+        return copy.deepcopy(pool)
 
     async def list_jobs(self, namespaces, keep=None):
         return [(keep or (lambda j: j))(copy.deepcopy(j)) for j in self.c.jobs.values()], self.c.rv
@@ -183,24 +200,26 @@ class FakeKube:
                 stored.pop(key, None)
             else:
                 stored[key] = copy.deepcopy(value)
-        self.c._count("status")
+        self.c.writes["status"] += 1
         self.c._emit("job", "MODIFIED", self.c._bump(job))
         return copy.deepcopy(job)
 
     async def delete_job(self, namespace, name, uid):
         self._call()
-        self.c._count("job_delete")
+        self.c.writes["job_delete"] += 1
         if (namespace, name) in self.c.jobs:
             self.c.delete_job(name)
         return True
 
     async def post_event(self, job, type_, reason, message):
         self._call()
-        self.c._count("event")
+        self.c.writes["event"] += 1
         self.c.posted.append((job["metadata"]["name"], reason))
 
 
 class FakeStaging:
+    """S3 through the operator's credentials; presigned URLs name the object they grant."""
+
     def __init__(self, cluster: Cluster, kube: FakeKube):
         self.c, self.kube = cluster, kube
 
@@ -213,29 +232,42 @@ class FakeStaging:
             raise Crash()
         return self.c.s3.get(uri)
 
+    def presign_get(self, uri, seconds):
+        return f"https://s3.test/get/{uri}"
+
+    def presign_put(self, uri, content_type, seconds):
+        return f"https://s3.test/put/{uri}"
+
 
 class Process:
-    """One life of the operator: its own cache, dispatcher and client."""
+    """One life of the operator."""
 
     def __init__(self, cluster: Cluster, cfg, crash_at: int | None = None, lag: int = 0):
         self.c = cluster
         self.kube = FakeKube(cluster, crash_at)
-        self.cache = Cache(clock=lambda: cluster.now / 1000)
+        clock = lambda: cluster.now / 1000  # noqa: E731
+        self.cache = Cache(clock=clock)
         staging = FakeStaging(cluster, self.kube)
-        placement = PodPlacement(cfg, self.kube, staging, self.cache)
-        self.dispatcher = Dispatcher(cfg, self.cache, self.kube, placement, staging, Metrics(),
-                                     clock=lambda: cluster.now / 1000)
+        leases, registry = LeaseTable(), Registry()
+        self.metrics = Metrics()
+        self.dispatcher = Dispatcher(cfg, self.cache, self.kube, staging, self.metrics, leases, registry,
+                                     b"key", clock=clock, rng=random.Random(cluster.rng.random()))
+        self.api = RunnerApi(cfg, self.cache, self.dispatcher, leases, registry, self.kube, staging, self.metrics,
+                             b"key", clock=clock, rng=random.Random(cluster.rng.random()))
         self.cursor = len(cluster.events)  # a new watch starts now (after its list)
         self.lag = lag
 
     async def start(self) -> None:
         await self.dispatcher.resync()
+        self.dispatcher.adopt_until = self.c.now + int(self.dispatcher.config.runners.lease_seconds * 1000)
+        self.dispatcher.synced = True
 
     def deliver(self) -> None:
-        """kopf's watch: events in order, the last ``lag`` of them not yet."""
+        """The watches: events in order, the last ``lag`` of them not yet."""
         upto = max(self.cursor, len(self.c.events) - self.lag)
+        feed = {"job": self.cache.job_event, "pod": self.cache.pod_event, "pool": self.cache.pool_event}
         for kind, type_, body in self.c.events[self.cursor:upto]:
-            (self.cache.job_event if kind == "job" else self.cache.pod_event)(type_, body)
+            feed[kind](type_, body)
         self.cursor = upto
 
     async def step(self) -> None:
@@ -243,14 +275,96 @@ class Process:
         await self.dispatcher.pass_once()
 
 
-async def drive(cluster: Cluster, cfg, steps: int = 60, crash_every: tuple[int, int] | None = None,
-                outcome=lambda pod: 0, max_running: int | None = None, lag: int = 0) -> int:
-    """Run passes and kubelet steps; with ``crash_every``, kill the operator after a random number of writes."""
+class Runner:
+    """A runner process: asks for work, works ``steps`` steps (one a tick, a heartbeat each), uploads, reports.
+    ``outcome(job name, attempt)``: None = success, else an error code."""
+
+    def __init__(self, cluster: Cluster, name: str, steps: int = 2,
+                 outcome: Callable[[str, int], str | None] = lambda name, attempt: None):
+        self.c, self.name, self.steps, self.outcome = cluster, name, steps, outcome
+        self.assignment = None
+        self.step = 0
+        self.stopped: str | None = None
+        self.report: dict | None = None  # an outcome not accepted yet
+        self.served: list[tuple[str, int]] = []  # (job, attempt) it worked on
+        self.refused: list[str] = []  # leases whose done was refused
+
+    async def tick(self, api: RunnerApi) -> None:
+        if self.report is not None:
+            await self._report(api)
+        elif self.assignment is None:
+            self.assignment = await api.serve_take(TakeRequest(runner=self.name, models=HELD, waitSeconds=0.001))
+            if self.assignment is not None:
+                self.step, self.stopped = 0, None
+                self.served.append((self.assignment.job.name, self.assignment.job.attempt))
+        else:
+            a = self.assignment
+            reply = api.serve_heartbeat(Heartbeat(runner=self.name, lease=a.lease, step=self.step, steps=self.steps))
+            if reply.stop == "lost":
+                self.assignment = None
+            elif reply.stop is not None:
+                code = {"cancelled": "CANCELLED", "deadline": "TIMED_OUT"}[reply.stop]
+                self.report = {"error": {"code": code, "message": f"stopped at step {self.step}"}}
+                await self._report(api)
+            elif self.step < self.steps:
+                self.step += 1
+            else:
+                code = self.outcome(a.job.name, a.job.attempt)
+                if code is None:
+                    uris = a.outputs.imageUris[:1]
+                    for url, uri in zip(a.outputs.imageUrls, uris):
+                        assert url == f"https://s3.test/put/{uri}"
+                        self.c.s3[uri] = b"png"
+                    assert a.outputs.resultUrl == f"https://s3.test/put/{a.outputs.resultUri}"
+                    self.c.s3[a.outputs.resultUri] = json.dumps({"images": uris, "info": "{}",
+                                                                 "parameters": {}}).encode()
+                    self.report = {"result": a.outputs.resultUri, "startedAt": self.c.now - 900,
+                                   "finishedAt": self.c.now, "modelLoadTime": 0, "error": None}
+                else:
+                    self.report = {"error": {"code": code, "message": f"{code} happened"}}
+                await self._report(api)
+
+    async def _report(self, api: RunnerApi) -> None:
+        a = self.assignment
+        reply = await api.serve_done(Done(runner=self.name, lease=a.lease, outcome=self.report))
+        if reply is None:
+            return  # not recorded yet: report again next tick
+        if not reply.accepted:
+            self.refused.append(a.lease)
+        self.assignment, self.report = None, None
+
+
+class Fleet:
+    """The runner processes of the cluster's running pods."""
+
+    def __init__(self, cluster: Cluster, **behaviour: Any):
+        self.c = cluster
+        self.behaviour = behaviour
+        self.runners: dict[str, Runner] = {}
+
+    async def tick(self, api: RunnerApi) -> None:
+        for name in self.c.running_pods():
+            runner = self.runners.setdefault(name, Runner(self.c, name, **self.behaviour))
+            await runner.tick(api)
+
+    def served(self) -> Counter:
+        return Counter(s for r in self.runners.values() for s in r.served)
+
+
+CFG = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 2}},
+             retryBackoff={"initialSeconds": 1, "maxSeconds": 2},
+             runners={"namespace": RUNNER_NS, "leaseSeconds": 4, "heartbeatSeconds": 1, "takeWaitSeconds": 1,
+                      "implicitPool": {"idleSeconds": 5}})
+
+
+async def drive(cluster: Cluster, cfg, fleet: Fleet, steps: int = 60, crash_every: tuple[int, int] | None = None,
+                max_busy: int | None = None, lag: int = 0, until: Callable[[], bool] | None = None) -> int:
+    """Operator passes, kubelet and runner ticks; with ``crash_every``, kill the operator after a random number of
+    writes. Returns the number of restarts."""
     rng = cluster.rng
 
     def new_process() -> Process:
-        crash_at = rng.randint(*crash_every) if crash_every else None
-        return Process(cluster, cfg, crash_at, lag=lag)
+        return Process(cluster, cfg, rng.randint(*crash_every) if crash_every else None, lag=lag)
 
     proc = new_process()
     await proc.start()
@@ -259,6 +373,8 @@ async def drive(cluster: Cluster, cfg, steps: int = 60, crash_every: tuple[int, 
         cluster.now += 500
         try:
             await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
             await proc.step()
         except Crash:
             await asyncio.sleep(0)  # let the dead process's other tasks hit the wall
@@ -266,140 +382,293 @@ async def drive(cluster: Cluster, cfg, steps: int = 60, crash_every: tuple[int, 
             proc = new_process()
             await proc.start()
             continue
-        if max_running is not None:
-            assert cluster.running() <= max_running
-        cluster.kubelet(outcome)
+        if max_busy is not None:
+            busy = [r for r in fleet.runners.values() if r.assignment is not None]
+            assert len(busy) <= max_busy
+        if until is not None and until():
+            break
     return restarts
-
-
-CFG = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 2}},
-             retryBackoff={"initialSeconds": 1, "maxSeconds": 2})
 
 
 def states(cluster: Cluster) -> dict[str, str]:
     return {name: job.get("status", {}).get("status") for (_, name), job in cluster.jobs.items()}
 
 
-def test_a_batch_runs_each_job_once_with_at_most_two_at_a_time():
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ---- jobs through runners -----------------------------------------------------------------------------------------
+def test_a_batch_runs_each_job_once_with_at_most_two_at_a_time_by_priority():
     cluster = Cluster()
     for i, p in enumerate([0, 5, 0, 5, 1, 0]):
         cluster.now += 10
         cluster.submit(f"j{i}", priority=p)
-    asyncio.run(drive(cluster, CFG, steps=40, max_running=2))
+    fleet = Fleet(cluster)
+    run(drive(cluster, CFG, fleet, steps=80, max_busy=2))
     assert set(states(cluster).values()) == {"COMPLETED"}
-    assert all(names == [f"{n}-1"] for n, names in
-               ((j["metadata"]["name"], cluster.created[j["metadata"]["uid"]]) for j in cluster.jobs.values()))
+    assert fleet.served() == Counter({(f"j{i}", 1): 1 for i in range(6)})
     starts = sorted(cluster.jobs.values(), key=lambda j: j["status"]["startedAt"])
-    first_two = {j["metadata"]["name"] for j in starts[:2]}
-    assert first_two == {"j1", "j3"}
+    assert {j["metadata"]["name"] for j in starts[:2]} == {"j1", "j3"}
+    assert len(cluster.pods) <= 2  # the implicit pool's ceiling: the class's maxConcurrent
     for job in cluster.jobs.values():
         s = job["status"]
         assert isinstance(s["delayTime"], int) and isinstance(s["executionTime"], int) and s["attempts"] == 1
+        assert s["runnerPod"] in fleet.runners and s["modelLoadTime"] == 0
+        assert s["result"].endswith("/attempt-1/result.json") and "progress" not in s
 
 
-def test_happy_path_costs_five_api_writes_per_job():
+def test_happy_path_costs_three_status_writes_and_an_event_per_job_on_a_warm_runner():
     cluster = Cluster()
+    cluster.add_pool("warm", models=["sd_xl_base_1.0"], minReady=1)
+    fleet = Fleet(cluster, steps=0)
+    run(drive(cluster, CFG, fleet, steps=6))  # the warm runner is up
+    assert len(fleet.runners) == 1
+    before = Counter(cluster.writes)
     cluster.submit("only")
-    asyncio.run(drive(cluster, CFG, steps=10))
+    run(drive(cluster, CFG, fleet, steps=8))
     assert states(cluster) == {"only": "COMPLETED"}
-    assert cluster.writes == {"status": 3, "pod_create": 1, "event": 1}
+    writes = cluster.writes - before
+    assert writes["status"] == 3 and writes["event"] == 1 and writes["pod_create"] == 0 and writes["pod_delete"] == 0
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_operator_killed_at_random_points_every_job_ends_right_and_runs_once(seed):
+@pytest.mark.parametrize("seed", range(10))
+def test_operator_killed_at_random_points_every_job_ends_right_and_no_attempt_runs_twice(seed):
     cluster = Cluster(seed)
     for i in range(6):
         cluster.now += 10
-        cluster.submit(f"j{i}", priority=seed % 3 - i % 2)
-    restarts = asyncio.run(drive(cluster, CFG, steps=120, crash_every=(1, 6), max_running=2,
-                                 lag=seed % 3))
+        cluster.submit(f"j{i}", priority=seed % 3 - i % 2, retries=5)
+    fleet = Fleet(cluster)
+    restarts = run(drive(cluster, CFG, fleet, steps=300, crash_every=(1, 8), max_busy=2, lag=seed % 3,
+                         until=lambda: set(states(cluster).values()) == {"COMPLETED"}))
     assert restarts > 3
     assert set(states(cluster).values()) == {"COMPLETED"}, states(cluster)
+    served = fleet.served()
+    assert max(served.values()) == 1, "an attempt was handed out twice"
     for job in cluster.jobs.values():
-        uid, name = job["metadata"]["uid"], job["metadata"]["name"]
-        assert cluster.created[uid] == [f"{name}-1"], "ran more than once"
-        assert job["status"]["attempts"] == 1 and job["status"]["runnerPod"] == f"{name}-1"
+        name, s = job["metadata"]["name"], job["status"]
+        assert (name, s["attempts"]) in served and s["result"].endswith(f"/attempt-{s['attempts']}/result.json")
+        # an attempt before the last one can only have been lost: its runner never heard of it (the operator died
+        # between recording the assignment and answering), or heard nothing for leaseSeconds
+        assert s["attempts"] == 1 or s["lastFailure"]["reason"] == "RunnerLost"
 
 
-def test_evicted_pod_is_retried_and_the_job_completes_with_two_attempts():
+def test_a_runner_deleted_mid_job_costs_one_retry_and_the_job_completes_once():
     cluster = Cluster()
-    uid = cluster.submit("evicted")
-    evictions = {"n": 0}
+    fleet = Fleet(cluster, steps=10)
 
-    def outcome(pod):
-        if pod["metadata"]["name"] == "evicted-1" and not evictions["n"]:
-            evictions["n"] += 1
-            return "evict"
-        return 0
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        uid = cluster.submit("lost")
+        for _ in range(6):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        assert cluster.status("lost")["status"] == "IN_PROGRESS"
+        first = cluster.status("lost")["runnerPod"]
+        cluster.force_delete_pod(first)  # kubectl delete pod --force --grace-period=0
+        for _ in range(30):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        return uid, first
 
-    asyncio.run(drive(cluster, CFG, steps=20, outcome=outcome))
-    status = cluster.job("evicted")["status"]
-    assert status["status"] == "COMPLETED" and status["attempts"] == 2 and status["runnerPod"] == "evicted-2"
-    assert status["lastFailure"]["reason"] == "Evicted"
-    assert cluster.created[uid] == ["evicted-1", "evicted-2"]
-    assert ("evicted", "Retrying") in cluster.posted
+    uid, first = run(scenario())
+    s = cluster.status("lost")
+    assert s["status"] == "COMPLETED" and s["attempts"] == 2 and s["runnerPod"] != first
+    assert s["lastFailure"]["reason"] == "RunnerLost" and first in s["lastFailure"]["message"]
+    assert ("lost", "Retrying") in cluster.posted and cluster.posted.count(("lost", "Completed")) == 1
+
+
+def test_a_late_done_of_a_lost_lease_is_refused_and_changes_nothing():
+    cluster = Cluster()
+    fleet = Fleet(cluster, steps=10)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        cluster.submit("late")
+        for _ in range(5):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        zombie = fleet.runners[cluster.status("late")["runnerPod"]]
+        lease = zombie.assignment.lease
+        # the zombie goes silent past leaseSeconds: its attempt is lost and retried elsewhere
+        del fleet.runners[zombie.name]
+        cluster.pods[zombie.name]["status"]["phase"] = "Unknown"  # not running as far as the fleet goes
+        for _ in range(40):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        s = dict(cluster.status("late"))
+        assert s["status"] == "COMPLETED" and s["attempts"] == 2
+        writes = Counter(cluster.writes)
+        beat = proc.api.serve_heartbeat(Heartbeat(runner=zombie.name, lease=lease, step=3, steps=3))
+        reply = await proc.api.serve_done(Done(runner=zombie.name, lease=lease, outcome={
+            "result": "s3://img2img/jobs/team-a/late/x/attempt-1/result.json", "error": None}))
+        return s, beat, reply, writes
+
+    s, beat, reply, writes = run(scenario())
+    assert beat.stop == "lost"
+    assert reply is not None and not reply.accepted
+    assert cluster.status("late") == s and cluster.writes == writes
 
 
 def test_transient_failures_end_failed_after_the_retry_limit():
     cluster = Cluster()
-    uid = cluster.submit("flaky", retries=2)
-    asyncio.run(drive(cluster, CFG, steps=40, outcome=lambda pod: 5))
-    status = cluster.job("flaky")["status"]
-    assert status["status"] == "FAILED" and status["attempts"] == 3
-    assert status["error"].startswith("StorageError") and status["error"].endswith("(after 3 attempts)")
-    assert cluster.created[uid] == ["flaky-1", "flaky-2", "flaky-3"]
+    fleet = Fleet(cluster, outcome=lambda name, attempt: "STORAGE")
+    cluster.submit("flaky", retries=2)
+    run(drive(cluster, CFG, fleet, steps=60))
+    s = cluster.status("flaky")
+    assert s["status"] == "FAILED" and s["attempts"] == 3
+    assert s["error"].startswith("StorageError") and s["error"].endswith("(after 3 attempts)")
+    assert fleet.served() == Counter({("flaky", 1): 1, ("flaky", 2): 1, ("flaky", 3): 1})
 
 
-def test_permanent_failure_is_not_retried():
+def test_a_permanent_failure_is_not_retried_and_the_runner_serves_the_next_job():
     cluster = Cluster()
-    uid = cluster.submit("bad")
-    asyncio.run(drive(cluster, CFG, steps=10, outcome=lambda pod: 3))
-    assert cluster.job("bad")["status"]["status"] == "FAILED"
-    assert cluster.created[uid] == ["bad-1"]
+    fleet = Fleet(cluster, outcome=lambda name, attempt: "MODEL" if name == "bad" else None)
+    cluster.submit("bad")
+    cluster.now += 10
+    cluster.submit("good")
+    run(drive(cluster, config(**{**CFG.model_dump(by_alias=True), "gpuClasses": {"l4": {"maxConcurrent": 1}}}),
+              fleet, steps=30))
+    assert states(cluster) == {"bad": "FAILED", "good": "COMPLETED"}
+    assert cluster.status("bad")["lastFailure"]["exitCode"] == 3
+    assert len(fleet.runners) == 1 and fleet.served() == Counter({("bad", 1): 1, ("good", 1): 1})
 
 
-def test_cancel_removes_the_running_pod():
+def test_cancel_mid_run_stops_the_runner_at_its_next_heartbeat_and_it_serves_the_next_job():
     cluster = Cluster()
-    cluster.submit("c")
+    fleet = Fleet(cluster, steps=20)
 
     async def scenario():
         proc = Process(cluster, CFG)
         await proc.start()
+        cluster.submit("c")
+        for _ in range(6):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        assert cluster.status("c")["status"] == "IN_PROGRESS"
+        runner = fleet.runners[cluster.status("c")["runnerPod"]]
+        cluster.edit("c", cancel=True)
         await proc.step()
-        cluster.kubelet()
-        await proc.step()
-        assert cluster.pods[("team-a", "c-1")]["status"]["phase"] == "Running"
-        assert cluster.job("c")["status"]["status"] == "IN_PROGRESS"
-        job = cluster.job("c")
-        job["spec"]["cancel"] = True
-        job["metadata"]["generation"] = 2
-        cluster._emit("job", "MODIFIED", cluster._bump(job))
-        await proc.step()
-        assert cluster.pods[("team-a", "c-1")]["metadata"].get("deletionTimestamp")
-        cluster.kubelet()
-        await proc.step()
+        assert cluster.status("c")["status"] == "CANCELLED"  # at once, before the runner hears of it
+        await fleet.tick(proc.api)  # its heartbeat: stop
+        assert runner.assignment is None and runner.step < 20
+        cluster.submit("next")
+        for _ in range(30):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        return runner
 
-    asyncio.run(scenario())
-    status = cluster.job("c")["status"]
-    assert status["status"] == "CANCELLED" and status["observedGeneration"] == 2
-    assert ("team-a", "c-1") not in cluster.pods
+    runner = run(scenario())
+    s = cluster.status("c")
+    assert s["status"] == "CANCELLED" and s["observedGeneration"] == 2 and "progress" not in s
+    assert cluster.status("next")["status"] == "COMPLETED" and cluster.status("next")["runnerPod"] == runner.name
 
 
-def test_deleting_a_job_stops_its_pod():
+def test_the_deadline_counts_from_the_assignment_and_stops_the_runner():
     cluster = Cluster()
-    cluster.submit("gone")
+    fleet = Fleet(cluster, steps=100)
+    cluster.submit("slow", timeoutSeconds=3)
+    run(drive(cluster, CFG, fleet, steps=20))
+    s = cluster.status("slow")
+    assert s["status"] == "TIMED_OUT" and s["lastFailure"]["reason"] == "DeadlineExceeded"
+    assert all(r.assignment is None for r in fleet.runners.values())  # told to stop, reported, free
+
+
+def test_deleting_a_job_stops_its_runner():
+    cluster = Cluster()
+    fleet = Fleet(cluster, steps=50)
 
     async def scenario():
         proc = Process(cluster, CFG)
         await proc.start()
-        await proc.step()
-        cluster.kubelet()
-        assert cluster.pods[("team-a", "gone-1")]["status"]["phase"] == "Running"
+        cluster.submit("gone")
+        for _ in range(6):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        runner = fleet.runners[cluster.status("gone")["runnerPod"]]
         cluster.delete_job("gone")
-        await proc.step()
-        assert cluster.pods[("team-a", "gone-1")]["metadata"].get("deletionTimestamp")
+        for _ in range(3):
+            cluster.now += 500
+            await proc.step()
+            await fleet.tick(proc.api)
+        return runner, proc
 
-    asyncio.run(scenario())
+    runner, proc = run(scenario())
+    assert runner.assignment is None and list(proc.dispatcher.leases) == []
+
+
+def test_a_job_in_progress_is_adopted_by_its_runners_heartbeat_after_an_operator_restart():
+    cluster = Cluster()
+    fleet = Fleet(cluster, steps=8)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        cluster.submit("kept")
+        for _ in range(6):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        assert cluster.status("kept")["status"] == "IN_PROGRESS"
+        proc = Process(cluster, CFG)  # the operator restarts; the runner works on
+        await proc.start()
+        for _ in range(20):
+            cluster.now += 500
+            await proc.step()
+            await fleet.tick(proc.api)
+
+    run(scenario())
+    s = cluster.status("kept")
+    assert s["status"] == "COMPLETED" and s["attempts"] == 1 and fleet.served() == Counter({("kept", 1): 1})
+
+
+def test_a_job_in_progress_whose_runner_does_not_come_back_after_a_restart_is_lost_and_retried():
+    cluster = Cluster()
+    fleet = Fleet(cluster, steps=8)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        cluster.submit("orphan")
+        for _ in range(6):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        silent = cluster.status("orphan")["runnerPod"]
+        fleet.runners[silent].tick = lambda api: asyncio.sleep(0)  # hangs, never heartbeats again
+        proc = Process(cluster, CFG)
+        await proc.start()
+        for _ in range(7):  # 3.5 s: within leaseSeconds of the start
+            cluster.now += 500
+            await proc.step()
+        assert cluster.status("orphan")["status"] == "IN_PROGRESS"
+        for _ in range(4):
+            cluster.now += 500
+            await proc.step()
+        return silent
+
+    silent = run(scenario())
+    s = cluster.status("orphan")
+    assert s["status"] == "IN_QUEUE" and s["lastFailure"]["reason"] == "RunnerLost" and silent not in json.dumps(
+        {k: v for k, v in s.items() if k != "lastFailure"})
 
 
 def test_a_stale_decision_is_refused_and_taken_again():
@@ -414,11 +683,11 @@ def test_a_stale_decision_is_refused_and_taken_again():
         job["metadata"].setdefault("labels", {})["x"] = "y"
         cluster._bump(job)
         await proc.dispatcher.pass_once()
-        assert cluster.writes.get("status") is None and not cluster.created
+        assert cluster.writes["status"] == 0
         await proc.dispatcher.pass_once()  # the fresh job was read after the conflict
-        assert cluster.writes["status"] == 1 and cluster.created
+        assert cluster.writes["status"] == 1
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_an_action_that_fails_backs_off_that_job_only():
@@ -429,30 +698,31 @@ def test_an_action_that_fails_backs_off_that_job_only():
     async def scenario():
         proc = Process(cluster, CFG)
         await proc.start()
-        original = proc.kube.create_pod
+        staging = proc.dispatcher.staging
+        original = staging.stage_input
 
-        async def broken(manifest):
-            if manifest["metadata"]["name"] == "a-1":
-                raise RuntimeError("API unavailable")
-            return await original(manifest)
+        async def broken(uri, document):
+            if "/a/" in uri:
+                raise RuntimeError("S3 unavailable")
+            return await original(uri, document)
 
-        proc.kube.create_pod = broken
+        staging.stage_input = broken
         await proc.step()
-        assert [n for names in cluster.created.values() for n in names] == ["b-1"]
+        assert [u for u in cluster.s3 if u.endswith("input.json")] == [u for u in cluster.s3 if "/b/" in u]
         assert "uid-a-1" in proc.dispatcher._errors
         await proc.step()  # within the back-off: not tried again
-        proc.kube.create_pod = original
+        staging.stage_input = original
         cluster.now += 2_000
         await proc.step()
-        assert sorted(n for names in cluster.created.values() for n in names) == ["a-1", "b-1"]
+        assert sorted(u.split("/")[5] for u in cluster.s3 if u.endswith("input.json")) == ["a", "b"]
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_ttl_deletes_finished_jobs():
     cluster = Cluster()
     cluster.submit("t", ttlSecondsAfterFinished=5)
-    asyncio.run(drive(cluster, CFG, steps=40))
+    run(drive(cluster, CFG, Fleet(cluster), steps=40))
     assert "t" not in states(cluster) and cluster.writes["job_delete"] == 1
 
 
@@ -470,37 +740,17 @@ def test_an_output_bucket_that_does_not_exist_fails_the_job_instead_of_retrying_
         async def refuse(uri, document):
             raise NoSuchBucket("The specified bucket does not exist")
 
-        proc.dispatcher.placement.staging.stage_input = refuse
+        staging = proc.dispatcher.staging
+        staging.put = refuse
+        from img2img_operator.staging import Staging
+
+        staging.stage_input = lambda uri, doc: Staging.stage_input(staging, uri, doc)
         await proc.step()
 
-    asyncio.run(scenario())
-    status = cluster.job("nobucket")["status"]
-    assert status["status"] == "FAILED" and status["lastFailure"]["reason"] == "StagingFailed"
-    assert "s3://no-such-bucket/" in status["error"] and not cluster.created
-
-
-def test_a_pod_the_api_server_refuses_fails_the_job():
-    cluster = Cluster()
-    cluster.submit("refused")
-
-    class Invalid(Exception):
-        status = 422
-        body = json.dumps({"message": 'Pod "refused-1" is invalid: spec.containers[0].image: Required value'})
-
-    async def scenario():
-        proc = Process(cluster, CFG)
-        await proc.start()
-
-        async def refuse(manifest):
-            raise Invalid()
-
-        proc.kube.create_pod = refuse
-        await proc.step()
-
-    asyncio.run(scenario())
-    status = cluster.job("refused")["status"]
-    assert status["status"] == "FAILED" and status["lastFailure"]["reason"] == "PodRejected"
-    assert "spec.containers[0].image" in status["error"]
+    run(scenario())
+    s = cluster.status("nobucket")
+    assert s["status"] == "FAILED" and s["lastFailure"]["reason"] == "StagingFailed"
+    assert "s3://no-such-bucket/" in s["error"]
 
 
 def test_finished_jobs_are_passed_over_until_they_change_and_still_counted(monkeypatch):
@@ -513,27 +763,141 @@ def test_finished_jobs_are_passed_over_until_they_change_and_still_counted(monke
     from_body = JobView.from_body.__func__
     monkeypatch.setattr(JobView, "from_body", classmethod(lambda cls, body, *a: built.append(
         body["metadata"]["name"]) or from_body(cls, body, *a)))
+    fleet = Fleet(cluster)
 
     async def scenario() -> None:
         proc = Process(cluster, CFG)
         await proc.start()
-        for _ in range(20):
+        for _ in range(30):
             cluster.now += 500
             await proc.step()
-            await proc.step()
             cluster.kubelet()
+            await fleet.tick(proc.api)
         assert set(states(cluster).values()) == {"COMPLETED"}
+        for name in list(cluster.pods):  # no runner asks for work any more
+            cluster.force_delete_pod(name)
+        await proc.step()
         built.clear()
         cluster.now += 500
         await proc.step()
         assert built == []  # settled: no view, no decision
-        gauge = proc.dispatcher.metrics.jobs.labels("COMPLETED", "l4")._value.get()
-        assert gauge == 2  # yet still counted
-        job = cluster.job("a")  # a spec change (cancel) on a finished job: observedGeneration follows
-        job["spec"]["cancel"] = True
-        job["metadata"]["generation"] = 2
-        cluster._emit("job", "MODIFIED", cluster._bump(job))
+        assert proc.metrics.jobs.labels("COMPLETED", "l4")._value.get() == 2  # yet still counted
+        cluster.edit("a", cancel=True)  # a spec change on a finished job: observedGeneration follows
         await proc.step()
-        assert set(built) == {"a"} and cluster.job("a")["status"]["observedGeneration"] == 2
+        assert set(built) == {"a"} and cluster.status("a")["observedGeneration"] == 2
 
-    asyncio.run(scenario())
+    run(scenario())
+
+
+# ---- pools --------------------------------------------------------------------------------------------------------
+def test_a_pool_scales_up_under_a_queue_and_back_down_to_min_ready_after_idle_seconds():
+    cluster = Cluster()
+    cluster.add_pool("warm", models=["sd_xl_base_1.0"], minReady=1, maxRunners=3, idleSeconds=4)
+    fleet = Fleet(cluster, steps=6)
+    cfg = config(**{**CFG.model_dump(by_alias=True), "gpuClasses": {"l4": {"maxConcurrent": 3}}})
+
+    async def scenario():
+        proc = Process(cluster, cfg)
+        await proc.start()
+        sizes = []
+        for i in range(6):
+            cluster.submit(f"q{i}")
+        for _ in range(80):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+            sizes.append(len(cluster.pods))
+        return sizes
+
+    sizes = run(scenario())
+    assert set(states(cluster).values()) == {"COMPLETED"}
+    assert max(sizes) == 3 and sizes[-1] == 1  # up to maxRunners, then down to minReady once idle
+    status = cluster.pools["warm"]["status"]
+    assert (status["readyRunners"], status["busyRunners"], status["queuedJobs"]) == (1, 0, 0)
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Stalled": "False"}
+    assert cluster.writes["pod_delete"] == 2
+
+
+def test_the_warm_runner_gets_the_job_that_needs_its_models():
+    cluster = Cluster()
+    cluster.add_pool("sdxl", models=["sd_xl_base_1.0"], minReady=1)
+    cluster.add_pool("sd15", models=["v1-5-pruned-emaonly"], minReady=1)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        for _ in range(3):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+        names = {p["metadata"]["labels"]["img2img.dev/pool"]: n for n, p in cluster.pods.items()}
+        # both ask for work; the SD 1.5 runner asks first, holding only its own model
+        sd15 = Runner(cluster, names["sd15"])
+        sdxl = Runner(cluster, names["sdxl"])
+        sd15_take = asyncio.create_task(proc.api.serve_take(TakeRequest(
+            runner=sd15.name, models=["v1-5-pruned-emaonly"], waitSeconds=0.2)))
+        sdxl_take = asyncio.create_task(proc.api.serve_take(TakeRequest(runner=sdxl.name, models=HELD,
+                                                                        waitSeconds=0.2)))
+        await asyncio.sleep(0.01)
+        cluster.submit("x")  # the seed request: SDXL base, refiner, VAE, canny ControlNet
+        await proc.step()
+        return await sd15_take, await sdxl_take
+
+    sd15_got, sdxl_got = run(scenario())
+    assert sd15_got is None and sdxl_got is not None and sdxl_got.job.name == "x"
+
+
+def test_a_pool_whose_runners_crash_before_taking_is_stalled_and_recreates_them_slower_and_slower():
+    cluster = Cluster()
+    cluster.add_pool("broken", models=["x"], minReady=1)
+    cluster.crashing.add("broken")
+    run(drive(cluster, CFG, Fleet(cluster), steps=40))  # 20 s
+    created = cluster.writes["pod_create"]
+    assert 2 <= created <= 4  # at once, then after 5 s, 10 s (not every pass)
+    status = cluster.pools["broken"]["status"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "RunnerFailedBeforeTake"
+    assert "unknown model 'x'" in stalled["message"]
+    assert not cluster.pods  # the failed runners' pods are removed
+
+
+def test_a_runner_pool_of_an_unknown_gpu_class_is_stalled_naming_the_field():
+    cluster = Cluster()
+    cluster.add_pool("typo", gpuClass="h200")
+    run(drive(cluster, CFG, Fleet(cluster), steps=3))
+    status = cluster.pools["typo"]["status"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and "spec.gpuClass: 'h200'" in stalled["message"]
+    assert not cluster.pods
+
+
+def test_runners_of_a_removed_pool_go_but_never_a_busy_one():
+    cluster = Cluster()
+    cluster.add_pool("warm", minReady=2)
+    fleet = Fleet(cluster, steps=30)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        for _ in range(4):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        cluster.submit("busy")
+        for _ in range(3):
+            cluster.now += 500
+            await proc.step()
+            await fleet.tick(proc.api)
+        busy = cluster.status("busy")["runnerPod"]
+        body = cluster.pools.pop("warm")
+        cluster._emit("pool", "DELETED", cluster._bump(body))
+        for _ in range(3):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+        return busy
+
+    busy = run(scenario())
+    assert busy in cluster.pods and len([p for p in cluster.pods if p.startswith("warm-")]) == 1

@@ -1,4 +1,5 @@
-"""lifecycle.next_step: job + pods + clock → the next status and actions. Every case of the failure model."""
+"""lifecycle.next_step: job + its attempt's lease + clock → the next status and actions. Every case of the failure
+model as runners from pools meet it."""
 
 from __future__ import annotations
 
@@ -7,45 +8,64 @@ from typing import Any
 
 import pytest
 from img2img.api.status import JobStatus
+from img2img.api.times import format_time_ms
+from img2img_operator.leases import Lease, LeaseState, lease_state
 from img2img_operator.lifecycle import (
     Decision,
     DeleteJob,
+    EndLease,
     Emit,
+    Offer,
+    RetireRunner,
     Slot,
-    StartRunner,
-    StopRunner,
     WriteStatus,
+    assignment_status,
     next_step,
-    progress,
     queue_entry,
+    stop_reason,
 )
 from img2img_operator.report import RunnerResult
 from img2img_operator.status import applied
-from img2img.api.times import format_time_ms
 
 from operator_samples import (
+    ASSIGNED,
     CONFIG,
-    NAME,
+    RESULT_URI,
+    RUNNER,
     SEC,
     T0,
     UID,
-    admitted_status,
     checked,
     config,
-    disruption,
+    failed_outcome,
     job,
-    pod,
+    outcome,
     queued_status,
-    report,
-    running_container,
+    retrying_status,
     running_status,
-    terminated,
-    waiting,
 )
 
-RESULT_URI = f"s3://img2img/jobs/team-a/{NAME}/{UID}/result.json"
-RESULT = RunnerResult(RESULT_URI, data={"images": ["s3://img2img/jobs/team-a/seed/x/images/0.png"],
+LEASE_ID = f"{UID}.1.0badc0de"
+LEASE_MS = 15_000
+RESULT = RunnerResult(RESULT_URI, data={"images": ["s3://img2img/jobs/team-a/seed/x/attempt-1/images/0.png"],
                                         "info": '{"seed": 1}', "parameters": {"steps": 30}})
+T = T0 + 10 * SEC
+
+
+def lease(attempt: int = 1, renewed: int = T - 2 * SEC, **kw: Any) -> Lease:
+    return Lease(f"{UID}.{attempt}.0badc0de", UID, attempt, RUNNER, renewed_ms=renewed, pool="l4", **kw)
+
+
+def running(now: int = T, **kw: Any) -> LeaseState:
+    return lease_state(lease(**kw), now, LEASE_MS, runner_gone=False, adopt_until=T0)
+
+
+def done(result: dict | None = None, attempt: int = 1) -> LeaseState:
+    return lease_state(lease(attempt, outcome=result or outcome()), T, LEASE_MS, runner_gone=False, adopt_until=T0)
+
+
+def lapsed(reason: str = "gone", attempt: int = 1) -> LeaseState:
+    return lease_state(lease(attempt), T, LEASE_MS, runner_gone=True, adopt_until=T0)
 
 
 def kinds(decision: Decision) -> list[str]:
@@ -54,8 +74,7 @@ def kinds(decision: Decision) -> list[str]:
 
 def status_after(j, decision: Decision) -> dict[str, Any]:
     """The stored status once the decision's write is applied; it must be a valid JobStatus."""
-    patch = decision.status_patch or {}
-    after = applied(j.status, patch)
+    after = applied(j.status, decision.status_patch or {})
     JobStatus.model_validate(after)
     return after
 
@@ -64,13 +83,13 @@ def cond(status: dict, kind: str) -> dict:
     return next(c for c in status["conditions"] if c["type"] == kind)
 
 
-# ---- a table: (name, status, pods, now, slot, expected action kinds, expected status fields) ------------------------
+# ---- a table: (name, status, attempt, now, slot, expected action kinds, expected status fields) -------------------
 @dataclass
 class Case:
     name: str
     status: dict | None
-    pods: list = field(default_factory=list)
-    now: int = T0 + 10 * SEC
+    attempt: LeaseState | None = None
+    now: int = T
     slot: Slot = Slot()
     actions: list[str] = field(default_factory=list)
     state: str | None = None  # expected status.status after the write (None: no status write expected)
@@ -80,19 +99,15 @@ class Case:
     failure: str | None = None  # expected status.lastFailure.reason (None: no failure recorded)
 
 
-T = T0 + 10 * SEC
-OUT_MSG = report()
-
 CASES = [
     # --- new jobs
     Case("new job waits in the queue", None, slot=Slot(position=3), actions=["WriteStatus"], state="IN_QUEUE",
          extra={"queuePosition": 3, "attempts": 0, "id": UID, "runnerPod": None}),
-    Case("new job admitted at once: one write, then the pod", None, slot=Slot(admit=True),
-         actions=["WriteStatus", "StartRunner"], state="IN_QUEUE",
-         extra={"attempts": 1, "runnerPod": "seed-1", "queuePosition": None}),
+    Case("new job admitted at once: one write, offered to runners", None, slot=Slot(admit=True),
+         actions=["WriteStatus", "Offer"], state="IN_QUEUE",
+         extra={"attempts": 0, "runnerPod": None, "queuePosition": None}),
     Case("refused spec fails at once", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
-         state="FAILED", controls={"retries": 99, "priority": "high"},
-         extra={"attempts": 0, "runnerPod": None}, failure="InvalidSpec"),
+         state="FAILED", controls={"retries": 99, "priority": "high"}, extra={"attempts": 0, "runnerPod": None}, failure="InvalidSpec"),
     Case("unknown GPU class fails at once", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
          state="FAILED", controls={"gpuClass": "h200"}, failure="InvalidSpec"),
     Case("cancelled before it started", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
@@ -101,130 +116,99 @@ CASES = [
     Case("queued, nothing changed: nothing to write", queued_status(queuePosition=2), slot=Slot(position=2)),
     Case("queued, moved up", queued_status(queuePosition=2), slot=Slot(position=1), actions=["WriteStatus"],
          state="IN_QUEUE", extra={"queuePosition": 1}),
-    Case("queued, admitted", queued_status(queuePosition=1), slot=Slot(admit=True),
-         actions=["WriteStatus", "StartRunner"], state="IN_QUEUE",
-         extra={"attempts": 1, "runnerPod": "seed-1", "queuePosition": None}),
-    # --- admitted, pod not there yet (or the operator stopped between the status write and the create)
-    Case("admitted, no pod yet: create it (same name)", admitted_status(), actions=["StartRunner"]),
-    Case("admitted, pod pending: nothing", admitted_status(), [pod(1, "Pending")]),
-    Case("admitted, pod pulling: nothing", admitted_status(), [pod(1, "Pending", container=waiting("ContainerCreating"))]),
-    Case("pod running: IN_PROGRESS", admitted_status(), [pod(1, "Running", container=running_container())],
-         actions=["WriteStatus"], state="IN_PROGRESS", extra={"startedAt": format_time_ms(T0 + 3 * SEC)}),
-    Case("running, nothing changed: nothing", running_status(), [pod(1, "Running", container=running_container())]),
+    Case("queued, admitted: offered", queued_status(queuePosition=1), slot=Slot(admit=True),
+         actions=["WriteStatus", "Offer"], state="IN_QUEUE", extra={"attempts": 0, "queuePosition": None}),
+    Case("admitted and still untaken: offered again, nothing written", queued_status(), slot=Slot(admit=True),
+         actions=["Offer"]),
+    # --- running
+    Case("running, nothing changed: nothing", running_status(), running()),
+    Case("running with progress: written", running_status(), running(step=3, steps=20), actions=["WriteStatus"],
+         state="IN_PROGRESS", extra={"progress": {"step": 3, "steps": 20}}),
+    Case("progress within a second of the last write: not yet", running_status(),
+         running(step=3, steps=20, written_ms=T - 500)),
+    Case("progress unchanged: nothing", running_status(progress={"step": 3, "steps": 20}),
+         running(step=3, steps=20)),
+    Case("just after an operator restart, no heartbeat yet: wait",
+         running_status(), lease_state(None, T, LEASE_MS, runner_gone=False, adopt_until=T + 5 * SEC)),
     # --- success
-    Case("succeeded, result not read yet: read it", running_status(),
-         [pod(1, "Succeeded", container=terminated(0, OUT_MSG))]),
-    Case("succeeded with its result: COMPLETED", running_status(),
-         [pod(1, "Succeeded", container=terminated(0, OUT_MSG))], result=RESULT, actions=["WriteStatus", "Emit"],
-         state="COMPLETED", extra={"delayTime": 4_500, "executionTime": 4_250, "modelLoadTime": 1_250,
-                                   "result": RESULT_URI, "error": None,
-                                   "startedAt": format_time_ms(T0 + 3_250),
-                                   "completedAt": format_time_ms(T0 + 8_750)}),
-    Case("succeeded before the operator saw it run: COMPLETED from IN_QUEUE", admitted_status(),
-         [pod(1, "Succeeded", container=terminated(0, OUT_MSG))], result=RESULT, actions=["WriteStatus", "Emit"],
-         state="COMPLETED"),
-    Case("succeeded, pod deleted since: still COMPLETED", running_status(),
-         [pod(1, "Succeeded", container=terminated(0, OUT_MSG), gone_ms=T)], result=RESULT,
-         actions=["WriteStatus", "Emit"], state="COMPLETED"),
-    Case("succeeded but result.json missing: retried", running_status(),
-         [pod(1, "Succeeded", container=terminated(0, OUT_MSG))],
-         result=RunnerResult(RESULT_URI, problem="does not exist"), actions=["WriteStatus", "Emit"],
+    Case("done, result not read yet: read it", running_status(), done()),
+    Case("done with its result: COMPLETED", running_status(progress={"step": 20, "steps": 20}), done(),
+         result=RESULT, actions=["WriteStatus", "EndLease", "Emit"], state="COMPLETED",
+         extra={"delayTime": 5_250, "executionTime": 4_500, "modelLoadTime": 1_250, "result": RESULT_URI,
+                "error": None, "progress": None, "startedAt": format_time_ms(ASSIGNED),
+                "completedAt": format_time_ms(ASSIGNED + 4_750)}),
+    Case("done, result.json missing: retried", running_status(), done(),
+         result=RunnerResult(RESULT_URI, problem="does not exist"), actions=["WriteStatus", "EndLease", "Emit"],
          state="IN_QUEUE", extra={"runnerPod": None, "attempts": 1}, failure="ResultUnreadable"),
     # --- permanent failures: FAILED at once, whatever the retries
     Case("bad input: FAILED, no retry", running_status(),
-         [pod(1, "Failed", container=terminated(2, report(error={"code": "BAD_INPUT", "field": "input.payload.steps",
-                                                                  "message": "must be at least 1"})))],
-         actions=["WriteStatus", "Emit"], state="FAILED", controls={"retries": 5}, failure="BadInput"),
-    Case("unknown model: FAILED, no retry", running_status(),
-         [pod(1, "Failed", container=terminated(3, report(error={
-             "code": "MODEL", "field": "input.payload.override_settings.sd_model_checkpoint",
-             "message": "unknown model 'nope_xl' (catalog has: sd_xl_base_1.0)"})))],
-         actions=["WriteStatus", "Emit"], state="FAILED", failure="ModelError"),
-    Case("CUDA out of memory: FAILED", running_status(), [pod(1, "Failed", container=terminated(4))],
-         actions=["WriteStatus", "Emit"], state="FAILED", failure="CudaOutOfMemory"),
-    Case("container OOMKilled: FAILED", running_status(),
-         [pod(1, "Failed", container=terminated(137, reason="OOMKilled"))], actions=["WriteStatus", "Emit"],
-         state="FAILED", failure="OOMKilled"),
-    Case("invalid image name: FAILED", admitted_status(), [pod(1, "Pending", container=waiting("InvalidImageName"))],
-         actions=["WriteStatus", "StopRunner", "Emit"], state="FAILED", failure="InvalidImage"),
-    Case("missing Secret past its grace: FAILED", admitted_status(),
-         [pod(1, "Pending", container=waiting("CreateContainerConfigError", 'secret "img2img-s3" not found'))],
-         now=T0 + 200 * SEC, actions=["WriteStatus", "StopRunner", "Emit"], state="FAILED",
-         failure="ContainerConfigError"),
-    Case("missing Secret within its grace: wait", admitted_status(),
-         [pod(1, "Pending", container=waiting("CreateContainerConfigError"))], now=T0 + 20 * SEC),
+         done(failed_outcome("BAD_INPUT", "must be at least 1", "input.payload.steps")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", controls={"retries": 5},
+         extra={"lastFailure": {"reason": "BadInput", "exitCode": 2,
+                                "message": "input.payload.steps: must be at least 1"}}, failure="BadInput"),
+    Case("unknown model: FAILED, no retry", running_status(), done(failed_outcome("MODEL", "unknown model 'x'")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", failure="ModelError"),
+    Case("CUDA out of memory: FAILED", running_status(), done(failed_outcome("CUDA_OOM")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED",
+         extra={"lastFailure": {"reason": "CudaOutOfMemory", "exitCode": 4, "message": "CUDA_OOM"}}, failure="CudaOutOfMemory"),
     # --- transient failures: retried with back-off while retries last
-    Case("storage error: retried", running_status(), [pod(1, "Failed", container=terminated(5))],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE",
-         extra={"runnerPod": None, "attempts": 1, "queuePosition": None}, failure="StorageError"),
-    Case("crash: retried", running_status(), [pod(1, "Failed", container=terminated(1))],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="RunnerCrashed"),
-    Case("killed by a signal: retried", running_status(), [pod(1, "Failed", container=terminated(143))],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="RunnerCrashed"),
-    Case("evicted through the API (DisruptionTarget): retried", running_status(),
-         [pod(1, "Failed", container=terminated(137), conditions=[disruption("EvictionByEvictionAPI")])],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="Evicted"),
-    Case("node-pressure eviction (reason Evicted): retried", running_status(),
-         [pod(1, "Failed", reason="Evicted", message="The node was low on resource: memory.")],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="Evicted"),
-    Case("preempted: retried", running_status(),
-         [pod(1, "Failed", conditions=[disruption("PreemptionByScheduler")])],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="Preempted"),
-    Case("graceful node shutdown: retried", running_status(),
-         [pod(1, "Failed", reason="Terminated", conditions=[disruption("TerminationByKubelet")])],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="NodeShutdown"),
-    Case("pod deleted while running: retried", running_status(),
-         [pod(1, "Running", container=running_container(), gone_ms=T)], actions=["WriteStatus", "Emit"],
-         state="IN_QUEUE", failure="PodLost"),
-    Case("pod deleted before it ran: retried, not re-created", admitted_status(), [pod(1, "Pending", gone_ms=T)],
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", extra={"runnerPod": None}, failure="PodLost"),
-    Case("IN_PROGRESS but its pod is not there (deleted while the operator was down)", running_status(),
-         actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="PodLost"),
-    Case("terminating on a lost node past the grace: retried", running_status(),
-         [pod(1, "Running", conditions=[disruption("DeletionByTaintManager")], deleted=T0 + 10 * SEC)],
-         now=T0 + 400 * SEC, actions=["WriteStatus", "Emit"], state="IN_QUEUE", failure="NodeLost"),
-    Case("terminating on a lost node within the grace: wait", running_status(),
-         [pod(1, "Running", conditions=[disruption("DeletionByTaintManager")], deleted=T0 + 10 * SEC)],
-         now=T0 + 60 * SEC),
-    Case("image pull back-off within the grace: wait", admitted_status(),
-         [pod(1, "Pending", container=waiting("ImagePullBackOff"))], now=T0 + 60 * SEC),
-    Case("image pull back-off past the grace: pod removed, retried", admitted_status(),
-         [pod(1, "Pending", container=waiting("ErrImagePull", "pull access denied"))], now=T0 + 200 * SEC,
-         actions=["WriteStatus", "StopRunner", "Emit"], state="IN_QUEUE", failure="ImagePullBackOff"),
-    Case("last retry failed: FAILED", running_status(3), [pod(3, "Failed", container=terminated(1))],
-         actions=["WriteStatus", "Emit"], state="FAILED", extra={"attempts": 3}, failure="RunnerCrashed"),
-    Case("retries: 0 means one attempt", running_status(), [pod(1, "Failed", container=terminated(5))],
-         actions=["WriteStatus", "Emit"], state="FAILED", controls={"retries": 0}, failure="StorageError"),
-    # --- deadline
-    Case("kubelet deadline: TIMED_OUT, pod removed", running_status(),
-         [pod(1, "Failed", reason="DeadlineExceeded", message="Pod was active on the node longer than the specified deadline")],
-         actions=["WriteStatus", "StopRunner", "Emit"], state="TIMED_OUT", failure="DeadlineExceeded"),
-    Case("past the deadline, kubelet silent: TIMED_OUT and pod removed", running_status(),
-         [pod(1, "Running", container=running_container())], now=T0 + 2 * SEC + 601 * SEC + 30 * SEC,
-         actions=["WriteStatus", "StopRunner", "Emit"], state="TIMED_OUT", failure="DeadlineExceeded"),
-    Case("per-job timeout applies", running_status(), [pod(1, "Running", container=running_container())],
-         now=T0 + 2 * SEC + 61 * SEC + 30 * SEC, controls={"timeoutSeconds": 60},
-         actions=["WriteStatus", "StopRunner", "Emit"], state="TIMED_OUT", failure="DeadlineExceeded"),
-    Case("unschedulable past the deadline: TIMED_OUT", admitted_status(), [pod(1, "Pending", started=None)],
-         now=T0 + 1 * SEC + 631 * SEC, actions=["WriteStatus", "StopRunner", "Emit"], state="TIMED_OUT",
-         failure="DeadlineExceeded"),
+    Case("storage error: retried", running_status(), done(failed_outcome("STORAGE", "S3 is down")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE",
+         extra={"runnerPod": None, "attempts": 1, "queuePosition": None,
+                "lastFailure": {"reason": "StorageError", "exitCode": 5, "message": "S3 is down"}}, failure="StorageError"),
+    Case("crash: retried", running_status(), done(failed_outcome("CRASH", "boom")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE", failure="RunnerCrashed"),
+    Case("a code this operator does not know: a crash, retried", running_status(),
+         done(failed_outcome("SOMETHING_NEW")), actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE",
+         extra={"lastFailure": {"reason": "RunnerCrashed", "exitCode": None,
+                                "message": "the runner failed (SOMETHING_NEW)"}}, failure="RunnerCrashed"),
+    Case("runner pod gone mid-job: RunnerLost, retried", running_status(progress={"step": 2, "steps": 4}),
+         lapsed(), actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="IN_QUEUE",
+         extra={"runnerPod": None, "progress": None,
+                "lastFailure": {"reason": "RunnerLost", "exitCode": None,
+                                "message": f"the runner pod {RUNNER} is gone"}}, failure="RunnerLost"),
+    Case("no heartbeat for leaseSeconds: RunnerLost, retried, the silent runner removed", running_status(),
+         running(renewed=T - 16 * SEC), actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"],
+         state="IN_QUEUE", failure="RunnerLost"),
+    Case("IN_PROGRESS and its runner silent since the operator started: RunnerLost, retried", running_status(),
+         lease_state(None, T, LEASE_MS, runner_gone=False, adopt_until=T - 1),
+         actions=["WriteStatus", "Emit", "RetireRunner"], state="IN_QUEUE", failure="RunnerLost"),
+    Case("last retry lost: FAILED", running_status(3), lapsed(attempt=3),
+         actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="FAILED", extra={"attempts": 3}, failure="RunnerLost"),
+    Case("retries: 0 means one attempt", running_status(), done(failed_outcome("STORAGE")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", controls={"retries": 0}, failure="StorageError"),
+    # --- deadline (from the assignment)
+    Case("past the deadline: TIMED_OUT at once, the runner told to stop (lease kept)", running_status(),
+         running(now=ASSIGNED + 600 * SEC, renewed=ASSIGNED + 599 * SEC), now=ASSIGNED + 600 * SEC,
+         actions=["WriteStatus", "Emit"], state="TIMED_OUT",
+         extra={"lastFailure": {"reason": "DeadlineExceeded", "exitCode": None,
+                                "message": "the job did not finish within timeoutSeconds (600 s) of reaching its "
+                                           "runner"}}, failure="DeadlineExceeded"),
+    Case("per-job timeout applies", running_status(), running(now=ASSIGNED + 60 * SEC, renewed=ASSIGNED + 59 * SEC),
+         now=ASSIGNED + 60 * SEC, controls={"timeoutSeconds": 60}, actions=["WriteStatus", "Emit"],
+         state="TIMED_OUT", failure="DeadlineExceeded"),
+    Case("the runner stopped at the deadline and says so: TIMED_OUT", running_status(),
+         done(failed_outcome("TIMED_OUT", "the job was stopped (deadline) at step 3 of 20")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="TIMED_OUT", failure="DeadlineExceeded"),
     # --- cancel
-    Case("cancel while running: CANCELLED, pod removed", running_status(),
-         [pod(1, "Running", container=running_container())], controls={"cancel": True},
-         actions=["WriteStatus", "StopRunner", "Emit"], state="CANCELLED"),
+    Case("cancel while running: CANCELLED at once, the runner told to stop (lease kept)", running_status(),
+         running(), controls={"cancel": True}, actions=["WriteStatus", "Emit"], state="CANCELLED",
+         extra={"progress": None}),
     Case("cancel while queued", queued_status(queuePosition=4), controls={"cancel": True},
          actions=["WriteStatus", "Emit"], state="CANCELLED", extra={"queuePosition": None}),
-    Case("cancel while waiting for a retry", admitted_status(lastFailure={"reason": "Evicted", "message": ""},
-                                                             runnerPod=None),
-         [pod(1, "Failed", reason="Evicted")], controls={"cancel": True},
-         actions=["WriteStatus", "StopRunner", "Emit"], state="CANCELLED", failure="Evicted"),
+    Case("cancel while waiting for a retry", retrying_status(), controls={"cancel": True},
+         actions=["WriteStatus", "Emit"], state="CANCELLED", failure="RunnerLost"),
+    Case("the runner reports it stopped on cancel: CANCELLED", running_status(),
+         done(failed_outcome("CANCELLED", "the job was stopped (cancelled) at step 2")),
+         actions=["WriteStatus", "EndLease", "Emit"], state="CANCELLED", failure="Cancelled"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_next_step(case: Case):
     j = job(case.status, **case.controls)
-    decision = next_step(j, case.pods, case.now, CONFIG, checked=checked(j), slot=case.slot, result=case.result)
+    decision = next_step(j, case.now, CONFIG, checked=checked(j), slot=case.slot, attempt=case.attempt,
+                         result=case.result)
     assert kinds(decision) == case.actions
     if case.state is None:
         assert decision.status_patch is None
@@ -244,14 +228,22 @@ def test_next_step(case: Case):
     if case.state in ("FAILED", "TIMED_OUT"):
         assert after["error"] and after["lastFailure"]["reason"]
         assert after["completedAt"]
+    for action in decision.actions:
+        if isinstance(action, EndLease):
+            assert action.lease == case.attempt.lease.id
+            assert decision.actions.index(action) > 0  # after the write that records the end
+        if isinstance(action, RetireRunner):
+            assert action.runner == RUNNER
     # a decision taken again on its own result writes nothing more
-    again = next_step(job(after, **case.controls), case.pods, case.now, CONFIG, slot=case.slot, result=case.result)
+    again = next_step(job(after, **case.controls), case.now, CONFIG, slot=case.slot, attempt=case.attempt,
+                      result=case.result)
     assert again.status_patch is None
 
 
-def run(status, pods=(), now=T, slot=Slot(), result=None, cfg=CONFIG, **controls) -> tuple[Decision, dict]:
+def run(status, attempt=None, now=T, slot=Slot(), result=None, cfg=CONFIG, ended_ms=None, **controls):
     j = job(status, **controls)
-    decision = next_step(j, list(pods), now, cfg, checked=checked(j, cfg), slot=slot, result=result)
+    decision = next_step(j, now, cfg, checked=checked(j, cfg), slot=slot, attempt=attempt, ended_ms=ended_ms,
+                         result=result)
     return decision, status_after(j, decision)
 
 
@@ -264,180 +256,122 @@ def test_refused_spec_names_every_bad_field():
 
 
 def test_refused_payload_field_is_named_with_its_path():
+    from img2img_operator.views import JobView
     from operator_samples import job_body
 
     body = job_body(None)
     body["spec"]["input"]["payload"]["steps"] = 0
-    from img2img_operator.views import JobView
-
     j = JobView.from_body(body)
-    after = status_after(j, next_step(j, [], T, CONFIG, slot=Slot(admit=True)))
+    after = status_after(j, next_step(j, T, CONFIG, slot=Slot(admit=True)))
     assert after["status"] == "FAILED"
     assert "spec.input.payload.steps: must be at least 1" in after["error"]
 
 
-def test_unknown_model_error_names_the_model_and_is_not_retried():
-    failure = {"code": "MODEL", "field": "input.payload.override_settings.sd_model_checkpoint",
-               "message": "unknown model 'nope_xl' (catalog has: sd_xl_base_1.0)"}
-    d, after = run(running_status(), [pod(1, "Failed", container=terminated(3, report(error=failure)))], retries=5)
-    assert after["status"] == "FAILED" and "nope_xl" in after["error"]
-    assert after["lastFailure"] == {"reason": "ModelError", "exitCode": 3,
-                                    "message": "input.payload.override_settings.sd_model_checkpoint: unknown model "
-                                               "'nope_xl' (catalog has: sd_xl_base_1.0)"}
-    assert not any(isinstance(a, StartRunner) for a in d.actions)
-
-
-def test_a_failed_or_timed_out_runner_still_reports_runpods_timings():
-    _, after = run(running_status(), [pod(1, "Failed", container=terminated(3, started=T0 + 3 * SEC,
-                                                                            finished=T0 + 9 * SEC))], retries=0)
-    assert after["status"] == "FAILED" and (after["delayTime"], after["executionTime"]) == (3_000, 6_000)
-    _, after = run(running_status(), [pod(1, "Running", container=running_container())],
-                   now=T0 + 2 * SEC + 61 * SEC + 30 * SEC, timeoutSeconds=60)
-    assert after["status"] == "TIMED_OUT" and isinstance(after["executionTime"], int) and after["executionTime"] > 0
-    # refused before any runner started: nothing ran, so no timings
+def test_a_failed_or_timed_out_attempt_still_reports_runpods_timings():
+    _, after = run(running_status(), done(failed_outcome("MODEL", "unknown model")), retries=0)
+    assert after["status"] == "FAILED" and (after["delayTime"], after["executionTime"]) == (5_250, 4_500)
+    _, after = run(running_status(), running(now=ASSIGNED + 61 * SEC, renewed=ASSIGNED + 60 * SEC),
+                   now=ASSIGNED + 61 * SEC, timeoutSeconds=60)
+    assert after["status"] == "TIMED_OUT" and (after["delayTime"], after["executionTime"]) == (5_000, 61_000)
+    # refused before any runner took it: nothing ran, so no timings
     _, after = run(None, slot=Slot(admit=True), gpuClass="h200")
     assert after["status"] == "FAILED" and "delayTime" not in after
 
 
-def test_runner_log_tail_is_the_message_when_there_is_no_report():
-    d, after = run(running_status(), [pod(1, "Failed", container=terminated(1, "Traceback ...\nRuntimeError: boom"))],
-                   retries=0)
-    assert after["status"] == "FAILED" and "RuntimeError: boom" in after["error"]
-    assert after["error"].endswith("(after 1 attempt)")
-
-
-def test_completed_status_is_runpod_shaped():
-    d, after = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report()))], result=RESULT)
-    assert after["output"] == {"images": ["s3://img2img/jobs/team-a/seed/x/images/0.png"], "info": '{"seed": 1}',
-                               "parameters": {"steps": 30}}
-    for key in ("delayTime", "executionTime", "modelLoadTime"):
-        assert isinstance(after[key], int)
+def test_completed_status_is_runpod_shaped_and_a_warm_runner_loaded_nothing():
+    d, after = run(running_status(), done(outcome(modelLoadTime=0, modelsLoadedAt=ASSIGNED + 250)), result=RESULT)
+    assert after["output"] == {"images": ["s3://img2img/jobs/team-a/seed/x/attempt-1/images/0.png"],
+                               "info": '{"seed": 1}', "parameters": {"steps": 30}}
+    assert after["modelLoadTime"] == 0 and after["delayTime"] == 5_250 and after["executionTime"] == 4_500
     assert cond(after, "Ready")["reason"] == "Completed"
     emit = [a for a in d.actions if isinstance(a, Emit)][0]
     assert (emit.type, emit.reason) == ("Normal", "Completed")
 
 
-def test_presigned_urls_of_the_result_reach_the_status_and_a_half_signed_list_does_not():
-    from img2img.api.status import JobStatus
-
-    images = ["s3://img2img/jobs/team-a/seed/x/images/0.png", "s3://img2img/jobs/team-a/seed/x/images/1.png"]
-    urls = [f"https://s3.example.com/img2img/jobs/team-a/seed/x/images/{n}.png?X-Amz-Signature=ab" for n in (0, 1)]
-    signed = RunnerResult(RESULT_URI, data={"images": images, "info": "{}", "parameters": {},
-                                            "presigned": urls, "presignedExpiresAt": "2026-01-01T01:00:00.000Z"})
-    _, after = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report()))], result=signed)
+def test_the_operators_presigned_urls_reach_the_status():
+    urls = ["https://s3.example.com/img2img/jobs/team-a/seed/x/attempt-1/images/0.png?X-Amz-Signature=ab"]
+    _, after = run(running_status(), done(), result=RESULT.signed(urls, "2026-01-01T01:00:00.000Z"))
     assert after["output"]["presigned"] == urls and after["output"]["presignedExpiresAt"] == "2026-01-01T01:00:00.000Z"
-    JobStatus.model_validate(after)  # the status model (and so the CRD schema) holds them
-    half = RunnerResult(RESULT_URI, data={"images": images, "info": "{}", "parameters": {}, "presigned": urls[:1]})
-    _, after = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report()))], result=half)
-    assert "presigned" not in after["output"]
 
 
-def test_result_is_read_from_the_uri_in_the_termination_message():
-    other = "s3://elsewhere/out/result.json"
-    d, _ = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report(result=other)))])
+def test_the_result_is_read_from_the_uri_the_runner_reports():
+    other = "s3://img2img/jobs/team-a/seed/x/attempt-1/elsewhere.json"
+    d, _ = run(running_status(), done(outcome(result=other)))
     assert d.fetch_result == other and not d.actions
-    # without a report: the job's own location
-    d, _ = run(running_status(), [pod(1, "Succeeded", container=terminated(0))])
-    assert d.fetch_result == RESULT_URI
-    # a result for another URI is not this one
-    d, _ = run(running_status(), [pod(1, "Succeeded", container=terminated(0, report(result=other)))], result=RESULT)
+    d, _ = run(running_status(), done(outcome(result=other)), result=RESULT)  # a result for another URI
     assert d.fetch_result == other
-
-
-def test_completion_without_a_report_uses_the_container_times():
-    d, after = run(running_status(), [pod(1, "Succeeded", container=terminated(0, started=T0 + 3 * SEC,
-                                                                             finished=T0 + 9 * SEC))],
-                   result=RESULT)
-    assert after["delayTime"] == 3_000 and after["executionTime"] == 6_000
-    assert "modelLoadTime" not in after
 
 
 def test_submitted_at_comes_from_a_consistent_annotation_with_milliseconds():
     d, after = run(None, slot=Slot(position=1))
     assert after["submittedAt"] == format_time_ms(T0)
     j = job(None, annotations={"img2img.dev/submitted-at": "2026-01-01T00:00:00.734Z"})
-    after = status_after(j, next_step(j, [], T, CONFIG))
+    after = status_after(j, next_step(j, T, CONFIG))
     assert after["submittedAt"] == "2026-01-01T00:00:00.734Z"
 
 
-def test_retry_waits_for_its_back_off_then_starts_the_next_attempt_in_a_new_pod():
-    failed = pod(1, "Failed", container=terminated(5, finished=T0 + 9 * SEC))
-    d, after = run(running_status(), [failed])
-    assert after["lastFailure"]["reason"] == "StorageError" and after["lastFailure"]["exitCode"] == 5
-    assert d.wake_at == T0 + 9 * SEC + 10 * SEC
+def test_the_take_records_the_assignment_before_the_runner_hears_of_it():
+    j = job(queued_status())
+    after = applied(j.status, assignment_status(j, T, RUNNER, 1))
+    JobStatus.model_validate(after)
+    assert (after["status"], after["attempts"], after["runnerPod"]) == ("IN_PROGRESS", 1, RUNNER)
+    assert after["startedAt"] == format_time_ms(T) and "queuePosition" not in after
+    # the running job's next pass writes nothing: the take wrote what the lifecycle wants
+    d = next_step(job(after), T + SEC, CONFIG, attempt=running(now=T + SEC, renewed=T))
+    assert d.status_patch is None
+
+
+def test_retry_waits_for_its_back_off_then_is_offered_again():
+    d, after = run(running_status(), done(failed_outcome("STORAGE")))
+    assert d.wake_at == T + 10 * SEC  # initialSeconds after the attempt ended (now)
     assert cond(after, "Reconciling")["reason"] == "Retrying"
-    # during the back-off: queued, not startable even if admission offers a slot
     j = job(after)
-    entry = queue_entry(j, [failed], T0 + 12 * SEC, CONFIG)
+    # during the back-off: queued, not startable even if admission offers a slot
+    entry = queue_entry(j, T + 5 * SEC, CONFIG, checked(j), holds=False, ended_ms=T)
     assert entry is not None and not entry.eligible and not entry.running
-    d2 = next_step(j, [failed], T0 + 12 * SEC, CONFIG, slot=Slot(admit=True, position=1))
-    assert not any(isinstance(a, StartRunner) for a in d2.actions)
-    assert d2.wake_at == T0 + 19 * SEC
-    # after it: attempt 2 in pod seed-2
-    entry = queue_entry(j, [failed], T0 + 20 * SEC, CONFIG)
-    assert entry.eligible
-    d3 = next_step(j, [failed], T0 + 20 * SEC, CONFIG, slot=Slot(admit=True))
-    assert kinds(d3) == ["WriteStatus", "StartRunner"] and d3.actions[1] == StartRunner(2)
-    after3 = status_after(j, d3)
-    assert after3["attempts"] == 2 and after3["runnerPod"] == "seed-2"
+    d2 = next_step(j, T + 5 * SEC, CONFIG, slot=Slot(admit=True, position=1), ended_ms=T)
+    assert not any(isinstance(a, Offer) for a in d2.actions) and d2.wake_at == T + 10 * SEC
+    # after it: offered; the next take writes attempt 2
+    assert queue_entry(j, T + 10 * SEC, CONFIG, checked(j), holds=False, ended_ms=T).eligible
+    d3 = next_step(j, T + 10 * SEC, CONFIG, slot=Slot(admit=True), ended_ms=T)
+    assert Offer() in d3.actions
+    assert applied(j.status, assignment_status(j, T + 11 * SEC, "l4-zzzzz", 2))["attempts"] == 2
+    # after an operator restart the end is unknown: offered at once
+    assert Offer() in next_step(j, T + 5 * SEC, CONFIG, slot=Slot(admit=True)).actions
 
 
 def test_back_off_doubles_up_to_its_maximum():
     cfg = config(retryBackoff={"initialSeconds": 10, "maxSeconds": 25}, defaults={"retries": 5})
     for attempt, delay in ((1, 10), (2, 20), (3, 25), (4, 25)):
-        failed = pod(attempt, "Failed", container=terminated(1, finished=T0 + 9 * SEC))
-        d, _ = run(running_status(attempt), [failed], cfg=cfg)
-        assert d.wake_at == T0 + 9 * SEC + delay * SEC
+        d, _ = run(running_status(attempt), lapsed(attempt=attempt), cfg=cfg)
+        assert d.wake_at == T + delay * SEC
 
 
-def test_no_new_attempt_while_the_previous_pod_still_terminates():
-    status = admitted_status(runnerPod=None, lastFailure={"reason": "ImagePullBackOff", "message": ""})
-    stopping = pod(1, "Pending", container=waiting("ImagePullBackOff"), deleted=T0 + 210 * SEC)
-    j = job(status)
-    entry = queue_entry(j, [stopping], T0 + 300 * SEC, CONFIG)
-    assert entry.running  # it still holds the slot
-    d = next_step(j, [stopping], T0 + 300 * SEC, CONFIG, slot=Slot(admit=True))
-    assert not any(isinstance(a, StartRunner) for a in d.actions)
+def test_a_job_held_by_a_runner_holds_its_slot():
+    j = job(running_status())
+    assert queue_entry(j, T, CONFIG, checked(j), holds=True, ended_ms=None).running
+    # cancelled, its runner still stopping: the GPU is not free yet
+    cancelled = job({**running_status(), "status": "CANCELLED"}, cancel=True)
+    assert queue_entry(cancelled, T, CONFIG, checked(cancelled), holds=True, ended_ms=None).running
+    assert queue_entry(cancelled, T, CONFIG, checked(cancelled), holds=False, ended_ms=None) is None
+    # being taken right now
+    queued = job(queued_status())
+    assert queue_entry(queued, T, CONFIG, checked(queued), holds=True, ended_ms=None).running
 
 
-def test_a_pod_of_a_later_attempt_than_the_status_knows_is_adopted_never_recreated():
-    # e.g. the status write of attempt 2 was lost but its pod exists
-    status = admitted_status(1, runnerPod=None, lastFailure={"reason": "Evicted", "message": ""})
-    pods = [pod(1, "Failed", reason="Evicted"), pod(2, "Running", container=running_container())]
-    assert progress(job(status), pods).attempt == 2
-    d, after = run(status, pods, slot=Slot(admit=True))
-    assert not any(isinstance(a, StartRunner) for a in d.actions)
-    assert after["attempts"] == 2 and after["runnerPod"] == "seed-2" and after["status"] == "IN_PROGRESS"
-
-
-def test_a_pod_is_created_only_for_the_attempt_in_flight_and_only_if_never_seen():
-    """Exhaustively over small states: StartRunner(n) ⇒ status says attempt n is in flight and pod n was never seen."""
-    pod_states = [None, "Pending", "Running", "Succeeded", "Failed", "gone"]
-    statuses = [None, queued_status(), admitted_status(1), running_status(1), admitted_status(2),
-                admitted_status(1, runnerPod=None, lastFailure={"reason": "Evicted", "message": ""})]
-    for status in statuses:
-        for p1 in pod_states:
-            for p2 in pod_states:
-                pods = []
-                for n, s in ((1, p1), (2, p2)):
-                    if s == "gone":
-                        pods.append(pod(n, "Running", gone_ms=T))
-                    elif s is not None:
-                        pods.append(pod(n, s, container=terminated(0 if s == "Succeeded" else 1)
-                                        if s in ("Succeeded", "Failed") else None))
-                j = job(status)
-                for slot in (Slot(), Slot(admit=True)):
-                    d = next_step(j, pods, T0 + 3600 * SEC, CONFIG, slot=slot)
-                    for action in d.actions:
-                        if isinstance(action, StartRunner):
-                            n = action.attempt
-                            assert not any(p.attempt == n for p in pods), (status, p1, p2)
-                            after = applied(j.status, d.status_patch or {})
-                            assert after["attempts"] == n and after["runnerPod"] == f"seed-{n}"
-                            # the status that says so is written before the pod is created
-                            writes = [i for i, a in enumerate(d.actions) if isinstance(a, WriteStatus)]
-                            if j.status.get("runnerPod") != f"seed-{n}":
-                                assert writes and writes[0] < d.actions.index(action)
+# ---- heartbeats: stop or go on ------------------------------------------------------------------------------------
+def test_a_heartbeat_is_told_to_stop_on_cancel_deletion_deadline_or_a_lease_not_current():
+    current = lease()
+    assert stop_reason(job(running_status()), current, T, CONFIG) is None
+    assert stop_reason(job(running_status(), cancel=True), current, T, CONFIG) == "cancelled"
+    assert stop_reason(job({**running_status(), "status": "CANCELLED"}), current, T, CONFIG) == "cancelled"
+    assert stop_reason(None, current, T, CONFIG) == "cancelled"  # deleted
+    assert stop_reason(job(running_status(), deleting=True), current, T, CONFIG) == "cancelled"
+    assert stop_reason(job({**running_status(), "status": "TIMED_OUT"}), current, T, CONFIG) == "deadline"
+    assert stop_reason(job(running_status(), timeoutSeconds=5), current, ASSIGNED + 5 * SEC, CONFIG) == "deadline"
+    assert stop_reason(job(running_status(2)), current, T, CONFIG) == "lost"  # a newer attempt
+    assert stop_reason(job(running_status(runner="l4-other")), current, T, CONFIG) == "lost"
+    assert stop_reason(job(retrying_status()), current, T, CONFIG) == "lost"
 
 
 # ---- finished jobs ------------------------------------------------------------------------------------------------
@@ -447,8 +381,16 @@ def finished(state="COMPLETED", completed_at=T0 + 10 * SEC, **extra):
 
 
 def test_finished_job_is_left_alone():
-    d, _ = run(finished(), [pod(1, "Succeeded", container=terminated(0))], now=T0 + 10_000 * SEC)
+    d, _ = run(finished(), now=T0 + 10_000 * SEC)
     assert d == Decision()
+
+
+def test_a_cancelled_jobs_runner_has_its_lease_forgotten_once_it_reports():
+    d, _ = run(finished("CANCELLED"), running(), cancel=True)
+    assert d.actions == () and d.wake_at is not None  # still stopping: look again when the lease would lapse
+    state = done(failed_outcome("CANCELLED"))
+    d, _ = run(finished("CANCELLED"), state, cancel=True)
+    assert d.actions == (EndLease(state.lease.id),)
 
 
 def test_ttl_after_finished_deletes_the_job_then():
@@ -460,67 +402,47 @@ def test_ttl_after_finished_deletes_the_job_then():
     assert d.actions == (DeleteJob(),)
 
 
-def test_finished_job_with_a_live_pod_stops_it():
-    grace = CONFIG.timing.cancel_grace_period_seconds
-    d, _ = run(finished("FAILED"), [pod(1, "Running", container=running_container())])
-    assert d.actions == (StopRunner("seed-1", "pod-uid-1", grace),)
-    # a failed job keeps its finished pods (their logs); a timed-out or cancelled one does not
-    d, _ = run(finished("FAILED"), [pod(1, "Failed", container=terminated(1))])
-    assert d.actions == ()
-    for state in ("TIMED_OUT", "CANCELLED"):
-        d, _ = run(finished(state), [pod(1, "Failed", container=terminated(137)), pod(2, "Failed", deleted=T)])
-        assert d.actions == (StopRunner("seed-1", "pod-uid-1", grace),)
-
-
 def test_finished_job_edited_later_only_catches_up_observed_generation():
     j = job(finished(conditions=[{"type": "Ready", "status": "True", "reason": "Completed", "message": "",
                                   "lastTransitionTime": "2026-01-01T00:00:10Z", "observedGeneration": 1}]),
             generation=2, cancel=True)
-    d = next_step(j, [], T, CONFIG)
+    d = next_step(j, T, CONFIG)
     (write,) = d.actions
     assert write.patch["observedGeneration"] == 2 and write.patch["conditions"][0]["observedGeneration"] == 2
     assert "status" not in write.patch
 
 
 def test_a_job_being_deleted_gets_no_writes():
-    d, _ = run(running_status(), [pod(1, "Running")], deleting=True)
+    d, _ = run(running_status(), running(), deleting=True)
     assert d == Decision()
 
 
 # ---- conditions ---------------------------------------------------------------------------------------------------
 def test_conditions_keep_their_transition_time_while_their_status_holds():
     _, queued = run(None, slot=Slot(position=1), now=T0 + 1 * SEC)
-    _, admitted = run(queued, slot=Slot(admit=True), now=T0 + 5 * SEC)
-    assert cond(admitted, "Reconciling")["lastTransitionTime"] == cond(queued, "Reconciling")["lastTransitionTime"]
-    _, done = run(running_status(conditions=admitted["conditions"]),
-                  [pod(1, "Succeeded", container=terminated(0, report()))], result=RESULT, now=T0 + 9 * SEC)
-    assert cond(done, "Ready")["lastTransitionTime"] == "2026-01-01T00:00:09Z"
-    assert cond(done, "Stalled")["lastTransitionTime"] == cond(queued, "Stalled")["lastTransitionTime"]
+    j = job(queued)
+    taken = applied(queued, assignment_status(j, T0 + 5 * SEC, RUNNER, 1))
+    assert cond(taken, "Reconciling")["lastTransitionTime"] == cond(queued, "Reconciling")["lastTransitionTime"]
+    _, completed = run(taken, done(), result=RESULT, now=T0 + 11 * SEC)
+    assert cond(completed, "Ready")["lastTransitionTime"] == "2026-01-01T00:00:11Z"
+    assert cond(completed, "Stalled")["lastTransitionTime"] == cond(queued, "Stalled")["lastTransitionTime"]
 
 
 # ---- the happy path's API writes ----------------------------------------------------------------------------------
 def test_happy_path_writes():
-    """Admitted at once: status (IN_QUEUE, attempt 1) + pod + IN_PROGRESS + COMPLETED + Event = 5 writes."""
+    """Admitted at once: IN_QUEUE + (the take) IN_PROGRESS + COMPLETED + Event = 4 writes, without progress."""
     writes = []
     j = job(None)
-    steps = [
-        ([], Slot(admit=True), None),
-        ([pod(1, "Pending")], Slot(), None),
-        ([pod(1, "Pending", container=waiting("ContainerCreating"))], Slot(), None),
-        ([pod(1, "Running", container=running_container())], Slot(), None),
-        ([pod(1, "Running", container=running_container())], Slot(), None),
-        ([pod(1, "Succeeded", container=terminated(0, report()))], Slot(), RESULT),
-        ([pod(1, "Succeeded", container=terminated(0, report()))], Slot(), RESULT),
-    ]
-    created = set()
-    for pods, slot, result in steps:
-        d = next_step(j, pods, T, CONFIG, slot=slot, result=result)
-        for a in d.actions:
-            if isinstance(a, StartRunner):
-                if a.attempt in created or any(p.attempt == a.attempt for p in pods):
-                    continue
-                created.add(a.attempt)
-            writes.append(type(a).__name__)
+    d = next_step(j, T0 + SEC, CONFIG, slot=Slot(admit=True))
+    writes += [type(a).__name__ for a in d.actions]
+    j = job(applied(j.status, d.status_patch or {}))
+    j = job(applied(j.status, assignment_status(j, ASSIGNED, RUNNER, 1)))
+    writes.append("WriteStatus")  # the take's
+    for attempt, result in ((running(now=ASSIGNED + SEC, renewed=ASSIGNED), None), (done(), None), (done(), RESULT),
+                            (None, None)):
+        d = next_step(j, T, CONFIG, attempt=attempt, result=result)
+        writes += [type(a).__name__ for a in d.actions if not isinstance(a, EndLease)]
         j = job(applied(j.status, d.status_patch or {}))
-    assert writes == ["WriteStatus", "StartRunner", "WriteStatus", "WriteStatus", "Emit"]
+    assert writes == ["WriteStatus", "Offer", "WriteStatus", "WriteStatus", "Emit"]
     assert j.status["status"] == "COMPLETED"
+    assert WriteStatus not in {type(a) for a in next_step(j, T, CONFIG).actions}

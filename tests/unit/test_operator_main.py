@@ -27,8 +27,6 @@ def test_kopf_stores_nothing_on_the_objects():
     assert settings.persistence.diffbase_storage.build(body=body) == {}  # the spec (images) is never copied
     assert settings.persistence.diffbase_storage.fetch(body=body) is None
     assert settings.peering.standalone and settings.peering.clusterwide
-    selectors = dict(settings.watching.label_selectors.items())
-    assert list(selectors.values()) == ["app.kubernetes.io/managed-by=img2img-operator"]
     assert settings.posting.level == logging.WARNING
 
 
@@ -43,38 +41,49 @@ def test_registry_has_only_stateless_handlers():
     assert not registry._changing.get_all_handlers()  # no on.create/update/delete: no diff-base, no finalizer
     assert not registry._spawning.get_all_handlers()  # no timers, no daemons: no finalizer
     watching = registry._watching.get_all_handlers()
-    assert len(watching) == 2
+    # jobs only: runner pods and pools live in the runner namespace, watched by the runtime's own reflectors (kopf
+    # would watch them in every job namespace, where the operator has no rights on pods)
     kinds = {h.selector.plural or h.selector.any_name for h in watching}
-    assert kinds == {"img2imgjobs", "pods"}
+    assert kinds == {"img2imgjobs"}
     activities = {h.activity.value for h in registry._activities.get_all_handlers()}
     assert {"startup", "cleanup", "probe", "authentication"} <= activities
 
 
 def test_events_feed_the_cache_and_wake_the_dispatcher():
     from img2img_operator.dispatcher import Dispatcher
+    from img2img_operator.leases import LeaseTable
+    from img2img_operator.runners import Registry
 
-    from operator_samples import pod_body
+    from operator_samples import runner_pod_body
 
     runtime = Runtime(CONFIG)
     registry = build_registry(runtime)
     handlers = {h.selector.plural or h.selector.any_name: h.fn for h in registry._watching.get_all_handlers()}
+    pool = {"apiVersion": "img2img.dev/v1alpha1", "kind": "RunnerPool",
+            "metadata": {"name": "warm", "namespace": "img2img-system", "resourceVersion": "5"},
+            "spec": {"gpuClass": "l4"}}
 
     async def scenario():
         # the dispatcher as startup makes it, asleep between passes; nothing it talks to is reached before a pass
-        runtime.dispatcher = Dispatcher(CONFIG, runtime.cache, kube=None, placement=None, staging=None,
-                                        metrics=runtime.metrics)
-        for kind, event in (("img2imgjobs", {"type": "ADDED", "object": job_body(None)}),
-                            ("pods", {"type": "ADDED", "object": pod_body(1, "Running")})):
+        runtime.dispatcher = Dispatcher(CONFIG, runtime.cache, kube=None, staging=None, metrics=runtime.metrics,
+                                        leases=LeaseTable(), registry=Registry(), key=b"k")
+        feeds = [  # kopf's job handler, and what the runner namespace's reflectors call
+            lambda: handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)}),
+            lambda: runtime.cache.pod_event("ADDED", runner_pod_body("l4-aaaaa")),
+            lambda: runtime.cache.pool_event("ADDED", pool),
+        ]
+        for feed in feeds:
             runtime.dispatcher.wake.clear()
             sleeping = asyncio.create_task(runtime.dispatcher.wake.wait())
             await asyncio.sleep(0)
             assert not sleeping.done()
-            handlers[kind](event=event)
+            feed()
             await asyncio.wait_for(sleeping, timeout=5)  # woken by the event, not by its tick
 
     asyncio.run(scenario())
-    (job, pods), = runtime.cache.snapshot()
-    assert job.name == "seed" and [p.name for p in pods] == ["seed-1"]
+    (job,) = runtime.cache.snapshot()
+    assert job.name == "seed" and [p.name for p in runtime.cache.pods()] == ["l4-aaaaa"]
+    assert [p["metadata"]["name"] for p in runtime.cache.pools()] == ["warm"]
 
 
 def test_health_reports_a_dead_dispatcher():
@@ -140,17 +149,35 @@ def test_metrics_count_what_status_writes_mean():
     m.observe_status_write({"status": "IN_PROGRESS"},
                            {"status": "IN_QUEUE", "runnerPod": None, "lastFailure": {"reason": "Evicted"}})
     m.observe_status_write({"status": "IN_PROGRESS"}, {"status": "FAILED", "lastFailure": {"reason": "ModelError"}})
-    m.observe_jobs([("COMPLETED", "l4"), ("IN_QUEUE", "l4")], {"l4": 1}, {"l4": 0})
+    m.observe_jobs([("COMPLETED", "l4"), ("IN_QUEUE", "l4")], {"l4": 1})
     text = m.render().decode()
     assert 'img2img_jobs_finished_total{state="COMPLETED"} 1.0' in text
     assert 'img2img_job_retries_total{reason="Evicted"} 1.0' in text
     assert 'img2img_job_failures_total{reason="ModelError"} 1.0' in text
-    assert "img2img_job_delay_seconds_count 1.0" in text
+    assert "img2img_job_execution_seconds_count 1.0" in text
     assert 'img2img_jobs{gpu_class="l4",state="COMPLETED"} 1.0' in text
     assert 'img2img_queue_depth{gpu_class="l4"} 1.0' in text
     assert 'img2img_api_writes_total{kind="status"} 3.0' in text
-    m.observe_jobs([], {}, {})
+    m.observe_jobs([], {})
     assert 'img2img_jobs{gpu_class="l4",state="COMPLETED"} 0.0' in m.render().decode()
+
+
+def test_metrics_of_pools_runners_and_assignments():
+    m = Metrics()
+    m.observe_pools({("warm", "idle"): 2, ("warm", "busy"): 1, ("l4", "starting"): 1}, {"warm": 3})
+    m.assigned("warm", True, 0.08)
+    m.assigned("l4", False, 12.0)
+    text = m.render().decode()
+    assert 'img2img_runners{pool="warm",state="idle"} 2.0' in text
+    assert 'img2img_runners{pool="l4",state="starting"} 1.0' in text
+    assert 'img2img_jobs_waiting{pool="warm"} 3.0' in text
+    assert 'img2img_assignments_total{pool="warm",warm="true"} 1.0' in text
+    assert 'img2img_assignments_total{pool="l4",warm="false"} 1.0' in text
+    assert 'img2img_job_delay_seconds_bucket{le="0.1",warm="true"} 1.0' in text
+    assert 'img2img_job_delay_seconds_bucket{le="10.0",warm="false"} 0.0' in text
+    m.observe_pools({}, {})  # the pool's runners went: its gauges read 0, not their last values
+    text = m.render().decode()
+    assert 'img2img_runners{pool="warm",state="idle"} 0.0' in text and 'img2img_jobs_waiting{pool="warm"} 0.0' in text
 
 
 def test_status_json_patch_keeps_nulls_inside_values_and_locks_on_the_resource_version():

@@ -10,7 +10,7 @@ from img2img_operator.report import check_result
 from img2img_operator.runpod_timings import submitted_at_ms, timings
 from img2img_operator.status import applied, changes, conditions, desired
 
-from operator_samples import SEC, T0, job, report
+from operator_samples import ASSIGNED, SEC, T0, job, outcome
 
 
 # ---- submittedAt --------------------------------------------------------------------------------------------------
@@ -35,24 +35,23 @@ def test_submitted_at(annotation, first_seen, stored, expected):
 
 # ---- timings ------------------------------------------------------------------------------------------------------
 def test_timings_follow_the_architecture_definitions():
-    r = TerminationMessage.parse(json.dumps(report()))
-    t = timings(T0, r, None, None, T0 + 99 * SEC)
-    assert t.delay_time == 4_500  # modelsLoadedAt − submittedAt
-    assert t.execution_time == 4_250  # finishedAt − modelsLoadedAt
+    r = TerminationMessage.parse(json.dumps(outcome()))
+    t = timings(T0, r, ASSIGNED, T0 + 99 * SEC)
+    assert t.delay_time == 5_250  # the runner's startedAt − submittedAt: waiting for a runner
+    assert t.execution_time == 4_500  # finishedAt − startedAt: the runner's work, loading included
     assert t.model_load_time == 1_250
-    assert t.as_status() == {"delayTime": 4_500, "executionTime": 4_250, "modelLoadTime": 1_250}
+    assert t.as_status() == {"delayTime": 5_250, "executionTime": 4_500, "modelLoadTime": 1_250}
 
 
 def test_timings_never_negative_with_skewed_clocks():
-    r = TerminationMessage.parse(json.dumps(report(modelsLoadedAt=T0 - 500, finishedAt=T0 - 900)))
-    t = timings(T0, r, None, None, T0)
+    r = TerminationMessage.parse(json.dumps(outcome(startedAt=T0 - 500, finishedAt=T0 - 900)))
+    t = timings(T0, r, ASSIGNED, T0)
     assert t.delay_time == 0 and t.execution_time == 0
 
 
-def test_timings_from_model_load_time_when_models_loaded_at_is_missing():
-    r = TerminationMessage.parse(json.dumps(report(modelsLoadedAt=None)))
-    t = timings(T0, r, None, None, T0)
-    assert t.delay_time == 3_250 + 1_250
+def test_timings_fall_back_on_the_assignment_and_now_when_the_runner_left_them_out():
+    t = timings(T0, TerminationMessage(), ASSIGNED, ASSIGNED + 7 * SEC)
+    assert (t.delay_time, t.execution_time, t.model_load_time) == (5_000, 7_000, None)
 
 
 # ---- result.json --------------------------------------------------------------------------------------------------

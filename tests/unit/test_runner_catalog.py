@@ -135,3 +135,12 @@ def test_annotator_lookup():
     }})
     assert catalog.annotator("depth").name == "midas"
     assert catalog.annotator("hed").name == "annotators"
+
+
+def test_a_runner_serves_what_it_holds_and_what_runs_as_it_under_a_held_checkpoint():
+    catalog = tiny_catalog()
+    held = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid"]
+    assert catalog.servable(held) == sorted(held + ["control_v11p_sd15_canny"])
+    # without an SDXL checkpoint the SD 1.5 ControlNet would run as itself: holding the SDXL one does not serve it
+    assert catalog.servable(["diffusers_xl_canny_mid"]) == ["diffusers_xl_canny_mid"]
+    assert catalog.servable(["not_in_the_catalog"]) == []

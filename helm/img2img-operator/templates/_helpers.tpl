@@ -80,17 +80,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* Namespaces ----------------------------------------------------------------------------------------------- */}}
+{{/* Runner pools ---------------------------------------------------------------------------------------------- */}}
 
-{{/* The namespaces jobs run in, as a JSON list: jobNamespaces, else watch.namespaces, else the release's. */}}
-{{- define "img2img.jobNamespaces" -}}
-{{- if .Values.jobNamespaces }}
-{{- .Values.jobNamespaces | uniq | toJson }}
-{{- else if .Values.watch.namespaces }}
-{{- .Values.watch.namespaces | uniq | toJson }}
-{{- else }}
-{{- list .Release.Namespace | toJson }}
+{{/* The Service runners reach the operator through. */}}
+{{- define "img2img.runnersService" -}}
+{{- printf "%s-runners" (include "img2img.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The labels of runner pods (set by the operator, img2img_operator.runner_pods). */}}
+{{- define "img2img.runnerPodLabels" -}}
+app.kubernetes.io/managed-by: img2img-operator
+app.kubernetes.io/component: runner
 {{- end }}
 
 {{/* Checks the schema cannot express; each fails with the value's path and the reason. */}}
@@ -107,13 +107,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "runner.modelCache: set persistentVolumeClaim or hostPath, not both" }}
 {{- end }}
 {{- if and (not .Values.catalog.create) (not .Values.catalog.configMapName) }}
-{{- fail "catalog.configMapName: needed with catalog.create: false (the name of an existing ConfigMap in every job namespace)" }}
+{{- fail "catalog.configMapName: needed with catalog.create: false (the name of an existing ConfigMap in the release namespace)" }}
 {{- end }}
-{{- if and .Values.watch.namespaces .Values.jobNamespaces }}
-{{- range .Values.jobNamespaces }}
-{{- if not (has . $.Values.watch.namespaces) }}
-{{- fail (printf "jobNamespaces: %q is not watched (watch.namespaces: %s): its jobs would never run" . (join ", " $.Values.watch.namespaces)) }}
+{{- $poolNames := list }}
+{{- range $i, $pool := .Values.pools }}
+{{- if has $pool.name $poolNames }}
+{{- fail (printf "pools[%d].name: %q is used by another pool" $i $pool.name) }}
 {{- end }}
+{{- $poolNames = append $poolNames $pool.name }}
+{{- if not (hasKey $gpuClasses $pool.gpuClass) }}
+{{- fail (printf "pools[%d].gpuClass: %q is not one of gpuClasses (%s)" $i $pool.gpuClass (join ", " $classes)) }}
+{{- end }}
+{{- if and (not (kindIs "invalid" $pool.maxRunners)) (gt (int64 ($pool.minReady | default 0)) (int64 $pool.maxRunners)) }}
+{{- fail (printf "pools[%d].minReady: %d is above maxRunners (%d)" $i (int64 $pool.minReady) (int64 $pool.maxRunners)) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -175,9 +181,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not (kindIs "invalid" $v.defaults.ttlSecondsAfterFinished) }}
 {{- $_ := set $defaults "ttlSecondsAfterFinished" (int64 $v.defaults.ttlSecondsAfterFinished) }}
 {{- end }}
+{{- $runners := dict
+      "namespace" .Release.Namespace
+      "operatorUrl" (printf "http://%s.%s.svc:%d" (include "img2img.runnersService" .) .Release.Namespace (int64 $v.runners.port))
+      "port" (int64 $v.runners.port)
+      "tokenSecret" $v.runners.tokenSecret
+      "leaseSeconds" $v.runners.leaseSeconds
+      "heartbeatSeconds" $v.runners.heartbeatSeconds
+      "takeWaitSeconds" $v.runners.takeWaitSeconds
+      "implicitPool" (dict "idleSeconds" (int64 $v.runners.implicitPool.idleSeconds) "maxRunners" (int64 $v.runners.implicitPool.maxRunners)) }}
+{{- with $v.runners.modelStoreSecret }}{{ $_ := set $runners "modelStoreSecret" . }}{{ end }}
 {{- $config := dict
       "namespaces" ($v.watch.namespaces | default list)
       "runner" $runner
+      "runners" $runners
       "s3" $s3
       "gpuClasses" $classes
       "queue" $queue

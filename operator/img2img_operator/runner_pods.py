@@ -1,8 +1,10 @@
-"""The runner pod of one attempt of one job, as a manifest dict. Pure.
+"""The pod of one warm runner of a pool, as a manifest dict (POOLS.md, "Runner pod"). Pure.
 
-Follows docs/architecture.md "Operator → runner": pod ``<job>-<attempt>``, container ``runner``, the job staged in
-S3 (``IMG2IMG_JOB_INPUT``), results written to ``IMG2IMG_OUTPUT``, the catalog at ``IMG2IMG_CATALOG``, S3
-credentials from a Secret. The pod runs under the "restricted" Pod Security Standard, with no API token.
+A runner is long-lived: it loads its pool's models, then asks the operator for work (``img2img-runner serve``,
+protocol in ``img2img.api.protocol``). It lives in the runner namespace, runs under the "restricted" Pod Security
+Standard with no API token, and holds no credentials to tenants' S3 areas: each assignment brings presigned URLs.
+Its only secrets are its own runner token and, when the catalog reads models from S3, read access to the model
+store (``runners.modelStoreSecret``).
 """
 
 from __future__ import annotations
@@ -10,44 +12,39 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import random
 import re
+import string
 from typing import Any
 
-from img2img import API_GROUP, API_VERSION, KIND
+from img2img.api.pool import POOL_API_VERSION, POOL_KIND
+from img2img.api.protocol import (
+    ENV_OPERATOR_URL,
+    ENV_POOL,
+    ENV_POOL_MODELS,
+    ENV_RUNNER_NAME,
+    ENV_RUNNER_TOKEN,
+    runner_token,
+)
+
 from img2img.api.termination import TERMINATION_LOG_PATH
 
 from .config import OperatorConfig
-from .controls import Controls
-from .views import (
-    LABEL_ATTEMPT,
-    LABEL_GPU_CLASS,
-    LABEL_JOB,
-    LABEL_JOB_UID,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
-    RUNNER_CONTAINER,
-    JobView,
-)
+from .pool_scaling import Pool
+from .views import (LABEL_COMPONENT, LABEL_GPU_CLASS, LABEL_MANAGED_BY, LABEL_POOL, MANAGED_BY, RUNNER_COMPONENT,
+                    RUNNER_CONTAINER)
 
 MAX_NAME = 63  # pod names become host names: one DNS label
 TMP_MOUNT = "/tmp"
+RUNNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={RUNNER_COMPONENT}"  # every runner pod
+SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+SUFFIX_LENGTH = 5
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def _digest(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def runner_pod_name(job_name: str, attempt: int) -> str:
-    """``<job>-<attempt>``; a job name too long for that is cut and made unique with a hash of the full name."""
-    suffix = f"-{attempt}"
-    name = job_name + suffix
-    if len(name) <= MAX_NAME:
-        return name
-    digest = _digest(job_name)
-    head = job_name[: MAX_NAME - len(suffix) - len(digest) - 1].rstrip("-.")
-    return f"{head}-{digest}{suffix}"
 
 
 def label_value(value: str) -> str:
@@ -59,57 +56,63 @@ def label_value(value: str) -> str:
     return f"{head}-{_digest(value)}" if head else _digest(value)
 
 
-def job_location(job: JobView, controls: Controls, config: OperatorConfig) -> str:
-    """``s3://bucket/prefix/namespace/job/uid/``: where the job is staged and its results land."""
-    return config.s3.job_prefix(job.namespace, job.name, job.uid, controls.output_bucket, controls.output_prefix)
 
 
-def input_uri(job: JobView, controls: Controls, config: OperatorConfig) -> str:
-    return job_location(job, controls, config) + "input.json"
+def runner_name(pool: str, rng: random.Random) -> str:
+    """``<pool>-<5 random [a-z0-9]>``, one DNS label (the pool's name cut when too long for that)."""
+    suffix = "".join(rng.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
+    head = pool[: MAX_NAME - SUFFIX_LENGTH - 1].rstrip("-.")
+    return f"{head}-{suffix}"
 
 
-def runner_labels(job: JobView, attempt: int, gpu_class: str) -> dict[str, str]:
-    return {
-        LABEL_MANAGED_BY: MANAGED_BY,
-        "app.kubernetes.io/name": "img2img-runner",
-        "app.kubernetes.io/component": "runner",
-        LABEL_JOB: label_value(job.name),
-        LABEL_JOB_UID: job.uid,
-        LABEL_ATTEMPT: str(attempt),
-        LABEL_GPU_CLASS: label_value(gpu_class),
-    }
+def pool_selector(pool: str) -> dict[str, str]:
+    """The labels that select one pool's runner pods."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: RUNNER_COMPONENT, LABEL_POOL: label_value(pool)}
 
 
-def _env(job: JobView, attempt: int, controls: Controls, config: OperatorConfig) -> list[dict[str, Any]]:
+def pod_security_context(config: OperatorConfig) -> dict[str, Any]:
+    sc = config.runner.security_context
+    out: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": sc.run_as_user, "runAsGroup": sc.run_as_group,
+                           "seccompProfile": {"type": "RuntimeDefault"}}
+    if sc.fs_group is not None:
+        out["fsGroup"] = sc.fs_group
+    return out
+
+
+def container_security_context(config: OperatorConfig) -> dict[str, Any]:
+    return {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "privileged": False,
+            "readOnlyRootFilesystem": config.runner.security_context.read_only_root_filesystem,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _env(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> list[dict[str, Any]]:
     runner, s3 = config.runner, config.s3
     ours: list[dict[str, Any]] = [
-        {"name": "IMG2IMG_JOB_INPUT", "value": input_uri(job, controls, config)},
-        {"name": "IMG2IMG_OUTPUT", "value": job_location(job, controls, config)},
+        {"name": ENV_OPERATOR_URL, "value": config.runners.url},
+        {"name": ENV_RUNNER_TOKEN, "value": runner_token(key, name)},
+        {"name": ENV_RUNNER_NAME, "value": name},
+        {"name": ENV_POOL, "value": pool.name},
+        {"name": ENV_POOL_MODELS, "value": json.dumps(list(pool.models))},
+        {"name": "IMG2IMG_ALLOWED_HOSTS", "value": json.dumps(list(runner.allowed_hosts))},
     ]
     if runner.catalog_path:
         ours.append({"name": "IMG2IMG_CATALOG", "value": runner.catalog_path})
-    ours += [
-        {"name": "IMG2IMG_ALLOWED_S3", "value": json.dumps(s3.allowed_reads(job.namespace))},
-        {"name": "IMG2IMG_ALLOWED_HOSTS", "value": json.dumps(list(runner.allowed_hosts))},
-        {"name": "IMG2IMG_ATTEMPT", "value": str(attempt)},
-    ]
     if runner.model_cache is not None:
         ours.append({"name": "IMG2IMG_MODEL_CACHE", "value": runner.model_cache.mount_path})
-    if s3.presign_expiry_seconds:
-        ours.append({"name": "IMG2IMG_PRESIGN_EXPIRY", "value": str(s3.presign_expiry_seconds)})
+    # where S3 is, for catalogs that read models from it; credentials only for the model store
     if s3.endpoint:
         ours.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint})
     if s3.region:
         ours.append({"name": "AWS_REGION", "value": s3.region})
-    if s3.credentials_secret:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            ours.append({"name": key, "valueFrom": {"secretKeyRef": {"name": s3.credentials_secret, "key": key}}})
+    if config.runners.model_store_secret:
+        for env_key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            ours.append({"name": env_key, "valueFrom": {"secretKeyRef": {
+                "name": config.runners.model_store_secret, "key": env_key}}})
     if runner.hub_token_secret is not None:
         ref = runner.hub_token_secret
         ours.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     taken = {e["name"] for e in ours}
-    extra = [{"name": k, "value": v} for k, v in sorted(runner.env.items()) if k not in taken]
-    return extra + ours
+    return [{"name": k, "value": v} for k, v in sorted(runner.env.items()) if k not in taken] + ours
 
 
 def _resources(gpu_class: str, config: OperatorConfig) -> dict[str, Any]:
@@ -157,51 +160,30 @@ def _volumes(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[st
     return volumes, mounts
 
 
-def build_runner_pod(job: JobView, attempt: int, controls: Controls, config: OperatorConfig) -> dict[str, Any]:
-    """The manifest of attempt ``attempt`` (from 1) of ``job``; deterministic, so creating it twice is a 409."""
+def build_pool_runner_pod(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> dict[str, Any]:
+    """The manifest of runner ``name`` (from ``runner_name``) of ``pool``; ``key`` signs its runner token."""
     runner = config.runner
-    gpu = config.gpu_classes[controls.gpu_class]
-    sc = runner.security_context
+    gpu = config.gpu_classes[pool.gpu_class]
     volumes, mounts = _volumes(config)
-
-    pod_security: dict[str, Any] = {
-        "runAsNonRoot": True,
-        "runAsUser": sc.run_as_user,
-        "runAsGroup": sc.run_as_group,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    if sc.fs_group is not None:
-        pod_security["fsGroup"] = sc.fs_group
-
     container: dict[str, Any] = {
         "name": RUNNER_CONTAINER,
         "image": runner.image,
         "imagePullPolicy": runner.image_pull_policy,
         "command": list(runner.command),
-        "env": _env(job, attempt, controls, config),
-        "resources": _resources(controls.gpu_class, config),
+        "args": ["serve", *runner.args],
+        "env": _env(pool, name, key, config),
+        "resources": _resources(pool.gpu_class, config),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "readOnlyRootFilesystem": sc.read_only_root_filesystem,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(config),
     }
-    if runner.args:
-        container["args"] = list(runner.args)
-
     spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "activeDeadlineSeconds": controls.timeout_seconds,
+        "restartPolicy": "Never",  # a crashed runner is replaced, not restarted
         "terminationGracePeriodSeconds": runner.termination_grace_period_seconds,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": pod_security,
+        "securityContext": pod_security_context(config),
         "containers": [container],
         "volumes": volumes,
     }
@@ -216,23 +198,15 @@ def build_runner_pod(job: JobView, attempt: int, controls: Controls, config: Ope
     if gpu.priority_class_name:
         spec["priorityClassName"] = gpu.priority_class_name
 
-    labels = {**runner.pod_labels, **runner_labels(job, attempt, controls.gpu_class)}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": runner_pod_name(job.name, attempt),
-            "namespace": job.namespace,
-            "labels": labels,
-            "annotations": dict(runner.pod_annotations),
-            "ownerReferences": [{
-                "apiVersion": f"{API_GROUP}/{API_VERSION}",
-                "kind": KIND,
-                "name": job.name,
-                "uid": job.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }],
-        },
-        "spec": spec,
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": config.runners.namespace,
+        "labels": {**runner.pod_labels, "app.kubernetes.io/name": "img2img-runner", **pool_selector(pool.name),
+                   LABEL_GPU_CLASS: label_value(pool.gpu_class)},
+        "annotations": dict(runner.pod_annotations),
     }
+    if pool.uid:  # a RunnerPool's runners go with it; an implicit pool has no object to own them
+        # no blockOwnerDeletion: it would need rights on runnerpools/finalizers, and nothing waits on runners
+        metadata["ownerReferences"] = [{"apiVersion": POOL_API_VERSION, "kind": POOL_KIND, "name": pool.name,
+                                        "uid": pool.uid, "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}

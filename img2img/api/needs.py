@@ -1,0 +1,54 @@
+"""What a job needs of a runner: the models it names, the stored images it reads, and room for the images it can
+produce. Pure.
+
+Model names are compared by ``model_key``: A1111 accepts one model under several spellings ("sd_xl_base_1.0",
+"sd_xl_base_1.0 [31e35c80fc]", "sd_xl_base_1.0.safetensors", "SDXL/sd_xl_base_1.0.safetensors"), and so does the
+runner's catalog, so a runner's catalog names and a request's names meet on the key. Aliases and substitutes
+(``img2img_runner.catalog``) are the runner's to report: it says every name it can serve without loading.
+"""
+
+from __future__ import annotations
+
+import re
+
+from img2img.api.images import S3Ref, parse_reference
+from img2img.api.payload import Img2ImgPayload
+
+WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
+VAE_OFF = ("Automatic", "None", "auto", "")  # A1111's sd_vae values for "the checkpoint's own VAE"
+
+
+def model_key(name: str) -> str:
+    """One key for A1111's spellings of a model: no " [hash]", no folder, no weights extension, lower case."""
+    bare = HASH_SUFFIX.sub("", name.strip()).replace("\\", "/").rsplit("/", 1)[-1]
+    for ext in WEIGHT_EXTENSIONS:
+        if bare.lower().endswith(ext):
+            bare = bare[: -len(ext)]
+            break
+    return bare.lower()
+
+
+def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> frozenset[str]:
+    """The keys of the models the job runs: checkpoint (``default_checkpoint``, the catalog's, when the request
+    names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, and the model of
+    every enabled ControlNet unit that names one."""
+    names = [payload.checkpoint or default_checkpoint, payload.refiner]
+    if payload.vae is not None and payload.vae.strip() not in VAE_OFF:
+        names.append(payload.vae)
+    names += [unit.model_name for unit in payload.enabled_controlnet_units]
+    return frozenset(model_key(n) for n in names if n)
+
+
+def output_image_bound(payload: Img2ImgPayload) -> int:
+    """At most this many images come back: batch_size × n_iter generated, plus one detect map per enabled
+    ControlNet unit (the runner uploads a map only when the unit saves it)."""
+    return payload.images_per_job + len(payload.enabled_controlnet_units)
+
+
+def s3_images(payload: Img2ImgPayload) -> list[S3Ref]:
+    """The ``s3://`` images the job reads (init images, then enabled ControlNet units' images), each once, in
+    order: the reads the operator presigns for the runner."""
+    values = list(payload.init_images) + [unit.source_image for unit in payload.enabled_controlnet_units]
+    refs = [parse_reference(v) for v in values if isinstance(v, str)]
+    return list(dict.fromkeys(r for r in refs if isinstance(r, S3Ref)))
