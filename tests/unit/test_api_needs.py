@@ -59,15 +59,14 @@ def test_a_refiner_turned_off_is_no_model(refiner):
 
 def test_only_enabled_controlnet_units_naming_a_model_count():
     p = payload(alwayson_scripts=units({"model": "diffusers_xl_canny_mid [a1b2c3d4]"},
-                                       {"model": "control_v11p_sd15_depth", "enabled": False},
-                                       {"model": "None", "module": "reference_only"}))
+                                       {"model": "control_v11p_sd15_depth", "enabled": False}))
     assert required_models(p, None) == {"sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae", "diffusers_xl_canny_mid"}
 
 
 def test_output_bound_counts_every_image_and_one_detect_map_per_enabled_unit():
     assert output_image_bound(payload()) == 2  # the seed: one image, one ControlNet unit
     assert output_image_bound(payload(batch_size=4, n_iter=3, alwayson_scripts={})) == 12
-    two_enabled_one_off = units({}, {"enabled": False}, {"model": "None", "module": "reference_only"})
+    two_enabled_one_off = units({}, {"enabled": False}, {"model": "control_v11p_sd15_depth", "module": "none"})
     assert output_image_bound(payload(batch_size=2, n_iter=5, alwayson_scripts=two_enabled_one_off)) == 12
 
 
