@@ -82,15 +82,30 @@ class StackHandle:
         return f"http://127.0.0.1:{ports['operator_metrics']}/metrics"
 
 
+_STARTED: list[StackHandle] = []  # the session's stack, once a test has asked for it
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> StackHandle:
     state_dir = tmp_path_factory.mktemp("stack")
     s = Stack(state_dir=state_dir, with_operator=False, with_gateway=False)
     try:
         info = s.up()
-        yield StackHandle(s, info)
+        _STARTED.append(StackHandle(s, info))
+        yield _STARTED[-1]
     finally:
+        _STARTED.clear()
         s.down()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def runners_do_not_outlive_their_module():
+    """Runner pods are long-lived: an operator a module stopped leaves its runners holding the node's only GPU, and
+    the next module's runners would stay Pending. Each module starts from a node with no runner on it."""
+    yield
+    for handle in _STARTED:
+        handle.kubectl("delete", "pods", "--all-namespaces", "-l", "app.kubernetes.io/component=runner",
+                       "--grace-period=0", "--force", "--wait=true", "--timeout=120s", check=False)
 
 
 @pytest.fixture
