@@ -43,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from stats import fmt, summary  # noqa: E402
 
 from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
 from img2img.api.pool import POOL_PLURAL  # noqa: E402
+from img2img.kube import Kube, KubeError, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import (  # noqa: E402
     BUCKET, RUNNER_NAMESPACE, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_USER, pool_manifest, wait_pool_ready,
 )
@@ -152,17 +152,17 @@ def start_pool(stack: Stack, info: StackInfo, name: str, gpu_class: str, runners
     wait_pool_ready(info.kubectl, name, runners, timeout, stack.logs / "operator.log")
 
 
-def runner_pods(api: kubeapi.Api, pool: str) -> list[str]:
+def runner_pods(kube: Kube, pool: str) -> list[str]:
     """The names of a pool's runner pods (any phase)."""
-    selector = urllib.parse.quote(",".join(f"{k}={v}" for k, v in pool_selector(pool).items()))
-    items = api.get(f"/api/v1/namespaces/{RUNNER_NAMESPACE}/pods?labelSelector={selector}").get("items") or []
+    selector = ",".join(f"{k}={v}" for k, v in pool_selector(pool).items())
+    items, _ = kube.list(f"/api/v1/namespaces/{RUNNER_NAMESPACE}/pods", query={"labelSelector": selector})
     return [pod["metadata"]["name"] for pod in items]
 
 
-def remove_pool(api: kubeapi.Api, stack: Stack, info: StackInfo, name: str) -> None:
+def remove_pool(kube: Kube, stack: Stack, info: StackInfo, name: str) -> None:
     """Delete a RunnerPool and wait until its runner pods are gone (the garbage collector deletes them with it)."""
     info.kubectl("delete", POOL_PLURAL, name, "-n", RUNNER_NAMESPACE, "--ignore-not-found")
-    wait_until(f"the runners of pool {name} gone", lambda: not runner_pods(api, name), POOL_READY_SECONDS,
+    wait_until(f"the runners of pool {name} gone", lambda: not runner_pods(kube, name), POOL_READY_SECONDS,
                stack.logs / "operator.log")
 
 
@@ -266,7 +266,7 @@ def operator_workload(job_input: dict, gpu_class: str | None = None) -> Workload
         kind="Img2ImgJob",
         # the jobs, the pools' status (its counts move with the jobs), the runner pods (scaling)
         controller_resources=frozenset({PLURAL, f"{PLURAL}/status", f"{POOL_PLURAL}/status", "pods"}),
-        collection=lambda ns: f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{ns}/{PLURAL}",
+        collection=job_path,
         manifest=manifest,
         outcome=outcome,
         started=lambda job: bool((job.get("status") or {}).get("runnerPod")),
@@ -359,10 +359,14 @@ class Tracker:
                 self.cond.notify_all()
 
 
-def create_namespace(api: kubeapi.Api, info: StackInfo, name: str, workload: Workload) -> None:
+def create_namespace(kube: Kube, info: StackInfo, name: str, workload: Workload) -> None:
     """A namespace for a phase's jobs: nothing else for the operator's; for batch/v1 Jobs what their pods need there
     (a ServiceAccount and the Secret with the S3 credentials)."""
-    api.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}}, ok=(201, 409))
+    try:
+        kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+    except KubeError as e:
+        if e.status != 409:  # it exists: a benchmark run again on the same stack
+            raise
     if workload.name == "native":
         items = [{"apiVersion": "v1", "kind": "ServiceAccount", "automountServiceAccountToken": False,
                   "metadata": {"name": RUNNER_SERVICE_ACCOUNT, "namespace": name}},
@@ -376,14 +380,14 @@ def write_total(counts: Counter) -> int:
     return sum(v for (verb, res), v in counts.items() if verb in kubeapi.WRITE_VERBS and res not in BACKGROUND)
 
 
-def wait_quiet(api: kubeapi.Api, quiet: float = 2.0, timeout: float = 30.0) -> Counter:
+def wait_quiet(kube: Kube, quiet: float = 2.0, timeout: float = 30.0) -> Counter:
     """Wait until no write (heartbeats aside) reaches the API server for `quiet` s; return the counters then."""
     deadline = time.monotonic() + timeout
-    counts = api.request_counts()
+    counts = kubeapi.counts_now(kube)
     last, since = write_total(counts), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        counts = api.request_counts()
+        counts = kubeapi.counts_now(kube)
         total = write_total(counts)
         if total != last:
             last, since = total, time.monotonic()
@@ -392,7 +396,7 @@ def wait_quiet(api: kubeapi.Api, quiet: float = 2.0, timeout: float = 30.0) -> C
     return counts
 
 
-def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str, count: int, *,
+def run_phase(kube: Kube, stack: Stack, workload: Workload, namespace: str, count: int, *,
               rate: float | None, workers: int, timeout: float, limit: int | None = None) -> dict:
     """Submit `count` jobs (all at once, or `rate` per second), follow them to the end, and measure."""
     mode = "burst" if rate is None else f"paced {rate:g}/s"
@@ -400,14 +404,13 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
     tracker = Tracker(workload)
     jobs_path = workload.collection(namespace)
     pods_path = f"/api/v1/namespaces/{namespace}/pods"
-    watches = [api.watch(jobs_path, api.get(f"{jobs_path}?limit=1")["metadata"]["resourceVersion"], tracker.on_job)]
+    watches = [kubeapi.Follow(kube, jobs_path, kubeapi.version_now(kube, jobs_path), tracker.on_job)]
     if workload.job_of_pod is not None:
-        watches.append(api.watch(pods_path, api.get(f"{pods_path}?limit=1")["metadata"]["resourceVersion"],
-                                 tracker.on_pod))
+        watches.append(kubeapi.Follow(kube, pods_path, kubeapi.version_now(kube, pods_path), tracker.on_pod))
     prefix = "n" if workload.name == "native" else "j"
     names = [f"{prefix}{'b' if rate is None else 'p'}-{i:05d}" for i in range(count)]
     errors: list[str] = []
-    before = wait_quiet(api)
+    before = wait_quiet(kube)
     cpu_before = cpu_seconds(stack)
     start = time.monotonic()
 
@@ -419,8 +422,8 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
         name = names[i]
         tracker.submitted[name] = time.monotonic()
         try:
-            api.create(jobs_path, workload.manifest(namespace, name))
-        except (kubeapi.ApiError, OSError) as e:
+            kube.request("POST", jobs_path, body=workload.manifest(namespace, name))
+        except KubeError as e:
             tracker.submitted.pop(name, None)
             errors.append(str(e))
 
@@ -443,12 +446,12 @@ def run_phase(api: kubeapi.Api, stack: Stack, workload: Workload, namespace: str
                     log(f"{workload.name} {mode}: no progress for {STALL_SECONDS:.0f} s; cutting the phase short")
                     break
         end = time.monotonic()
-        after = wait_quiet(api)
+        after = wait_quiet(kube)
         cpu_after = cpu_seconds(stack)
     finally:
         for w in watches:
             w.stop()
-    events, _ = api.list_all(f"/api/v1/namespaces/{namespace}/events")
+    events, _ = kube.list(f"/api/v1/namespaces/{namespace}/events")
 
     created = len(tracker.submitted)
     ok = [n for n, (_, outcome) in tracker.finished.items() if outcome == "COMPLETED"]
@@ -559,7 +562,7 @@ def finished_status(uid: str, name: str, namespace: str, payload: dict, t_ms: in
     return status.as_dict()
 
 
-def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, job_input: dict,
+def populate(kube: Kube, namespace: str, count: int, queued_share: float, job_input: dict,
              workers: int) -> dict:
     """Create `count` Img2ImgJobs while the operator is stopped: COMPLETED ones (status written as the operator
     would), and a share queued in the parked GPU class (their status is left to the operator)."""
@@ -574,12 +577,12 @@ def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, 
         queued = i < n_queued
         name = f"{'q' if queued else 'c'}-{i:05d}"
         try:
-            body = api.create(path, (parked if queued else done).manifest(namespace, name))
+            body = kube.request("POST", path, body=(parked if queued else done).manifest(namespace, name))
             if not queued:
                 meta = body["metadata"]
-                api.merge_patch(f"{path}/{name}/status", {"status": finished_status(
-                    meta["uid"], name, namespace, job_input["payload"], now_ms())})
-        except (kubeapi.ApiError, OSError) as e:
+                kube.patch(job_path(namespace, name, "status"), {"status": finished_status(
+                    meta["uid"], name, namespace, job_input["payload"], now_ms())}, strategic=False)
+        except KubeError as e:
             errors.append(str(e))
 
     with ThreadPoolExecutor(workers) as pool:
@@ -592,20 +595,20 @@ def populate(api: kubeapi.Api, namespace: str, count: int, queued_share: float, 
             "first_error": errors[0] if errors else None, "seconds": seconds}
 
 
-def count_jobs(api: kubeapi.Api) -> int:
+def count_jobs(kube: Kube) -> int:
     """Img2ImgJobs in every namespace: one item and the server's count of the rest."""
-    page = api.get(f"/apis/{API_GROUP}/{API_VERSION}/{PLURAL}?limit=1")
+    page = kube.request("GET", job_path(None), query={"limit": 1})
     return len(page.get("items") or []) + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
 
 
-def start_operator_and_settle(api: kubeapi.Api, stack: Stack, info: StackInfo, overrides: dict,
+def start_operator_and_settle(kube: Kube, stack: Stack, info: StackInfo, overrides: dict,
                               timeout: float) -> dict:
     """Start the operator; wait until it is healthy and its start-up writes have stopped."""
-    before = wait_quiet(api)
+    before = wait_quiet(kube)
     started = time.monotonic()
     stack.start_operator(info, overrides)
     healthy = time.monotonic() - started
-    after = wait_quiet(api, quiet=3.0, timeout=timeout)
+    after = wait_quiet(kube, quiet=3.0, timeout=timeout)
     settled = time.monotonic() - started
     return {"healthy_seconds": healthy, "settled_seconds": settled,
             "startup_writes": write_total(after - before),
@@ -620,7 +623,7 @@ class Bench:
     args: argparse.Namespace
     stack: BenchStack
     info: StackInfo
-    api: kubeapi.Api
+    kube: Kube
     job_input: dict
     limit: int
     results: dict
@@ -631,14 +634,14 @@ class Bench:
 
     def phase(self, key: str, workload: Workload, count: int, rate: float | None) -> dict:
         namespace = "bench-" + key.replace("_", "-")
-        create_namespace(self.api, self.info, namespace, workload)
-        self.results[key] = run_phase(self.api, self.stack, workload, namespace, count, rate=rate,
+        create_namespace(self.kube, self.info, namespace, workload)
+        self.results[key] = run_phase(self.kube, self.stack, workload, namespace, count, rate=rate,
                                       workers=self.args.workers, timeout=self.phase_timeout, limit=self.limit)
         return self.results[key]
 
     def start_operator(self, key: str, timeout: float) -> None:
         log("starting the operator")
-        self.results[key] = start_operator_and_settle(self.api, self.stack, self.info,
+        self.results[key] = start_operator_and_settle(self.kube, self.stack, self.info,
                                                       operator_overrides(self.limit), timeout)
 
     def start_pool(self) -> None:
@@ -663,7 +666,7 @@ def operator_phases(bench: Bench) -> None:
     bench.phase("operator_burst", ours, bench.args.jobs, rate=None)
     bench.phase("operator_paced", ours, bench.args.paced_jobs, rate=bench.paced_rate)
     bench.results["operator_memory"] = memory_mb(pid_of(bench.stack, "operator"))
-    remove_pool(bench.api, bench.stack, bench.info, NOOP_POOL)
+    remove_pool(bench.kube, bench.stack, bench.info, NOOP_POOL)
     bench.stack.stop("operator")
 
 
@@ -684,14 +687,14 @@ def native_phases(bench: Bench) -> None:
 def present_phases(bench: Bench) -> None:
     """Jobs are added (operator stopped) until --present exist; the operator restarts, its pool is created again,
     and the burst runs again."""
-    present = count_jobs(bench.api)
+    present = count_jobs(bench.kube)
     add = max(0, bench.args.present - present)
     log(f"{present} jobs present; adding {add} with the operator stopped")
-    create_namespace(bench.api, bench.info, "bench-present", operator_workload(bench.job_input))
-    population = populate(bench.api, "bench-present", add, bench.args.queued_share, bench.job_input,
+    create_namespace(bench.kube, bench.info, "bench-present", operator_workload(bench.job_input))
+    population = populate(bench.kube, "bench-present", add, bench.args.queued_share, bench.job_input,
                           bench.args.workers)
     population["present_before"] = present
-    population["present_after"] = count_jobs(bench.api)
+    population["present_after"] = count_jobs(bench.kube)
     bench.results["present_population"] = population
     bench.start_operator("present_start", timeout=120 + bench.args.present / 50)
     bench.start_pool()
@@ -710,9 +713,9 @@ def run(args: argparse.Namespace) -> dict:
     try:
         log(f"starting the stack in {state_dir}")
         info = stack.up()
-        api = kubeapi.Api(info.api_server, state_dir)
-        results["machine"]["kube_apiserver"] = api.version()
-        bench = Bench(args, stack, info, api, seed_input(), limit, results)
+        kube = connect(info.kubeconfig, pool_size=args.workers)
+        results["machine"]["kube_apiserver"] = kube.request("GET", "/version").get("gitVersion", "?")
+        bench = Bench(args, stack, info, kube, seed_input(), limit, results)
         if not args.skip_operator:
             operator_phases(bench)
         if not args.skip_native:

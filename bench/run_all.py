@@ -1,9 +1,9 @@
-"""`make bench`: the operator at scale, warm runner pools and the runner's overhead, then BENCHMARKS.md with every
-figure and target.
+"""`make bench`: the operator at scale, warm runner pools, the runner's overhead and the gateway, then BENCHMARKS.md
+with every figure and target.
 
-Each benchmark runs in its own process (`operator_scale.py`, `warm_pool.py`, `runner_overhead.py`, with `--json`),
-one after the other, so none disturbs the others' figures; their reports stream to the terminal as they run. The GPU recipe
-(`gpu_sdxl.py`) needs a GPU node and is not run here; BENCHMARKS.md says how to run it.
+Each benchmark runs in its own process (`operator_scale.py`, `warm_pool.py`, `runner_overhead.py`, `gateway.py`, with
+`--json`), one after the other, so none disturbs the others' figures; their reports stream to the terminal as they
+run. The GPU recipe (`gpu_sdxl.py`) needs a GPU node and is not run here; BENCHMARKS.md says how to run it.
 
 Run it on a quiet machine: the figures are wall-clock times on whatever else the machine is doing (the load average
 at the start is recorded next to them).
@@ -281,8 +281,29 @@ def overhead_section(r: dict) -> list[str]:
     return lines
 
 
+def gateway_section(r: dict) -> list[str]:
+    p = r["parameters"]
+    lines = ["## RunPod-compatible gateway (`bench/gateway.py`)", ""]
+    lines.append(
+        f"The gateway as `img2img local up` starts it, one endpoint. `status`: GET of a queued job's status "
+        f"({p['status_requests']} requests); `run`: POST of a 64x64 request, each validated and created as an "
+        f"Img2ImgJob ({p['run_requests']} requests, the operator stopped); {p['concurrency']} clients at once over "
+        f"kept-alive connections. `runsync`: {p['runsync_jobs']} jobs one after the other on no-op runners; the time "
+        f"it adds is the request's wall time minus the job's own `delayTime + executionTime`.")
+    lines.append("")
+    rows = [[key, n(r[key]["requests_per_s"]), pct(r[key]["latency_ms"], 1), str(r[key]["failures"])]
+            for key in ("status", "run")]
+    lines += table(["operation", "requests/s", "latency p50/p95/p99 ms", "not 200"], rows)
+    lines.append("")
+    s = r["runsync"]
+    lines.append(f"- runsync adds p50/p95/p99 {pct(s['overhead_ms'])} ms to `delayTime + executionTime` "
+                 f"(p50 {n(s['delay_plus_execution_ms']['p50'])} ms) over {s['jobs']} jobs.")
+    lines.append("")
+    return lines
+
+
 def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | None, failures: list[str],
-                   argv: list[str], pools: dict | None = None) -> None:
+                   argv: list[str], pools: dict | None = None, gateway: dict | None = None) -> None:
     load = info["load_average_at_start"]
     busy = load[0] > 0.5 * info["cores"]
     lines = [
@@ -314,6 +335,8 @@ def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | 
         lines += pools_section(pools)
     if overhead:
         lines += overhead_section(overhead)
+    if gateway:
+        lines += gateway_section(gateway)
     lines += [
         "## GPU (`bench/gpu_sdxl.py`, not run here)",
         "",
@@ -363,6 +386,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--skip-pools", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-gateway", action="store_true")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds each benchmark may take (default 3 h)")
     p.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
     return p
@@ -373,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     info = machine.describe()
     failures: list[str] = []
-    scale = overhead = pools = None
+    scale = overhead = pools = gateway = None
     if not args.skip_scale:
         scale_argv = ["--jobs", str(args.jobs), "--paced-jobs", str(args.paced_jobs), "--present", str(args.present),
                       "--runners", str(args.runners)]
@@ -398,9 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         overhead, seconds, why = run_child("runner_overhead.py", overhead_argv, args.timeout)
         if why:
             failures.append(f"runner overhead: {why}")
+    if not args.skip_gateway:
+        log("gateway")
+        gateway, seconds, why = run_child("gateway.py", [], args.timeout)
+        if why:
+            failures.append(f"gateway: {why}")
     info.setdefault("kube_apiserver", kube_apiserver_version())
     output = Path(args.output)
-    write_markdown(output, info, scale, overhead, failures, argv, pools)
+    write_markdown(output, info, scale, overhead, failures, argv, pools, gateway)
     log(f"wrote {output}")
     return 1 if failures else 0
 

@@ -44,6 +44,7 @@ from stats import fmt, summary  # noqa: E402
 
 from img2img.api.needs import required_models  # noqa: E402
 from img2img.api.payload import Img2ImgPayload  # noqa: E402
+from img2img.kube import Kube, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import TINY_POOL, TINY_POOL_MODELS, pool_manifest  # noqa: E402
 from img2img.local.stack import StackInfo  # noqa: E402
 from img2img.local.supervisor import wait_until  # noqa: E402
@@ -133,15 +134,15 @@ def verdicts(results: dict) -> list[tuple[str, float, float, str, bool]]:
 
 
 # ---- 1. sequential jobs on the real runner --------------------------------------------------------------------------
-def run_one(api: kubeapi.Api, tracker: scale.Tracker, workload: scale.Workload, namespace: str, name: str) -> dict:
+def run_one(kube: Kube, tracker: scale.Tracker, workload: scale.Workload, namespace: str, name: str) -> dict:
     """Submit one job and wait for its end; its record."""
     path = workload.collection(namespace)
     tracker.submitted[name] = time.monotonic()
-    api.create(path, workload.manifest(namespace, name))
+    kube.request("POST", path, body=workload.manifest(namespace, name))
     with tracker.cond:
         if not tracker.cond.wait_for(lambda: name in tracker.finished, timeout=JOB_SECONDS):
             raise RuntimeError(f"job {namespace}/{name} did not finish within {JOB_SECONDS:.0f} s")
-    status = api.get(f"{path}/{name}").get("status") or {}
+    status = kube.request("GET", job_path(namespace, name)).get("status") or {}
     record = {"name": name, "seconds": tracker.finished[name][0] - tracker.submitted[name],
               **{k: status.get(k) for k in ("status", "delayTime", "modelLoadTime", "executionTime", "runnerPod")}}
     log(f"{name}: {record['status']}, delayTime {record['delayTime']} ms, modelLoadTime {record['modelLoadTime']} "
@@ -149,7 +150,7 @@ def run_one(api: kubeapi.Api, tracker: scale.Tracker, workload: scale.Workload, 
     return record
 
 
-def sequential(api: kubeapi.Api, stack: scale.BenchStack, info: StackInfo, args: argparse.Namespace) -> dict:
+def sequential(kube: Kube, stack: scale.BenchStack, info: StackInfo, args: argparse.Namespace) -> dict:
     """Warm and cold jobs one after the other on the real runner, interleaved."""
     scale.start_pool(stack, info, TINY_POOL, "local", 1, tuple(TINY_POOL_MODELS))  # at most one: never a second
     info.kubectl("apply", "--server-side", "-f", "-",
@@ -158,27 +159,27 @@ def sequential(api: kubeapi.Api, stack: scale.BenchStack, info: StackInfo, args:
     namespace = "bench-sequential"
     job_input = light_input()
     warm, cold = scale.operator_workload(job_input), scale.operator_workload(job_input, gpu_class=COLD_CLASS)
-    scale.create_namespace(api, info, namespace, warm)
+    scale.create_namespace(kube, info, namespace, warm)
     tracker = scale.Tracker(warm)  # only the outcome is read: the same for both workloads
     path = warm.collection(namespace)
-    watch = api.watch(path, api.get(f"{path}?limit=1")["metadata"]["resourceVersion"], tracker.on_job)
+    watch = kubeapi.Follow(kube, path, kubeapi.version_now(kube, path), tracker.on_job)
     records: dict[str, list[dict]] = {"warm": [], "cold": []}
     per_cold = max(1, args.warm_jobs // max(1, args.cold_jobs))
     try:
         while len(records["warm"]) < args.warm_jobs or len(records["cold"]) < args.cold_jobs:
             if len(records["cold"]) < args.cold_jobs:
-                wait_gone(api, stack, COLD_POOL)
-                records["cold"].append(run_one(api, tracker, cold, namespace, f"cold-{len(records['cold']):03d}"))
-                wait_gone(api, stack, COLD_POOL)  # its runner goes (idleSeconds 0) before the warm jobs run
+                wait_gone(kube, stack, COLD_POOL)
+                records["cold"].append(run_one(kube, tracker, cold, namespace, f"cold-{len(records['cold']):03d}"))
+                wait_gone(kube, stack, COLD_POOL)  # its runner goes (idleSeconds 0) before the warm jobs run
             for _ in range(min(per_cold, args.warm_jobs - len(records["warm"]))):
-                records["warm"].append(run_one(api, tracker, warm, namespace, f"warm-{len(records['warm']):03d}"))
+                records["warm"].append(run_one(kube, tracker, warm, namespace, f"warm-{len(records['warm']):03d}"))
     finally:
         watch.stop()
     return {"jobs": records, "warm": sequential_figures(records["warm"]), "cold": sequential_figures(records["cold"])}
 
 
-def wait_gone(api: kubeapi.Api, stack: scale.BenchStack, pool: str) -> None:
-    wait_until(f"no runner in pool {pool}", lambda: not scale.runner_pods(api, pool), JOB_SECONDS,
+def wait_gone(kube: Kube, stack: scale.BenchStack, pool: str) -> None:
+    wait_until(f"no runner in pool {pool}", lambda: not scale.runner_pods(kube, pool), JOB_SECONDS,
                      stack.logs / "operator.log")
 
 
@@ -191,11 +192,11 @@ def cold_path_overrides(limit: int) -> dict:
     return overrides
 
 
-def throughput(api: kubeapi.Api, stack: scale.BenchStack, info: StackInfo, args: argparse.Namespace,
+def throughput(kube: Kube, stack: scale.BenchStack, info: StackInfo, args: argparse.Namespace,
                limit: int) -> dict:
     """A burst on the warm pool of no-op runners, then the same on the cold path, the operator restarted for each."""
     for pool in (TINY_POOL, COLD_POOL):
-        scale.remove_pool(api, stack, info, pool)
+        scale.remove_pool(kube, stack, info, pool)
     job_input = scale.seed_input()
     out: dict[str, Any] = {"phases": {}}
     for key, gpu_class, overrides in (("warm", WARM_CLASS, scale.operator_overrides(limit, classes=(WARM_CLASS,))),
@@ -207,15 +208,15 @@ def throughput(api: kubeapi.Api, stack: scale.BenchStack, info: StackInfo, args:
             scale.start_pool(stack, info, NOOP_WARM_POOL, WARM_CLASS, args.runners, models_of(job_input))
         workload = scale.operator_workload(job_input, gpu_class=gpu_class)
         namespace = f"bench-{key}-burst"
-        scale.create_namespace(api, info, namespace, workload)
-        phase = scale.run_phase(api, stack, workload, namespace, args.jobs, rate=None, workers=args.workers,
+        scale.create_namespace(kube, info, namespace, workload)
+        phase = scale.run_phase(kube, stack, workload, namespace, args.jobs, rate=None, workers=args.workers,
                                 timeout=60 + args.jobs, limit=limit)
-        jobs, _ = api.list_all(workload.collection(namespace))
+        jobs, _ = kube.list(workload.collection(namespace))
         done = [j for j in jobs if workload.outcome(j) == "COMPLETED"]
         out["phases"][key] = phase
         out[key] = throughput_figures(phase, [j["status"].get("runnerPod") or "?" for j in done])
         if key == "warm":
-            scale.remove_pool(api, stack, info, NOOP_WARM_POOL)
+            scale.remove_pool(kube, stack, info, NOOP_WARM_POOL)
     return out
 
 
@@ -231,11 +232,11 @@ def run(args: argparse.Namespace) -> dict:
     try:
         log(f"starting the stack in {state_dir} (the operator, the tiny models, the pool {TINY_POOL})")
         info = stack.up()
-        api = kubeapi.Api(info.api_server, state_dir)
+        kube = connect(info.kubeconfig, pool_size=args.workers)
         if not args.skip_sequential:
-            results["sequential"] = sequential(api, stack, info, args)
+            results["sequential"] = sequential(kube, stack, info, args)
         if not args.skip_throughput:
-            results["throughput"] = throughput(api, stack, info, args, limit)
+            results["throughput"] = throughput(kube, stack, info, args, limit)
     finally:
         log("stopping the stack")
         try:

@@ -56,7 +56,7 @@ def _local(args) -> int:
         sys.stdout.write((state_dir / "env.sh").read_text())
         return 0
     stack = Stack(state_dir=state_dir, with_operator=not args.no_operator, with_models=not args.no_models,
-                  gpus=args.gpus)
+                  with_gateway=not args.no_gateway, gpus=args.gpus)
     if args.action == "down":
         stack.down()
         log("stopped; no process of the stack is left")
@@ -107,15 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", default=None, help="default: the context's namespace")
     p.set_defaults(func=_fetch)
 
-    p = sub.add_parser("local", help="start or stop the embedded stack (etcd, kube-apiserver, S3, executor, operator)",
-                       description="up: start the embedded stack (idempotent) and print its `export` lines; down: stop "
-                                   "all of it; env: print the `export` lines of a running stack.")
+    p = sub.add_parser("local", help="start or stop the embedded stack (etcd, kube-apiserver, S3, executor, operator, "
+                                     "gateway)",
+                       description="up: start the embedded stack (idempotent) and print its `export` lines (kubectl, "
+                                   "S3, and RUNPOD_ENDPOINT_BASE_URL, RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID for RunPod "
+                                   "clients); down: stop all of it; env: print the `export` lines of a running stack.")
     p.add_argument("action", choices=["up", "down", "env"])
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where its data, logs and env.sh live (default: $IMG2IMG_STATE_DIR, else "
                         "~/.local/state/img2img-operator/local)")
     p.add_argument("--no-operator", action="store_true", help="start everything but the operator")
     p.add_argument("--no-models", action="store_true", help="do not build the tiny models (no torch needed)")
+    p.add_argument("--no-gateway", action="store_true", help="start everything but the RunPod-compatible gateway")
     p.add_argument("--gpus", type=int, default=1, help="nvidia.com/gpu capacity of the local node")
     p.set_defaults(func=_local)
     return parser

@@ -19,7 +19,7 @@ import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRAS = ("operator", "runner", "dev")
+EXTRAS = ("operator", "runner", "gateway", "dev")
 
 
 def deps_hash(project: dict) -> str:

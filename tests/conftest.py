@@ -1,7 +1,7 @@
 """Shared fixtures: the real embedded stack (kube-apiserver, etcd, kube-controller-manager, MinIO, the local executor).
 
-The stack starts once per test session from the same code as `img2img local up`; tests that need the operator start
-and stop it themselves (it is the component under test, and some tests kill it).
+The stack starts once per test session from the same code as `img2img local up`; tests that need the operator or the
+gateway start and stop them themselves (each is the component under test there, and some tests kill the operator).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class StackHandle:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> StackHandle:
     state_dir = tmp_path_factory.mktemp("stack")
-    s = Stack(state_dir=state_dir, with_operator=False)
+    s = Stack(state_dir=state_dir, with_operator=False, with_gateway=False)
     try:
         info = s.up()
         yield StackHandle(s, info)

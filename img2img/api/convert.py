@@ -1,6 +1,6 @@
 """RunPod request -> Img2ImgJob manifest (used by `img2img submit`).
 
-The manifest carries the request's ``input`` verbatim, exactly as the user wrote it (``cfg_scale: 7`` stays 7): the
+The manifest carries the request's ``input`` verbatim (its ``webhook`` and ``policy`` as the job's controls), exactly as the user wrote it (``cfg_scale: 7`` stays 7): the
 API server and the operator validate the same bytes the user sent, and the ``parameters`` echo shows them.
 """
 
@@ -22,8 +22,10 @@ def to_manifest(data: dict[str, Any], *, name: str | None = None, namespace: str
     """
     loaded = job_from_data(data)
     if loaded.from_runpod_request:
+        controls = {k: v for k, v in loaded.job.spec.sent().items() if k != "input"}  # webhook and policy
         manifest = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
-                    "metadata": {"generateName": GENERATE_NAME}, "spec": {"input": copy.deepcopy(data["input"])}}
+                    "metadata": {"generateName": GENERATE_NAME},
+                    "spec": {"input": copy.deepcopy(data["input"]), **controls}}
     else:
         manifest = copy.deepcopy(data)
         manifest.pop("status", None)

@@ -1,13 +1,18 @@
 """The RunPod A1111 worker's envelope: ``{"input": {"api": {"method", "endpoint"}, "payload": {…}}}``.
 
-``spec.input`` of an Img2ImgJob is this ``input`` object verbatim. Only ``POST /sdapi/v1/img2img`` is supported; any
+``spec.input`` of an Img2ImgJob is this ``input`` object verbatim; the request's ``webhook`` and ``policy`` become
+the job's controls. Only ``POST /sdapi/v1/img2img`` is supported; any
 other endpoint the RunPod worker knows (txt2img, options, …) is refused by name until it is supported.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import math
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field, field_validator
+
+from img2img.api.addresses import URL_MAX, https_url_refusal
 from img2img.api.base import ApiModel
 from img2img.api.errors import refuse
 from img2img.api.payload import Img2ImgPayload
@@ -15,11 +20,28 @@ from img2img.api.payload import Img2ImgPayload
 SUPPORTED_METHOD = "POST"
 SUPPORTED_ENDPOINT = "/sdapi/v1/img2img"
 SUPPORTED = f"{SUPPORTED_METHOD} {SUPPORTED_ENDPOINT}"
+# RunPod's policy limits (ms)
+MIN_EXECUTION_TIMEOUT_MS = 5_000
+MIN_TTL_MS = 10_000
+MAX_POLICY_MS = 7 * 24 * 3600 * 1000
+LOW_PRIORITY = -1000  # the lowest priority a job can have: `policy.lowPriority` runs after everything else
 
 
 def normalize_endpoint(endpoint: str) -> str:
     """"sdapi/v1/img2img" and "/sdapi/v1/img2img" are the same endpoint: the RunPod worker strips the slash."""
     return "/" + endpoint.strip().lstrip("/")
+
+
+def _webhook(url: str) -> str:
+    why = https_url_refusal(url)
+    if why:
+        raise refuse(f"{url[:80]!r} {why}")
+    return url
+
+
+# A URL the operator POSTs to: the same address rules as image fetches (``img2img.api.addresses``).
+WebhookUrl = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={"pattern": "^https://"}),
+                      AfterValidator(_webhook)]
 
 
 class Api(ApiModel):
@@ -48,19 +70,48 @@ class RunPodInput(ApiModel):
     payload: Img2ImgPayload
 
 
-class RunPodRequest(ApiModel):
-    """A whole RunPod request as users send it to ``/run``: ``{"input": {...}}``.
+class Policy(ApiModel):
+    """RunPod's ``policy``: limits of one job, in milliseconds as RunPod counts them."""
 
-    RunPod's own top-level keys (``webhook``, ``policy``, ``s3Config``) have Img2ImgJob counterparts
-    (``timeoutSeconds``, ``output``…) and are refused here with that hint rather than ignored.
+    executionTimeout: int | None = Field(None, ge=MIN_EXECUTION_TIMEOUT_MS, le=MAX_POLICY_MS,
+                                         description="ms a job may run (RunPod: 5 s to 7 days)")
+    ttl: int | None = Field(None, ge=MIN_TTL_MS, le=MAX_POLICY_MS, description="ms the job is kept (RunPod: 10 s "
+                            "to 7 days)")
+    lowPriority: bool | None = Field(None, description="true: the job runs after every other job")
+
+
+class RunPodRequest(ApiModel):
+    """A whole RunPod request as users send it to ``/run``: ``{"input": {...}, "webhook"?, "policy"?}``.
+
+    ``webhook`` and ``policy`` become the Img2ImgJob's controls (``job_controls``). ``s3Config`` carries the caller's
+    S3 credentials, which do not belong in a job object: only the gateway takes it, the CLI refuses it.
     """
 
     input: RunPodInput
+    webhook: WebhookUrl | None = Field(None, description="https URL the job's RunPod status is POSTed to when it "
+                                       "ends")
+    policy: Policy | None = None
 
     @classmethod
     def _unknown_key_reason(cls, key: str) -> str:
-        hints = {"policy": "use the Img2ImgJob controls (timeoutSeconds, ttlSecondsAfterFinished) instead",
-                 "s3Config": "use the Img2ImgJob control output {bucket, prefix} instead",
-                 "webhook": "webhooks are not supported; watch the Img2ImgJob's status instead"}
+        hints = {"s3Config": "is taken by the gateway only (it carries credentials); give the Img2ImgJob control "
+                             "output {bucket, prefix} instead"}
         return hints.get(key) or super()._unknown_key_reason(key)
 
+    def job_controls(self) -> dict[str, Any]:
+        """The Img2ImgJob controls this request asks for: ``webhook``, and ``policy`` in the job's units.
+
+        RunPod's ``ttl`` counts from submission; a job's ``ttlSecondsAfterFinished`` from its end, so a job is kept
+        at least as long as RunPod would keep it.
+        """
+        controls: dict[str, Any] = {}
+        if self.webhook is not None:
+            controls["webhook"] = self.webhook
+        policy = self.policy or Policy()
+        if policy.executionTimeout is not None:
+            controls["timeoutSeconds"] = math.ceil(policy.executionTimeout / 1000)
+        if policy.ttl is not None:
+            controls["ttlSecondsAfterFinished"] = math.ceil(policy.ttl / 1000)
+        if policy.lowPriority:
+            controls["priority"] = LOW_PRIORITY
+        return controls

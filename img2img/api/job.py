@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from img2img import API_GROUP, API_VERSION, KIND
 from img2img.api.base import ApiModel
-from img2img.api.envelope import RunPodInput, RunPodRequest
+from img2img.api.envelope import RunPodInput, RunPodRequest, WebhookUrl
 from img2img.api.errors import PATTERN_MEANINGS, Problem, problems
 from img2img.api.images import S3_BUCKET_PATTERN
 from img2img.api.status import JobStatus
@@ -50,6 +50,8 @@ class Img2ImgJobSpec(ApiModel):
     ttlSecondsAfterFinished: int | None = Field(None, ge=0, le=MAX_TTL_SECONDS, description="delete the job "
                                                 "this long after it finished")
     cancel: bool | None = Field(None, description="true cancels the job; cannot be undone")
+    webhook: WebhookUrl | None = Field(None, description="https URL the job's RunPod-shaped status is POSTed to "
+                                       "on each terminal state")
 
 
 class ObjectMeta(BaseModel):
@@ -123,7 +125,7 @@ def job_from_data(data: Any) -> LoadedJob:
         except ValidationError as exc:
             raise JobProblems(problems(exc)) from None
         job = Img2ImgJob(apiVersion=API_VERSION_FULL, kind=KIND, metadata=ObjectMeta(generateName=GENERATE_NAME),
-                         spec=Img2ImgJobSpec(input=request.input))
+                         spec=Img2ImgJobSpec(input=request.input, **request.job_controls()))
         return LoadedJob(job, from_runpod_request=True)
     if "kind" in data or "apiVersion" in data or "spec" in data:
         try:

@@ -11,7 +11,8 @@ refusing a request) ends as one line on stderr and a non-zero exit code, never a
 Exit codes: 0 success (``--wait``: COMPLETED); 1 the job FAILED / was CANCELLED / TIMED_OUT, or an error;
 124 ``--wait`` gave up before the job finished (the job goes on).
 
-Modules: ``request`` (read and validate a request) and ``offload`` (its large images) prepare a job; ``kube`` and
-``s3`` talk to the cluster and the object store, each turning failures into a one-line ``ClientError`` (``errors``);
-``view`` prints the RunPod-shaped status; ``submit``, ``wait``, ``status`` and ``fetch`` are the commands.
+Modules: ``request`` (read and validate a request) and ``offload`` (its large images) prepare a job; ``kube`` (on
+``img2img.kube``) and ``s3`` talk to the cluster and the object store, each turning failures into a one-line
+``ClientError`` (``errors``); ``view`` prints the RunPod-shaped status; ``submit``, ``wait``, ``status`` and
+``fetch`` are the commands.
 """

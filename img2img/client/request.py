@@ -60,12 +60,18 @@ def prepare(text: str, source: str, bucket: str | None) -> Prepared:
     Raises ``JobProblems`` with every problem. Without a bucket, large images stay inline when the job still fits
     (``inline_kept``); when it would not, ClientError says to set IMG2IMG_BUCKET.
     """
+    from img2img.api.job import parse_document
+
+    return prepare_data(parse_document(text, source), bucket)
+
+
+def prepare_data(data: Any, bucket: str | None) -> Prepared:
+    """``prepare`` for a request or manifest already parsed (the gateway's request bodies)."""
     from img2img.api.convert import to_manifest
     from img2img.api.errors import Problem
     from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageError
-    from img2img.api.job import JobProblems, parse_document
+    from img2img.api.job import JobProblems
 
-    data = parse_document(text, source)
     payload, prefix = payload_of(data)
     chosen = plan_offload(payload, prefix) if payload is not None else []
     work = copy.deepcopy(data)

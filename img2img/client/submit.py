@@ -9,13 +9,14 @@ import sys
 import time
 from typing import Any
 
-from img2img import API_GROUP, API_VERSION, PLURAL
+from img2img import API_GROUP
 from img2img.client.errors import ClientError, fail
 from img2img.client.kube import current_cluster
 from img2img.client.offload import upload
 from img2img.client.request import BUCKET_ENV, prepare, read_text
 from img2img.client.view import out
 from img2img.client.wait import wait_for
+from img2img.kube import job_path
 
 SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 FIELD_MANAGER = "img2img-cli"
@@ -46,10 +47,9 @@ def submit_command(path: str, *, name: str | None, namespace: str | None, wait: 
             metadata["generateName"] = GENERATE_NAME
         # stamped last, just before the create: the operator measures the job's delay from it
         metadata["annotations"] = {**(metadata.get("annotations") or {}), SUBMITTED_AT: str(int(time.time() * 1000))}
-        created = cluster.call(
-            f"create {metadata.get('name') or 'job'} in namespace {namespace}",
-            cluster.api.create_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL, manifest,
-            field_manager=FIELD_MANAGER, field_validation="Strict")
+        created = cluster.call(f"create {metadata.get('name') or 'job'} in namespace {namespace}", "POST",
+                               job_path(namespace), body=manifest,
+                               query={"fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"})
         job, uid = created["metadata"]["name"], created["metadata"]["uid"]
         print(f"img2imgjob.{API_GROUP}/{job} created in namespace {namespace}", file=sys.stderr)
         if not wait:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from img2img import API_GROUP, API_VERSION, PLURAL
-from img2img.api.pool import POOL_KIND, POOL_PLURAL
+from img2img import API_GROUP, API_VERSION
+from img2img.api.pool import POOL_KIND
 from img2img.local.paths import REPO_ROOT
 from img2img.local.supervisor import wait_until
 
@@ -45,8 +45,8 @@ def apply_crds(kubectl: Kubectl) -> None:
     """The repository's CRDs, applied and Established (retried while the API server is still starting up)."""
     wait_until("kube-apiserver accepting the CRDs",
                lambda: kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR)).returncode == 0, 60)
-    for plural in (PLURAL, POOL_PLURAL):
-        kubectl("wait", "--for=condition=Established", f"crd/{plural}.{API_GROUP}", "--timeout=60s")
+    # Every CRD, with room for a slow start on a loaded 2-core machine (the API server's CRD controller is busy).
+    kubectl("wait", "--for=condition=Established", "-f", str(CRD_DIR), "--timeout=180s")
 
 
 def bootstrap_runner_namespace(kubectl: Kubectl, namespace: str = RUNNER_NAMESPACE) -> None:
@@ -81,3 +81,12 @@ def wait_pool_ready(kubectl: Kubectl, name: str, ready: int, timeout: float, log
         return proc.returncode == 0 and proc.stdout.strip().isdigit() and int(proc.stdout) >= ready
 
     wait_until(f"{ready} ready runner(s) in pool {name}", counted, timeout, log)
+
+
+def gateway_key_secret(kubectl: Kubectl, namespace: str, name: str, key: str) -> None:
+    """The namespace of the gateway and the Secret holding its API key (what the chart's values name)."""
+    kubectl("create", "namespace", namespace, check=False)  # kept when it exists
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                "stringData": {"key": key}}
+    kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+

@@ -185,3 +185,29 @@ def deep_merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
     return merged
+
+
+# ---- the gateway ----------------------------------------------------------------------------------------------------
+GATEWAY_NAMESPACE = "img2img-system"
+GATEWAY_KEY_SECRET = "img2img-gateway-key"
+GATEWAY_ENDPOINT = "local"  # RunPod's endpoint id of the stack's jobs (the `default` namespace)
+
+
+def gateway_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port: int, namespace: str) -> dict:
+    """The gateway's configuration for this stack: one endpoint, for ``namespace``, and one key."""
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "namespace": GATEWAY_NAMESPACE,
+        "runnerNamespace": GATEWAY_NAMESPACE,
+        "catalogPath": str(catalog) if catalog else None,
+        "s3": {"bucket": bucket, "endpoint": s3_endpoint, "region": S3_REGION},
+        "allowPrivateAddresses": True,  # everything here is on loopback, a caller's s3Config too
+        "endpoints": {GATEWAY_ENDPOINT: {"namespace": namespace}},
+        "keys": [{"secret": GATEWAY_KEY_SECRET, "endpoints": [GATEWAY_ENDPOINT]}],
+    }
+
+
+def gateway_argv(config_file: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "img2img-gateway"), f"--config={config_file}"]
+

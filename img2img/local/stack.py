@@ -22,23 +22,36 @@ import yaml
 from img2img.local import binaries
 from img2img.local.binaries import Binaries
 from img2img.local.bootstrap import (
-    BUCKET, TINY_POOL, TINY_POOL_MODELS, apply_crds, bootstrap_runner_namespace, create_bucket, pool_manifest,
-    wait_pool_ready,
+    BUCKET, TINY_POOL, TINY_POOL_MODELS, apply_crds, bootstrap_runner_namespace, create_bucket, gateway_key_secret,
+    pool_manifest, wait_pool_ready,
 )
 from img2img.local.certs import ControlPlaneCerts, kubeconfig, make_certs
 from img2img.local.components import (
-    MINIO_ENV, NODE_NAME, apiserver_argv, controller_manager_argv, etcd_argv, executor_argv, executor_config,
-    loopback, minio_argv, node_schedulable, operator_argv, operator_config, s3_env,
+    GATEWAY_ENDPOINT, GATEWAY_KEY_SECRET, GATEWAY_NAMESPACE, MINIO_ENV, NODE_NAME, apiserver_argv, controller_manager_argv, etcd_argv, executor_argv, executor_config,
+    gateway_argv, gateway_config, loopback, minio_argv, node_schedulable, operator_argv, operator_config, s3_env,
 )
 from img2img.local.models import build_tiny_models
 from img2img.local.paths import default_state_dir
 from img2img.local.supervisor import Supervisor, wait_until
 
 # Start order; `down` stops them in reverse: consumers first, storage last.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "minio", "executor", "operator")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "minio", "executor", "operator", "gateway")
 PORTS = ("etcd", "etcd_peer", "apiserver", "minio", "minio_console", "operator_health", "operator_metrics",
-         "operator_runners")
+         "operator_runners", "gateway")
 POOL_READY_SECONDS = 300  # the first runner starts Python and loads the tiny models
+
+
+@dataclass
+class GatewayAccess:
+    """What a RunPod client needs: the base URL (ending in /v2, as RUNPOD_ENDPOINT_BASE_URL), a key, an endpoint."""
+
+    base_url: str
+    api_key: str
+    endpoint_id: str
+
+    def env(self) -> dict[str, str]:
+        return {"RUNPOD_ENDPOINT_BASE_URL": self.base_url, "RUNPOD_API_KEY": self.api_key,
+                "RUNPOD_ENDPOINT_ID": self.endpoint_id}
 
 
 @dataclass
@@ -53,6 +66,7 @@ class StackInfo:
     catalog: Path | None
     kubectl_path: Path  # helm lies next to it; both go first on PATH
     operator_metrics: str | None = None
+    gateway: GatewayAccess | None = None
 
     def env(self) -> dict[str, str]:
         env = {
@@ -63,6 +77,8 @@ class StackInfo:
         }
         if self.catalog:
             env["IMG2IMG_CATALOG"] = str(self.catalog)
+        if self.gateway:
+            env.update(self.gateway.env())
         return env
 
     def export_lines(self) -> str:
@@ -85,6 +101,7 @@ class Stack(Supervisor):
     state_dir: Path = field(default_factory=default_state_dir)
     with_operator: bool = True
     with_models: bool = True
+    with_gateway: bool = True
     gpus: int = 1
     operator_overrides: dict = field(default_factory=dict)
 
@@ -128,6 +145,8 @@ class Stack(Supervisor):
             info.operator_metrics = f"{loopback(ports['operator_metrics'])}/metrics"
             if self.with_models:
                 self.warm_pool(info)
+        if self.with_gateway:
+            info.gateway = self.start_gateway(info)
         (self.state_dir / "env.sh").write_text(info.export_lines())
         return info
 
@@ -170,6 +189,29 @@ class Stack(Supervisor):
         info.kubectl("apply", "--server-side", "-f", "-",
                      input=pool_manifest(TINY_POOL, "local", TINY_POOL_MODELS, min_ready=1))
         wait_pool_ready(info.kubectl, TINY_POOL, 1, POOL_READY_SECONDS, self.logs / "operator.log")
+        binaries.log(f"pool {TINY_POOL}: a warm runner holds {', '.join(TINY_POOL_MODELS)}")
+
+    def start_gateway(self, info: StackInfo, namespace: str = "default") -> GatewayAccess:
+        """Start the RunPod-compatible gateway (kept when running) for the jobs of ``namespace``; its key is made
+        once and kept in the state folder."""
+        import secrets
+
+        state = self.read_state()
+        key_file = self.state_dir / "gateway-api-key"
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(secrets.token_urlsafe(32))
+        gateway_key_secret(info.kubectl, GATEWAY_NAMESPACE, GATEWAY_KEY_SECRET, key_file.read_text())
+        config_file = self.state_dir / "gateway.yaml"
+        config_file.write_text(yaml.safe_dump(gateway_config(s3_endpoint=info.s3_endpoint, bucket=info.bucket,
+                                                             catalog=info.catalog, port=state["ports"]["gateway"],
+                                                             namespace=namespace),
+                                              sort_keys=False))
+        env = {"KUBECONFIG": str(info.kubeconfig), **s3_env(info.s3_endpoint)}
+        self.spawn(state, "gateway", gateway_argv(config_file), env=env)
+        url = loopback(state["ports"]["gateway"])
+        self._wait_healthy("gateway", f"{url}/healthz")
+        return GatewayAccess(f"{url}/v2", key_file.read_text(), GATEWAY_ENDPOINT)
 
     def down(self) -> None:
         self.stop_all(tuple(reversed(COMPONENTS)))

@@ -147,7 +147,7 @@ class Dispatcher:
         for candidate in self._offers.get(gpu_class, ()):
             job = self.cache.job_view(candidate.uid)
             if (job is not None and job.state in (None, IN_QUEUE) and not job.deleting
-                    and not self.leases.holds(candidate.uid)):
+                    and job.spec.get("cancel") is not True and not self.leases.holds(candidate.uid)):
                 out.append(candidate)
         return out
 
@@ -453,14 +453,14 @@ class Dispatcher:
         for pod in pods:
             seen = self.registry.get(pod.name)
             if pod.finished:
-                if pod.name in self._ended_pods:
-                    continue
-                self._ended_pods.add(pod.name)
-                if seen is None:  # it ended before it ever asked for work
-                    self._failed_before_take.setdefault(pod.pool, []).append((pod.name, why_ended(pod), now))
-                    log.warning("runner %s of pool %s ended before it asked for work: %s", pod.name, pod.pool,
-                                why_ended(pod))
-                work.append(self._remove_runner(pod, grace=0))
+                if pod.name not in self._ended_pods:
+                    self._ended_pods.add(pod.name)
+                    if seen is None:  # it ended before it ever asked for work
+                        self._failed_before_take.setdefault(pod.pool, []).append((pod.name, why_ended(pod), now))
+                        log.warning("runner %s of pool %s ended before it asked for work: %s", pod.name, pod.pool,
+                                    why_ended(pod))
+                if not pod.deleting:
+                    work.append(self._remove_runner(pod, grace=0))
                 continue
             if pod.deleting:
                 continue

@@ -217,17 +217,8 @@ class RunnerApi:
         wait_ms = int(self.config.runners.take_wait_seconds * 1000)
         for _ in range(TAKE_TRIES):
             now = self.now_ms()
-            others = []
-            for other in self.cache.pods():
-                if other.name == runner or not other.live:
-                    continue
-                other_pool = self.dispatcher.pools.get(other.pool)
-                seen = self.registry.get(other.name)
-                if other_pool is not None and other_pool.gpu_class == pool.gpu_class and idle(seen, now, wait_ms) \
-                        and self.leases.claimers().isdisjoint({other.name}):
-                    assert seen is not None
-                    others.append(seen.models)
-            uid = pick_job(models, self.dispatcher.candidates(pool.gpu_class), others)
+            uid = pick_job(models, self.dispatcher.candidates(pool.gpu_class),
+                           self._idle_models(pool.gpu_class, runner, now, wait_ms))
             job = self.cache.job_view(uid) if uid is not None else None
             if job is None:
                 return None
@@ -266,6 +257,18 @@ class RunnerApi:
                      extra={"job": job.name, "namespace": job.namespace, "uid": job.uid, "attempt": attempt})
             return assignment
         return None
+
+    def _idle_models(self, gpu_class: str, runner: str, now: int, wait_ms: int) -> list[tuple[str, ...]]:
+        """What the other idle runners of the GPU class serve (a job one of them serves warm is left to it)."""
+        taking = self.leases.claimers()
+        out = []
+        for pod in self.cache.pods():
+            pool = self.dispatcher.pools.get(pod.pool)
+            seen = self.registry.get(pod.name)
+            if (pod.name != runner and pod.live and pool is not None and pool.gpu_class == gpu_class
+                    and pod.name not in taking and seen is not None and idle(seen, now, wait_ms)):
+                out.append(seen.models)
+        return out
 
     def _assignment(self, job: JobView, checked: Checked, attempt: int, lease_id: str) -> Assignment:
         """The attempt's assignment, with presigned URLs for exactly its input, the images it may read, and its

@@ -36,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
+from img2img.api.addresses import address_refusal
 from img2img.api.images import (ImageError, decode_inline, parse_reference, plain_key, s3_allowed, S3Ref, HttpsRef,
                                 MAX_PIXELS)
 from img2img_runner.errors import BadInput, StorageError
@@ -90,26 +91,6 @@ def _json_list(env: dict[str, str], key: str) -> list[str]:
 
 
 # --- decisions (pure) --------------------------------------------------------------------------------------
-
-
-def address_refusal(address: str) -> str | None:
-    """Why a connection to this IP address is refused, or None when it is a public address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address (cloud metadata lives there)"
-    if ip.is_unspecified:
-        return "the unspecified address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_reserved or not ip.is_global:
-        return "a non-public address"
-    return None
 
 
 def host_allowed(host: str, allowed: Iterable[str]) -> bool:

@@ -335,7 +335,7 @@ class Worker:
                 log.exception("job crashed")
             else:
                 log.error("job failed: %s %s: %s", failure.code.name, failure.field or "", failure.message)
-            outcome["error"] = failure.as_dict()
+            outcome["error"] = failure.model_dump(mode="json")
         outcome["finishedAt"] = outcome["finishedAt"] or now_ms()
         return outcome
 

@@ -13,13 +13,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from img2img.local.executor import Kube
+from img2img.kube import Kube, connect
 from img2img.local.components import python_image
 
 pytestmark = pytest.mark.stack
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.stack
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
 HOLD = "img2img.dev/test-hold"  # a finalizer that keeps a deleted pod readable after the executor is done with it
+WAIT_FOR_GO = "import os, time\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n"  # until the test says go
 
 
 @dataclass
@@ -64,6 +67,7 @@ def start_executor(stack, state_dir: Path, node: str, scheduler: str, taint_key:
     config_file = state_dir.parent / f"{node}.yaml"
     config_file.write_text(yaml.safe_dump(config))
     log = state_dir.parent / f"{node}.log"
+    log_start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "img2img.local.executor", f"--kubeconfig={stack.kubeconfig}",
@@ -71,12 +75,13 @@ def start_executor(stack, state_dir: Path, node: str, scheduler: str, taint_key:
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )
     handle = ExecutorHandle(node, scheduler, taint_key, state_dir, log, config_file, proc, stack.kubeconfig)
-    kube = Kube(str(stack.kubeconfig))
+    kube = connect(stack.kubeconfig)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         n = kube.get(f"/api/v1/nodes/{node}")
         ready = n and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
-        if ready and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints") or []):
+        if ready and not any(t["key"] == "node.kubernetes.io/not-ready" for t in n["spec"].get("taints") or []) \
+                and b"executor for node" in log.read_bytes()[log_start:]:  # this run registered and said how
             return handle
         assert proc.poll() is None, f"executor exited:\n{handle.logs()}"
         time.sleep(0.2)
@@ -122,7 +127,7 @@ def executor(stack, tmp_path_factory):
 
 @pytest.fixture
 def kube(stack) -> Kube:
-    return Kube(str(stack.kubeconfig))
+    return connect(stack.kubeconfig)
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
@@ -164,6 +169,15 @@ def wait_for(kube: Kube, namespace: str, name: str, predicate, timeout: float = 
                          f"{json.dumps((pod or {}).get('status'), indent=1)}")
 
 
+def pod_versions(kube: Kube, namespace: str, name: str, resource_version: str, timeout: int = 30) -> Iterator[dict]:
+    """Every version of the pod written after `resource_version`: a watch misses none (polling can miss a short one)."""
+    events = kube.watch(f"/api/v1/namespaces/{namespace}/pods", resource_version,
+                        query={"fieldSelector": f"metadata.name={name}"}, timeout_seconds=timeout)
+    for kind, pod in events:
+        if kind in ("ADDED", "MODIFIED"):
+            yield pod
+
+
 def phase_is(*phases):
     return lambda p: p.get("status", {}).get("phase") in phases
 
@@ -191,16 +205,17 @@ def test_pod_runs_to_succeeded_with_its_termination_message(executor, kube, name
         "import json, os, sys, time\n"
         "print('hello from', os.environ['HOSTNAME'], 'cwd', os.getcwd(), flush=True)\n"
         "print('image env', os.environ['IMAGE_ENV'], 'python', sys.executable, flush=True)\n"
-        "time.sleep(2)\n"
+        f"{WAIT_FOR_GO}"
         "open('/dev/termination-log', 'w').write(json.dumps({'result': 's3://b/k', 'error': None}))\n"
     )
     create(kube, namespace, make_pod(executor, "ok", script))
-    running = wait_for(kube, namespace, "ok", phase_is("Running", "Succeeded"), what="Running")
-    if running["status"]["phase"] == "Running":
-        cs = running["status"]["containerStatuses"][0]
-        assert cs["ready"] and cs["started"] and "startedAt" in cs["state"]["running"]
-        assert condition(running, "Ready")["status"] == "True"
-        assert running["status"]["podIP"] == "127.0.0.1" and running["status"]["startTime"]
+    running = wait_for(kube, namespace, "ok", phase_is("Running", "Succeeded", "Failed"), what="Running")
+    assert running["status"]["phase"] == "Running"
+    cs = running["status"]["containerStatuses"][0]
+    assert cs["ready"] and cs["started"] and "startedAt" in cs["state"]["running"]
+    assert condition(running, "Ready")["status"] == "True"
+    assert running["status"]["podIP"] == "127.0.0.1" and running["status"]["startTime"]
+    (executor.pod_dir(namespace, running) / "work" / "go").touch()
     pod = wait_for(kube, namespace, "ok", phase_is("Succeeded", "Failed"), what="a terminal phase")
     assert pod["spec"]["nodeName"] == executor.node
     assert pod["status"]["phase"] == "Succeeded"
@@ -302,8 +317,10 @@ def test_deletion_kills_the_process_after_the_grace_period_then_removes_the_pod(
     assert alive(main_pid) and alive(child_pid)
     started = time.monotonic()
     kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/doomed")
-    time.sleep(1)
-    assert alive(main_pid), "killed before the grace period ran out"
+    while alive(main_pid) and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    lived = time.monotonic() - started  # SIGTERM is ignored: only the SIGKILL after the grace period ends it
+    assert lived >= 1.9, f"killed {lived:.1f} s after the delete, before its 2 s grace period ran out"
     pod = wait_for(kube, namespace, "doomed", phase_is("Succeeded", "Failed"), timeout=30, what="a terminal phase")
     assert time.monotonic() - started >= 1.9
     deadline = time.monotonic() + 5
@@ -353,11 +370,12 @@ def test_node_selector_mismatch_stays_pending(executor, kube, namespace):
 
 
 def test_second_one_gpu_pod_waits_for_the_first(executor, kube, namespace):
-    create(kube, namespace, make_pod(executor, "first", "import time; time.sleep(4)", gpus=1))
-    wait_for(kube, namespace, "first", phase_is("Running"), what="Running")
+    create(kube, namespace, make_pod(executor, "first", WAIT_FOR_GO, gpus=1))
+    first = wait_for(kube, namespace, "first", phase_is("Running"), what="Running")
     create(kube, namespace, make_pod(executor, "second", "print('my turn')", gpus=1))
     second = wait_for(kube, namespace, "second", unschedulable, what="Unschedulable")
     assert "1 Insufficient nvidia.com/gpu" in condition(second, "PodScheduled")["message"]
+    (executor.pod_dir(namespace, first) / "work" / "go").touch()
     first = wait_for(kube, namespace, "first", phase_is("Succeeded", "Failed"), what="first done")
     second = wait_for(kube, namespace, "second", phase_is("Succeeded", "Failed"), what="second done")
     assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded"
@@ -366,17 +384,17 @@ def test_second_one_gpu_pod_waits_for_the_first(executor, kube, namespace):
 
 
 def test_unknown_image_is_err_image_pull_then_image_pull_back_off(executor, kube, namespace):
-    create(kube, namespace, make_pod(executor, "noimage", "print(1)", image="registry.example/none:1"))
+    created = create(kube, namespace, make_pod(executor, "noimage", "print(1)", image="registry.example/none:1"))
     seen = set()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not {"ErrImagePull", "ImagePullBackOff"} <= seen:
-        pod = get(kube, namespace, "noimage")
-        reason = container_state(pod).get("waiting", {}).get("reason") if pod.get("status", {}).get(
-            "containerStatuses") else None
-        if reason:
-            seen.add(reason)
-            assert pod["status"]["phase"] == "Pending"
-        time.sleep(0.1)
+    with closing(pod_versions(kube, namespace, "noimage", created["metadata"]["resourceVersion"])) as versions:
+        for pod in versions:
+            reason = container_state(pod).get("waiting", {}).get("reason") if pod.get("status", {}).get(
+                "containerStatuses") else None
+            if reason:
+                seen.add(reason)
+                assert pod["status"]["phase"] == "Pending"
+            if {"ErrImagePull", "ImagePullBackOff"} <= seen:
+                break
     assert {"ErrImagePull", "ImagePullBackOff"} <= seen, seen
     assert 'Back-off pulling image "registry.example/none:1"' in container_state(pod)["waiting"]["message"]
 

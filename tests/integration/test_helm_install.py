@@ -161,9 +161,6 @@ def _wait_terminal(stack, namespace: str, name: str, timeout: float, proc: subpr
                 f"--- operator log ---\n{log.read_text(errors='replace')[-4000:]}")
 
 
-@pytest.mark.skipif(not (REPO / "operator" / "img2img_operator" / "runner_api.py").exists(),
-                    reason="the operator serves jobs from runner pools once its runner endpoint (runner_api.py) "
-                           "lands; until then it creates pods in job namespaces, which the chart no longer grants")
 def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, namespace, tmp_path):
     from img2img.local.supervisor import free_port
 
@@ -205,6 +202,11 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
         assert status["output"]["images"], status
         bucket, _, key = status["output"]["images"][0][len("s3://"):].partition("/")
         assert stack.s3().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        # its runner: a pod of the GPU class's implicit pool (scaled from zero) in the release namespace, under the
+        # "restricted" profile; nothing of ours in the job's namespace
+        runner = stack.get_json("-n", release_ns, "pod", status["runnerPod"])
+        assert runner["metadata"]["labels"]["img2img.dev/pool"] == "local"
+        assert stack.kubectl("-n", namespace, "get", "pods", "-o", "name").stdout == ""
         forbidden = [line for line in text.splitlines() if " 403" in line or "Forbidden" in line or "forbidden" in line]
         assert not forbidden, "the operator was refused API calls:\n" + "\n".join(forbidden[:20])
     finally:

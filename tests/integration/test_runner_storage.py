@@ -335,6 +335,33 @@ def test_an_unknown_model_exits_3_naming_it(stack, tmp_path):
     assert outcome.message["modelsLoadedAt"] is None
 
 
+@dataclass
+class Connections:
+    env: dict[str, str]  # for the runner: Python's audit hook writes every socket.connect to the log
+    log: Path
+
+    def hosts(self) -> set[str]:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return {json.loads(line)[0] for line in lines}
+
+
+@pytest.fixture
+def connections(tmp_path) -> Connections:
+    """Every address the runner process connects to, whether or not anything answers there."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import json, os, sys\n"
+        "def _connect(event, args, log=os.environ['IMG2IMG_TEST_CONNECTIONS']):\n"
+        "    if event == 'socket.connect' and isinstance(args[1], tuple):\n"
+        "        with open(log, 'a') as f:\n"
+        "            f.write(json.dumps(list(args[1][:2])) + '\\n')\n"
+        "sys.addaudithook(_connect)\n")
+    log = tmp_path / "connections.jsonl"
+    return Connections({"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+                        "IMG2IMG_TEST_CONNECTIONS": str(log)}, log)
+
+
 @pytest.fixture
 def listener():
     """A TCP port on loopback that counts the connections it gets."""
@@ -367,20 +394,23 @@ def listener():
     ("http://example.com/cat.png", "init_images[0]", "plain http:// is not accepted"),
     ("unit:https://169.254.169.254/latest/meta-data/", "alwayson_scripts.controlnet.args[0].image", "link-local"),
 ])
-def test_a_reference_to_a_forbidden_address_exits_2_before_anything_loads(stack, tmp_path, image, field, reason):
+def test_a_reference_to_a_forbidden_address_exits_2_before_anything_loads(stack, tmp_path, connections, image, field,
+                                                                          reason):
     if image.startswith("unit:"):
         request = seed_input()
         request["payload"]["alwayson_scripts"]["controlnet"]["args"][0]["image"] = image[5:]
     else:
         request = seed_input(init_images=[image])
 
-    outcome = run_runner(stack, stage(stack, request), tmp_path)
+    outcome = run_runner(stack, stage(stack, request), tmp_path, **connections.env)
 
     assert outcome.code == 2, outcome.stderr[-3000:]
     error = outcome.message["error"]
     assert error["field"] == f"input.payload.{field}" and reason in error["message"]
     assert outcome.message["modelsLoadedAt"] is None
-    assert outcome.seconds < 60  # refused, not timed out trying
+    # refused, not tried: the runner connected to S3 (for its input.json) and nowhere else
+    hosts = connections.hosts()
+    assert hosts and hosts <= {"127.0.0.1", "::1", "localhost"}, hosts
 
 
 def test_a_loopback_image_url_is_refused_and_the_port_sees_no_connection(stack, tmp_path, listener):

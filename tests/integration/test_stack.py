@@ -21,22 +21,24 @@ def test_namespace_object_and_watch_round_trip(stack, namespace):
 
     core = client.CoreV1Api(stack.api_client())
     seen: list[tuple[str, str]] = []
+    # watched from the version of a list made now: what happens before the watch connects is still delivered
+    listed = core.list_namespaced_config_map(namespace).metadata.resource_version
 
     def follow():
         w = watch.Watch()
-        for event in w.stream(core.list_namespaced_config_map, namespace, timeout_seconds=20):
+        for event in w.stream(core.list_namespaced_config_map, namespace, resource_version=listed,
+                              timeout_seconds=120):
             seen.append((event["type"], event["object"].metadata.name))
             if event["type"] == "DELETED" and event["object"].metadata.name == "probe":
                 w.stop()
 
     watcher = threading.Thread(target=follow)
     watcher.start()
-    time.sleep(0.5)
     stack.kubectl("-n", namespace, "create", "configmap", "probe", "--from-literal=answer=42")
     stored = stack.get_json("-n", namespace, "configmap", "probe")
     assert stored["data"] == {"answer": "42"}
     stack.kubectl("-n", namespace, "delete", "configmap", "probe")
-    watcher.join(timeout=25)
+    watcher.join(timeout=130)
     assert ("ADDED", "probe") in seen and ("DELETED", "probe") in seen
 
 
@@ -101,6 +103,9 @@ def test_local_up_is_idempotent_and_down_leaves_nothing_behind(tmp_path):
     exports = dict(
         line.removeprefix("export ").split("=", 1) for line in first.stdout.splitlines() if line.startswith("export ")
     )
+    # RunPod clients: the gateway's base URL (ending in /v2, as the runpod SDK wants it), a key, the endpoint
+    assert exports["RUNPOD_ENDPOINT_BASE_URL"].endswith("/v2") and exports["RUNPOD_ENDPOINT_ID"] == "local"
+    assert f"export RUNPOD_API_KEY={exports['RUNPOD_API_KEY']}" in second.stdout  # the same key on every `up`
     kubectl_env = dict(os.environ, KUBECONFIG=exports["KUBECONFIG"].strip("'\""))
     kubectl = str(next(p for p in exports["PATH"].strip('"').split(":") if "kubectl" in p)) + "/kubectl"
     namespaces = subprocess.run([kubectl, "get", "ns"], capture_output=True, text=True, env=kubectl_env)

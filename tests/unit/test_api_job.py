@@ -37,6 +37,21 @@ def test_runpod_request_becomes_a_manifest_with_generate_name():
     assert made["spec"]["input"]["api"] == {"method": "POST", "endpoint": "/sdapi/v1/img2img"}
 
 
+def test_runpod_webhook_and_policy_become_the_jobs_controls_in_its_units():
+    request = {**seed_request(), "webhook": "https://hooks.example.com/done",
+               "policy": {"executionTimeout": 90_500, "ttl": 600_000, "lowPriority": True}}
+    for made in (load_job(json.dumps(request)).job.manifest(), to_manifest(request)):
+        controls = {k: v for k, v in made["spec"].items() if k != "input"}
+        # ms rounded up to whole seconds; low priority is the lowest priority a job can have
+        assert controls == {"webhook": "https://hooks.example.com/done", "timeoutSeconds": 91,
+                            "ttlSecondsAfterFinished": 600, "priority": -1000}
+
+
+def test_a_runpod_policy_without_low_priority_leaves_the_priority_to_the_configuration():
+    made = to_manifest({**seed_request(), "policy": {"lowPriority": False}})
+    assert set(made["spec"]) == {"input"}
+
+
 def test_yaml_manifest_with_controls():
     text = yaml.safe_dump(manifest({"priority": 10, "gpuClass": "a100-80gb", "timeoutSeconds": 600, "retries": 2,
                                     "output": {"bucket": "results", "prefix": "team-a/jobs"},

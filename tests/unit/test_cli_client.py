@@ -17,12 +17,13 @@ import pytest
 from PIL import Image
 
 from img2img.client.errors import ClientError
-from img2img.client.kube import Cluster, api_reason, connect
+from img2img.client.kube import Cluster, api_reason, current_cluster
 from img2img.client.offload import OFFLOAD_ABOVE_CHARS, plan_offload, upload
 from img2img.client.request import prepare
 from img2img.client.view import runpod_view
 from img2img.client.wait import EXIT_WAIT_TIMEOUT, wait_for
 from img2img.api.job import JobProblems
+from img2img.kube import KubeError
 from test_cli_validate import SEED, img2img_bin
 
 
@@ -161,7 +162,7 @@ def test_a_manifest_is_prepared_under_spec_paths():
 
 class FakeCluster(Cluster):
     def __init__(self, statuses: list[dict | Exception]):
-        super().__init__(api=None, namespace="default", server="https://fake")
+        self.namespace = "default"
         self.statuses = statuses
 
     def get(self, name, namespace):
@@ -281,26 +282,22 @@ def test_submit_of_a_missing_file_is_one_line(tmp_path):
                                                            "No such file or directory"
 
 
-def test_connect_uses_the_given_kubeconfig_and_its_contexts_namespace(tmp_path):
+def test_the_cluster_is_the_given_kubeconfigs_with_its_contexts_namespace(tmp_path):
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
         "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: c, context: {cluster: c, user: u, namespace: team-a}}]\n")
-    api_client, namespace = connect(str(kubeconfig))
-    assert api_client.configuration.host == "https://127.0.0.1:9" and namespace == "team-a"
+    cluster = current_cluster(str(kubeconfig))
+    assert cluster.kube.host == "https://127.0.0.1:9" and cluster.namespace == "team-a"
     with pytest.raises(ClientError, match=f"no Kubernetes context \\({tmp_path / 'missing'}: "):
-        connect(str(tmp_path / "missing"))
+        current_cluster(str(tmp_path / "missing"))
 
 
 def test_api_server_refusals_are_one_line():
-    from kubernetes.client.exceptions import ApiException
-
-    def refusal(status: int, body: dict | None, reason: str = "") -> ApiException:
-        exc = ApiException(status=status, reason=reason)
-        exc.body = json.dumps(body) if body is not None else None
-        return exc
+    def refusal(status: int, body: dict | None, reason: str = "") -> KubeError:
+        return KubeError.from_answer(status, reason, json.dumps(body).encode() if body is not None else b"")
 
     missing_crd = refusal(404, {"kind": "Status", "message": "the server could not find the requested resource",
                                 "reason": "NotFound", "details": {}})

@@ -1,8 +1,10 @@
-"""The container launcher on its own: exec, start errors on the status pipe, mount namespace and bind mounts."""
+"""The container launcher on its own: exec, start errors on the status pipe, mount namespace and bind mounts.
+
+Started as the executor starts it (processes.start_launcher, read_start_report), without a pod around it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,27 +13,22 @@ from pathlib import Path
 import pytest
 
 from img2img.local import executor_sandbox
+from img2img.local.executor.processes import read_start_report, start_launcher
 
 SANDBOX = Path(executor_sandbox.__file__)
 
 
 def launch(tmp_path: Path, argv, *, env=None, mounts=(), mount_namespace=False, workdir=None, host_workdir=False,
            image_paths=()):
-    r, w = os.pipe()
+    """(exit code, start error report or None, the container's output, the spec file)."""
     spec = {"argv": argv, "env": env or {"PATH": "/usr/bin:/bin"}, "workdir": str(workdir or tmp_path / "work"),
             "workdir_is_host_path": host_workdir, "image_paths": list(image_paths),
-            "mounts": list(mounts), "mount_namespace": mount_namespace, "status_fd": w, "parent_pid": os.getpid()}
-    spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(spec))
-    proc = subprocess.Popen([sys.executable, "-I", "-S", str(SANDBOX), str(spec_file)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, pass_fds=(w,), start_new_session=True)
-    os.close(w)
-    report = b""
-    while chunk := os.read(r, 4096):
-        report += chunk
-    os.close(r)
-    out, _ = proc.communicate(timeout=30)
-    return proc.returncode, (json.loads(report) if report else None), out.decode(), spec_file
+            "mounts": list(mounts), "mount_namespace": mount_namespace}
+    spec_file, log = tmp_path / "spec.json", tmp_path / "container.log"
+    proc, offset, status = start_launcher(spec, spec_file, log, tmp_path)
+    report = read_start_report(status)
+    code = proc.wait(timeout=30)
+    return code, report, log.read_bytes()[offset:].decode(), spec_file
 
 
 def test_exec_success_closes_the_pipe_without_a_report_and_deletes_the_spec(tmp_path):

@@ -375,6 +375,87 @@ def test_the_runner_service_account_has_no_token_and_is_bound_to_nothing(values)
             assert subject["name"] != "img2img-runner"
 
 
+# ---- the gateway -------------------------------------------------------------------------------------------------
+GATEWAY = f"{FULLNAME}-gateway"
+GATEWAY_VALUES = EXAMPLES / "values-gpu-cluster.yaml"  # the gateway enabled: two endpoints, two keys, an Ingress
+GATEWAY_JOB_RULES = {("img2img.dev", "img2imgjobs"): {"get", "list", "watch", "create", "patch"}}
+
+
+def gateway_config(manifests: list[dict]) -> dict:
+    return yaml.safe_load(one(manifests, "ConfigMap", GATEWAY)["data"]["config.yaml"])
+
+
+def test_the_gateway_is_off_unless_enabled():
+    assert not [m for m in render() if m["metadata"]["name"].startswith(GATEWAY)]
+
+
+def test_the_rendered_gateway_configuration_is_one_the_gateway_accepts(tmp_path):
+    import subprocess
+    import sys
+
+    from img2img_gateway.config import parse_config as parse_gateway_config
+
+    manifests = render([GATEWAY_VALUES])
+    data = one(manifests, "ConfigMap", GATEWAY)["data"]
+    config = parse_gateway_config(gateway_config(manifests))
+    assert {k: (e.namespace, e.output.value, e.defaults()) for k, e in config.endpoints.items()} == {
+        "sdxl": ("img2img-jobs", "base64", {"gpuClass": "a100", "ttlSecondsAfterFinished": 1800}),
+        "team-a-h100": ("team-a", "presigned", {"gpuClass": "h100"})}
+    assert config.namespace == config.runnerNamespace == RELEASE_NAMESPACE and config.s3.bucket == "acme-img2img"
+    (tmp_path / "catalog.yaml").write_text(data["catalog.yaml"])
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump({**gateway_config(manifests), "catalogPath": str(tmp_path / "catalog.yaml")}))
+    gateway = Path(sys.executable).parent / "img2img-gateway"
+    proc = subprocess.run([str(gateway), "--config", str(file), "--check-config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_gateway_runs_its_console_script_under_the_restricted_profile_with_probes():
+    import tomllib
+
+    deployment = one(render([GATEWAY_VALUES]), "Deployment", GATEWAY)
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert container["command"] == ["img2img-gateway"] and "img2img-gateway" in scripts
+    assert container["image"] == "ghcr.io/img2img-operator/operator:0.1.0"  # the operator's image holds it
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+    assert pod["serviceAccountName"] == GATEWAY
+
+
+def test_the_gateway_may_touch_only_jobs_in_its_endpoints_namespaces_pools_and_its_key_secrets():
+    manifests = render([GATEWAY_VALUES])
+    gateway_roles = [r for r in find(manifests, "Role") if r["metadata"]["name"].startswith(GATEWAY)]
+    assert {(r["metadata"]["name"], r["metadata"]["namespace"]) for r in gateway_roles} == {
+        (GATEWAY, "img2img-jobs"), (GATEWAY, "team-a"), (f"{GATEWAY}-pools", RELEASE_NAMESPACE),
+        (f"{GATEWAY}-keys", RELEASE_NAMESPACE)}
+    for ns in ("img2img-jobs", "team-a"):
+        assert rules_of(one(manifests, "Role", GATEWAY, ns)) == GATEWAY_JOB_RULES
+    assert rules_of(one(manifests, "Role", f"{GATEWAY}-pools")) == {("img2img.dev", "runnerpools"): {"get", "list"}}
+    [secrets] = one(manifests, "Role", f"{GATEWAY}-keys")["rules"]
+    assert secrets == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                       "resourceNames": ["platform-runpod-key", "team-a-runpod-key"]}
+    for binding in [b for b in find(manifests, "RoleBinding") if b["metadata"]["name"].startswith(GATEWAY)]:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": RELEASE_NAMESPACE}]
+    cluster_wide = find(manifests, "ClusterRole") + find(manifests, "ClusterRoleBinding")
+    assert not [c for c in cluster_wide if c["metadata"]["name"].startswith(GATEWAY)]
+
+
+def test_the_gateways_ingress_routes_v2_to_its_service_and_the_service_to_its_port():
+    manifests = render([GATEWAY_VALUES])
+    service = one(manifests, "Service", GATEWAY)
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+    ingress = one(manifests, "Ingress", GATEWAY)
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "runpod.acme.example"
+    assert rule["http"]["paths"] == [{"path": "/v2", "pathType": "Prefix", "backend": {
+        "service": {"name": GATEWAY, "port": {"name": "http"}}}}]
+    assert ingress["spec"]["tls"] == [{"hosts": ["runpod.acme.example"], "secretName": "runpod-acme-example-tls"}]
+    assert not find(render([GATEWAY_VALUES], sets=["gateway.ingress.enabled=false"]), "Ingress")
+
+
 # ---- values the chart refuses ------------------------------------------------------------------------------------
 BAD_VALUES = {
     "empty bucket": ("s3: {bucket: ''}", ["/s3/bucket", "minLength"]),
@@ -400,6 +481,11 @@ BAD_VALUES = {
                        ["additional properties 'minready' not allowed"]),
     "heartbeat of zero": ("runners: {heartbeatSeconds: 0}", ["/runners/heartbeatSeconds"]),
     "take wait over a minute": ("runners: {takeWaitSeconds: 90}", ["/runners/takeWaitSeconds", "maximum"]),
+    "gateway output mode unknown": ("gateway: {endpoints: {sdxl: {namespace: team-a, output: png}}}",
+                                    ["/gateway/endpoints/sdxl/output", "base64"]),
+    "gateway endpoint without namespace": ("gateway: {endpoints: {sdxl: {output: s3}}}",
+                                           ["/gateway/endpoints/sdxl", "missing property 'namespace'"]),
+    "gateway key without endpoints": ("gateway: {keys: [{secret: k}]}", ["/gateway/keys/0", "'endpoints'"]),
 }
 
 TEMPLATE_REFUSALS = {
@@ -419,6 +505,7 @@ TEMPLATE_REFUSALS = {
     "two pools of one name": (
         "pools: [{name: sdxl, gpuClass: default}, {name: sdxl, gpuClass: default}]",
         'pools[1].name: "sdxl" is used by another pool'),
+    "gateway without endpoints": ("gateway: {enabled: true}", "gateway.endpoints: at least one endpoint"),
 }
 
 

@@ -96,6 +96,7 @@ class Case:
     controls: dict = field(default_factory=dict)
     result: RunnerResult | None = None
     extra: dict = field(default_factory=dict)  # expected status fields (None = absent)
+    failure: str | None = None  # expected status.lastFailure.reason (None: no failure recorded)
 
 
 CASES = [
@@ -106,9 +107,9 @@ CASES = [
          actions=["WriteStatus", "Offer"], state="IN_QUEUE",
          extra={"attempts": 0, "runnerPod": None, "queuePosition": None}),
     Case("refused spec fails at once", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
-         state="FAILED", controls={"retries": 99, "priority": "high"}, extra={"attempts": 0, "runnerPod": None}),
+         state="FAILED", controls={"retries": 99, "priority": "high"}, extra={"attempts": 0, "runnerPod": None}, failure="InvalidSpec"),
     Case("unknown GPU class fails at once", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
-         state="FAILED", controls={"gpuClass": "h200"}),
+         state="FAILED", controls={"gpuClass": "h200"}, failure="InvalidSpec"),
     Case("cancelled before it started", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
          state="CANCELLED", controls={"cancel": True}),
     # --- queued
@@ -138,57 +139,57 @@ CASES = [
                 "completedAt": format_time_ms(ASSIGNED + 4_750)}),
     Case("done, result.json missing: retried", running_status(), done(),
          result=RunnerResult(RESULT_URI, problem="does not exist"), actions=["WriteStatus", "EndLease", "Emit"],
-         state="IN_QUEUE", extra={"runnerPod": None, "attempts": 1}),
+         state="IN_QUEUE", extra={"runnerPod": None, "attempts": 1}, failure="ResultUnreadable"),
     # --- permanent failures: FAILED at once, whatever the retries
     Case("bad input: FAILED, no retry", running_status(),
          done(failed_outcome("BAD_INPUT", "must be at least 1", "input.payload.steps")),
          actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", controls={"retries": 5},
          extra={"lastFailure": {"reason": "BadInput", "exitCode": 2,
-                                "message": "input.payload.steps: must be at least 1"}}),
+                                "message": "input.payload.steps: must be at least 1"}}, failure="BadInput"),
     Case("unknown model: FAILED, no retry", running_status(), done(failed_outcome("MODEL", "unknown model 'x'")),
-         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED"),
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", failure="ModelError"),
     Case("CUDA out of memory: FAILED", running_status(), done(failed_outcome("CUDA_OOM")),
          actions=["WriteStatus", "EndLease", "Emit"], state="FAILED",
-         extra={"lastFailure": {"reason": "CudaOutOfMemory", "exitCode": 4, "message": "CUDA_OOM"}}),
+         extra={"lastFailure": {"reason": "CudaOutOfMemory", "exitCode": 4, "message": "CUDA_OOM"}}, failure="CudaOutOfMemory"),
     # --- transient failures: retried with back-off while retries last
     Case("storage error: retried", running_status(), done(failed_outcome("STORAGE", "S3 is down")),
          actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE",
          extra={"runnerPod": None, "attempts": 1, "queuePosition": None,
-                "lastFailure": {"reason": "StorageError", "exitCode": 5, "message": "S3 is down"}}),
+                "lastFailure": {"reason": "StorageError", "exitCode": 5, "message": "S3 is down"}}, failure="StorageError"),
     Case("crash: retried", running_status(), done(failed_outcome("CRASH", "boom")),
-         actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE"),
+         actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE", failure="RunnerCrashed"),
     Case("a code this operator does not know: a crash, retried", running_status(),
          done(failed_outcome("SOMETHING_NEW")), actions=["WriteStatus", "EndLease", "Emit"], state="IN_QUEUE",
          extra={"lastFailure": {"reason": "RunnerCrashed", "exitCode": None,
-                                "message": "the runner failed (SOMETHING_NEW)"}}),
+                                "message": "the runner failed (SOMETHING_NEW)"}}, failure="RunnerCrashed"),
     Case("runner pod gone mid-job: RunnerLost, retried", running_status(progress={"step": 2, "steps": 4}),
          lapsed(), actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="IN_QUEUE",
          extra={"runnerPod": None, "progress": None,
                 "lastFailure": {"reason": "RunnerLost", "exitCode": None,
-                                "message": f"the runner pod {RUNNER} is gone"}}),
+                                "message": f"the runner pod {RUNNER} is gone"}}, failure="RunnerLost"),
     Case("no heartbeat for leaseSeconds: RunnerLost, retried, the silent runner removed", running_status(),
          running(renewed=T - 16 * SEC), actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"],
-         state="IN_QUEUE"),
+         state="IN_QUEUE", failure="RunnerLost"),
     Case("IN_PROGRESS and its runner silent since the operator started: RunnerLost, retried", running_status(),
          lease_state(None, T, LEASE_MS, runner_gone=False, adopt_until=T - 1),
-         actions=["WriteStatus", "Emit", "RetireRunner"], state="IN_QUEUE"),
+         actions=["WriteStatus", "Emit", "RetireRunner"], state="IN_QUEUE", failure="RunnerLost"),
     Case("last retry lost: FAILED", running_status(3), lapsed(attempt=3),
-         actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="FAILED", extra={"attempts": 3}),
+         actions=["WriteStatus", "EndLease", "Emit", "RetireRunner"], state="FAILED", extra={"attempts": 3}, failure="RunnerLost"),
     Case("retries: 0 means one attempt", running_status(), done(failed_outcome("STORAGE")),
-         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", controls={"retries": 0}),
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", controls={"retries": 0}, failure="StorageError"),
     # --- deadline (from the assignment)
     Case("past the deadline: TIMED_OUT at once, the runner told to stop (lease kept)", running_status(),
          running(now=ASSIGNED + 600 * SEC, renewed=ASSIGNED + 599 * SEC), now=ASSIGNED + 600 * SEC,
          actions=["WriteStatus", "Emit"], state="TIMED_OUT",
          extra={"lastFailure": {"reason": "DeadlineExceeded", "exitCode": None,
                                 "message": "the job did not finish within timeoutSeconds (600 s) of reaching its "
-                                           "runner"}}),
+                                           "runner"}}, failure="DeadlineExceeded"),
     Case("per-job timeout applies", running_status(), running(now=ASSIGNED + 60 * SEC, renewed=ASSIGNED + 59 * SEC),
          now=ASSIGNED + 60 * SEC, controls={"timeoutSeconds": 60}, actions=["WriteStatus", "Emit"],
-         state="TIMED_OUT"),
+         state="TIMED_OUT", failure="DeadlineExceeded"),
     Case("the runner stopped at the deadline and says so: TIMED_OUT", running_status(),
          done(failed_outcome("TIMED_OUT", "the job was stopped (deadline) at step 3 of 20")),
-         actions=["WriteStatus", "EndLease", "Emit"], state="TIMED_OUT"),
+         actions=["WriteStatus", "EndLease", "Emit"], state="TIMED_OUT", failure="DeadlineExceeded"),
     # --- cancel
     Case("cancel while running: CANCELLED at once, the runner told to stop (lease kept)", running_status(),
          running(), controls={"cancel": True}, actions=["WriteStatus", "Emit"], state="CANCELLED",
@@ -196,10 +197,10 @@ CASES = [
     Case("cancel while queued", queued_status(queuePosition=4), controls={"cancel": True},
          actions=["WriteStatus", "Emit"], state="CANCELLED", extra={"queuePosition": None}),
     Case("cancel while waiting for a retry", retrying_status(), controls={"cancel": True},
-         actions=["WriteStatus", "Emit"], state="CANCELLED"),
+         actions=["WriteStatus", "Emit"], state="CANCELLED", failure="RunnerLost"),
     Case("the runner reports it stopped on cancel: CANCELLED", running_status(),
          done(failed_outcome("CANCELLED", "the job was stopped (cancelled) at step 2")),
-         actions=["WriteStatus", "EndLease", "Emit"], state="CANCELLED"),
+         actions=["WriteStatus", "EndLease", "Emit"], state="CANCELLED", failure="Cancelled"),
 ]
 
 
@@ -218,6 +219,7 @@ def test_next_step(case: Case):
     assert after["submittedAt"] == format_time_ms(T0)
     for key, value in case.extra.items():
         assert after.get(key) == value, key
+    assert (after.get("lastFailure") or {}).get("reason") == case.failure
     ready, reconciling, stalled = (cond(after, k)["status"] for k in ("Ready", "Reconciling", "Stalled"))
     assert (ready, reconciling, stalled) == {
         "IN_QUEUE": ("False", "True", "False"), "IN_PROGRESS": ("False", "True", "False"),
@@ -232,6 +234,10 @@ def test_next_step(case: Case):
             assert decision.actions.index(action) > 0  # after the write that records the end
         if isinstance(action, RetireRunner):
             assert action.runner == RUNNER
+    # a decision taken again on its own result writes nothing more
+    again = next_step(job(after, **case.controls), case.now, CONFIG, slot=case.slot, attempt=case.attempt,
+                      result=case.result)
+    assert again.status_patch is None
 
 
 def run(status, attempt=None, now=T, slot=Slot(), result=None, cfg=CONFIG, ended_ms=None, **controls):

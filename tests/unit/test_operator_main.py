@@ -50,11 +50,40 @@ def test_registry_has_only_stateless_handlers():
 
 
 def test_events_feed_the_cache_and_wake_the_dispatcher():
+    from img2img_operator.dispatcher import Dispatcher
+    from img2img_operator.leases import LeaseTable
+    from img2img_operator.runners import Registry
+
+    from operator_samples import runner_pod_body
+
     runtime = Runtime(CONFIG)
     registry = build_registry(runtime)
     handlers = {h.selector.plural or h.selector.any_name: h.fn for h in registry._watching.get_all_handlers()}
-    handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)})
-    assert len(runtime.cache) == 1
+    pool = {"apiVersion": "img2img.dev/v1alpha1", "kind": "RunnerPool",
+            "metadata": {"name": "warm", "namespace": "img2img-system", "resourceVersion": "5"},
+            "spec": {"gpuClass": "l4"}}
+
+    async def scenario():
+        # the dispatcher as startup makes it, asleep between passes; nothing it talks to is reached before a pass
+        runtime.dispatcher = Dispatcher(CONFIG, runtime.cache, kube=None, staging=None, metrics=runtime.metrics,
+                                        leases=LeaseTable(), registry=Registry(), key=b"k")
+        feeds = [  # kopf's job handler, and what the runner namespace's reflectors call
+            lambda: handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)}),
+            lambda: runtime.cache.pod_event("ADDED", runner_pod_body("l4-aaaaa")),
+            lambda: runtime.cache.pool_event("ADDED", pool),
+        ]
+        for feed in feeds:
+            runtime.dispatcher.wake.clear()
+            sleeping = asyncio.create_task(runtime.dispatcher.wake.wait())
+            await asyncio.sleep(0)
+            assert not sleeping.done()
+            feed()
+            await asyncio.wait_for(sleeping, timeout=5)  # woken by the event, not by its tick
+
+    asyncio.run(scenario())
+    (job,) = runtime.cache.snapshot()
+    assert job.name == "seed" and [p.name for p in runtime.cache.pods()] == ["l4-aaaaa"]
+    assert [p["metadata"]["name"] for p in runtime.cache.pools()] == ["warm"]
 
 
 def test_health_reports_a_dead_dispatcher():

@@ -93,13 +93,39 @@ def test_eta():
     assert scheduler_spec("Euler", "Automatic", eta=0.3).eta is None  # A1111 ignores eta for Euler
 
 
-def test_every_a1111_sampler_is_mapped_or_refused():
-    for sampler in api_samplers.SAMPLER_NAMES:
-        for scheduler in api_samplers.SCHEDULER_LABELS:
-            try:
-                scheduler_spec(sampler, scheduler)
-            except FieldError as exc:
-                assert str(exc)
+# A1111 1.10's lists, as its UI and /sdapi/v1/samplers and /sdapi/v1/schedulers show them (modules/
+# sd_samplers_kdiffusion.py `samplers_k_diffusion`, sd_samplers_timesteps.py, sd_samplers_lcm.py, sd_schedulers.py)
+A1111_SAMPLERS = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+                  "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+                  "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"]
+A1111_SCHEDULES = ["Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+                   "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
+NO_DIFFUSERS_COUNTERPART = {"DPM fast", "DPM adaptive", "Restart", "DDIM CFG++"}
+
+
+@pytest.mark.parametrize("sampler", A1111_SAMPLERS)
+def test_every_a1111_sampler_is_mapped_or_refused(sampler):
+    import diffusers
+
+    assert api_samplers.find_sampler(sampler) is not None  # the API accepts every name A1111 offers
+    outcomes = {}
+    for schedule in A1111_SCHEDULES:
+        try:
+            spec = scheduler_spec(sampler, schedule)
+        except FieldError as exc:
+            # refused on purpose, naming the field and why: never "unknown" for a name A1111 offers
+            assert exc.field in ("sampler_name", "scheduler"), (sampler, schedule, exc.field)
+            assert "unknown" not in str(exc), str(exc)
+            assert (sampler if exc.field == "sampler_name" else schedule) in str(exc), str(exc)
+            outcomes[schedule] = exc.field
+        else:
+            assert spec.sampler == sampler and issubclass(getattr(diffusers, spec.class_name),
+                                                          diffusers.SchedulerMixin)
+            outcomes[schedule] = "mapped"
+    if sampler in NO_DIFFUSERS_COUNTERPART:
+        assert set(outcomes.values()) == {"sampler_name"}  # whatever the schedule
+    else:
+        assert outcomes["Automatic"] == "mapped"  # what a request without a schedule gets
 
 
 def test_every_kwarg_is_one_the_diffusers_class_takes():

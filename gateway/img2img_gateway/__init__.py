@@ -1,0 +1,1 @@
+"""The RunPod-compatible HTTP gateway."""

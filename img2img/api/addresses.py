@@ -1,0 +1,66 @@
+"""Which network addresses a job may make the cluster talk to: one rule for image fetches and webhooks.
+
+A job's URLs (an ``https://`` init image, a webhook) are requests our pods send on the user's behalf; they must not
+reach into the cluster or the cloud's metadata service. ``address_refusal`` says why an IP address is refused;
+the runner applies it to every address a name resolves to before it connects (``img2img_runner.fetch``), and a
+job's ``webhook`` is checked here, offline, for what can be checked without a lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+URL_MAX = 2048
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a connection to this IP address is refused, or None when it is a public address."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata lives there)"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved or not ip.is_global:
+        return "a non-public address"
+    return None
+
+
+def https_url_refusal(url: str) -> str | None:
+    """Why a URL a job gives us to call is refused before any lookup, or None.
+
+    https only, a host, no credentials in the URL, a valid port; a literal IP address must be public, and
+    ``localhost`` names are refused. A name's addresses are checked where it is resolved, just before connecting.
+    """
+    if len(url) > URL_MAX:
+        return f"is longer than {URL_MAX} characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() != "https":
+        return "must be an https:// URL"
+    host = parts.hostname
+    if not host:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@)"
+    if port == 0:
+        return "has port 0"
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host!r} is a loopback name; refused"
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None  # a name: checked when it is resolved
+    why = address_refusal(host)
+    return f"{host} is {why}; refused" if why else None
