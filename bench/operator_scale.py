@@ -706,7 +706,8 @@ def run(args: argparse.Namespace) -> dict:
     """Every phase on one stack, brought up here and always taken down."""
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="img2img-bench-"))
     limit = max(args.jobs, args.paced_jobs) * 10  # the GPU class's maxConcurrent and the node's GPUs
-    stack = BenchStack(state_dir=state_dir, with_operator=False, with_models=False, gpus=limit, kcm_qps=args.kcm_qps)
+    stack = BenchStack(state_dir=state_dir, with_operator=False, with_models=False, with_gateway=False, gpus=limit,
+                       kcm_qps=args.kcm_qps)
     results: dict[str, Any] = {"parameters": vars(args).copy(), "machine": machine.describe(), "targets": TARGETS,
                                "limit": limit}
     wall = time.monotonic()

@@ -126,8 +126,8 @@ def scale_section(r: dict) -> list[str]:
         rate = f" at {ph['rate']:g}/s" if ph.get("rate") else ""
         rows.append([label + rate, f"{ph['completed']}/{ph['jobs']}" + (" (stalled)" if ph.get("stalled") else ""),
                      n(ph["jobs_per_s"], 1), pct(ph["submit_to_start_ms"]), pct(ph["submit_to_done_ms"]),
-                     n(ph["start_to_done_ms"]["p50"]), n(ph["writes_per_job_controller"], 2), n(ph["writes_per_job_all"], 2),
-                     str(ph["max_in_flight"])])
+                     n(ph["start_to_done_ms"]["p50"]), n(ph["writes_per_job_controller"], 2),
+                     n(ph["writes_per_job_all"], 2), str(ph["max_in_flight"])])
     lines += table(header, rows)
     lines.append("")
     ob, nb, op, np_ = (r.get(k) for k in ("operator_burst", "native_burst", "operator_paced", "native_paced"))
@@ -378,7 +378,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kcm-qps", type=int, default=None, help="operator_scale: kube-controller-manager QPS")
     p.add_argument("--warm-jobs", type=int, default=40, help="warm_pool: sequential jobs on a warm runner (default 40)")
     p.add_argument("--cold-jobs", type=int, default=4, help="warm_pool: sequential jobs from zero (default 4)")
-    p.add_argument("--pool-jobs", type=int, default=300, help="warm_pool: jobs per burst on no-op runners (default 300)")
+    p.add_argument("--pool-jobs", type=int, default=300,
+                   help="warm_pool: jobs per burst on no-op runners (default 300)")
     p.add_argument("--runners", type=int, default=operator_scale.DEFAULT_RUNNERS,
                    help=f"no-op runners of the warm pools (default {operator_scale.DEFAULT_RUNNERS})")
     p.add_argument("--reps", type=int, default=6, help="runner_overhead: warm jobs per path (default 6)")

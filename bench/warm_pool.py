@@ -224,9 +224,9 @@ def run(args: argparse.Namespace) -> dict:
     """Both parts on one stack, brought up here and always taken down."""
     state_dir = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="img2img-bench-"))
     limit = args.jobs * 10  # the GPU classes' maxConcurrent and the node's GPUs: the cold path has no ceiling
-    stack = scale.BenchStack(state_dir=state_dir, with_operator=True, with_models=True, gpus=limit,
-                             operator_overrides={"gpuClasses": {COLD_CLASS: {"resources": {"nvidia.com/gpu": 1},
-                                                                             "maxConcurrent": limit}}})
+    cold_class = {"gpuClasses": {COLD_CLASS: {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": limit}}}
+    stack = scale.BenchStack(state_dir=state_dir, with_operator=True, with_models=True, with_gateway=False,
+                             gpus=limit, operator_overrides=cold_class)
     results: dict[str, Any] = {"parameters": vars(args).copy(), "machine": machine.describe(), "targets": TARGETS}
     wall = time.monotonic()
     try:
