@@ -3,7 +3,8 @@ with every figure and target.
 
 Each benchmark runs in its own process (`operator_scale.py`, `warm_pool.py`, `runner_overhead.py`, `gateway.py`, with
 `--json`), one after the other, so none disturbs the others' figures; their reports stream to the terminal as they
-run. The GPU recipe (`gpu_sdxl.py`) needs a GPU node and is not run here; BENCHMARKS.md says how to run it.
+run. The GPU figures need a GPU machine (`bench/gpu_check.sh`): the GPU section is rendered from its last run
+(bench/gpu-check.json, `gpu_report.py`) when there is one, else it says how to make one.
 
 Run it on a quiet machine: the figures are wall-clock times on whatever else the machine is doing (the load average
 at the start is recorded next to them).
@@ -26,6 +27,7 @@ REPO = BENCH.parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+import gpu_report  # noqa: E402
 import machine  # noqa: E402
 import operator_scale  # noqa: E402
 import runner_overhead  # noqa: E402
@@ -337,21 +339,8 @@ def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | 
         lines += overhead_section(overhead)
     if gateway:
         lines += gateway_section(gateway)
+    lines += gpu_report.section(gpu_report.load())
     lines += [
-        "## GPU (`bench/gpu_sdxl.py`, not run here)",
-        "",
-        "Needs a CUDA GPU and the real weights in a model catalog; without a GPU it prints one line and exits 2.",
-        "",
-        "```",
-        "IMG2IMG_CATALOG=/models/catalog.yaml .venv/bin/python bench/gpu_sdxl.py            # fp16, SDPA",
-        ".venv/bin/python bench/gpu_sdxl.py --catalog /models/catalog.yaml --compile --product",
-        "```",
-        "",
-        "It prints model load time, UNet evaluations/s in the base and the refiner, and executionTime of the "
-        "seed's request (480×640, 30 steps at strength 0.75, ControlNet canny, refiner from 0.8), warm-up apart; "
-        "`--product` adds the runner's own figures for the same request. Published anchors for comparison: "
-        "SDXL 1024², 30 steps, A100 fp16 + SDPA 3.31 s, + torch.compile 2.54 s "
-        "(diffusers `fast_diffusion` tutorial; `/work/shared/reference/diffusers_pipeline.md` A5).",
         "",
         "## How the figures are taken",
         "",

@@ -118,7 +118,7 @@ class RunnerConfig(_Camel):
     allowed_hosts: list[str] = Field(default_factory=list)
     # Extra plain environment variables for the runner container.
     env: dict[str, str] = Field(default_factory=dict)
-    # A Secret key (in each job namespace) holding a Hugging Face token, given to the runner as HF_TOKEN: for catalog
+    # A Secret key (in the runner namespace) holding a Hugging Face token, given to runners as HF_TOKEN: for catalog
     # entries naming a gated or private hub repository. None = no token.
     hub_token_secret: SecretKeyRef | None = None
     security_context: SecurityContext = Field(default_factory=SecurityContext)

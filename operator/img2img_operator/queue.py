@@ -5,8 +5,9 @@ Limits: a global one, one per GPU class, one per namespace; a job starts when it
 not fit does not hold back jobs behind it that do (a full GPU class does not stop another class, a namespace at its
 limit does not stop another namespace): none of those could have used the slot the blocked job waits for.
 
-A slot is held by every job with a runner in flight: admitted and not finished, or finished while its pod is still
-terminating (the GPU is not free before the pod is gone).
+A slot is held by every job a runner works on (IN_PROGRESS), or is being handed to, or still stops on (cancelled or
+timed out while its runner finishes its step: the GPU is not free before the runner reports). An admitted job is
+offered to the runners of its GPU class until one takes it.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def run_command(path: str | os.PathLike, out_dir: str | os.PathLike, catalog=Non
                 raise CatalogError("no model catalog: pass --catalog or set IMG2IMG_CATALOG")
             catalog = Catalog.from_file(location)
         from img2img_runner.execute import execute
-        from img2img_runner.storage import png_bytes
+        from img2img_runner.storage import png_files
 
         started: dict[str, float] = {}
         # the input as written (not re-serialized): `parameters` echoes the request as received, like A1111
@@ -64,9 +64,9 @@ def run_command(path: str | os.PathLike, out_dir: str | os.PathLike, catalog=Non
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for n, image in enumerate(result.images):
+        for n, data in enumerate(png_files(result.images)):
             target = folder / f"{n}.png"
-            target.write_bytes(png_bytes(image))
+            target.write_bytes(data)
             paths.append(str(target))
     except Exception as exc:  # noqa: BLE001 - reported as RunPod reports a failed job
         failure = classify(exc)

@@ -147,9 +147,9 @@ def run(env_input: str, catalog_path: str) -> tuple[ExitCode, TerminationMessage
         inference_done = now_ms()
         report.inferenceTime = inference_done - (report.modelsLoadedAt or report.startedAt)
 
-        from img2img_runner.storage import png_bytes, upload_result
+        from img2img_runner.storage import png_files, upload_result
 
-        pngs = [png_bytes(image) for image in result.images]
+        pngs = png_files(result.images)
         output = output_location(env_input)
         body = {"info": result.info, "parameters": result.parameters,
                 "timings": {"startedAt": report.startedAt, "modelsLoadedAt": report.modelsLoadedAt,

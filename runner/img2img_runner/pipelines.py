@@ -18,7 +18,7 @@
   interpolates the latents.
 
 GPU when present (fp16 by default, ``IMG2IMG_DTYPE=bf16|fp32`` to change; PyTorch SDPA attention, diffusers'
-default), CPU (fp32) otherwise.
+default; the speed switches of ``acceleration``, applied to each model as the cache loads it), CPU (fp32) otherwise.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from img2img_runner.acceleration import Switches, prepare
 from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, Catalog, Entry, ModelError
 from img2img_runner.plan import soft_injection_scales
 from img2img_runner.samplers import SchedulerSpec
@@ -50,6 +51,7 @@ CUDA_BUDGET_SHARE = 0.9  # of the GPU's memory, for weights; the rest is for act
 class Runtime:
     device: str
     dtype: torch.dtype
+    switches: Switches = field(default_factory=Switches)
 
     @property
     def name(self) -> str:
@@ -69,8 +71,8 @@ def runtime() -> Runtime:
         wanted = os.environ.get("IMG2IMG_DTYPE", "fp16").lower()
         dtype = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
                  "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}.get(wanted, torch.float16)
-        return Runtime("cuda", dtype)
-    return Runtime("cpu", torch.float32)
+        return Runtime("cuda", dtype, Switches.from_env(os.environ, "cuda"))
+    return Runtime("cpu", torch.float32, Switches.from_env(os.environ, "cpu"))
 
 
 @dataclass
@@ -172,6 +174,13 @@ class ModelCache:
         with self._lock:
             return sum(held.size for held in self._held.values())
 
+    def set_switches(self, switches: Switches) -> None:
+        """Run the loaded models, and those loaded from now on, with other speed switches (the GPU benchmark)."""
+        with self._lock:
+            self.runtime = replace(self.runtime, switches=switches)
+            for held in self._held.values():
+                prepare(held.value, switches)
+
     def preload(self, names: list[str], field: str = "models") -> None:
         """Load these catalog entries now (a pool's models, at the runner's start). A refiner is loaded for the
         first SDXL checkpoint of the list, with the list's VAE if it has one. ``field`` names the list in errors."""
@@ -202,7 +211,8 @@ class ModelCache:
                 started = time.monotonic()
                 size, to_device = load()
                 self._make_room(size)
-                held = _Held(name=name, value=to_device(), size=size, needs=tuple(needs))
+                held = _Held(name=name, value=prepare(to_device(), self.runtime.switches), size=size,
+                             needs=tuple(needs))
                 self._held[key] = held
                 self.loads += 1
                 self.load_seconds += time.monotonic() - started

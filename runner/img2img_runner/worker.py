@@ -300,7 +300,7 @@ class Worker:
         from img2img_runner import presigned
         from img2img_runner.errors import classify
         from img2img_runner.execute import execute
-        from img2img_runner.storage import png_bytes
+        from img2img_runner.storage import png_files
 
         outcome: dict[str, Any] = {"result": None, "error": None, "startedAt": started, "modelsLoadedAt": None,
                                    "finishedAt": None, "modelLoadTime": None, "inferenceTime": None,
@@ -320,7 +320,7 @@ class Worker:
             lease.check()  # stopped after the last step: the result is not wanted any more
             body = {"info": result.info, "parameters": result.parameters,
                     "timings": {"startedAt": started, "modelsLoadedAt": outcome["modelsLoadedAt"], **result.timings}}
-            outcome["result"] = upload(assignment.outputs, [png_bytes(image) for image in result.images], body)
+            outcome["result"] = upload(assignment.outputs, png_files(result.images), body)
             outcome["finishedAt"] = now_ms()
             outcome["uploadTime"] = outcome["finishedAt"] - inferred
             log.info("done: %d images in %d ms", len(result.images), outcome["finishedAt"] - started)

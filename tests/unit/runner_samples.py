@@ -49,7 +49,7 @@ def tiny_catalog(**drop):
     from img2img_runner.tiny_models import catalog_yaml
 
     names = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid",
-             "control_v11p_sd15_canny", "v1-5-pruned-emaonly", "deliberate_v2"]
+             "control_v11p_sd15_canny", "v1-5-pruned-emaonly", "deliberate_v2", "sdxl-vae-fp16-fix.safetensors"]
     hashes = {n: f"{i:02d}aabbccdd" for i, n in enumerate(names)}
     data = yaml.safe_load(catalog_yaml(hashes))
     for name, key in drop.items():

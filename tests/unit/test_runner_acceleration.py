@@ -1,0 +1,54 @@
+"""The GPU speed switches as the environment sets them (img2img_runner.acceleration), and the wheelhouse's torch range."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from img2img_runner.acceleration import Switches
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import wheelhouse  # noqa: E402
+
+
+def test_defaults_leave_a_cpu_runner_as_it_was_and_turn_channels_last_on_for_cuda():
+    assert Switches.from_env({}, "cpu") == Switches(sdpa=True, channels_last=False, compile="off")
+    assert Switches.from_env({}, "cuda").channels_last is True
+
+
+def test_each_switch_from_its_variable():
+    switches = Switches.from_env({"IMG2IMG_SDPA": "0", "IMG2IMG_CHANNELS_LAST": "off", "IMG2IMG_COMPILE": "Regional",
+                                  "IMG2IMG_COMPILE_MODE": "max-autotune-no-cudagraphs"}, "cuda")
+    assert (switches.sdpa, switches.channels_last, switches.compile) == (False, False, "regional")
+    assert switches.compile_mode == "max-autotune-no-cudagraphs"
+    assert "attention classic" in switches.describe() and "compile regional" in switches.describe()
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"IMG2IMG_COMPILE": "fast"}, "IMG2IMG_COMPILE"),
+    ({"IMG2IMG_SDPA": "maybe"}, "IMG2IMG_SDPA"),
+    ({"IMG2IMG_CHANNELS_LAST": "2"}, "IMG2IMG_CHANNELS_LAST"),
+])
+def test_a_value_a_switch_cannot_take_is_refused_naming_the_variable(env, variable):
+    with pytest.raises(ValueError, match=variable):
+        Switches.from_env(env, "cuda")
+
+
+@pytest.mark.parametrize("version, supported", [
+    ("2.15.0+cu132", True),
+    ("2.7.0a0+79aa17489c.nv25.04", True),  # an NGC container's build
+    ("2.5.1", True),
+    ("2.4.1+cu121", False),  # before nn.Module.compile of repeated blocks sharing one graph
+    ("2.16.0", False),  # newer than any tested
+    ("1.13.1", False),
+])
+def test_torch_versions_the_gpu_check_accepts(version, supported):
+    assert wheelhouse.torch_supported(version) is supported
+
+
+def test_the_gpu_machine_installs_the_runner_requirements_but_never_torch():
+    wanted = wheelhouse.requirements()
+    assert any(r.startswith("diffusers==") for r in wanted) and any(r.startswith("transformers==") for r in wanted)
+    assert not [r for r in wanted if r.split("=")[0].split(">")[0] in ("torch", "torchvision")]
