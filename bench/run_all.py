@@ -1,10 +1,10 @@
-"""`make bench`: the operator at scale, the runner's overhead and the gateway, then BENCHMARKS.md with every figure
-and target.
+"""`make bench`: the operator at scale, warm runner pools, the runner's overhead and the gateway, then BENCHMARKS.md
+with every figure and target.
 
-Each benchmark runs in its own process (`operator_scale.py`, `runner_overhead.py`, `gateway.py`, with `--json`), one
-after the other, so neither disturbs the other's figures; their reports stream to the terminal as they run. The GPU
-figures need a GPU machine (`bench/gpu_check.sh`): the GPU section is rendered from its last run (bench/gpu-check.json,
-`gpu_report.py`) when there is one, else it says how to make one.
+Each benchmark runs in its own process (`operator_scale.py`, `warm_pool.py`, `runner_overhead.py`, `gateway.py`, with
+`--json`), one after the other, so none disturbs the others' figures; their reports stream to the terminal as they
+run. The GPU figures need a GPU machine (`bench/gpu_check.sh`): the GPU section is rendered from its last run
+(bench/gpu-check.json, `gpu_report.py`) when there is one, else it says how to make one.
 
 Run it on a quiet machine: the figures are wall-clock times on whatever else the machine is doing (the load average
 at the start is recorded next to them).
@@ -31,6 +31,7 @@ import gpu_report  # noqa: E402
 import machine  # noqa: E402
 import operator_scale  # noqa: E402
 import runner_overhead  # noqa: E402
+import warm_pool  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -80,12 +81,12 @@ def pct(s: dict, digits: int = 0) -> str:
     return f"{n(s['p50'], digits)} / {n(s['p95'], digits)} / {n(s['p99'], digits)}"
 
 
-def verdict_rows(scale: dict | None, overhead: dict | None) -> list[list[str]]:
+def verdict_rows(scale: dict | None, overhead: dict | None, pools: dict | None = None) -> list[list[str]]:
     rows = []
-    if scale:
-        for what, measured, target, unit, higher in operator_scale.verdicts(scale):
-            rows.append([what, f"{'≥' if higher else '≤'} {target:g} {unit}", f"{n(measured, 2)} {unit}",
-                         operator_scale.met(measured, target, higher)])
+    verdicts = (operator_scale.verdicts(scale) if scale else []) + (warm_pool.verdicts(pools) if pools else [])
+    for what, measured, target, unit, higher in verdicts:
+        rows.append([what, f"{'≥' if higher else '≤'} {target:g} {unit}", f"{n(measured, 2)} {unit}",
+                     operator_scale.met(measured, target, higher)])
     if overhead:
         ratio = overhead["ratio_median"]
         rows.append([f"runner overhead, warm (product / bare diffusers, medians, {overhead['parameters']['size']})",
@@ -104,16 +105,19 @@ def scale_section(r: dict) -> list[str]:
     lines = ["## Operator at scale (`bench/operator_scale.py`)", ""]
     lines.append(
         f"Embedded stack (etcd, kube-apiserver, kube-controller-manager, MinIO, the local executor); the operator "
-        f"unchanged with `runner.image: img2img/noop:bench`, whose pods run `bench/noop-image/bin/img2img-runner` "
-        f"(reads input.json, writes result.json with no images and the termination message, exits 0). GPU class "
-        f"`maxConcurrent` and node GPUs = {r['limit']}, so admission never waits. Burst: {p['jobs']} jobs created "
-        f"at once ({p['workers']} concurrent creates). Paced: {p['paced_jobs']} jobs at a steady rate (half the "
-        f"burst's jobs/s unless `--paced-rate`). Times are measured by the benchmark's watches (submission = just "
-        f"before the create request).")
+        f"unchanged with `runner.image: img2img/noop:bench`, whose pods run `bench/noop-image/bin/img2img-runner "
+        f"serve` (the runner protocol: take, one heartbeat, input.json read and a result.json with no images "
+        f"written through the presigned URLs, done). The jobs run on a RunnerPool of {p['runners']} such runners, "
+        f"created before the jobs. GPU class `maxConcurrent` and node GPUs = {r['limit']}, so admission never "
+        f"waits. Burst: {p['jobs']} jobs created at once ({p['workers']} concurrent creates). Paced: "
+        f"{p['paced_jobs']} jobs at a steady rate (half the burst's jobs/s unless `--paced-rate`). Times are "
+        f"measured by the benchmark's watches (submission = just before the create request). Work starts when the "
+        f"job is assigned to a runner (its status IN_PROGRESS naming the runner); for batch/v1 Jobs when their pod "
+        f"is created. Before pools this table measured submission → pod created of the operator's pod per job.")
     lines.append("")
-    header = ["phase", "jobs OK", "jobs/s", "submit → pod created p50/p95/p99 ms",
-              "submit → COMPLETED p50/p95/p99 ms", "pod created → pod finished p50 ms",
-              "pod finished → job finished p50 ms", "controller writes/job", "all writes/job", "max in flight"]
+    header = ["phase", "jobs OK", "jobs/s", "submit → work starts p50/p95/p99 ms",
+              "submit → COMPLETED p50/p95/p99 ms", "work starts → COMPLETED p50 ms", "controller writes/job",
+              "all writes/job", "max in flight"]
     rows = []
     for key, label in (("operator_burst", "operator, burst"), ("operator_paced", "operator, paced"),
                        ("native_burst", "batch/v1 Job, burst"), ("native_paced", "batch/v1 Job, paced"),
@@ -123,21 +127,21 @@ def scale_section(r: dict) -> list[str]:
             continue
         rate = f" at {ph['rate']:g}/s" if ph.get("rate") else ""
         rows.append([label + rate, f"{ph['completed']}/{ph['jobs']}" + (" (stalled)" if ph.get("stalled") else ""),
-                     n(ph["jobs_per_s"], 1), pct(ph["submit_to_pod_ms"]), pct(ph["submit_to_done_ms"]),
-                     n(ph["pod_created_to_pod_finished_ms"]["p50"]), n(ph["pod_finished_to_done_ms"]["p50"]),
-                     n(ph["writes_per_job_controller"], 2), n(ph["writes_per_job_all"], 2),
-                     str(ph["max_in_flight"])])
+                     n(ph["jobs_per_s"], 1), pct(ph["submit_to_start_ms"]), pct(ph["submit_to_done_ms"]),
+                     n(ph["start_to_done_ms"]["p50"]), n(ph["writes_per_job_controller"], 2),
+                     n(ph["writes_per_job_all"], 2), str(ph["max_in_flight"])])
     lines += table(header, rows)
     lines.append("")
     ob, nb, op, np_ = (r.get(k) for k in ("operator_burst", "native_burst", "operator_paced", "native_paced"))
     if ob and nb and nb["jobs_per_s"]:
-        lines.append(f"- Operator vs batch/v1 Jobs (same API server, executor and no-op pods): jobs/s "
+        lines.append(f"- Operator on its warm pool vs batch/v1 Jobs, a pod each (same API server, executor and "
+                     f"no-op work): jobs/s "
                      f"{n(ob['jobs_per_s'], 1)} vs {n(nb['jobs_per_s'], 1)} (ratio "
                      f"{ob['jobs_per_s'] / nb['jobs_per_s']:.2f}).")
-    if op and np_ and np_["submit_to_pod_ms"]["n"] and np_["submit_to_pod_ms"]["p99"]:
-        lines.append(f"- p99 submission → pod created, paced: {n(op['submit_to_pod_ms']['p99'])} vs "
-                     f"{n(np_['submit_to_pod_ms']['p99'])} ms (ratio "
-                     f"{op['submit_to_pod_ms']['p99'] / np_['submit_to_pod_ms']['p99']:.2f}).")
+    if op and np_ and np_["submit_to_start_ms"]["n"] and np_["submit_to_start_ms"]["p99"]:
+        lines.append(f"- p99 submission → work starts, paced: {n(op['submit_to_start_ms']['p99'])} vs "
+                     f"{n(np_['submit_to_start_ms']['p99'])} ms (ratio "
+                     f"{op['submit_to_start_ms']['p99'] / np_['submit_to_start_ms']['p99']:.2f}).")
     qps = p.get("kcm_qps")
     lines.append(f"- kube-controller-manager client rate limit: "
                  f"{f'raised to {qps} QPS' if qps else 'its default (20 QPS, burst 30)'}; the job-controller "
@@ -165,7 +169,8 @@ def scale_section(r: dict) -> list[str]:
         if ph:
             lines.append(f"- {key}: " + ", ".join(f"`{k}` {v:.2f}" for k, v in ph["writes_by_request"].items()))
     lines.append("")
-    lines.append("CPU seconds per phase, by component (\"executor children\" = the container processes):")
+    lines.append("CPU seconds per phase, by component (\"executor children\" = the container processes that "
+                 "ended in the phase: a pool's runners, still running, are not in it):")
     lines.append("")
     for key in ("operator_burst", "operator_paced", "native_burst", "present_burst"):
         ph = r.get(key)
@@ -173,6 +178,74 @@ def scale_section(r: dict) -> list[str]:
             lines.append(f"- {key}: " + ", ".join(f"{k} {v:.1f}" for k, v in ph["cpu_seconds"].items() if v))
     lines.append("")
     lines.append(f"Runtime of this benchmark: {n(r.get('wall_seconds'))} s.")
+    lines.append("")
+    return lines
+
+
+def pools_section(r: dict) -> list[str]:
+    p = r["parameters"]
+    lines = ["## Warm runner pools (`bench/warm_pool.py`)", ""]
+    seq = r.get("sequential")
+    if seq:
+        lines.append(
+            "The real runner (`img2img-runner serve`) on the tiny models, one job at a time (64×64, 2 steps, SDXL "
+            "base), each submitted once the previous one is COMPLETED. *Warm*: the pool `tiny-sdxl` with one runner "
+            "that has loaded its models (what `img2img local up` starts). *From zero*: a pool of the same models with "
+            "`minReady: 0`, `idleSeconds: 0` (its own GPU class), each job submitted once the previous job's runner "
+            "is gone, so that every job waits for a runner pod to start and load the models. Interleaved: one job "
+            "from zero, then warm ones. The times are the jobs' status (`delayTime` = submission → the runner starts "
+            "the job; a pool's runner loads its models before it asks for work, so a start from zero is in "
+            "`delayTime` and `modelLoadTime` is 0).")
+        lines.append("")
+        rows = []
+        for key, label in (("warm", "warm runner"), ("cold", "pool scaled from zero")):
+            s = seq[key]
+            rows.append([label, f"{s['completed']}/{s['jobs']}", pct(s["delay_ms"]), n(s["model_load_ms"]["p50"]),
+                         n(s["execution_ms"]["p50"]), pct(s["submit_to_done_ms"]), str(s["runners"])])
+        lines += table(["sequential jobs", "jobs OK", "delayTime p50/p95/p99 ms", "modelLoadTime p50 ms",
+                        "executionTime p50 ms", "submit → COMPLETED p50/p95/p99 ms", "runners"], rows)
+        lines.append("")
+        warm, cold = seq["warm"]["delay_ms"]["p50"], seq["cold"]["delay_ms"]["p50"]
+        if seq["warm"]["completed"] and seq["cold"]["completed"] and warm:
+            lines.append(f"- `delayTime` p50 from zero / warm: {cold / warm:,.0f}× ({n(cold)} vs {n(warm)} ms).")
+            lines.append("")
+    tp = r.get("throughput")
+    if tp:
+        lines.append(
+            f"Bursts of {p['jobs']} jobs created at once ({p['workers']} concurrent creates) on no-op runners "
+            f"(`bench/noop-image/bin/img2img-runner serve`: take, one heartbeat, input.json read and result.json "
+            f"written through the presigned URLs, done; no model work), the operator restarted with "
+            f"`runner.image: img2img/noop:bench`. *Warm*: a RunnerPool of {p['runners']} runners holding the jobs' "
+            f"models (minReady = maxRunners), ready before the burst. *Cold path*: the implicit pool of a GPU class "
+            f"without a RunnerPool, scaled from zero with `idleSeconds: 0` and no ceiling below the burst: the "
+            f"operator creates a runner pod for each waiting job and removes it once idle. It stands for the "
+            f"pod-per-job path, which is gone (every job now runs on a runner of a pool): a process started per job, "
+            f"created, bound, started and deleted through the API server, as a job's pod was. Runners that start "
+            f"while others are still starting may take a second job, so slightly fewer pods than jobs are "
+            f"created (the table says how many).")
+        lines.append("")
+        rows = []
+        for key, label in (("warm", f"{p['runners']} warm runners"), ("cold", "cold path (a runner pod per job)")):
+            ph, f = tp["phases"][key], tp[key]
+            rows.append([label, f"{ph['completed']}/{ph['jobs']}", n(f["jobs_per_s"], 1),
+                         pct(ph["submit_to_start_ms"]), n(f["operator_cpu_ms_per_job"], 1),
+                         n(f["pods_created_per_job"], 2), f"{f['runners']} ({f['max_jobs_per_runner']})",
+                         n(ph["writes_per_job_controller"], 2)])
+        lines += table(["burst", "jobs OK", "jobs/s", "submit → work starts p50/p95/p99 ms", "operator CPU ms/job",
+                        "runner pods created/job", "runners used (most jobs on one)", "controller writes/job"], rows)
+        lines.append("")
+        if tp["cold"]["jobs_per_s"]:
+            lines.append(f"- jobs/s warm / cold path: **{tp['warm']['jobs_per_s'] / tp['cold']['jobs_per_s']:.2f}**; "
+                         f"operator CPU per job warm / cold: "
+                         f"{tp['warm']['operator_cpu_ms_per_job'] / tp['cold']['operator_cpu_ms_per_job']:.2f}.")
+        for key in ("warm", "cold"):
+            cpu = tp["phases"][key]["cpu_seconds"]
+            lines.append(f"- CPU seconds, {key} burst: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if v))
+        lines.append("")
+    m = r["machine"]
+    start, end = m["load_average_at_start"], m.get("load_average_at_end") or ["?"]
+    lines.append(f"Load average (1 min) at this benchmark's start {start[0]}, at its end {end[0]}; runtime "
+                 f"{n(r.get('wall_seconds'))} s.")
     lines.append("")
     return lines
 
@@ -232,7 +305,7 @@ def gateway_section(r: dict) -> list[str]:
 
 
 def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | None, failures: list[str],
-                   argv: list[str], gateway: dict | None = None) -> None:
+                   argv: list[str], pools: dict | None = None, gateway: dict | None = None) -> None:
     load = info["load_average_at_start"]
     busy = load[0] > 0.5 * info["cores"]
     lines = [
@@ -252,7 +325,7 @@ def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | 
         "## Targets",
         "",
     ]
-    lines += table(["target", "goal", "measured", "status"], verdict_rows(scale, overhead))
+    lines += table(["target", "goal", "measured", "status"], verdict_rows(scale, overhead, pools))
     lines.append("")
     for failure in failures:
         lines.append(f"- **Not measured:** {failure}")
@@ -260,6 +333,8 @@ def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | 
         lines.append("")
     if scale:
         lines += scale_section(scale)
+    if pools:
+        lines += pools_section(pools)
     if overhead:
         lines += overhead_section(overhead)
     if gateway:
@@ -273,8 +348,9 @@ def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | 
         "by verb and resource, before and after a phase once writes have been quiet for 2 s; POST, PUT, PATCH, "
         "DELETE, APPLY count as writes. Heartbeats (leases, node status), the API server's own endpoints and "
         "service-account tokens are left out. *Controller writes* are the writes on the job resource (minus the "
-        "benchmark's create), on pods (create, delete, patch; not pods/status or pods/binding, which are the "
-        "kubelet's and the scheduler's: the executor's) and the events about the job objects.",
+        "benchmark's create), on the RunnerPools' status (the operator's), on pods (create, delete, patch; not "
+        "pods/status or pods/binding, which are the kubelet's and the scheduler's: the executor's) and the events "
+        "about the job objects.",
         "- Operator RSS: `VmHWM` (peak) and `VmRSS` of the operator process from `/proc/<pid>/status`, pid from "
         "the stack's `state.json`.",
         "- jobs/s: jobs COMPLETED / (last completion − first submission).",
@@ -289,9 +365,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--paced-jobs", type=int, default=200, help="operator_scale: jobs of the paced runs (default 200)")
     p.add_argument("--present", type=int, default=10000, help="operator_scale: jobs present (default 10000)")
     p.add_argument("--kcm-qps", type=int, default=None, help="operator_scale: kube-controller-manager QPS")
+    p.add_argument("--warm-jobs", type=int, default=40, help="warm_pool: sequential jobs on a warm runner (default 40)")
+    p.add_argument("--cold-jobs", type=int, default=4, help="warm_pool: sequential jobs from zero (default 4)")
+    p.add_argument("--pool-jobs", type=int, default=300,
+                   help="warm_pool: jobs per burst on no-op runners (default 300)")
+    p.add_argument("--runners", type=int, default=operator_scale.DEFAULT_RUNNERS,
+                   help=f"no-op runners of the warm pools (default {operator_scale.DEFAULT_RUNNERS})")
     p.add_argument("--reps", type=int, default=6, help="runner_overhead: warm jobs per path (default 6)")
     p.add_argument("--full", action="store_true", help="runner_overhead at the seed's full 480x640")
     p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--skip-pools", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--skip-gateway", action="store_true")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds each benchmark may take (default 3 h)")
@@ -304,9 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     info = machine.describe()
     failures: list[str] = []
-    scale = overhead = gateway = None
+    scale = overhead = pools = gateway = None
     if not args.skip_scale:
-        scale_argv = ["--jobs", str(args.jobs), "--paced-jobs", str(args.paced_jobs), "--present", str(args.present)]
+        scale_argv = ["--jobs", str(args.jobs), "--paced-jobs", str(args.paced_jobs), "--present", str(args.present),
+                      "--runners", str(args.runners)]
         if args.kcm_qps:
             scale_argv += ["--kcm-qps", str(args.kcm_qps)]
         log("operator_scale " + " ".join(scale_argv))
@@ -315,6 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"operator at scale: {why}")
         if scale:
             info["kube_apiserver"] = scale["machine"].get("kube_apiserver", "?")
+    if not args.skip_pools:
+        pools_argv = ["--warm-jobs", str(args.warm_jobs), "--cold-jobs", str(args.cold_jobs), "--jobs",
+                      str(args.pool_jobs), "--runners", str(args.runners)]
+        log("warm_pool " + " ".join(pools_argv))
+        pools, seconds, why = run_child("warm_pool.py", pools_argv, args.timeout)
+        if why:
+            failures.append(f"warm runner pools: {why}")
     if not args.skip_overhead:
         overhead_argv = ["--reps", str(args.reps)] + (["--full"] if args.full else [])
         log("runner_overhead " + " ".join(overhead_argv))
@@ -328,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"gateway: {why}")
     info.setdefault("kube_apiserver", kube_apiserver_version())
     output = Path(args.output)
-    write_markdown(output, info, scale, overhead, failures, argv, gateway)
+    write_markdown(output, info, scale, overhead, failures, argv, pools, gateway)
     log(f"wrote {output}")
     return 1 if failures else 0
 
