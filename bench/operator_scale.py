@@ -63,9 +63,9 @@ from img2img.kube import Kube, KubeError, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import (  # noqa: E402
     BUCKET, RUNNER_NAMESPACE, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_USER, pool_manifest, wait_pool_ready,
 )
+from img2img.local.stack import Stack, StackInfo  # noqa: E402
 from img2img.local.supervisor import wait_until  # noqa: E402
 from img2img_operator.runner_pods import pool_selector  # noqa: E402
-from img2img.local.stack import Stack, StackInfo  # noqa: E402
 
 NOOP_BIN = BENCH / "noop-image" / "bin"
 NOOP_IMAGE = "img2img/noop:bench"

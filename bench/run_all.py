@@ -214,15 +214,16 @@ def pools_section(r: dict) -> list[str]:
         lines.append(
             f"Bursts of {p['jobs']} jobs created at once ({p['workers']} concurrent creates) on no-op runners "
             f"(`bench/noop-image/bin/img2img-runner serve`: take, one heartbeat, input.json read and result.json "
-            f"written through the presigned URLs, done; no model work), the operator restarted with "
-            f"`runner.image: img2img/noop:bench`. *Warm*: a RunnerPool of {p['runners']} runners holding the jobs' "
-            f"models (minReady = maxRunners), ready before the burst. *Cold path*: the implicit pool of a GPU class "
-            f"without a RunnerPool, scaled from zero with `idleSeconds: 0` and no ceiling below the burst: the "
-            f"operator creates a runner pod for each waiting job and removes it once idle. It stands for the "
-            f"pod-per-job path, which is gone (every job now runs on a runner of a pool): a process started per job, "
-            f"created, bound, started and deleted through the API server, as a job's pod was. Runners that start "
-            f"while others are still starting may take a second job, so slightly fewer pods than jobs are "
-            f"created (the table says how many).")
+            f"written through the presigned URLs, done; no model work), the operator restarted before each burst "
+            f"with `runner.image: img2img/noop:bench`. *Warm*: a RunnerPool of {p['runners']} runners holding the "
+            f"jobs' models (minReady = maxRunners), ready before the burst. *Cold path*: the implicit pool of a GPU "
+            f"class without a RunnerPool, scaled from zero with `idleSeconds: 0` and no ceiling below the burst, its "
+            f"runners serving one job each (`IMG2IMG_NOOP_JOBS=1`: a runner exits once its job is reported): the "
+            f"operator creates a runner pod for each waiting job, and the pod goes when its job is done. It stands "
+            f"for the pod-per-job path, which is gone (every job now runs on a runner of a pool): a process started "
+            f"per job, its pod created, bound, started and deleted through the API server, as a job's pod was. "
+            f"Without the one-job limit the runners up first would take several jobs of the burst while the others "
+            f"start; the runner columns say how close to a pod per job the run was.")
         lines.append("")
         rows = []
         for key, label in (("warm", f"{p['runners']} warm runners"), ("cold", "cold path (a runner pod per job)")):
