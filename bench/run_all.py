@@ -112,8 +112,9 @@ def scale_section(r: dict) -> list[str]:
         f"{r['limit']}, so admission never waits. Burst: {p['jobs']} jobs created at once ({p['workers']} "
         f"concurrent creates). Paced: {p['paced_jobs']} jobs at a steady rate (half the burst's jobs/s unless "
         f"`--paced-rate`). Times are measured by the benchmark's watches (submission = just before the create "
-        f"request). Work starts when the job is assigned to a runner (its status IN_PROGRESS naming the runner); for batch/v1 Jobs when their pod "
-        f"is created. Before pools this table measured submission → pod created of the operator's pod per job.")
+        f"request). Work starts when the job is assigned to a runner (its status IN_PROGRESS naming the runner); "
+        f"for batch/v1 Jobs when their pod is created. Before pools this table measured submission → pod created "
+        f"of the operator's pod per job.")
     lines.append("")
     header = ["phase", "jobs OK", "jobs/s", "submit → work starts p50/p95/p99 ms",
               "submit → COMPLETED p50/p95/p99 ms", "work starts → COMPLETED p50 ms", "controller writes/job",
