@@ -4,8 +4,8 @@ The operator runs unchanged; only its configuration says `runner.image: img2img/
 image table puts `bench/noop-image/bin` first on PATH for `img2img/noop:*`, so each runner pod is a process that
 speaks the real runner protocol (take, heartbeat, done; reads input.json and writes result.json through the
 assignment's presigned URLs) without the GPU work. Every job runs on a runner of a pool: here a RunnerPool of
-`--runners` warm no-op runners (minReady = maxRunners), created before the jobs. The node and the GPU class get a
-large capacity, so the concurrency limit is not the bottleneck; the pool's size is.
+`--runners` warm no-op runners (minReady = maxRunners) holding the jobs' models, created before the jobs. The node
+and the GPU class get a large capacity, so the concurrency limit is not the bottleneck; the pool's size is.
 
 What changed with pools (the figures keep their meaning, measured where the work now starts): "submission -> work
 starts" was "submission -> pod created" (the operator made one pod per job); it is now "submission -> the job
@@ -58,14 +58,16 @@ import machine  # noqa: E402
 from stats import fmt, summary  # noqa: E402
 
 from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
+from img2img.api.needs import required_models  # noqa: E402
+from img2img.api.payload import Img2ImgPayload  # noqa: E402
 from img2img.api.pool import POOL_PLURAL  # noqa: E402
 from img2img.kube import Kube, KubeError, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import (  # noqa: E402
     BUCKET, RUNNER_NAMESPACE, RUNNER_SERVICE_ACCOUNT, S3_PASSWORD, S3_USER, pool_manifest, wait_pool_ready,
 )
+from img2img.local.stack import Stack, StackInfo  # noqa: E402
 from img2img.local.supervisor import wait_until  # noqa: E402
 from img2img_operator.runner_pods import pool_selector  # noqa: E402
-from img2img.local.stack import Stack, StackInfo  # noqa: E402
 
 NOOP_BIN = BENCH / "noop-image" / "bin"
 NOOP_IMAGE = "img2img/noop:bench"
@@ -219,6 +221,11 @@ def seed_input() -> dict:
     request = json.loads(SEED_REQUEST.read_text())
     request["input"]["payload"]["init_images"] = [tiny_png_b64()]
     return request["input"]
+
+
+def models_of(job_input: dict) -> tuple[str, ...]:
+    """The models a job needs, as a pool lists them: a warm pool's runners hold them (no-op runners say so)."""
+    return tuple(sorted(required_models(Img2ImgPayload.model_validate(job_input["payload"]), None)))
 
 
 def now_ms() -> int:
@@ -645,8 +652,8 @@ class Bench:
                                                       operator_overrides(self.limit), timeout)
 
     def start_pool(self) -> None:
-        log(f"pool {NOOP_POOL}: {self.args.runners} no-op runners")
-        start_pool(self.stack, self.info, NOOP_POOL, "local", self.args.runners)
+        log(f"pool {NOOP_POOL}: {self.args.runners} no-op runners holding the jobs' models")
+        start_pool(self.stack, self.info, NOOP_POOL, "local", self.args.runners, models_of(self.job_input))
 
     @property
     def paced_rate(self) -> float:

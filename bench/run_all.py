@@ -107,13 +107,14 @@ def scale_section(r: dict) -> list[str]:
         f"Embedded stack (etcd, kube-apiserver, kube-controller-manager, MinIO, the local executor); the operator "
         f"unchanged with `runner.image: img2img/noop:bench`, whose pods run `bench/noop-image/bin/img2img-runner "
         f"serve` (the runner protocol: take, one heartbeat, input.json read and a result.json with no images "
-        f"written through the presigned URLs, done). The jobs run on a RunnerPool of {p['runners']} such runners, "
-        f"created before the jobs. GPU class `maxConcurrent` and node GPUs = {r['limit']}, so admission never "
-        f"waits. Burst: {p['jobs']} jobs created at once ({p['workers']} concurrent creates). Paced: "
-        f"{p['paced_jobs']} jobs at a steady rate (half the burst's jobs/s unless `--paced-rate`). Times are "
-        f"measured by the benchmark's watches (submission = just before the create request). Work starts when the "
-        f"job is assigned to a runner (its status IN_PROGRESS naming the runner); for batch/v1 Jobs when their pod "
-        f"is created. Before pools this table measured submission → pod created of the operator's pod per job.")
+        f"written through the presigned URLs, done). The jobs run on a RunnerPool of {p['runners']} such runners "
+        f"holding the jobs' models, created before the jobs. GPU class `maxConcurrent` and node GPUs = "
+        f"{r['limit']}, so admission never waits. Burst: {p['jobs']} jobs created at once ({p['workers']} "
+        f"concurrent creates). Paced: {p['paced_jobs']} jobs at a steady rate (half the burst's jobs/s unless "
+        f"`--paced-rate`). Times are measured by the benchmark's watches (submission = just before the create "
+        f"request). Work starts when the job is assigned to a runner (its status IN_PROGRESS naming the runner); "
+        f"for batch/v1 Jobs when their pod is created. Before pools this table measured submission → pod created "
+        f"of the operator's pod per job.")
     lines.append("")
     header = ["phase", "jobs OK", "jobs/s", "submit → work starts p50/p95/p99 ms",
               "submit → COMPLETED p50/p95/p99 ms", "work starts → COMPLETED p50 ms", "controller writes/job",
@@ -214,15 +215,16 @@ def pools_section(r: dict) -> list[str]:
         lines.append(
             f"Bursts of {p['jobs']} jobs created at once ({p['workers']} concurrent creates) on no-op runners "
             f"(`bench/noop-image/bin/img2img-runner serve`: take, one heartbeat, input.json read and result.json "
-            f"written through the presigned URLs, done; no model work), the operator restarted with "
-            f"`runner.image: img2img/noop:bench`. *Warm*: a RunnerPool of {p['runners']} runners holding the jobs' "
-            f"models (minReady = maxRunners), ready before the burst. *Cold path*: the implicit pool of a GPU class "
-            f"without a RunnerPool, scaled from zero with `idleSeconds: 0` and no ceiling below the burst: the "
-            f"operator creates a runner pod for each waiting job and removes it once idle. It stands for the "
-            f"pod-per-job path, which is gone (every job now runs on a runner of a pool): a process started per job, "
-            f"created, bound, started and deleted through the API server, as a job's pod was. Runners that start "
-            f"while others are still starting may take a second job, so slightly fewer pods than jobs are "
-            f"created (the table says how many).")
+            f"written through the presigned URLs, done; no model work), the operator restarted before each burst "
+            f"with `runner.image: img2img/noop:bench`. *Warm*: a RunnerPool of {p['runners']} runners holding the "
+            f"jobs' models (minReady = maxRunners), ready before the burst. *Cold path*: the implicit pool of a GPU "
+            f"class without a RunnerPool, scaled from zero with `idleSeconds: 0` and no ceiling below the burst, its "
+            f"runners serving one job each (`IMG2IMG_NOOP_JOBS=1`: a runner exits once its job is reported): the "
+            f"operator creates a runner pod for each waiting job, and the pod goes when its job is done. It stands "
+            f"for the pod-per-job path, which is gone (every job now runs on a runner of a pool): a process started "
+            f"per job, its pod created, bound, started and deleted through the API server, as a job's pod was. "
+            f"Without the one-job limit the runners up first would take several jobs of the burst while the others "
+            f"start; the runner columns say how close to a pod per job the run was.")
         lines.append("")
         rows = []
         for key, label in (("warm", f"{p['runners']} warm runners"), ("cold", "cold path (a runner pod per job)")):

@@ -42,8 +42,6 @@ import machine  # noqa: E402
 import operator_scale as scale  # noqa: E402
 from stats import fmt, summary  # noqa: E402
 
-from img2img.api.needs import required_models  # noqa: E402
-from img2img.api.payload import Img2ImgPayload  # noqa: E402
 from img2img.kube import Kube, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import TINY_POOL, TINY_POOL_MODELS, pool_manifest  # noqa: E402
 from img2img.local.stack import StackInfo  # noqa: E402
@@ -73,11 +71,6 @@ def light_input() -> dict:
             "payload": {"init_images": [scale.tiny_png_b64()], "prompt": "a red circle", "steps": 2, "width": 64,
                         "height": 64, "denoising_strength": 0.5, "seed": 1,
                         "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"}}}
-
-
-def models_of(job_input: dict) -> tuple[str, ...]:
-    """The models a job needs, as a pool lists them: a warm pool's runners hold them (no-op runners say so)."""
-    return tuple(sorted(required_models(Img2ImgPayload.model_validate(job_input["payload"]), None)))
 
 
 # ---- figures (pure) -----------------------------------------------------------------------------------------------
@@ -205,7 +198,7 @@ def throughput(kube: Kube, stack: scale.BenchStack, info: StackInfo, args: argpa
         stack.start_operator(info, overrides)
         if key == "warm":
             log(f"pool {NOOP_WARM_POOL}: {args.runners} no-op runners")
-            scale.start_pool(stack, info, NOOP_WARM_POOL, WARM_CLASS, args.runners, models_of(job_input))
+            scale.start_pool(stack, info, NOOP_WARM_POOL, WARM_CLASS, args.runners, scale.models_of(job_input))
         workload = scale.operator_workload(job_input, gpu_class=gpu_class)
         namespace = f"bench-{key}-burst"
         scale.create_namespace(kube, info, namespace, workload)
