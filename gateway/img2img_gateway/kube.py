@@ -11,11 +11,12 @@ import base64
 import logging
 from typing import Any, AsyncIterator
 
-from kubernetes_asyncio import client, config as kconfig, watch
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from img2img import API_GROUP, API_VERSION, PLURAL
 from img2img.api.pool import POOL_PLURAL
+from img2img.kube_async import connect  # noqa: F401 - re-exported for main
 
 log = logging.getLogger("img2img_gateway.kube")
 
@@ -23,16 +24,6 @@ TIMEOUT = 30  # seconds per API call
 WATCH_SECONDS = 300  # a watch is renewed after this long (the server ends it anyway)
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "img2img-gateway"
-
-
-async def connect() -> client.ApiClient:
-    """In-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    configuration = client.Configuration()
-    try:
-        kconfig.load_incluster_config(client_configuration=configuration)
-    except kconfig.ConfigException:
-        await kconfig.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
 
 
 class Kube:

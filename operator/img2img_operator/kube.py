@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes_asyncio import client, config as kconfig
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from img2img import API_GROUP, API_VERSION, KIND, PLURAL
 from img2img.api.pool import POOL_PLURAL
+from img2img.kube_async import connect  # noqa: F401 - re-exported for main
 
 from .runner_pods import RUNNER_SELECTOR
 
@@ -47,16 +48,6 @@ class Expired(Exception):
 
 
 OBJECT = {200: "object", 201: "object", 202: "object"}  # JSON bodies as plain dicts
-
-
-async def connect() -> client.ApiClient:
-    """An API client: in-cluster service account, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    configuration = client.Configuration()
-    try:
-        kconfig.load_incluster_config(client_configuration=configuration)
-    except kconfig.ConfigException:
-        await kconfig.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
 
 
 class Kube:
