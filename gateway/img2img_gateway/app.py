@@ -20,6 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from img2img.api.errors import Problem
 from img2img.client.errors import ClientError, one_line
 from img2img.client.kube import api_reason
+from img2img.kube import KubeError
 from img2img.client.wait import TERMINAL_STATES
 from img2img_gateway import discovery
 from img2img_gateway.answers import answer, images_wanted, job_id, output_mode, short_answer
@@ -121,10 +122,11 @@ class Gateway:
             log.error("S3: %s", exc)
             return error(500, f"S3: {exc}")
         except ApiException as exc:
+            refusal = KubeError.from_answer(exc.status or 0, exc.reason or "", _body_bytes(exc.body))
             if exc.status in (400, 422):  # the API server refused the job: its reasons are the user's to read
-                return error(400, api_reason(exc))
-            log.error("Kubernetes API: %s %s", exc.status, one_line(api_reason(exc)))
-            return error(500, f"the Kubernetes API server answered {exc.status}: {api_reason(exc)}")
+                return error(400, api_reason(refusal))
+            log.error("Kubernetes API: %s %s", exc.status, one_line(api_reason(refusal)))
+            return error(500, f"the Kubernetes API server answered {exc.status}: {api_reason(refusal)}")
 
     @web.middleware
     async def _authorized(self, request: web.Request, handler) -> web.StreamResponse:
@@ -313,3 +315,10 @@ class Gateway:
             await self.kube.annotate_job(job["metadata"]["namespace"], job["metadata"]["name"], {COPIED_TO: outcome})
         except ApiException as exc:  # the job may be gone already (its TTL): the copy is made all the same
             log.warning("job %s: recording the s3Config copy failed (%s)", job["metadata"]["name"], exc.status)
+
+
+def _body_bytes(body: object) -> bytes:
+    """kubernetes_asyncio gives the refusal's body as text or bytes."""
+    if isinstance(body, bytes):
+        return body
+    return str(body or "").encode()

@@ -7,6 +7,7 @@ Secrets by name in its own namespace (get).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any, AsyncIterator
@@ -83,14 +84,19 @@ class Kube:
     # ---- pools and keys -----------------------------------------------------------------------------------------
     async def list_pools(self, namespace: str) -> list[dict[str, Any]]:
         """The RunnerPools of the runner namespace; none where the CRD is not installed (404) or not readable."""
-        try:
-            page = await self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, POOL_PLURAL,
-                                                                   _request_timeout=TIMEOUT)
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                return []
-            raise
-        return page.get("items") or []
+        for attempt in range(5):
+            try:
+                page = await self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace,
+                                                                       POOL_PLURAL, _request_timeout=TIMEOUT)
+                return page.get("items") or []
+            except ApiException as exc:
+                if exc.status in (403, 404):
+                    return []
+                # 429 "storage is (re)initializing": the API server's cache of a resource nobody read before
+                if exc.status not in (429, 503) or attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * 2 ** attempt)
+        return []
 
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """A Secret's value under ``key``, stripped; None when the Secret or the key is not there."""
