@@ -34,7 +34,7 @@ if str(BENCH) not in sys.path:
 
 import machine  # noqa: E402
 from operator_scale import NOOP_IMAGE, NOOP_REQUESTS, BenchStack  # noqa: E402
-from stats import fmt, summary  # noqa: E402
+from stats import fmt, publish, summary  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -152,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--json", help="write every figure to this file")
     args = p.parse_args(argv)
-    results = run(args)
-    report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    return publish(run(args), report, args.json)
 
 
 if __name__ == "__main__":

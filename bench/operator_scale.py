@@ -55,7 +55,7 @@ if str(BENCH) not in sys.path:
 
 import kubeapi  # noqa: E402
 import machine  # noqa: E402
-from stats import fmt, summary  # noqa: E402
+from stats import fmt, publish, summary  # noqa: E402
 
 from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
 from img2img.api.needs import required_models  # noqa: E402
@@ -842,11 +842,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    results = run(args)
-    print_report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    return publish(run(args), print_report, args.json)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import machine  # noqa: E402
-from stats import fmt, summary  # noqa: E402
+from stats import fmt, publish, summary  # noqa: E402
 
 SEED_REQUEST = BENCH.parent / "tests" / "data" / "seed_request.json"
 SEED = 1234567
@@ -312,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cold_child:
         cold_child(args.cold_child, Path(args.catalog), args.full)
         return 0
-    results = run(args)
-    print_report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    return publish(run(args), print_report, args.json)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Iterable
+from pathlib import Path
+from typing import Callable, Iterable
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -35,3 +37,11 @@ def fmt(s: dict[str, float], unit: str = "ms", digits: int = 0) -> str:
     f = lambda x: f"{x:.{digits}f}"  # noqa: E731
     return (f"p50 {f(s['p50'])} / p95 {f(s['p95'])} / p99 {f(s['p99'])} {unit} "
             f"(min {f(s['min'])}, max {f(s['max'])}, n={s['n']})")
+
+
+def publish(results: dict, print_report: Callable[[dict], None], json_path: str | None) -> int:
+    """A benchmark's last step: its report on the terminal, and every figure as JSON when asked (for run_all)."""
+    print_report(results)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2, default=str))
+    return 0

@@ -23,7 +23,6 @@ Prints figures; asserts nothing about timing. `--json FILE` writes every figure 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
@@ -40,7 +39,7 @@ if str(BENCH) not in sys.path:
 import kubeapi  # noqa: E402
 import machine  # noqa: E402
 import operator_scale as scale  # noqa: E402
-from stats import fmt, summary  # noqa: E402
+from stats import fmt, publish, summary  # noqa: E402
 
 from img2img.kube import Kube, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import TINY_POOL, TINY_POOL_MODELS, pool_manifest  # noqa: E402
@@ -292,11 +291,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    results = run(args)
-    print_report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    return publish(run(args), print_report, args.json)
 
 
 if __name__ == "__main__":
