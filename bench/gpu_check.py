@@ -125,12 +125,12 @@ class Bench:
     def job(self, cache, inp: dict, on_step=None) -> tuple[float, list]:
         """One job through execute; (executionTime in s: models loaded -> PNGs encoded, the images)."""
         from img2img_runner.execute import execute
-        from img2img_runner.storage import png_files
+        from img2img_runner.storage import image_files
 
         marks: dict[str, float] = {}
         result = execute(copy.deepcopy(inp), self.catalog, cache=cache,
                          on_models_loaded=lambda: marks.setdefault("loaded", time.perf_counter()), on_step=on_step)
-        png_files(result.images)
+        image_files(result.images)
         return time.perf_counter() - marks["loaded"], result.images
 
     def phase(self, phase: Phase) -> dict:
@@ -200,7 +200,7 @@ class Bench:
         """Finite decoded images, synchronisations in the step loop, PNG sequential vs parallel (one fp16 job)."""
         import torch
 
-        from img2img_runner.storage import png_bytes, png_files
+        from img2img_runner.storage import image_bytes, image_files
 
         cache = self.cache("fp16")
         finite: list[bool] = []
@@ -230,10 +230,10 @@ class Bench:
             syncs["count"] = sum(1 for w in caught if "synchroniz" in str(w.message).lower())
         t = time.perf_counter()
         for image in images:
-            png_bytes(image)
+            image_bytes(image)
         sequential = time.perf_counter() - t
         t = time.perf_counter()
-        png_files(images)
+        image_files(images)
         parallel = time.perf_counter() - t
         out = {"decoded_finite": bool(finite) and all(finite), "syncs_in_step_loop": syncs["count"],
                "png_ms": {"images": len(images), "sequential": sequential * 1000, "parallel": parallel * 1000}}

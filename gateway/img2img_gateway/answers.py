@@ -2,8 +2,9 @@
 
 The answer is the RunPod part of ``.status`` (``img2img.client.view.runpod_view``: id, status, delayTime,
 executionTime, output, error) with the job's gateway id, and an ``output`` as RunPod's A1111 workers return it:
-``images`` (base64 PNGs by default, in A1111's order; or the s3:// URIs, or presigned URLs), ``info`` and
-``parameters``. Which images to put there is read from S3 by the caller (``images_wanted`` says which).
+``images`` (base64 by default, PNG unless the job's ``samples_format`` says otherwise, in A1111's order; or the
+s3:// URIs, or presigned URLs), ``info`` and ``parameters``. Which images to put there is read from S3 by the caller
+(``images_wanted`` says which).
 """
 
 from __future__ import annotations

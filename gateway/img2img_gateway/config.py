@@ -35,7 +35,7 @@ DEFAULT_NAMESPACE = "img2img-system"
 
 
 class OutputMode(str, enum.Enum):
-    """How an answer carries the images: base64 PNGs (as RunPod's A1111 workers), the s3:// URIs of the job's
+    """How an answer carries the images: base64 (as RunPod's A1111 workers), the s3:// URIs of the job's
     status, or presigned https URLs of them."""
 
     BASE64 = "base64"

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 from img2img import split_s3_uri
+from img2img.api.image_formats import content_type_of
 from img2img.client.offload import upload
 from img2img.client.errors import ClientError
 from img2img.client.s3 import s3_call
@@ -114,7 +115,7 @@ class Objects:
                 data = s3_call(f"read {uri}", self.client.get_object, Bucket=bucket, Key=key)["Body"].read()
                 their_key = f"{prefix}{job_id}/{key.rsplit('/', 1)[-1]}"
                 s3_call(f"write s3://{target.bucketName}/{their_key}", theirs.put_object, Bucket=target.bucketName,
-                        Key=their_key, Body=data, ContentType="image/png")
+                        Key=their_key, Body=data, ContentType=content_type_of(key))
                 copied.append(f"s3://{target.bucketName}/{their_key}")
             return copied
 

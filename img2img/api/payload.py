@@ -22,6 +22,8 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | save_images | true with >1 image | A1111 would prepend a grid image; grids are not produced |
 | prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
 | prompt, negative_prompt | prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND` | one conditioning per step or part |
+| prompt, negative_prompt | a `#`, unless override_settings.enable_prompt_comments is false | comments are not stripped yet |
+| override_settings | an option that changes the answer, away from its default; an unknown key | see ``options`` |
 | cfg_scale | below 1 (times a prompt's trailing `:weight`) | diffusers runs no guidance there |
 | sampler_name, scheduler, eta, s_churn | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | alwayson_scripts | any script but controlnet | only ControlNet is built in |
@@ -33,14 +35,15 @@ silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable
 
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from img2img.api import options, prompts, samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
 from img2img.api.errors import FieldError, Refusals, refuse
+from img2img.api.image_formats import JPEG_QUALITY, SAMPLES_FORMATS, ImageEncoding, SamplesFormat
 from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageStr, is_inline, too_large_message
 
 PROMPT_MAX = 32768
@@ -82,26 +85,31 @@ class OverrideSettings(ApiModel):
     img2img_fix_steps: bool | None = None
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0, description="used when the request's "
                                                    "initial_noise_multiplier is absent")
-    samples_format: Literal["png", "jpg", "jpeg", "webp"] | None = Field(None, description="png only: images "
-                                                                         "are stored as PNG")
+    # how the answer's images are written (img2img.api.image_formats)
+    samples_format: SamplesFormat | None = Field(None, description="format of the images: png (A1111's default), "
+                                                 "jpg, jpeg or webp")
+    jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG and WebP quality; A1111's default 80")
+    webp_lossless: bool | None = Field(None, description="lossless WebP")
+    enable_pnginfo: bool | None = Field(None, description="false: no infotext in the image files")
+    enable_prompt_comments: bool | None = Field(None, description="A1111 strips '#' comments from prompts when "
+                                                "true (its default); false sends '#' as text")
 
-    @field_validator("samples_format")
+    # mode="wrap": the options are judged even when a typed one is wrong, so that every problem is reported at once
+    @model_validator(mode="wrap")
     @classmethod
-    def _png_only(cls, value: str | None) -> str | None:
-        if value not in (None, "png"):
-            raise refuse(f"{value!r} is not supported: the runner stores images as PNG (the operator signs PNG "
-                         "uploads); use png")
-        return value
-
-    @model_validator(mode="after")
-    def _known_options(self) -> "OverrideSettings":
+    def _known_options(cls, data: Any, handler: Any) -> "OverrideSettings":
         found = Refusals("OverrideSettings")
-        for key, value in (self.model_extra or {}).items():
-            reason = options.refusal(key, value)
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            reason = None if key in cls.model_fields or value is None else options.refusal(str(key), value)
             if reason:
-                found.add(key, reason, value)
+                found.add(str(key), reason, value)
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            found.raise_any(also=exc)
+            raise
         found.raise_any()
-        return self
+        return settings
 
 
 class ControlNetArgs(ApiModel):
@@ -275,9 +283,15 @@ class Img2ImgPayload(ApiModel):
                     names = ", ".join(f"<{kind}:{arg}>" for kind, arg in tags[:3])
                     found.add(key, f"extra networks ({names}) are not supported; remove the tags or set "
                                    "disable_extra_networks to true")
+        comments = not (self.override_settings and self.override_settings.enable_prompt_comments is False)
         for key in ("prompt", "negative_prompt"):
             for reason in prompts.refusals(getattr(self, key), positive=key == "prompt"):
                 found.add(key, reason)
+            if comments and "#" in getattr(self, key):
+                found.add(key, "has '#', which A1111 reads as a comment to the end of the line and leaves out "
+                               "(override_settings.enable_prompt_comments, on by default); the runner does not do "
+                               "that yet: remove the comment, or set enable_prompt_comments to false to send '#' "
+                               "as text")
         try:
             spec = samplers.scheduler_spec(*self.effective_sampler(), self.sampler_params)
         except FieldError as exc:  # a sampler, schedule or parameter the runner cannot draw as A1111 does
@@ -341,6 +355,15 @@ class Img2ImgPayload(ApiModel):
     @property
     def vae(self) -> str | None:
         return self.override_settings.sd_vae if self.override_settings else None
+
+    @property
+    def image_encoding(self) -> ImageEncoding:
+        """How the answer's images are written: ``samples_format``, ``jpeg_quality``, ``webp_lossless``,
+        ``enable_pnginfo``, A1111's defaults where not sent."""
+        opts = self.override_settings or OverrideSettings()
+        return ImageEncoding(format=SAMPLES_FORMATS[opts.samples_format or "png"],
+                             quality=JPEG_QUALITY if opts.jpeg_quality is None else opts.jpeg_quality,
+                             lossless=bool(opts.webp_lossless), infotext=opts.enable_pnginfo is not False)
 
     @property
     def images_per_job(self) -> int:

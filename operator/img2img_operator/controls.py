@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from img2img.api.errors import Problem, problems
+from img2img.api.image_formats import ImageFormat
 from img2img.api.images import S3Ref
 from img2img.api.job import Img2ImgJobSpec
 from img2img.api.needs import output_image_bound, required_models, s3_images
@@ -42,6 +43,7 @@ class Needs:
 
     models: frozenset[str]  # model keys: the runner is warm for the job when it serves them all
     images: int  # at most this many images come back (upload URLs to sign)
+    image_format: ImageFormat  # what they are uploaded as (key extension, content type the URLs are signed for)
     reads: tuple[S3Ref, ...]  # the s3:// images it reads (GET URLs to sign, when the namespace may read them)
 
 
@@ -100,7 +102,8 @@ def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
     needs = None
     try:
         payload = Img2ImgJobSpec.model_validate(dict(spec)).input.payload
-        needs = Needs(required_models(payload, None), output_image_bound(payload), tuple(s3_images(payload)))
+        needs = Needs(required_models(payload, None), output_image_bound(payload), payload.image_encoding.format,
+                      tuple(s3_images(payload)))
     except ValidationError as exc:
         found += problems(exc, "spec")
     if controls.gpu_class not in config.gpu_classes:

@@ -31,7 +31,6 @@ from img2img.api.images import plain_key, s3_allowed
 from img2img.api.protocol import (
     DONE,
     HEARTBEAT,
-    IMAGE_CONTENT_TYPE,
     RESULT_CONTENT_TYPE,
     TAKE,
     Assignment,
@@ -280,9 +279,10 @@ class RunnerApi:
         allowed = self.config.s3.allowed_reads(job.namespace)
         images = {str(ref): self.staging.presign_get(str(ref), seconds) for ref in needs.reads
                   if plain_key(ref.key) and s3_allowed(ref, allowed)}
-        image_uris, result_uri = attempt_outputs(location, attempt, needs.images)
+        image_uris, result_uri = attempt_outputs(location, attempt, needs.images, needs.image_format.extension)
+        content_type = needs.image_format.content_type
         outputs = Outputs(imageUris=image_uris,
-                          imageUrls=[self.staging.presign_put(u, IMAGE_CONTENT_TYPE, seconds) for u in image_uris],
+                          imageUrls=[self.staging.presign_put(u, content_type, seconds) for u in image_uris],
                           resultUri=result_uri,
                           resultUrl=self.staging.presign_put(result_uri, RESULT_CONTENT_TYPE, seconds))
         return Assignment(lease=lease_id, job=JobRef(namespace=job.namespace, name=job.name, uid=job.uid,

@@ -2,8 +2,8 @@
 writes, and reads result.json when the runner is done. Runners hold no credentials to it.
 
 Keys (docs/architecture.md, "Operator → runner"): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/input.json``;
-each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, ``result.json``), so that a late upload
-of a lost attempt never overwrites a newer one's.
+each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, or the extension of the job's
+``samples_format``; ``result.json``), so that a late upload of a lost attempt never overwrites a newer one's.
 
 boto3 is synchronous: every call that reaches S3 runs in a worker thread, so the event loop (watches, probes, the
 runner endpoint) never blocks on it. Presigning is local computation.
@@ -45,10 +45,11 @@ def input_uri(job: JobView, controls: Controls, config: OperatorConfig) -> str:
     return job_location(job, controls, config) + "input.json"
 
 
-def attempt_outputs(location: str, attempt: int, images: int) -> tuple[list[str], str]:
-    """The URIs attempt ``attempt`` uploads to: ``images`` image keys, and result.json."""
+def attempt_outputs(location: str, attempt: int, images: int, extension: str) -> tuple[list[str], str]:
+    """The URIs attempt ``attempt`` uploads to: ``images`` image keys (``images/<i>.<extension>``), and
+    result.json."""
     base = f"{location}attempt-{attempt}/"
-    return [f"{base}images/{i}.png" for i in range(images)], base + "result.json"
+    return [f"{base}images/{i}.{extension}" for i in range(images)], base + "result.json"
 
 
 def input_document(job: JobView) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from PIL import Image
 
+from img2img.api.image_formats import ImageEncoding
 from img2img_runner.catalog import Catalog
 from img2img_runner.errors import BadInput
 from img2img_runner.fetch import FetchPolicy, load_image
@@ -37,10 +38,11 @@ VAE_SEED_OFFSET = 0x5EED_1111
 
 @dataclass
 class Result:
-    images: list[Image.Image]  # generated images (infotext in .info["parameters"]), then detect maps
+    images: list[Image.Image]  # generated images (infotext in .info["parameters"] with enable_pnginfo), detect maps
     info: str  # A1111's info JSON string
     parameters: dict[str, Any]  # the request, A1111-shaped, init_images null
     infotexts: list[str]
+    encoding: ImageEncoding = ImageEncoding()  # how the images are written (samples_format, jpeg_quality, …)
     timings: dict[str, int] = field(default_factory=dict)  # ms: modelLoad, preprocess, inference, total
     trace: dict[str, Any] = field(default_factory=dict)  # what ran: schedule indices per stage, per batch
     plan: Plan | None = None
@@ -139,12 +141,14 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     info_json, infotexts = make_info(plan, outcome, restore_faces=bool(payload.restore_faces),
                                      styles=payload.styles or [],
                                      seed_resize_from=(payload.seed_resize_from_w, payload.seed_resize_from_h))
-    for image, text in zip(generated, infotexts):
-        image.info["parameters"] = text
+    encoding = payload.image_encoding
+    if encoding.infotext:  # A1111 puts it on the image only with enable_pnginfo
+        for image, text in zip(generated, infotexts):
+            image.info["parameters"] = text
     maps = [Image.fromarray(m) for m, u in zip(detect_maps, plan.units) if u.save_detected_map]
     images = generated + maps if payload.send_images else []
     return Result(
-        images=images, info=info_json, parameters=payload.parameters(), infotexts=infotexts,
+        images=images, info=info_json, parameters=payload.parameters(), infotexts=infotexts, encoding=encoding,
         timings={"modelLoad": model_load_ms, "preprocess": preprocess_ms, "inference": inference_ms,
                  "total": int((time.monotonic() - started) * 1000)},
         trace={"batches": traces, "runtime": cache.runtime.name}, plan=plan,

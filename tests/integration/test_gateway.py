@@ -283,15 +283,21 @@ def test_the_js_sdk_runs_a_job_and_reads_its_status(gateway, tmp_path):
 
 
 # ---- jobs that complete: the operator and a runner on the tiny models ----------------------------------------------
+def callers_bucket(stack) -> tuple[str, dict]:
+    """A fresh bucket of the caller's, and the ``s3Config`` that has results copied into it."""
+    theirs = f"caller-{uuid.uuid4().hex[:8]}"
+    stack.s3().create_bucket(Bucket=theirs)
+    env = stack.env
+    return theirs, {"accessId": env["AWS_ACCESS_KEY_ID"], "accessSecret": env["AWS_SECRET_ACCESS_KEY"],
+                    "bucketName": theirs, "endpointUrl": env["AWS_ENDPOINT_URL"], "objectPath": "results"}
+
+
 @needs_completed_job
 def test_run_sync_answers_the_finished_job_with_base64_pngs_also_copied_to_the_callers_bucket(
         runpod, gateway, stack, endpoint_namespace):
     s3 = stack.s3()
-    theirs = f"caller-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=theirs)
     env = stack.env
-    s3_config = {"accessId": env["AWS_ACCESS_KEY_ID"], "accessSecret": env["AWS_SECRET_ACCESS_KEY"],
-                 "bucketName": theirs, "endpointUrl": env["AWS_ENDPOINT_URL"], "objectPath": "results"}
+    theirs, s3_config = callers_bucket(stack)
     endpoint = runpod.Endpoint(gateway.endpoint_id)
     output = endpoint.run_sync({**light_request(), "s3Config": s3_config}, timeout=JOB_SECONDS)
     assert set(output) == {"images", "info", "parameters"}
@@ -306,6 +312,22 @@ def test_run_sync_answers_the_finished_job_with_base64_pngs_also_copied_to_the_c
              if (j["metadata"].get("annotations") or {}).get("img2img.dev/s3config-copy")]
     assert job["metadata"]["annotations"]["img2img.dev/s3config-copy"] == f"s3://{theirs}/{copied['Key']}"
     assert "accessSecret" not in json.dumps(job) and env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job["spec"])
+
+
+@needs_completed_job
+def test_run_sync_answers_in_the_jobs_samples_format_and_copies_it_with_its_content_type(runpod, gateway, stack):
+    theirs, s3_config = callers_bucket(stack)
+    options = {"sd_model_checkpoint": "sd_xl_base_1.0", "samples_format": "webp", "webp_lossless": True}
+    output = runpod.Endpoint(gateway.endpoint_id).run_sync(
+        {**light_request(override_settings=options), "s3Config": s3_config}, timeout=JOB_SECONDS)
+    [image] = output["images"]
+    data = base64.b64decode(image)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    assert Image.open(io.BytesIO(data)).size == (64, 64)
+    [copied] = stack.s3().list_objects_v2(Bucket=theirs)["Contents"]
+    assert copied["Key"].endswith(".webp")
+    stored = stack.s3().get_object(Bucket=theirs, Key=copied["Key"])
+    assert stored["ContentType"] == "image/webp" and stored["Body"].read() == data
 
 
 @needs_completed_job

@@ -535,6 +535,29 @@ def test_job_with_a_1_mb_inline_image_completes(stack, namespace, warm):
     assert sum(len(v) for v in (job["metadata"].get("annotations") or {}).values()) < 10_000
 
 
+def test_a_job_with_samples_format_jpg_stores_and_fetches_jpeg_files(stack, namespace, warm, tmp_path):
+    from PIL import ExifTags, Image
+
+    from test_cli_submit import cli
+
+    options = {"sd_model_checkpoint": "sd_xl_base_1.0", "samples_format": "jpg", "jpeg_quality": 90}
+    create(stack, namespace, "jpeg", input=light_input(override_settings=options))
+    final = wait_state(stack, namespace, "jpeg", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "COMPLETED", final
+    [uri] = final["output"]["images"]
+    assert uri.endswith("/attempt-1/images/0.jpg")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    stored = stack.s3().get_object(Bucket=bucket, Key=key)
+    data = stored["Body"].read()
+    assert stored["ContentType"] == "image/jpeg" and data.startswith(b"\xff\xd8\xff")
+    # the infotext as A1111 puts it into a JPEG: the EXIF UserComment, UNICODE (UTF-16 big-endian)
+    comment = Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment]
+    assert comment.startswith(b"UNICODE\0") and comment[8:].decode("utf-16-be").startswith("a red circle\nSteps: 2")
+    proc = cli(stack, "fetch", "jpeg", "-n", namespace, "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "0.jpg")] and (tmp_path / "0.jpg").read_bytes() == data
+
+
 def test_metrics_endpoint_reports_the_jobs_and_runners_just_seen(stack, namespace, warm):
     create(stack, namespace, "m1")
     create(stack, namespace, "m2", gpuClass="nope")

@@ -151,3 +151,19 @@ def test_a_1mb_inline_image_is_valid(tmp_path):
     request["input"]["payload"]["init_images"] = [noise_png_b64(1_000_000)]
     proc = run("validate", str(write(tmp_path, "big.json", request)))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_override_settings_are_refused_by_name_with_the_reason(tmp_path):
+    request = seed()
+    request["input"]["payload"]["override_settings"].update(
+        sd_model_chekpoint="sd_xl_base_1.0", enable_emphasis=False, hypertile_enable_unet=True, samples_format="gif")
+    proc = run("validate", str(write(tmp_path, "options.json", request)))
+    assert proc.returncode != 0
+    lines = dict(line.split(": ", 1) for line in proc.stderr.strip().splitlines())
+    options = "input.payload.override_settings."
+    assert "not an A1111 1.10 option" in lines[options + "sd_model_chekpoint"]  # unknown to A1111 1.10
+    assert "not an A1111 1.10 option" in lines[options + "enable_emphasis"]  # gone since 1.8
+    assert "runs it at False only" in lines[options + "hypertile_enable_unet"]
+    assert "'webp'" in lines[options + "samples_format"]
+    assert set(lines) == {options + k for k in ("sd_model_chekpoint", "enable_emphasis", "hypertile_enable_unet",
+                                                "samples_format")}

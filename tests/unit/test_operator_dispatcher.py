@@ -236,7 +236,7 @@ class FakeStaging:
         return f"https://s3.test/get/{uri}"
 
     def presign_put(self, uri, content_type, seconds):
-        return f"https://s3.test/put/{uri}"
+        return f"https://s3.test/put/{uri}?content-type={content_type}"
 
 
 class Process:
@@ -313,9 +313,10 @@ class Runner:
                 if code is None:
                     uris = a.outputs.imageUris[:1]
                     for url, uri in zip(a.outputs.imageUrls, uris):
-                        assert url == f"https://s3.test/put/{uri}"
+                        assert url == f"https://s3.test/put/{uri}?content-type=image/png"
                         self.c.s3[uri] = b"png"
-                    assert a.outputs.resultUrl == f"https://s3.test/put/{a.outputs.resultUri}"
+                    assert a.outputs.resultUrl == (f"https://s3.test/put/{a.outputs.resultUri}"
+                                                   "?content-type=application/json")
                     self.c.s3[a.outputs.resultUri] = json.dumps({"images": uris, "info": "{}",
                                                                  "parameters": {}}).encode()
                     self.report = {"result": a.outputs.resultUri, "startedAt": self.c.now - 900,

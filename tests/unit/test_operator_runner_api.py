@@ -96,6 +96,7 @@ def test_an_assignment_grants_exactly_the_jobs_reads_and_its_attempts_writes(pro
     cluster = proc.c
     request = seed_request()["input"]
     request["payload"]["batch_size"] = 2
+    request["payload"]["override_settings"]["samples_format"] = "jpg"
     request["payload"]["init_images"] = ["s3://img2img/uploads/team-a/init.png", "s3://elsewhere/x.png"]
     cluster.submit("s3job", input=request)
     token = runner_token(KEY, "l4-aaaaa")
@@ -122,9 +123,12 @@ def test_an_assignment_grants_exactly_the_jobs_reads_and_its_attempts_writes(pro
     # the namespace's uploads only: another bucket is not granted (the runner then refuses that image)
     assert a.images == {"s3://img2img/uploads/team-a/init.png":
                         "https://s3.test/get/s3://img2img/uploads/team-a/init.png"}
-    # batch_size 2 + one ControlNet detect map
-    assert a.outputs.imageUris == [f"{base}attempt-1/images/{i}.png" for i in range(3)]
+    # batch_size 2 + one ControlNet detect map, as JPEG files: keys and signed content type follow samples_format
+    assert a.outputs.imageUris == [f"{base}attempt-1/images/{i}.jpg" for i in range(3)]
+    assert a.outputs.imageUrls == [f"https://s3.test/put/{base}attempt-1/images/{i}.jpg?content-type=image/jpeg"
+                                   for i in range(3)]
     assert a.outputs.resultUri == f"{base}attempt-1/result.json"
+    assert a.outputs.resultUrl == f"https://s3.test/put/{base}attempt-1/result.json?content-type=application/json"
     assert (a.leaseSeconds, a.heartbeatSeconds) == (4, 1)
     status = cluster.status("s3job")
     assert (status["status"], status["attempts"], status["runnerPod"]) == ("IN_PROGRESS", 1, "l4-aaaaa")
