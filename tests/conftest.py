@@ -70,11 +70,16 @@ class StackHandle:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
-    def start_operator(self, overrides: dict | None = None) -> None:
-        self.stack.start_operator(self.info, overrides or {})
+    def start_operator(self, overrides: dict | None = None, name: str = "operator") -> None:
+        """Start an operator replica; ``name`` is its identity in the leader election (as a pod name is)."""
+        self.stack.start_operator(self.info, overrides or {}, name=name)
 
-    def stop_operator(self, sig: int = signal.SIGTERM) -> None:
-        self.stack.stop("operator", sig=sig)
+    def stop_operator(self, sig: int = signal.SIGTERM, name: str = "operator") -> None:
+        self.stack.stop(name, sig=sig)
+
+    def operator_url(self, name: str = "operator") -> str:
+        """The replica's health and metrics server (``/healthz``; ``/metrics`` is on the metrics port)."""
+        return f"http://127.0.0.1:{self.stack.read_state()['ports'][f'{name}_health']}"
 
     @property
     def operator_metrics_url(self) -> str:

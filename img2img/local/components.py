@@ -143,8 +143,8 @@ def node_schedulable(node: dict) -> bool:
     return ready and not not_ready_taint
 
 
-def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, ports: dict[str, int], gpus: int,
-                    overrides: dict) -> dict:
+def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, health_port: int, metrics_port: int,
+                    runners_port: int, gpus: int, overrides: dict) -> dict:
     """The operator's configuration for this stack, with ``overrides`` merged in (see ``deep_merge``)."""
     config = {
         "runner": {
@@ -157,9 +157,9 @@ def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port
         },
         "runners": {
             "namespace": RUNNER_NAMESPACE,
-            "port": ports["operator_runners"],
+            "port": runners_port,
             # runners are processes on this machine (the executor plays the kubelet here)
-            "operatorUrl": loopback(ports["operator_runners"]),
+            "operatorUrl": loopback(runners_port),
         },
         "s3": {
             "endpoint": s3_endpoint,
@@ -169,8 +169,8 @@ def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port
         },
         "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": gpus}},
         "defaultGpuClass": "local",
-        "healthPort": ports["operator_health"],
-        "metricsPort": ports["operator_metrics"],
+        "healthPort": health_port,
+        "metricsPort": metrics_port,
     }
     return deep_merge(config, overrides)
 

@@ -171,18 +171,25 @@ class Stack(Supervisor):
 
         wait_until(f"node {NODE_NAME} Ready and schedulable", schedulable, 60, self.logs / "executor.log")
 
-    def start_operator(self, info: StackInfo, overrides: dict | None = None) -> None:
-        """Start the operator (kept when running); ``overrides`` replace the previous ones for this and later starts."""
+    def start_operator(self, info: StackInfo, overrides: dict | None = None, name: str = "operator") -> None:
+        """Start an operator replica (kept when running); ``overrides`` replace the previous ones for this and later
+        starts. Each replica (``name``: its component, and its identity in the leader election, as a pod's name is)
+        has its own health and metrics ports; the runner endpoint's port is shared, as the chart's Service is: only
+        the leader listens there. Waits for its /healthz (a standby answers too)."""
         state = self.read_state()
         if overrides is not None:
             self.operator_overrides = overrides
+        ports = self.assign_ports(state, (f"{name}_health", f"{name}_metrics"))
+        self.save_state(state)
         config = operator_config(s3_endpoint=info.s3_endpoint, bucket=info.bucket, catalog=info.catalog,
-                                 ports=state["ports"], gpus=self.gpus, overrides=self.operator_overrides)
-        config_file = self.state_dir / "operator.yaml"
+                                 health_port=ports[f"{name}_health"], metrics_port=ports[f"{name}_metrics"],
+                                 runners_port=ports["operator_runners"], gpus=self.gpus,
+                                 overrides=self.operator_overrides)
+        config_file = self.state_dir / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        env = {"KUBECONFIG": str(info.kubeconfig), **s3_env(info.s3_endpoint)}
-        self.spawn(state, "operator", operator_argv(config_file), env=env)
-        self._wait_healthy("operator", f"{loopback(state['ports']['operator_health'])}/healthz")
+        env = {"KUBECONFIG": str(info.kubeconfig), "POD_NAME": name, **s3_env(info.s3_endpoint)}
+        self.spawn(state, name, operator_argv(config_file), env=env)
+        self._wait_healthy(name, f"{loopback(ports[f'{name}_health'])}/healthz")
 
     def warm_pool(self, info: StackInfo) -> None:
         """The pool of the tiny SDXL models (what the seed request runs) with one warm runner; waits for it."""
@@ -214,4 +221,5 @@ class Stack(Supervisor):
         return GatewayAccess(f"{url}/v2", key_file.read_text(), GATEWAY_ENDPOINT)
 
     def down(self) -> None:
-        self.stop_all(tuple(reversed(COMPONENTS)))
+        replicas = tuple(name for name in self.read_state().get("pids", {}) if name not in COMPONENTS)  # operator-b…
+        self.stop_all(replicas + tuple(reversed(COMPONENTS)))

@@ -218,12 +218,28 @@ class Waits(_Camel):
     resync_seconds: float = Field(300, gt=0)  # full re-list of jobs, runner pods and pools, healing missed events
 
 
-class PeeringConfig(_Camel):
-    """kopf peering: several operator replicas, one active. Disabled = ``--standalone``."""
+class LeaderElection(_Camel):
+    """Several replicas, one acting: the leader holds a coordination.k8s.io/v1 Lease in the runner namespace
+    (``leadership``; docs/ha.md). The others stand by: they neither write nor serve runners until they lead."""
 
-    enabled: bool = False
-    name: str = "img2img-operator"
-    priority: int = 0
+    lease_name: str = Field("img2img-operator", max_length=63, pattern=DNS_LABEL)
+    # a standby takes over once the leader has not renewed for this long
+    lease_duration_seconds: int = Field(15, ge=1)
+    # the leader stops acting (the process exits) once it has not renewed for this long: before any standby may
+    # take over, so it must be below leaseDurationSeconds
+    renew_deadline_seconds: float = Field(10, gt=0)
+    retry_period_seconds: float = Field(2, gt=0)  # how often the Lease is read or renewed
+    # The leader labels its own pod img2img.dev/leader=true (and removes the label from the others): the runner
+    # endpoint's Service selects it, so runners reach the leader only. For an operator that runs in a pod (POD_NAME).
+    label_pod: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElection:
+        if not self.lease_duration_seconds > self.renew_deadline_seconds > self.retry_period_seconds:
+            raise ValueError(f"need leaseDurationSeconds ({self.lease_duration_seconds:g}) > renewDeadlineSeconds "
+                             f"({self.renew_deadline_seconds:g}) > retryPeriodSeconds "
+                             f"({self.retry_period_seconds:g}): a leader must stop before a standby may take over")
+        return self
 
 
 class LoggingConfig(_Camel):
@@ -286,7 +302,7 @@ class OperatorConfig(_Camel):
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
     timing: Waits = Field(default_factory=Waits)
-    peering: PeeringConfig = Field(default_factory=PeeringConfig)
+    leader_election: LeaderElection = Field(default_factory=LeaderElection)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics_port: int | None = Field(9090, ge=0, le=65535)  # None = no metrics endpoint
     health_port: int = Field(8080, ge=0, le=65535)  # /healthz (kopf's liveness endpoint)

@@ -24,6 +24,7 @@ from img2img.api.pool import POOL_PLURAL
 from img2img.kube_async import connect  # noqa: F401 - re-exported for main
 
 from .runner_pods import RUNNER_SELECTOR
+from .views import LABEL_LEADER
 
 log = logging.getLogger("img2img_operator.kube")
 
@@ -197,6 +198,48 @@ class Kube:
             if e.status == 404:
                 raise Gone(f"{namespace}/{name}") from None
             raise
+
+    # ---- leader election (the runner namespace) -----------------------------------------------------------------
+    @staticmethod
+    def _lease_path(namespace: str, name: str | None = None) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", self._lease_path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def write_lease(self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str | None
+                          ) -> dict[str, Any]:
+        """Create the Lease (``resource_version`` None), or replace it on the condition that it is still as read:
+        Conflict when another replica wrote it first."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": dict(spec),
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version,
+                             "labels": {"app.kubernetes.io/managed-by": COMPONENT}}}
+        try:
+            if resource_version is None:
+                return await self.request("POST", self._lease_path(namespace), body=body)
+            return await self.request("PUT", self._lease_path(namespace, name), body=body)
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(f"Lease {namespace}/{name} changed since resourceVersion {resource_version}") from None
+            raise
+
+    async def label_leader(self, namespace: str, pod: str) -> None:
+        """Label ``pod`` the leader, and no other pod of the namespace."""
+        found = await self.request("GET", self.pods_path(namespace), query={"labelSelector": f"{LABEL_LEADER}=true"})
+        others = [name for item in found.get("items") or []
+                  if (name := (item.get("metadata") or {}).get("name")) and name != pod]
+        for name, value in [*((name, None) for name in others), (pod, "true")]:
+            try:
+                await self.request("PATCH", f"{self.pods_path(namespace)}/{name}", content_type=MERGE_PATCH,
+                                   body={"metadata": {"labels": {LABEL_LEADER: value}}})
+            except ApiException as e:
+                if e.status != 404 or name == pod:  # a former leader's pod may be gone already
+                    raise
 
     # ---- the runner token key ---------------------------------------------------------------------------------
     async def runner_key(self, namespace: str, name: str, new_key: Callable[[], bytes]) -> bytes:

@@ -1,12 +1,14 @@
-"""``img2img-operator``: kopf for watching jobs, login, health and peering; the dispatcher and the runner endpoint
-for everything else.
+"""``img2img-operator``: kopf for watching jobs, login and health; the dispatcher and the runner endpoint for
+everything else, in the replica that leads.
 
 kopf is used statelessly: an ``@kopf.on.event`` handler feeds the cache with jobs; kopf writes nothing on the
 objects — no diff-base annotation (the spec, with its inline images, is never copied), no progress, no finalizers.
 Runner pods and RunnerPools live in the runner namespace only, which need not be a namespace whose jobs are watched
 (and the operator has no rights on pods anywhere else): they are watched by two reflectors of their own
 (``Kube.reflect``), since kopf watches every resource in the same namespaces. The dispatcher and the runner
-endpoint (started on startup, stopped on cleanup) are the only writers.
+endpoint are the only writers, and run only in the leader (``elector``): kopf runs its startup handlers in every
+replica (its peering pauses watching, not them), so startup only stands for election, and the replica starts
+acting once it holds the Lease. A standby keeps its job cache warm and serves health and metrics, nothing else.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from img2img import API_GROUP, API_VERSION, PLURAL
 from .cache import Cache
 from .config import ConfigError, OperatorConfig, load_config
 from .dispatcher import Dispatcher
+from .elector import Elector, exit_process
 from .kube import Kube, connect
 from .leases import LeaseTable
 from .metrics import Metrics
@@ -85,10 +88,7 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    settings.peering.name = config.peering.name
-    settings.peering.priority = config.peering.priority
-    settings.peering.standalone = not config.peering.enabled
-    settings.peering.clusterwide = config.all_namespaces
+    settings.peering.standalone = True  # one replica acts through the Lease (elector), not kopf's peering
     # No namespace or CRD scanning (it needs cluster-wide list rights the chart does not grant): the namespaces are
     # the configured ones (or all), and the CRD must exist when the operator starts.
     settings.scanning.disabled = True
@@ -97,8 +97,8 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 
 # ---- the runtime -------------------------------------------------------------------------------------------------
 class Runtime:
-    """What lives as long as the operator: configuration, cache, metrics, and (after startup) the dispatcher, the
-    runner endpoint and the reflectors of the runner namespace."""
+    """What lives as long as the operator: configuration, cache, metrics, the leader election, and (once leading)
+    the dispatcher, the runner endpoint and the reflectors of the runner namespace."""
 
     def __init__(self, config: OperatorConfig):
         self.config = config
@@ -107,6 +107,8 @@ class Runtime:
         self.cache = Cache(on_change=self._changed)
         self.metrics = Metrics()
         self.kube: Kube | None = None
+        self.elector: Elector | None = None
+        self.leading: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self.reflectors: list[asyncio.Task] = []
         self.started = time.monotonic()
@@ -115,8 +117,32 @@ class Runtime:
         if self.dispatcher is not None:
             self.dispatcher.poke()
 
-    async def start(self) -> None:
+    async def begin(self) -> None:
+        """At startup, in every replica: connect, serve metrics, stand for election."""
         self.kube = kube = Kube(await connect())
+        if self.config.metrics_port:
+            self.metrics.serve(self.config.metrics_port)
+        self.elector = Elector(kube, self.config.leader_election, self.config.runners.namespace, kube.instance)
+        self.leading = asyncio.create_task(self._lead(), name="leader election")
+
+    async def _lead(self) -> None:
+        assert self.elector is not None and self.kube is not None
+        await self.elector.campaign()
+        self.metrics.leader.set(1)
+        try:
+            if self.config.leader_election.label_pod:
+                await self.kube.label_leader(self.config.runners.namespace, self.kube.instance)
+            await self.start()
+        except Exception as e:
+            log.exception("cannot start acting as the leader")
+            await self.elector.release()
+            exit_process(f"cannot start acting as the leader ({type(e).__name__}: {e})", code=1)
+        await self.elector.keep()
+
+    async def start(self) -> None:
+        """Start acting: the runner endpoint, the dispatcher, the reflectors of the runner namespace."""
+        assert self.kube is not None
+        kube = self.kube
         runners = self.config.runners
         key = await kube.runner_key(runners.namespace, runners.token_secret, lambda: os.urandom(KEY_BYTES))
         staging = Staging(self.config.s3)
@@ -124,8 +150,6 @@ class Runtime:
         self.dispatcher = Dispatcher(self.config, self.cache, kube, staging, self.metrics, leases, registry, key)
         self.runner_api = RunnerApi(self.config, self.cache, self.dispatcher, leases, registry, kube, staging,
                                     self.metrics, key)
-        if self.config.metrics_port:
-            self.metrics.serve(self.config.metrics_port)
         await self.runner_api.start()
         self.task = asyncio.create_task(self.dispatcher.run(), name="img2img dispatcher")
         self.reflectors = [
@@ -139,7 +163,8 @@ class Runtime:
                  ", ".join(self.config.gpu_classes), self.config.metrics_port)
 
     async def stop(self) -> None:
-        for task in [*self.reflectors, self.task]:
+        """Stop renewing the Lease and acting, then release the Lease (a standby takes over at once)."""
+        for task in [self.leading, *self.reflectors, self.task]:
             if task is not None:
                 task.cancel()
                 try:
@@ -148,20 +173,25 @@ class Runtime:
                     pass
         if self.runner_api is not None:
             await self.runner_api.stop()
+        if self.elector is not None:
+            await self.elector.release()
         if self.kube is not None:
             await self.kube.close()
 
     def health(self) -> dict[str, Any]:
-        """Liveness: the dispatcher runs and has passed recently (once it has listed the cluster)."""
+        """Liveness: a standby is alive; a leader's dispatcher runs and has passed recently (once it has listed the
+        cluster)."""
+        if self.elector is None or not self.elector.leading:
+            return self.elector.describe() if self.elector is not None else {"role": "starting"}
         d = self.dispatcher
         if self.task is None or d is None:
-            return {"dispatcher": "starting"}
+            return {"role": "leader", "dispatcher": "starting"}
         if self.task.done():
             raise RuntimeError(f"the dispatcher stopped: {self.task.exception()!r}")
         stale_after = max(120.0, 6 * self.config.timing.tick_seconds)
         if d.synced and d.last_pass is not None and time.monotonic() - d.last_pass > stale_after:
             raise RuntimeError(f"no dispatcher pass for {time.monotonic() - d.last_pass:.0f} s")
-        return {"dispatcher": "running" if d.synced else "listing", "jobs": len(self.cache)}
+        return {"role": "leader", "dispatcher": "running" if d.synced else "listing", "jobs": len(self.cache)}
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -173,7 +203,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
-        await runtime.start()
+        await runtime.begin()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -250,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(kopf.operator(
         registry=build_registry(runtime),
         settings=build_settings(config),
-        standalone=not config.peering.enabled,
-        peering_name=config.peering.name if config.peering.enabled else None,
-        priority=config.peering.priority,
+        standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
         clusterwide=config.all_namespaces,
         namespaces=config.namespaces,

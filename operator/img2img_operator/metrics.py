@@ -15,6 +15,7 @@
 | ``img2img_api_writes_total`` | counter: writes to the Kubernetes API | kind |
 | ``img2img_dispatch_errors_total`` | counter: failed actions (retried later) | action |
 | ``img2img_dispatch_pass_seconds`` | histogram: one pass of the dispatcher over all jobs | |
+| ``img2img_leader`` | gauge: 1 in the replica that holds the Lease and acts, 0 in a standby | |
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Metrics:
                                registry=r)
         self.pass_seconds = Histogram("img2img_dispatch_pass_seconds", "One dispatcher pass",
                                       buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, float("inf")), registry=r)
+        self.leader = Gauge("img2img_leader", "1 when this replica leads (holds the Lease and acts)", registry=r)
         self._seen_states: set[tuple[str, str]] = set()
         self._seen_classes: set[str] = set()
         self._seen_runners: set[tuple[str, str]] = set()

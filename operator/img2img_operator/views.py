@@ -19,6 +19,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 RUNNER_COMPONENT = "runner"  # the chart's NetworkPolicy lets only pods with this component reach the operator
 LABEL_POOL = f"{API_GROUP}/pool"
 LABEL_GPU_CLASS = f"{API_GROUP}/gpu-class"
+LABEL_LEADER = f"{API_GROUP}/leader"  # "true" on the leading operator's pod: the runner endpoint's Service selects it
 ANNOTATION_SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 RUNNER_CONTAINER = "runner"
 

@@ -61,7 +61,9 @@ TERMINATING = "terminating"  # the runner's own stop reason (SIGTERM while busy)
 STOP_CODES = {"cancelled": "CANCELLED", "deadline": "TIMED_OUT", TERMINATING: ExitCode.CRASH.name}
 MIN_BEAT_INTERVAL = 1.0  # progress moves heartbeats forward, at most this often
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
-DONE_ATTEMPTS = 6  # ~15 s of backoff: an outcome is worth waiting for an operator that is restarting
+# ~45 s of backoff: an outcome is worth waiting for an operator that restarts or fails over to its standby
+# (leaderElection.leaseDurationSeconds + retryPeriodSeconds + the new leader's start: ~20 s by default)
+DONE_ATTEMPTS = 9
 CALL_TIMEOUT = 10.0  # heartbeat and done; take waits its long poll on top of it
 
 

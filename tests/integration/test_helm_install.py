@@ -31,8 +31,8 @@ pytestmark = pytest.mark.stack
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
-# Kinds whose CRDs the stack does not have (Prometheus Operator, kopf peering): checked by the unit tests only.
-ABSENT_KINDS = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
+# Kinds whose CRDs the stack does not have (Prometheus Operator): checked by the unit tests only.
+ABSENT_KINDS = {"ServiceMonitor"}
 SA_GROUPS = ("system:serviceaccounts", "system:authenticated")
 
 
@@ -180,8 +180,10 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
     stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_as_list(installed))
 
     config = operator_config(manifests)
-    # the operator runs here, not behind the chart's Service: runners reach it on this machine
+    # the operator runs here, not behind the chart's Service: runners reach it on this machine, and it has no pod to
+    # label the leader (the Lease itself is taken under the chart's RBAC)
     config["runners"]["operatorUrl"] = f"http://127.0.0.1:{runners_port}"
+    config["leaderElection"]["labelPod"] = False
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     kubeconfig = _token_kubeconfig(stack, release_ns, FULLNAME, tmp_path / "operator.kubeconfig")
@@ -202,6 +204,8 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
         assert status["output"]["images"], status
         bucket, _, key = status["output"]["images"][0][len("s3://"):].partition("/")
         assert stack.s3().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        lease = stack.get_json("-n", release_ns, "lease", config["leaderElection"]["leaseName"])
+        assert lease["spec"]["holderIdentity"] == "test-operator"
         # its runner: a pod of the GPU class's implicit pool (scaled from zero) in the release namespace, under the
         # "restricted" profile; nothing of ours in the job's namespace
         runner = stack.get_json("-n", release_ns, "pod", status["runnerPod"])
@@ -273,10 +277,13 @@ def test_the_operator_account_gets_exactly_its_rules_in_the_watched_namespace_an
                                ("list", "runnerpools.img2img.dev")]:
             assert _can_i(stack, operator, namespace, verb, resource) == "no", (verb, resource)
         # the runner namespace (the release's): runner pods, the pools, the token Secret by name
-        for verb, resource in [("create", "pods"), ("delete", "pods"), ("watch", "pods"),
+        for verb, resource in [("create", "pods"), ("delete", "pods"), ("watch", "pods"), ("patch", "pods"),
                                ("watch", "runnerpools.img2img.dev"), ("patch", "runnerpools.img2img.dev/status"),
-                               ("create", "secrets")]:
+                               ("create", "secrets"), ("create", "leases.coordination.k8s.io")]:
             assert _can_i(stack, operator, release_ns, verb, resource) == "yes", (release_ns, verb, resource)
+        for verb in ("get", "update"):  # the leader election's Lease, by name
+            assert _can_i(stack, operator, release_ns, verb, "leases.coordination.k8s.io", fullname) == "yes", verb
+            assert _can_i(stack, operator, release_ns, verb, "leases.coordination.k8s.io", "other") == "no", verb
         for verb, resource in [("list", "secrets"), ("get", "secrets"), ("create", "pods/exec"),
                                ("create", "runnerpools.img2img.dev"), ("delete", "runnerpools.img2img.dev")]:
             assert _can_i(stack, operator, release_ns, verb, resource) == "no", (release_ns, verb, resource)

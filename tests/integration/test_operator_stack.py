@@ -39,6 +39,9 @@ FAST = {  # the operator, tuned for tests: short back-off, tick and take wait; s
 }
 # a GPU-less class, so that two runners fit the one-GPU node
 CPU_CLASS = {"gpuClasses": {"cpu": {"resources": {"cpu": "100m"}, "maxConcurrent": 2}}, "defaultGpuClass": "cpu"}
+# a quicker failover than the default (15 s lease), still with room for a loaded machine's slow API calls
+ELECTION = {"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 7, "retryPeriodSeconds": 1}}
+LEASE = "img2img-operator"  # the configuration's default leaderElection.leaseName
 
 
 def deep_merge(*parts: dict) -> dict:
@@ -523,6 +526,89 @@ def test_operator_killed_at_random_points_every_job_ends_right_and_no_attempt_ru
     assert {uid for uid, _ in assigned} >= set(uids)
     assert max(n for (uid, _), n in assigned.items() if uid in uids) == 1, "an attempt was handed out twice"
     assert kills >= 2
+
+
+def lease_spec(stack) -> dict:
+    proc = stack.kubectl("-n", RUNNER_NAMESPACE, "get", "lease", LEASE, "-o", "json", check=False)
+    return json.loads(proc.stdout)["spec"] if proc.returncode == 0 else {}
+
+
+def healthz(stack, replica: str) -> dict:
+    with urllib.request.urlopen(f"{stack.operator_url(replica)}/healthz", timeout=5) as response:
+        return json.loads(response.read())["dispatcher"]
+
+
+def test_two_replicas_one_leads_and_the_standby_takes_over_when_the_leader_is_killed_mid_batch(
+        stack, namespace, operator):
+    """Two operator processes on one cluster, as the chart's two replicas: only the Lease's holder acts; SIGKILL it
+    in the middle of a batch and the other takes over within the lease duration; every job completes, no attempt
+    runs twice, and the GPU class's maxConcurrent holds at every poll of the API server."""
+    from img2img.local.supervisor import pid_alive
+
+    operator(deep_merge(CPU_CLASS, ELECTION))  # replica "operator" (A): it leads
+    standby = "operator-b"
+    config = deep_merge(FAST, CPU_CLASS, ELECTION)
+    # three runners for a class of at most two jobs at once: a second replica admitting on its own would show
+    stack.kubectl("apply", "--server-side", "-f", "-", input=pool_manifest(
+        "ha", "cpu", TINY_POOL_MODELS, min_ready=1, buffer=1, maxRunners=3, idleSeconds=30))
+    try:
+        stack.start_operator(config, name=standby)
+        assert lease_spec(stack)["holderIdentity"] == "operator"
+        assert healthz(stack, standby) == {"role": "standby", "leader": "operator"}
+        assert healthz(stack, "operator")["role"] == "leader"
+        names = [f"h{i}" for i in range(8)]
+        for name in names:
+            create(stack, namespace, name, input=light_input(steps=40))
+        limit = CPU_CLASS["gpuClasses"]["cpu"]["maxConcurrent"]
+
+        def poll() -> dict[str, str]:
+            states = {j["metadata"]["name"]: (j.get("status") or {}).get("status")
+                      for j in stack.get_json("-n", namespace, "img2imgjobs")["items"]}
+            assert sum(s == "IN_PROGRESS" for s in states.values()) <= limit, states
+            return states
+
+        wait_for("a job completed and more running or waiting", lambda: (lambda s: "COMPLETED" in s.values() and (
+            sum(v in ("IN_QUEUE", "IN_PROGRESS") for v in s.values()) >= 3))(poll()), timeout=600, every=0.3)
+        writers = {e.get("reportingInstance") for e in stack.get_json("-n", namespace, "events")["items"]}
+        assert writers == {"operator"}, writers  # the standby wrote nothing
+        stack.stop_operator(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for("the standby to take the Lease", lambda: lease_spec(stack).get("holderIdentity") == standby,
+                 timeout=60, every=0.2)
+        took = time.monotonic() - killed
+        election = ELECTION["leaderElection"]
+        # the lease runs out leaseDurationSeconds after the standby last saw it renewed (within a retry period of
+        # the kill), and the standby looks every retryPeriodSeconds; plus room for this loaded machine's polling
+        assert took <= election["leaseDurationSeconds"] + 2 * election["retryPeriodSeconds"] + 5, took
+        wait_for("every job done", lambda: all(s in ("COMPLETED", "FAILED") for s in poll().values()),
+                 timeout=600, every=0.3)
+        assert healthz(stack, standby)["role"] == "leader"
+        uids = {}
+        for name in names:
+            final = status(stack, namespace, name)
+            assert final["status"] == "COMPLETED", (name, final)
+            # a later attempt only when an earlier one was lost (the runner's report did not outlast the failover)
+            assert final["attempts"] == 1 or final["lastFailure"]["reason"] == "RunnerLost", (name, final)
+            uids[get(stack, namespace, name)["metadata"]["uid"]] = name
+        logs = "".join(runner_log(stack, p["metadata"]["name"]) for p in runner_pods(stack, "ha"))
+        assigned = Counter(re.findall(r"assigned \(lease ([0-9a-f-]+)\.(\d+)\.", logs))
+        assert {uid for uid, _ in assigned} >= set(uids)
+        assert max(n for (uid, _), n in assigned.items() if uid in uids) == 1, "an attempt was handed out twice"
+        writers = {e.get("reportingInstance") for e in stack.get_json("-n", namespace, "events")["items"]}
+        assert standby in writers
+
+        # Leadership lost: someone else holds the Lease now. The leader stops at its next renewal: the process ends
+        # (Kubernetes would restart it as a standby).
+        pid = stack.stack.read_state()["pids"][standby]
+        stack.kubectl("-n", RUNNER_NAMESPACE, "patch", "lease", LEASE, "--type=merge", "-p",
+                      json.dumps({"spec": {"holderIdentity": "intruder"}}))
+        wait_for("the former leader to exit", lambda: not pid_alive(pid), timeout=30, every=0.2)
+        log = (Path(stack.info.state_dir) / "logs" / f"{standby}.log").read_text(errors="replace")
+        assert "leadership lost: the Lease is held by intruder" in log
+    finally:
+        stack.stop_operator(name=standby)
+        stack.kubectl("-n", RUNNER_NAMESPACE, "delete", "lease", LEASE, "--ignore-not-found")  # A leads at once
+        stack.kubectl("-n", RUNNER_NAMESPACE, "delete", "runnerpool", "ha", "--ignore-not-found")
 
 
 def test_job_with_a_1_mb_inline_image_completes(stack, namespace, warm):

@@ -24,9 +24,12 @@ OPERATOR_RULES = {
     ("img2img.dev", "img2imgjobs/status"): {"patch"},
     ("", "events"): {"create"},
 }
-# In the runner namespace (the release's): runner pods, the token key (read by name, created once), the pools.
+# In the runner namespace (the release's): runner pods (and the leader's label on its own pod), the token key (read
+# by name, created once), the pools, the leader election's Lease (read and renewed by name, created once).
 RUNNER_NAMESPACE_RULES = {
-    ("", "pods"): {"get", "list", "watch", "create", "delete"},
+    ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("coordination.k8s.io", "leases", FULLNAME): {"get", "update"},
+    ("coordination.k8s.io", "leases"): {"create"},
     ("", "secrets", "img2img-runner-token"): {"get"},
     ("", "secrets"): {"create"},
     ("img2img.dev", "runnerpools"): {"get", "list", "watch", "patch"},
@@ -205,7 +208,12 @@ def test_the_runners_configuration_points_runners_at_the_charts_service():
     service = one(manifests, "Service", f"{FULLNAME}-runners", RELEASE_NAMESPACE)
     assert service["spec"]["ports"] == [{"name": "runners", "port": 8081, "targetPort": "runners", "protocol": "TCP"}]
     pod = one(manifests, "Deployment", FULLNAME)["spec"]["template"]
-    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    # runners reach the leader only: the operator's pods, with the label the leader sets on its own pod
+    from img2img_operator.views import LABEL_LEADER
+
+    selector = dict(service["spec"]["selector"])
+    assert selector.pop(LABEL_LEADER) == "true" and config.leader_election.label_pod
+    assert selector.items() <= pod["metadata"]["labels"].items()
     assert {"name": "runners", "containerPort": 8081, "protocol": "TCP"} in pod["spec"]["containers"][0]["ports"]
     moved = render(sets=["runners.port=9443"])
     assert parse_config(operator_config(moved)).runners.url.endswith(".svc:9443")
@@ -269,10 +277,20 @@ def test_the_crd_in_the_chart_is_the_generated_crd():
 
 
 # ---- the operator's pod ------------------------------------------------------------------------------------------
-def test_the_operator_runs_once_replaced_not_rolled_under_the_restricted_profile():
-    deployment = one(render(), "Deployment", FULLNAME)
+def test_the_operator_runs_two_replicas_rolled_under_the_restricted_profile():
+    manifests = render()
+    deployment = one(manifests, "Deployment", FULLNAME)
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    # a new standby comes up before an old replica goes; a drain takes one replica at a time
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    budget = one(manifests, "PodDisruptionBudget", FULLNAME, RELEASE_NAMESPACE)
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert not find(render(sets=["operator.replicas=1"]), "PodDisruptionBudget")
+    # the Lease's holder is the pod's name
+    env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -352,15 +370,15 @@ def test_runner_rights_are_a_role_in_the_release_namespace_only(sets):
         ("", "secrets", "my-key")] == {"get"}
 
 
-def test_peering_adds_only_the_peering_objects_rights():
-    cluster = rules_of(one(render(sets=["peering.enabled=true"]), "ClusterRole"))
-    assert cluster.pop(("kopf.dev", "clusterkopfpeerings")) == {"get", "list", "watch", "patch"}
-    assert cluster == OPERATOR_RULES
-    manifests = render(sets=["peering.enabled=true", "watch.namespaces={team-a}"])
-    namespaced = rules_of(one(manifests, "Role", FULLNAME, "team-a"))
-    assert namespaced.pop(("kopf.dev", "kopfpeerings")) == {"get", "list", "watch", "patch"}
-    assert namespaced == OPERATOR_RULES
-    assert one(manifests, "KopfPeering", "img2img-operator", "team-a")
+def test_the_leader_election_settings_reach_the_operator_and_name_the_lease_the_role_grants():
+    manifests = render(sets=["leaderElection.leaseName=my-lease", "leaderElection.leaseDurationSeconds=30",
+                             "leaderElection.renewDeadlineSeconds=20", "leaderElection.retryPeriodSeconds=4"])
+    election = parse_config(operator_config(manifests)).leader_election
+    assert (election.lease_name, election.lease_duration_seconds, election.renew_deadline_seconds,
+            election.retry_period_seconds, election.label_pod) == ("my-lease", 30, 20, 4, True)
+    rules = rules_of(one(manifests, "Role", f"{FULLNAME}-runners"))
+    assert rules[("coordination.k8s.io", "leases", "my-lease")] == {"get", "update"}
+    assert parse_config(operator_config(render())).leader_election.lease_name == FULLNAME
 
 
 @pytest.mark.parametrize("values", [None, *EXAMPLE_VALUES], ids=lambda p: p.name if p else "defaults")

@@ -15,7 +15,9 @@ def test_minimal_file_gets_every_default():
     assert (cfg.defaults.priority, cfg.defaults.timeout_seconds, cfg.defaults.retries) == (0, 3600, 2)
     assert cfg.defaults.ttl_seconds_after_finished is None
     assert (cfg.metrics_port, cfg.health_port) == (9090, 8080)
-    assert not cfg.peering.enabled
+    election = cfg.leader_election  # client-go's defaults
+    assert (election.lease_name, election.lease_duration_seconds, election.renew_deadline_seconds,
+            election.retry_period_seconds, election.label_pod) == ("img2img-operator", 15, 10, 2, False)
 
 
 def test_the_local_stacks_configuration_loads(tmp_path):
@@ -42,6 +44,10 @@ def test_the_local_stacks_configuration_loads(tmp_path):
     ({"s3": {"bucket": "b"}, "runner": {"modelCache": {"persistentVolumeClaim": "m", "hostPath": "/m"}}},
      "not both"),
     ({"s3": {"bucket": "b"}, "logging": {"level": "info"}}, "logging.level"),
+    ({"s3": {"bucket": "b"}, "leaderElection": {"renewDeadlineSeconds": 20}},
+     "leaderElection: Value error, need leaseDurationSeconds (15) > renewDeadlineSeconds (20) > retryPeriodSeconds (2)"),
+    ({"s3": {"bucket": "b"}, "leaderElection": {"retryPeriodSeconds": 10}}, "renewDeadlineSeconds (10) > "
+     "retryPeriodSeconds (10): a leader must stop before a standby may take over"),
     ([1, 2], "expected a mapping"),
 ])
 def test_bad_configuration_names_the_key(data, fragment):

@@ -26,14 +26,8 @@ def test_kopf_stores_nothing_on_the_objects():
     body = kopf.Body(job_body(None))
     assert settings.persistence.diffbase_storage.build(body=body) == {}  # the spec (images) is never copied
     assert settings.persistence.diffbase_storage.fetch(body=body) is None
-    assert settings.peering.standalone and settings.peering.clusterwide
+    assert settings.peering.standalone  # one replica acts through the Lease, not through kopf's peering
     assert settings.posting.level == logging.WARNING
-
-
-def test_peering_and_namespaces_from_the_configuration():
-    settings = build_settings(config(peering={"enabled": True, "name": "x", "priority": 7}, namespaces=["a"]))
-    assert not settings.peering.standalone and settings.peering.name == "x" and settings.peering.priority == 7
-    assert not settings.peering.clusterwide
 
 
 def test_registry_has_only_stateless_handlers():
@@ -86,9 +80,16 @@ def test_events_feed_the_cache_and_wake_the_dispatcher():
     assert [p["metadata"]["name"] for p in runtime.cache.pools()] == ["warm"]
 
 
-def test_health_reports_a_dead_dispatcher():
+def test_health_reports_a_standby_as_alive_and_a_leaders_dead_dispatcher():
+    from img2img_operator.elector import Elector
+
     runtime = Runtime(CONFIG)
-    assert runtime.health() == {"dispatcher": "starting"}
+    assert runtime.health() == {"role": "starting"}
+    runtime.elector = Elector(kube=None, config=CONFIG.leader_election, namespace="img2img-system", identity="b")
+    runtime.elector.holder = "a"
+    assert runtime.health() == {"role": "standby", "leader": "a"}
+    runtime.elector.leading = True
+    assert runtime.health() == {"role": "leader", "dispatcher": "starting"}
 
     async def scenario():
         class D:

@@ -124,6 +124,11 @@ app.kubernetes.io/component: runner
 {{- end }}
 {{- end }}
 
+{{/* The Lease of the leader election (in the release namespace). */}}
+{{- define "img2img.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "img2img.fullname" .) -}}
+{{- end }}
+
 {{/* The operator's configuration (OperatorConfig, camelCase), as a dict; rendered with toYaml. ------------- */}}
 {{- define "img2img.operatorConfig" -}}
 {{- $v := .Values }}
@@ -201,7 +206,11 @@ app.kubernetes.io/component: runner
       "defaults" $defaults
       "retryBackoff" $v.retryBackoff
       "timing" $v.timing
-      "peering" (dict "enabled" $v.peering.enabled "name" $v.peering.name "priority" (int64 $v.peering.priority))
+      "leaderElection" (dict "leaseName" (include "img2img.leaseName" .)
+                             "leaseDurationSeconds" (int64 $v.leaderElection.leaseDurationSeconds)
+                             "renewDeadlineSeconds" $v.leaderElection.renewDeadlineSeconds
+                             "retryPeriodSeconds" $v.leaderElection.retryPeriodSeconds
+                             "labelPod" true)
       "logging" $v.logging
       "metricsPort" (ternary (int64 $v.metrics.port) nil $v.metrics.enabled)
       "healthPort" (int64 $v.operator.healthPort)
