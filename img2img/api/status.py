@@ -69,6 +69,9 @@ class Output(StatusModel):
         None, max_length=MAX_OUTPUT_IMAGES, description="HTTPS URLs of `images`, in their order, when the operator "
         "is configured to sign them (s3.presignExpirySeconds)")
     presignedExpiresAt: str | None = Instant
+    omitted: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=8, description="what of the answer did not fit in the status (`info`, `parameters`, "
+        "`parameters.init_images`, `presigned`): the whole answer is in result.json (`status.result`)")
 
 
 class Progress(StatusModel):

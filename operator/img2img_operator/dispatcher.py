@@ -13,7 +13,6 @@ Before the first pass the cache is filled from full lists of runner pods, pools 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -28,8 +27,8 @@ from img2img.api.times import format_time_ms
 from .cache import Cache, kept_of_job
 from .config import OperatorConfig
 from .controls import Checked, check_job
-from .kube import Conflict, Gone, Kube
-from .leases import LeaseState, LeaseTable, lease_state
+from .kube import Conflict, Gone, Kube, Refused, api_message
+from .leases import DONE, LAPSED, LeaseState, LeaseTable, lease_state
 from .lifecycle import (
     IN_PROGRESS,
     IN_QUEUE,
@@ -44,6 +43,7 @@ from .lifecycle import (
     next_step,
     queue_entry,
     staging_refused,
+    status_refused,
 )
 from .metrics import Metrics
 from .pool_scaling import (
@@ -362,10 +362,13 @@ class Dispatcher:
                             extra=_ctx(job, job.attempts or None))
 
     async def _act(self, job: JobView, checked: Checked, slot: Slot, attempt: LeaseState | None,
-                   decision: Decision) -> str:
+                   decision: Decision, refusable: bool = True) -> str:
+        """Carry out the decision's actions in order; the step that was under way. A status the API server refuses
+        for good ends the job FAILED (``refusable``: once; a refused ending raises, and the job backs off)."""
         if decision.fetch_result:
             uri = decision.fetch_result
-            result = check_result(uri, await self.staging.read_result(uri))
+            read = await self.staging.read_result(uri)
+            result = await asyncio.to_thread(check_result, uri, *(read or (None, None)))  # megabytes of JSON
             expiry = self.config.s3.presign_expiry_seconds
             if result.problem is None and expiry:
                 result = result.signed([self.staging.presign_get(u, expiry) for u in result.images],
@@ -379,8 +382,17 @@ class Dispatcher:
         for action in decision.actions:
             if isinstance(action, WriteStatus):
                 step = "write_status"
-                body = await self.kube.patch_job_status(job.namespace, job.name, action.patch,
-                                                        current.resource_version, current.status)
+                try:
+                    body = await self.kube.patch_job_status(job.namespace, job.name, action.patch,
+                                                            current.resource_version, current.status)
+                except Refused as refused:
+                    if not refusable or current.state in TERMINAL:
+                        raise
+                    log.warning("the API server refused the job's status for good: %s", refused, extra=_ctx(job))
+                    ended = attempt.lease if attempt is not None and attempt.kind in (DONE, LAPSED) else None
+                    failed = status_refused(current, self.now_ms(), self.config, checked, ended, str(refused),
+                                            action.patch.get("result"))
+                    return await self._act(current, checked, slot, attempt, failed, refusable=False)
                 self.metrics.observe_status_write(current.status, action.patch)
                 self.cache.put_job(body)
                 lease = self.leases.of_job(job.uid)
@@ -524,7 +536,7 @@ class Dispatcher:
         except Exception as e:
             self._pool_errors[pool.name] = now + ERROR_BACKOFF_MS[2]
             self.metrics.error("create_runner")
-            log.warning("cannot create a runner for pool %s: %s", pool.name, _api_message(e))
+            log.warning("cannot create a runner for pool %s: %s", pool.name, api_message(e))
             return
         if created:
             self.cache.put_pod(body)
@@ -578,16 +590,6 @@ class Dispatcher:
             return await coro
         except Exception as e:
             return e
-
-
-def _api_message(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, str) and body.startswith("{"):
-        try:
-            return json.loads(body).get("message") or body
-        except ValueError:
-            pass
-    return str(body or exc)
 
 
 def _min(a: int | None, b: int | None) -> int | None:

@@ -48,6 +48,32 @@ class Expired(Exception):
     """A watch's resourceVersion is too old (410): list again."""
 
 
+class Refused(Exception):
+    """The API server refuses the write for good (invalid, or too large): the same write would be refused again."""
+
+
+# What the API server says (HTTP 500) when an object is over etcd's request limit (1.5 MiB by default), in etcd's
+# words or its gRPC client's (over 2 MiB).
+TOO_LARGE_FOR_ETCD = ("etcdserver: request is too large", "ResourceExhausted")
+
+
+def refused_for_good(status: int | None, message: str) -> bool:
+    """Whether a refused write would be refused again whatever the retries: the object is invalid (422: a schema
+    limit such as a field's maxLength), or too large for an API request (413) or for etcd (a 500 naming its limit)."""
+    return status in (413, 422) or (status == 500 and any(words in message for words in TOO_LARGE_FOR_ETCD))
+
+
+def api_message(exc: Exception) -> str:
+    """What the API server said: its Status's message, else the body, else the exception."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, str) and body.startswith("{"):
+        try:
+            return json.loads(body).get("message") or body
+        except ValueError:
+            pass
+    return str(body or exc)
+
+
 OBJECT = {200: "object", 201: "object", 202: "object"}  # JSON bodies as plain dicts
 
 
@@ -312,6 +338,8 @@ class Kube:
                 raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
             if e.status == 404:
                 raise Gone(f"{namespace}/{name}") from None
+            if refused_for_good(e.status, api_message(e)):
+                raise Refused(f"HTTP {e.status}: {api_message(e)}") from None
             raise
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> bool:

@@ -33,9 +33,9 @@ from .controls import Checked, Controls, check_spec, controls_from
 from .leases import DONE, LAPSED, PENDING, Lease, LeaseState
 from .outcomes import Failure, read_outcome, runner_lost
 from .queue import QueueEntry
-from .report import RunnerResult
+from .report import RunnerResult, bounded_output
 from .runpod_timings import submitted_at_ms, timings
-from .status import changes, desired, error_text, last_failure
+from .status import changes, desired, error_text, last_failure, output_budget
 from .views import JobView
 
 QUEUED_MESSAGE = "waiting for a runner"
@@ -260,8 +260,9 @@ def _in_flight(job: JobView, now: int, config: OperatorConfig, c: Controls, atte
             return Decision(fetch_result=uri)
         if result.problem is not None:
             return _failed_attempt(job, now, config, c, Failure(
-                "ResultUnreadable", f"the runner succeeded but its result cannot be used: {result.problem}",
-                retriable=True, exit_code=0), outcome.report, lease)
+                "ResultTooLarge" if result.too_large else "ResultUnreadable",
+                f"the runner succeeded but its result cannot be used: {result.problem}",
+                retriable=not result.too_large, exit_code=0), outcome.report, lease)
         return _completed(job, now, outcome.report, result, lease)
 
     # running: the deadline counts from the assignment
@@ -306,9 +307,10 @@ def _ran_for(job: JobView, report: TerminationMessage | None, now: int) -> dict[
 def _completed(job: JobView, now: int, report: TerminationMessage, result: RunnerResult, lease: Lease) -> Decision:
     assigned = parse_time_ms(job.status.get("startedAt")) or now
     t = timings(submitted_at_ms(job), report, assigned, now)
+    output = bounded_output(result.output, output_budget(job))
     fields: dict[str, Any] = {
         **_first_fields(job),
-        "output": result.output,
+        "output": output,
         **t.as_status(),
         "result": result.uri,
         "completedAt": format_time_ms(report.finishedAt or now),
@@ -316,8 +318,10 @@ def _completed(job: JobView, now: int, report: TerminationMessage, result: Runne
         "error": None,
         "progress": None,
     }
-    images = len(result.output["images"])
+    images = len(output["images"])
     message = f"{images} image(s) in {t.execution_time} ms after {t.delay_time} ms of delay"
+    if output.get("omitted"):
+        message += f"; {', '.join(output['omitted'])} only in {result.uri} (over the status's budget)"
     return _write(job, desired(job, now, COMPLETED, "Completed", message, **fields), EndLease(lease.id),
                   Emit("Normal", "Completed", message))
 
@@ -361,6 +365,17 @@ def staging_refused(job: JobView, now: int, config: OperatorConfig, checked: Che
     """Staging the job's input was refused for a reason another try will not cure (no such bucket): FAILED."""
     return _failed_attempt(job, now, config, checked.controls, Failure(reason, message, retriable=False), None,
                            None)
+
+
+def status_refused(job: JobView, now: int, config: OperatorConfig, checked: Checked, ended: Lease | None,
+                   message: str, result: str | None) -> Decision:
+    """The API server refused the job's status for good (too large for etcd, or invalid): the job ends FAILED with
+    that reason, its runner's lease ended and its slot freed, instead of the write being retried forever.
+    ``result``: the runner's result.json, when the refused status was its answer."""
+    where = f"; the runner's answer is in {result}" if result else ""
+    return _failed_attempt(job, now, config, checked.controls, Failure(
+        "StatusRefused", f"the API server refused the job's status ({message[:2000]}){where}", retriable=False),
+        None, ended)
 
 
 def _finished(job: JobView, now: int, c: Controls, attempt: LeaseState | None) -> Decision:

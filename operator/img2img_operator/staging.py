@@ -19,6 +19,7 @@ from img2img import split_s3_uri
 
 from .config import OperatorConfig, S3Config
 from .controls import Controls
+from .report import RESULT_MAX_BYTES
 from .runpod_timings import submitted_at_ms
 from .views import JobView
 
@@ -81,16 +82,23 @@ class Staging:
         bucket, key = split_s3_uri(uri)
         await asyncio.to_thread(self._s3().put_object, Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
-    async def get(self, uri: str) -> bytes | None:
-        """The object's bytes; None if it does not exist. Other errors (S3 down, no access) raise."""
+    async def get(self, uri: str, limit: int) -> tuple[bytes, int] | None:
+        """The object's first ``limit`` + 1 bytes (at most) and its size; None if it does not exist. Other errors
+        (S3 down, no access) raise."""
         bucket, key = split_s3_uri(uri)
 
-        def read() -> bytes | None:
+        def read() -> tuple[bytes, int] | None:
             s3 = self._s3()
             try:
-                return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                answer = s3.get_object(Bucket=bucket, Key=key)
             except s3.exceptions.NoSuchKey:
                 return None
+            body = answer["Body"]
+            try:
+                data = body.read(limit + 1)
+            finally:
+                body.close()
+            return data, max(len(data), int(answer.get("ContentLength") or 0))
 
         return await asyncio.to_thread(read)
 
@@ -104,8 +112,9 @@ class Staging:
                 raise StagingRefused("StagingFailed", f"cannot write {uri}: {code}: {e}") from e
             raise
 
-    async def read_result(self, uri: str) -> bytes | None:
-        return await self.get(uri)
+    async def read_result(self, uri: str) -> tuple[bytes, int] | None:
+        """result.json, read up to ``report.RESULT_MAX_BYTES``, and its size."""
+        return await self.get(uri, RESULT_MAX_BYTES)
 
     def presign_get(self, uri: str, seconds: int) -> str:
         bucket, key = split_s3_uri(uri)

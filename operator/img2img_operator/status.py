@@ -13,10 +13,14 @@ Conditions (kstatus, read by Argo CD / Flux):
 | FAILED, TIMED_OUT, CANCELLED | False | False | True |
 
 CANCELLED is Stalled too: the job will not become Ready, and a GitOps tool waiting on it must stop waiting.
+
+The status stays bounded whatever the job (docs/large-images.md, "Large answers"): the runner's answer goes into
+``status.output`` only up to ``output_budget`` (``report.bounded_output``); the rest stays in result.json.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +30,25 @@ from img2img.api.times import format_time_ms
 from .views import JobView
 
 MAX_CONDITION_MESSAGE = 1024
+# status.output holds at most this many bytes of JSON: a RunPod answer (images, info, parameters) as a client reads
+# it, not the 2.8 MB info of 800 images with long prompts, nor the megabyte of init_images A1111 echoes on request
+OUTPUT_BUDGET = 256 * 1024
+# the whole job (spec, annotations, status) as JSON at most: etcd refuses a write over 1.5 MiB (1,572,864 bytes),
+# and the rest of the object's metadata (managedFields above all) needs room too
+OBJECT_BUDGET = 1_400_000
+
+
+def json_size(value: object) -> int:
+    """Bytes of ``value`` as JSON (UTF-8, as the API server stores it)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def output_budget(job: JobView) -> int:
+    """The bytes of JSON the job's ``status.output`` may take: OUTPUT_BUDGET, or less when the rest of the job (a
+    spec with a megabyte of inline images) leaves less room under OBJECT_BUDGET."""
+    rest = {"spec": job.spec, "annotations": job.annotations,
+            "status": {k: v for k, v in job.status.items() if k != "output"}}
+    return max(0, min(OUTPUT_BUDGET, OBJECT_BUDGET - json_size(rest)))
 
 
 def condition_time(now: int) -> str:

@@ -22,7 +22,7 @@ from img2img.api.protocol import Done, Heartbeat, TakeRequest
 from img2img.api.times import format_time_ms
 from img2img_operator.cache import Cache
 from img2img_operator.dispatcher import Dispatcher
-from img2img_operator.kube import Conflict, Gone
+from img2img_operator.kube import Conflict, Gone, Refused
 from img2img_operator.leases import LeaseTable
 from img2img_operator.metrics import Metrics
 from img2img_operator.runner_api import RunnerApi
@@ -230,7 +230,8 @@ class FakeStaging:
     async def read_result(self, uri):
         if self.kube.dead:
             raise Crash()
-        return self.c.s3.get(uri)
+        data = self.c.s3.get(uri)
+        return None if data is None else (data, len(data))
 
     def presign_get(self, uri, seconds):
         return f"https://s3.test/get/{uri}"
@@ -752,6 +753,32 @@ def test_an_output_bucket_that_does_not_exist_fails_the_job_instead_of_retrying_
     s = cluster.status("nobucket")
     assert s["status"] == "FAILED" and s["lastFailure"]["reason"] == "StagingFailed"
     assert "s3://no-such-bucket/" in s["error"]
+
+
+def test_a_status_the_api_server_refuses_for_good_ends_the_job_failed_once_instead_of_retrying_forever(monkeypatch):
+    cluster = Cluster()
+    cluster.submit("huge")
+    refusals = []
+    write = FakeKube.patch_job_status
+
+    async def refusing(self, namespace, name, status, resource_version, current=None):
+        if name == "huge" and "output" in status:  # its COMPLETED status, as etcd answers an object over its limit
+            self._call()
+            refusals.append(status["status"])
+            raise Refused("HTTP 500: etcdserver: request is too large")
+        return await write(self, namespace, name, status, resource_version, current)
+
+    monkeypatch.setattr(FakeKube, "patch_job_status", refusing)
+    fleet = Fleet(cluster)
+    run(drive(cluster, CFG, fleet, steps=30))
+    s = cluster.status("huge")
+    assert s["status"] == "FAILED" and s["lastFailure"]["reason"] == "StatusRefused" and s["attempts"] == 1
+    assert "etcdserver: request is too large" in s["error"] and "/attempt-1/result.json" in s["error"]
+    assert refusals == ["COMPLETED"]  # refused once, never written again
+    assert not any(r.refused for r in fleet.runners.values())  # the runner's report was accepted: its lease ended
+    cluster.submit("next")  # and the slot is free
+    run(drive(cluster, CFG, fleet, steps=30, until=lambda: states(cluster).get("next") == "COMPLETED"))
+    assert states(cluster)["next"] == "COMPLETED"
 
 
 def test_finished_jobs_are_passed_over_until_they_change_and_still_counted(monkeypatch):

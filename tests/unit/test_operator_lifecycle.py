@@ -3,6 +3,9 @@ model as runners from pools meet it."""
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ from img2img_operator.lifecycle import (
 from img2img_operator.report import RunnerResult
 from img2img_operator.status import applied
 
+from api_samples import seed_request
 from operator_samples import (
     ASSIGNED,
     CONFIG,
@@ -140,6 +144,9 @@ CASES = [
     Case("done, result.json missing: retried", running_status(), done(),
          result=RunnerResult(RESULT_URI, problem="does not exist"), actions=["WriteStatus", "EndLease", "Emit"],
          state="IN_QUEUE", extra={"runnerPod": None, "attempts": 1}, failure="ResultUnreadable"),
+    Case("done, result.json over the size the operator reads: FAILED, never retried", running_status(), done(),
+         result=RunnerResult(RESULT_URI, problem="is 100,000,000 bytes", too_large=True), controls={"retries": 5},
+         actions=["WriteStatus", "EndLease", "Emit"], state="FAILED", failure="ResultTooLarge"),
     # --- permanent failures: FAILED at once, whatever the retries
     Case("bad input: FAILED, no retry", running_status(),
          done(failed_outcome("BAD_INPUT", "must be at least 1", "input.payload.steps")),
@@ -286,6 +293,50 @@ def test_completed_status_is_runpod_shaped_and_a_warm_runner_loaded_nothing():
     assert cond(after, "Ready")["reason"] == "Completed"
     emit = [a for a in d.actions if isinstance(a, Emit)][0]
     assert (emit.type, emit.reason) == ("Normal", "Completed")
+
+
+ETCD_LIMIT = 1_572_864  # etcd's default --max-request-bytes: the API server cannot store a larger object
+
+
+def stored_size(j, status: dict) -> int:
+    """The job as etcd would hold it (without managedFields), in bytes of JSON."""
+    body = {"metadata": {"name": j.name, "namespace": j.namespace, "uid": j.uid, "annotations": dict(j.annotations)},
+            "spec": j.spec, "status": status}
+    return len(json.dumps(body).encode())
+
+
+def test_an_answer_too_large_for_the_status_leaves_out_what_does_not_fit_and_the_job_stays_storable():
+    # include_init_images with a 1 MB inline image: A1111 echoes the image in parameters (2.6 MB in the object)
+    image = base64.b64encode(random.Random(1).randbytes(1_000_000)).decode()
+    payload = {**seed_request()["input"]["payload"], "init_images": [image], "include_init_images": True}
+    echo = {"prompt": "an astronaut", "steps": 30, "seed": 7, "init_images": [image]}
+    images = [f"{RESULT_URI.removesuffix('result.json')}images/0.png"]
+    answer = RunnerResult(RESULT_URI, data={"images": images, "info": '{"seed": 7}', "parameters": echo})
+    j = job(running_status(), input={"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": payload})
+    assert stored_size(j, {**j.status, "output": answer.output}) > ETCD_LIMIT  # what used to be written, forever
+    _, after = run(running_status(), done(), result=answer, input=j.spec["input"])
+    assert after["status"] == "COMPLETED"
+    assert after["output"] == {"images": images, "info": '{"seed": 7}', "parameters": {**echo, "init_images": None},
+                               "omitted": ["parameters.init_images"]}
+    assert stored_size(j, after) < ETCD_LIMIT
+    assert RESULT_URI in cond(after, "Ready")["message"] and "parameters.init_images" in cond(after, "Ready")["message"]
+
+    # batch_size 8 x n_iter 100 with long prompts: a 2.8 MB info; the parameters still fit
+    info = json.dumps({"infotexts": ["a very long prompt, " * 175] * 800, "all_seeds": list(range(800))})
+    assert len(info) > 2_800_000
+    answer = RunnerResult(RESULT_URI, data={"images": images, "info": info, "parameters": {"steps": 30}})
+    _, after = run(running_status(), done(), result=answer)
+    assert after["output"] == {"images": images, "parameters": {"steps": 30}, "omitted": ["info"]}
+
+
+def test_presigned_urls_that_do_not_fit_are_left_to_the_reader():
+    from img2img_operator.report import bounded_output
+
+    output = {"images": ["s3://b/0.png"], "info": "{}", "parameters": {}, "presigned": ["https://s3/x" * 40] * 800,
+              "presignedExpiresAt": "2026-01-01T01:00:00.000Z"}
+    assert bounded_output(output, 64 * 1024) == {"images": ["s3://b/0.png"], "info": "{}", "parameters": {},
+                                                 "omitted": ["presigned"]}
+    assert bounded_output(output, 1 << 20) == output  # all of it, when it fits
 
 
 def test_the_operators_presigned_urls_reach_the_status():

@@ -65,6 +65,39 @@ def test_result_json_checks():
     assert as_object.output["info"] == '{"seed": 1}'
 
 
+def test_result_json_over_the_cap_is_not_parsed_and_says_so():
+    from img2img_operator.report import RESULT_MAX_BYTES
+
+    # the operator read only the first bytes of a 100 MB result.json
+    over = check_result("s3://b/r.json", b'{"images": [], "info": "' + b"x" * 100, size=100_000_000)
+    assert over.too_large and over.problem == ("s3://b/r.json is 100,000,000 bytes, over the "
+                                               f"{RESULT_MAX_BYTES:,} the operator reads")
+    assert RESULT_MAX_BYTES >= 4_000_000  # the largest valid answer (a 2.8 MB info, a 1.4 MB echo) still reads
+    assert not check_result("s3://b/r.json", b'{"images": []}', size=14).too_large
+
+
+# ---- a status write the API server refuses ----------------------------------------------------------------------
+@pytest.mark.parametrize("status,message,for_good", [
+    # what kube-apiserver answered the embedded stack's status patches
+    (422, 'Img2ImgJob.img2img.dev "p" is invalid: [status.output.info: Too long: may not be more than 1048576 '
+          'bytes]', True),
+    (500, "etcdserver: request is too large", True),
+    (500, "rpc error: code = ResourceExhausted desc = trying to send message larger than max (3300586 vs. 2097152)",
+     True),
+    (413, "Request entity too large: limit is 3145728", True),
+    # what passes: tried again after a back-off
+    (500, "etcdserver: leader changed", False),
+    (500, "Internal error occurred: resource quota evaluation timed out", False),
+    (503, "service unavailable", False),
+    (429, "too many requests", False),
+    (504, "the server was unable to return a response in the time allotted", False),
+])
+def test_a_refused_status_write_is_classified_for_good_only_when_trying_again_cannot_help(status, message, for_good):
+    from img2img_operator.kube import refused_for_good
+
+    assert refused_for_good(status, message) is for_good
+
+
 # ---- patches ------------------------------------------------------------------------------------------------------
 def test_changes_keep_only_what_differs_and_remove_with_null():
     current = {"status": "IN_QUEUE", "queuePosition": 2, "runnerPod": "x-1",
