@@ -2,8 +2,13 @@
 
 A job's URLs (an ``https://`` init image, a webhook) are requests our pods send on the user's behalf; they must not
 reach into the cluster or the cloud's metadata service. ``address_refusal`` says why an IP address is refused;
-the runner applies it to every address a name resolves to before it connects (``img2img_runner.fetch``), and a
-job's ``webhook`` is checked here, offline, for what can be checked without a lookup.
+the runner applies it to every address a name resolves to before it connects (``img2img_runner.fetch``), as the
+operator does before it POSTs a webhook (``img2img_operator.webhooks``); ``url_refusal`` checks a URL offline, for
+what can be checked without a lookup (a job's ``webhook``, a gateway request's ``s3Config.endpointUrl``).
+
+Where every address is trusted (``allow_private``: a receiver inside the cluster, the local stack's loopback), a
+URL may also be plain http and name any address; the operator's ``webhooks.allowPrivateAddresses`` and the
+gateway's ``allowPrivateAddresses`` say so, and are off by default.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
-def https_url_refusal(url: str) -> str | None:
+def url_refusal(url: str, allow_private: bool = False) -> str | None:
     """Why a URL a job gives us to call is refused before any lookup, or None.
 
     https only, a host, no credentials in the URL, a valid port; a literal IP address must be public, and
     ``localhost`` names are refused. A name's addresses are checked where it is resolved, just before connecting.
+    ``allow_private``: http too, and any address.
     """
     if len(url) > URL_MAX:
         return f"is longer than {URL_MAX} characters"
@@ -47,8 +53,8 @@ def https_url_refusal(url: str) -> str | None:
         port = parts.port
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
-    if parts.scheme.lower() != "https":
-        return "must be an https:// URL"
+    if parts.scheme.lower() not in (("https", "http") if allow_private else ("https",)):
+        return "must be an http:// or https:// URL" if allow_private else "must be an https:// URL"
     host = parts.hostname
     if not host:
         return "has no host"
@@ -56,6 +62,8 @@ def https_url_refusal(url: str) -> str | None:
         return "must not carry credentials (user:password@)"
     if port == 0:
         return "has port 0"
+    if allow_private:
+        return None
     if host == "localhost" or host.endswith(".localhost"):
         return f"{host!r} is a loopback name; refused"
     try:

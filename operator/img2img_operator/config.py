@@ -23,6 +23,7 @@ import yaml
 from img2img import uploads_prefix
 from img2img.api.job import DNS_LABEL
 from img2img.api.protocol import MAX_WAIT_SECONDS
+from img2img.api.webhook_signing import PUBLIC_KEY_CONFIG_MAP, SIGNING_KEY_SECRET
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_ENV = "IMG2IMG_OPERATOR_CONFIG"
@@ -273,6 +274,29 @@ class RunnersConfig(_Camel):
         return self.operator_url or f"http://127.0.0.1:{self.port}"
 
 
+class WebhooksConfig(_Camel):
+    """The POST of a job's RunPod status to its ``spec.webhook`` when it ends (``webhooks``, ``deliveries``).
+
+    Attempt n+1 follows a failed attempt n after ``retryBackoff.delay(n)`` (10 s, 20 s, 40 s, … at most 10 min: RunPod
+    waits 10 s between its tries); after ``maxAttempts`` (8 by default: about 20 minutes) the delivery is given up.
+    """
+
+    # The Secret (key "signingKey": whsk_…, Standard Webhooks' ed25519 key) in the operator's namespace that signs
+    # every delivery; created when missing. The public key (whpk_…) is published in the ConfigMap
+    # publicKeyConfigMap (key "publicKey") beside it: the gateway serves it, receivers verify with it.
+    namespace: str = Field(default_factory=_pod_namespace, max_length=63, pattern=DNS_LABEL)
+    signing_key_secret: str = Field(SIGNING_KEY_SECRET, min_length=1, max_length=253)
+    public_key_config_map: str = Field(PUBLIC_KEY_CONFIG_MAP, min_length=1, max_length=253)
+    # true: a webhook may be plain http and reach private and loopback addresses (a receiver inside the cluster, the
+    # local stack's); false: https to public addresses only, the rule image fetches follow.
+    allow_private_addresses: bool = False
+    max_attempts: int = Field(8, ge=1, le=100)
+    retry_backoff: RetryBackoff = Field(default_factory=lambda: RetryBackoff(initial_seconds=10, max_seconds=600))
+    timeout_seconds: float = Field(30, gt=0, le=300)  # one attempt, connection to answer
+    # Lifetime of the image URLs a webhook carries for a job whose output mode is "presigned" (a gateway request's).
+    presign_expiry_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+
+
 class OperatorConfig(_Camel):
     """The whole configuration file."""
 
@@ -287,6 +311,7 @@ class OperatorConfig(_Camel):
     retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
     timing: Waits = Field(default_factory=Waits)
     peering: PeeringConfig = Field(default_factory=PeeringConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics_port: int | None = Field(9090, ge=0, le=65535)  # None = no metrics endpoint
     health_port: int = Field(8080, ge=0, le=65535)  # /healthz (kopf's liveness endpoint)

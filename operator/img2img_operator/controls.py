@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from img2img.api.envelope import private_addresses
 from img2img.api.errors import Problem, problems
 from img2img.api.image_formats import ImageFormat
 from img2img.api.images import S3Ref
@@ -96,12 +97,14 @@ def check_job(state: str | None, spec: Mapping[str, Any], config: OperatorConfig
 
 
 def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
-    """Validate ``spec`` with the shared models and the configuration (GPU classes)."""
+    """Validate ``spec`` with the shared models and the configuration (GPU classes; whether a webhook may reach a
+    private address)."""
     controls = controls_from(spec, config)
     found: list[Problem] = []
     needs = None
     try:
-        payload = Img2ImgJobSpec.model_validate(dict(spec)).input.payload
+        context = private_addresses(config.webhooks.allow_private_addresses)
+        payload = Img2ImgJobSpec.model_validate(dict(spec), context=context).input.payload
         needs = Needs(required_models(payload, None), output_image_bound(payload), payload.image_encoding.format,
                       tuple(s3_images(payload)))
     except ValidationError as exc:

@@ -6,6 +6,7 @@ actions in order → the jobs offered to runners (admitted, input staged) → ea
 its status written. A job whose action failed is left alone for a back-off (1 s doubling to 60 s) while the others
 go on. The runner endpoint (``runner_api``) hands offered jobs to runners and records leases; a runner's ``done``
 has its job decided at once (``settle``), so that the runner hears "accepted" only once the end is in the status.
+A finished job whose webhook is owed has its delivery started (``webhooks``), which runs beside the passes.
 
 Before the first pass the cache is filled from full lists of runner pods, pools and jobs.
 """
@@ -35,6 +36,7 @@ from .lifecycle import (
     IN_QUEUE,
     Decision,
     DeleteJob,
+    Deliver,
     EndLease,
     Emit,
     Offer,
@@ -63,6 +65,7 @@ from .runners import Registry, runner_view, why_ended
 from .staging import Staging, StagingRefused, input_document, input_uri
 from .status import applied
 from .views import JobView, PodView
+from .webhooks import Webhooks
 
 log = logging.getLogger("img2img_operator.dispatcher")
 
@@ -99,8 +102,8 @@ def runner_pool_resources(bodies: list[Any]) -> tuple[list[RunnerPool], dict[str
 
 class Dispatcher:
     def __init__(self, config: OperatorConfig, cache: Cache, kube: Kube, staging: Staging, metrics: Metrics,
-                 leases: LeaseTable, registry: Registry, key: bytes, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 leases: LeaseTable, registry: Registry, key: bytes, webhooks: Webhooks,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         self.config = config
         self.cache = cache
         self.kube = kube
@@ -109,6 +112,7 @@ class Dispatcher:
         self.leases = leases
         self.registry = registry
         self.key = key  # signs runner tokens
+        self.webhooks = webhooks
         self.clock = clock
         self.rng = rng or random.SystemRandom()
         self.wake = asyncio.Event()
@@ -410,6 +414,8 @@ class Dispatcher:
                     self._retiring.add(pod.name)
                     log.warning("runner %s lost its lease: removing it", pod.name, extra=_ctx(job))
                     await self._remove_runner(pod)
+            elif isinstance(action, Deliver):
+                self.webhooks.ensure(current)
             elif isinstance(action, DeleteJob):
                 step = "delete_job"
                 await self.kube.delete_job(job.namespace, job.name, job.uid)

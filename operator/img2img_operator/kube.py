@@ -198,30 +198,48 @@ class Kube:
                 raise Gone(f"{namespace}/{name}") from None
             raise
 
-    # ---- the runner token key ---------------------------------------------------------------------------------
-    async def runner_key(self, namespace: str, name: str, new_key: Callable[[], bytes]) -> bytes:
-        """The key signing runner tokens (Secret ``name``, key ``key``); created with ``new_key()`` when missing
-        (by whichever replica comes first: the others read it)."""
+    # ---- the operator's keys: the runner token key, the webhook signing key ------------------------------------
+    async def secret_entry(self, namespace: str, name: str, entry: str, new_value: Callable[[], bytes]) -> bytes:
+        """Entry ``entry`` of Secret ``name``; the Secret is created with ``new_value()`` when missing (by whichever
+        replica comes first: the others read it)."""
         path = f"/api/v1/namespaces/{namespace}/secrets"
         for _ in range(3):
             try:
                 secret = await self.request("GET", f"{path}/{name}")
-                return base64.b64decode((secret.get("data") or {})["key"])
+                return base64.b64decode((secret.get("data") or {})[entry])
             except ApiException as e:
                 if e.status != 404:
                     raise
             except KeyError:
-                raise RuntimeError(f"Secret {namespace}/{name} has no key 'key'") from None
+                raise RuntimeError(f"Secret {namespace}/{name} has no key {entry!r}") from None
             body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                     "metadata": {"name": name, "namespace": namespace,
                                  "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
-                    "data": {"key": base64.b64encode(new_key()).decode()}}
+                    "data": {entry: base64.b64encode(new_value()).decode()}}
             try:
                 await self.request("POST", path, body=body)
             except ApiException as e:
                 if e.status != 409:
                     raise
         raise RuntimeError(f"cannot read or create the Secret {namespace}/{name}")
+
+    async def publish(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """ConfigMap ``name`` holding ``data``: created, or its data replaced (a merge patch) when it exists."""
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+        try:
+            await self.request("PATCH", f"{path}/{name}", body={"data": dict(data)}, content_type=MERGE_PATCH)
+            return
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": dict(data),
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"app.kubernetes.io/managed-by": COMPONENT}}}
+        try:
+            await self.request("POST", path, body=body)
+        except ApiException as e:
+            if e.status != 409:  # made meanwhile by another replica, with the same key
+                raise
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     @staticmethod

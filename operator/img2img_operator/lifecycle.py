@@ -30,6 +30,7 @@ from img2img.api.times import format_time_ms, parse_time_ms
 
 from .config import OperatorConfig
 from .controls import Checked, Controls, check_spec, controls_from
+from .deliveries import owed
 from .leases import DONE, LAPSED, PENDING, Lease, LeaseState
 from .outcomes import Failure, read_outcome, runner_lost
 from .queue import QueueEntry
@@ -78,13 +79,18 @@ class DeleteJob:
 
 
 @dataclass(frozen=True)
+class Deliver:
+    """The job ended and its webhook is owed: see that its delivery runs (``webhooks``; it does not hold the pass)."""
+
+
+@dataclass(frozen=True)
 class Emit:
     type: str  # Normal | Warning
     reason: str
     message: str
 
 
-Action = WriteStatus | Offer | EndLease | RetireRunner | DeleteJob | Emit
+Action = WriteStatus | Offer | EndLease | RetireRunner | DeleteJob | Deliver | Emit
 
 
 @dataclass(frozen=True)
@@ -364,13 +370,16 @@ def staging_refused(job: JobView, now: int, config: OperatorConfig, checked: Che
 
 
 def _finished(job: JobView, now: int, c: Controls, attempt: LeaseState | None) -> Decision:
-    """A finished job: observedGeneration kept current, deleted after its TTL; a runner that still stopped on it
-    has its lease forgotten once it reports (or vanishes)."""
+    """A finished job: observedGeneration kept current, its webhook delivered, deleted after its TTL (not before
+    its webhook is delivered or given up: the delivery is recorded on it); a runner that still stopped on it has its
+    lease forgotten once it reports (or vanishes)."""
     actions: list[Action] = list(_lease_over(attempt))
     if job.status.get("observedGeneration") != job.generation:
         conds = [{**cond, "observedGeneration": job.generation} for cond in job.status.get("conditions") or []]
         actions.insert(0, WriteStatus({"observedGeneration": job.generation, "conditions": conds}))
     wake_at = attempt.wake_at if attempt is not None else None
+    if owed(job.spec, job.status):
+        return Decision((*actions, Deliver()), wake_at=wake_at)  # each record written brings the job back here
     ttl = c.ttl_seconds_after_finished
     completed = parse_time_ms(job.status.get("completedAt"))
     if ttl is not None and completed is not None:

@@ -1,5 +1,6 @@
 """The job's S3 area: the operator writes input.json when the job is admitted, presigns the runner's reads and
-writes, and reads result.json when the runner is done. Runners hold no credentials to it.
+writes, reads result.json when the runner is done (and the images a webhook carries). Runners hold no credentials
+to it.
 
 Keys (docs/architecture.md, "Operator → runner"): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/input.json``;
 each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, or the extension of the job's
@@ -81,15 +82,17 @@ class Staging:
         bucket, key = split_s3_uri(uri)
         await asyncio.to_thread(self._s3().put_object, Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
+    def read(self, uri: str) -> bytes:
+        """The object's bytes (blocking: in a worker thread)."""
+        bucket, key = split_s3_uri(uri)
+        return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
     async def get(self, uri: str) -> bytes | None:
         """The object's bytes; None if it does not exist. Other errors (S3 down, no access) raise."""
-        bucket, key = split_s3_uri(uri)
-
         def read() -> bytes | None:
-            s3 = self._s3()
             try:
-                return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except s3.exceptions.NoSuchKey:
+                return self.read(uri)
+            except self._s3().exceptions.NoSuchKey:
                 return None
 
         return await asyncio.to_thread(read)

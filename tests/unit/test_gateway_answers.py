@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from img2img.api.answer import OutputMode, answer, images_wanted, job_id, output_mode
 from img2img_gateway import discovery
-from img2img_gateway.answers import answer, images_wanted, job_id, output_mode, short_answer
-from img2img_gateway.config import OutputMode
+from img2img_gateway.answers import short_answer
 from img2img_gateway.health import health
 from img2img_gateway.stream import MAX_CHUNKS_KEPT, ProgressLog, stream_answer
 from img2img_runner.catalog import Catalog

@@ -11,7 +11,7 @@ import yaml
 from helm_support import CHART, EXAMPLES, FULLNAME, RELEASE_NAMESPACE, find, helm, one, operator_config, render
 from img2img.api.crd import POOL, crd
 from img2img.api.pool import RunnerPool
-from img2img_operator.config import parse_config
+from img2img_operator.config import WebhooksConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
@@ -24,11 +24,15 @@ OPERATOR_RULES = {
     ("img2img.dev", "img2imgjobs/status"): {"patch"},
     ("", "events"): {"create"},
 }
-# In the runner namespace (the release's): runner pods, the token key (read by name, created once), the pools.
+# In the runner namespace (the release's): runner pods, the token and webhook signing keys (read by name, created
+# once), the webhook public key's ConfigMap (written by name, created once), the pools.
 RUNNER_NAMESPACE_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "secrets", "img2img-runner-token"): {"get"},
+    ("", "secrets", "img2img-webhook-signing-key"): {"get"},
     ("", "secrets"): {"create"},
+    ("", "configmaps", "img2img-webhook-public-key"): {"patch"},
+    ("", "configmaps"): {"create"},
     ("img2img.dev", "runnerpools"): {"get", "list", "watch", "patch"},
     ("img2img.dev", "runnerpools/status"): {"patch"},
     ("", "events"): {"create"},
@@ -97,6 +101,7 @@ def test_the_default_configuration_is_the_operators_defaults_where_values_say_no
     assert config.s3.credentials_secret is None
     assert config.defaults.timeout_seconds == 3600 and config.defaults.retries == 2
     assert config.metrics_port == 9090 and config.health_port == 8080
+    assert config.webhooks == WebhooksConfig(namespace=RELEASE_NAMESPACE)
 
 
 def test_the_gpu_cluster_values_become_two_gpu_classes_a_read_only_model_volume_and_irsa():
@@ -433,13 +438,29 @@ def test_the_gateway_may_touch_only_jobs_in_its_endpoints_namespaces_pools_and_i
     for ns in ("img2img-jobs", "team-a"):
         assert rules_of(one(manifests, "Role", GATEWAY, ns)) == GATEWAY_JOB_RULES
     assert rules_of(one(manifests, "Role", f"{GATEWAY}-pools")) == {("img2img.dev", "runnerpools"): {"get", "list"}}
-    [secrets] = one(manifests, "Role", f"{GATEWAY}-keys")["rules"]
+    [secrets, public_key] = one(manifests, "Role", f"{GATEWAY}-keys")["rules"]
     assert secrets == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
                        "resourceNames": ["platform-runpod-key", "team-a-runpod-key"]}
+    assert public_key == {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+                          "resourceNames": ["img2img-webhook-public-key"]}
     for binding in [b for b in find(manifests, "RoleBinding") if b["metadata"]["name"].startswith(GATEWAY)]:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": RELEASE_NAMESPACE}]
     cluster_wide = find(manifests, "ClusterRole") + find(manifests, "ClusterRoleBinding")
     assert not [c for c in cluster_wide if c["metadata"]["name"].startswith(GATEWAY)]
+
+
+@pytest.mark.parametrize("sets", [[], ["webhooks.publicKeyConfigMap=hook-key"]], ids=["default", "named"])
+def test_the_gateway_reads_the_webhook_public_key_where_the_operator_publishes_it(sets):
+    from img2img_gateway.config import parse_config as parse_gateway_config
+
+    manifests = render([GATEWAY_VALUES], sets=sets)
+    hooks = parse_config(operator_config(manifests)).webhooks
+    gateway = parse_gateway_config(gateway_config(manifests))
+    assert (gateway.namespace, gateway.webhookPublicKeyConfigMap) == (hooks.namespace, hooks.public_key_config_map)
+    readable = rules_of(one(manifests, "Role", f"{GATEWAY}-keys"))
+    assert readable[("", "configmaps", hooks.public_key_config_map)] == {"get"}
+    writable = rules_of(one(manifests, "Role", f"{FULLNAME}-runners"))
+    assert writable[("", "configmaps", hooks.public_key_config_map)] == {"patch"}
 
 
 def test_the_gateways_ingress_routes_v2_to_its_service_and_the_service_to_its_port():

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pytest
 from img2img.api.protocol import Done, Heartbeat, TakeRequest
 from img2img.api.times import format_time_ms
+from img2img.api.webhook_signing import new_secret_key, read_secret_key
 from img2img_operator.cache import Cache
 from img2img_operator.dispatcher import Dispatcher
 from img2img_operator.kube import Conflict, Gone
@@ -27,6 +28,7 @@ from img2img_operator.leases import LeaseTable
 from img2img_operator.metrics import Metrics
 from img2img_operator.runner_api import RunnerApi
 from img2img_operator.runners import Registry
+from img2img_operator.webhooks import Webhooks
 
 from operator_samples import T0, config, job_body
 
@@ -57,6 +59,7 @@ class Cluster:
         self.rng = random.Random(seed)
         self.uids = 0
         self.crashing: set[str] = set()  # pools whose runners exit before they take
+        self.signing = new_secret_key()  # the webhook signing key in its Secret
 
     def _bump(self, body: dict) -> dict:
         self.rv += 1
@@ -78,6 +81,12 @@ class Cluster:
         self.jobs[(NS, name)] = self._bump(body)
         self._emit("job", "ADDED", body)
         return uid
+
+    def finish(self, name: str, status: dict) -> None:
+        """The job ended (as a runner's report would have it)."""
+        job = self.jobs[(NS, name)]
+        job["status"] = copy.deepcopy(status)
+        self._emit("job", "MODIFIED", self._bump(job))
 
     def edit(self, name: str, **spec: Any) -> None:
         job = self.jobs[(NS, name)]
@@ -235,6 +244,9 @@ class FakeStaging:
     def presign_get(self, uri, seconds):
         return f"https://s3.test/get/{uri}"
 
+    def read(self, uri):
+        return self.c.s3[uri]
+
     def presign_put(self, uri, content_type, seconds):
         return f"https://s3.test/put/{uri}?content-type={content_type}"
 
@@ -250,8 +262,10 @@ class Process:
         staging = FakeStaging(cluster, self.kube)
         leases, registry = LeaseTable(), Registry()
         self.metrics = Metrics()
+        self.webhooks = Webhooks(cfg, self.cache, self.kube, staging, self.metrics, read_secret_key(cluster.signing),
+                                 clock=clock)
         self.dispatcher = Dispatcher(cfg, self.cache, self.kube, staging, self.metrics, leases, registry,
-                                     b"key", clock=clock, rng=random.Random(cluster.rng.random()))
+                                     b"key", self.webhooks, clock=clock, rng=random.Random(cluster.rng.random()))
         self.api = RunnerApi(cfg, self.cache, self.dispatcher, leases, registry, self.kube, staging, self.metrics,
                              b"key", clock=clock, rng=random.Random(cluster.rng.random()))
         self.cursor = len(cluster.events)  # a new watch starts now (after its list)
@@ -788,6 +802,96 @@ def test_finished_jobs_are_passed_over_until_they_change_and_still_counted(monke
         assert set(built) == {"a"} and cluster.status("a")["observedGeneration"] == 2
 
     run(scenario())
+
+
+# ---- webhooks -----------------------------------------------------------------------------------------------------
+HOOKS_CFG = config(**{**CFG.model_dump(by_alias=True), "webhooks": {
+    "allowPrivateAddresses": True, "retryBackoff": {"initialSeconds": 30, "maxSeconds": 60}}})
+ENDED = {"status": "COMPLETED", "attempts": 1, "delayTime": 10, "executionTime": 900,
+         "completedAt": "2026-01-01T00:00:05.000Z",
+         "output": {"images": ["s3://img2img/jobs/0.png"], "info": "{}", "parameters": {"steps": 2}}}
+
+
+async def settled(check: Callable[[], bool], seconds: float = 10) -> None:
+    """Real time for the delivery tasks (a real HTTP receiver) until ``check`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_a_webhook_retry_survives_an_operator_restart_and_a_delivered_one_is_never_sent_again():
+    from webhook_receiver import Receiver, verify
+    from img2img.api.webhook_signing import public_key_text
+
+    receiver = Receiver(script=[500, 200])
+    cluster = Cluster()
+    uid = cluster.submit("hooked", webhook=receiver.url)
+    cluster.finish("hooked", {**ENDED, "id": uid})
+
+    def record() -> dict:
+        return cluster.status("hooked").get("webhook") or {}
+
+    async def scenario():
+        first = Process(cluster, HOOKS_CFG)
+        await first.start()
+        await first.step()
+        await settled(lambda: record().get("attempts") == 1)
+        assert record()["lastStatusCode"] == 500 and not record()["delivered"]
+        assert record()["nextAttemptAt"] == format_time_ms(cluster.now + 30_000)
+        first.kube.dead = True  # the operator dies while its retry waits
+        await first.webhooks.close()
+
+        second = Process(cluster, HOOKS_CFG)
+        await second.start()
+        await second.step()
+        await asyncio.sleep(0.3)
+        assert len(receiver.received) == 1  # the retry waits for its nextAttemptAt, restart or not
+        cluster.now += 30_000
+        await second.webhooks.close()  # (its wait was measured on the old clock)
+        await second.step()
+        await settled(lambda: record().get("delivered") is True)
+        assert record()["attempts"] == 2 and record()["deliveredAt"] == format_time_ms(cluster.now)
+
+        third = Process(cluster, HOOKS_CFG)
+        await third.start()
+        await third.step()
+        await asyncio.sleep(0.3)
+        assert not third.webhooks.tasks
+
+    try:
+        run(scenario())
+    finally:
+        receiver.close()
+    assert len(receiver.received) == 2
+    public = public_key_text(read_secret_key(cluster.signing))
+    ids = set()
+    for delivery in receiver.received:
+        assert verify(delivery.headers, delivery.body, public, now=int(delivery.headers["webhook-timestamp"]))
+        ids.add(delivery.headers["webhook-id"])
+        assert json.loads(delivery.body) == {"id": uid, "status": "COMPLETED", "delayTime": 10, "executionTime": 900,
+                                             "output": ENDED["output"]}
+    assert ids == {uid}  # one delivery, retried: the receiver's idempotency key
+
+
+def test_a_webhook_to_a_private_address_fails_the_job_naming_the_field_and_nothing_is_sent():
+    cluster = Cluster()
+    cluster.submit("private", webhook="https://10.0.0.7/hook")
+
+    async def scenario():
+        proc = Process(cluster, CFG)  # private addresses not allowed: the default
+        await proc.start()
+        await proc.step()  # FAILED
+        await proc.step()  # its webhook: refused, recorded
+        await settled(lambda: "webhook" in cluster.status("private"))
+
+    run(scenario())
+    status = cluster.status("private")
+    assert status["status"] == "FAILED" and status["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.webhook: 'https://10.0.0.7/hook' 10.0.0.7 is a private address; refused" in status["error"]
+    assert status["webhook"] == {"delivered": False, "attempts": 0, "gaveUp": True,
+                                 "lastError": "'https://10.0.0.7/hook' 10.0.0.7 is a private address; refused"}
 
 
 # ---- pools --------------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_events_feed_the_cache_and_wake_the_dispatcher():
     async def scenario():
         # the dispatcher as startup makes it, asleep between passes; nothing it talks to is reached before a pass
         runtime.dispatcher = Dispatcher(CONFIG, runtime.cache, kube=None, staging=None, metrics=runtime.metrics,
-                                        leases=LeaseTable(), registry=Registry(), key=b"k")
+                                        leases=LeaseTable(), registry=Registry(), key=b"k", webhooks=None)
         feeds = [  # kopf's job handler, and what the runner namespace's reflectors call
             lambda: handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)}),
             lambda: runtime.cache.pod_event("ADDED", runner_pod_body("l4-aaaaa")),

@@ -191,6 +191,15 @@ app.kubernetes.io/component: runner
       "takeWaitSeconds" $v.runners.takeWaitSeconds
       "implicitPool" (dict "idleSeconds" (int64 $v.runners.implicitPool.idleSeconds) "maxRunners" (int64 $v.runners.implicitPool.maxRunners)) }}
 {{- with $v.runners.modelStoreSecret }}{{ $_ := set $runners "modelStoreSecret" . }}{{ end }}
+{{- $webhooks := dict
+      "namespace" .Release.Namespace
+      "signingKeySecret" $v.webhooks.signingKeySecret
+      "publicKeyConfigMap" $v.webhooks.publicKeyConfigMap
+      "allowPrivateAddresses" $v.webhooks.allowPrivateAddresses
+      "maxAttempts" (int64 $v.webhooks.maxAttempts)
+      "retryBackoff" $v.webhooks.retryBackoff
+      "timeoutSeconds" $v.webhooks.timeoutSeconds
+      "presignExpirySeconds" (int64 $v.webhooks.presignExpirySeconds) }}
 {{- $config := dict
       "namespaces" ($v.watch.namespaces | default list)
       "runner" $runner
@@ -201,6 +210,7 @@ app.kubernetes.io/component: runner
       "defaults" $defaults
       "retryBackoff" $v.retryBackoff
       "timing" $v.timing
+      "webhooks" $webhooks
       "peering" (dict "enabled" $v.peering.enabled "name" $v.peering.name "priority" (int64 $v.peering.priority))
       "logging" $v.logging
       "metricsPort" (ternary (int64 $v.metrics.port) nil $v.metrics.enabled)
