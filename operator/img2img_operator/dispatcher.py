@@ -410,7 +410,10 @@ class Dispatcher:
                 self.poke()  # the runner is free: the pool's state moves
             elif isinstance(action, RetireRunner):
                 pod = self.cache.pod(action.runner)
-                if pod is not None and not pod.deleting:
+                if self.leases.working_elsewhere(action.runner, job.uid, self.now_ms(), self.lease_ms):
+                    log.info("runner %s never got this attempt and works on another job: kept", action.runner,
+                             extra=_ctx(job))
+                elif pod is not None and not pod.deleting:
                     self._retiring.add(pod.name)
                     log.warning("runner %s lost its lease: removing it", pod.name, extra=_ctx(job))
                     await self._remove_runner(pod)

@@ -70,7 +70,9 @@ class EndLease:
 
 @dataclass(frozen=True)
 class RetireRunner:
-    runner: str  # its lease lapsed: remove its pod (if it is still there, it hangs or lost its way; a new one comes)
+    # its lease lapsed: remove its pod (if it is still there, it hangs or lost its way; a new one comes), unless it
+    # heartbeats on another job (then the attempt was lost on the way to it: the dispatcher keeps it)
+    runner: str
 
 
 @dataclass(frozen=True)

@@ -686,6 +686,47 @@ def test_a_job_in_progress_whose_runner_does_not_come_back_after_a_restart_is_lo
         {k: v for k, v in s.items() if k != "lastFailure"})
 
 
+def test_a_runner_that_never_got_an_attempt_and_works_on_another_job_is_kept_and_that_job_completes_once():
+    """An operator killed after recording an assignment but before answering the take: the runner never got the job
+    and goes on to take another. The lost attempt lapses and is retried; the runner, heartbeating on the other job,
+    is not removed (that would stop a healthy job and blame it on a crash)."""
+    cluster = Cluster()
+    fleet = Fleet(cluster, steps=30)
+    one_runner = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 2}},
+                        retryBackoff={"initialSeconds": 1, "maxSeconds": 2},
+                        runners={"namespace": RUNNER_NS, "leaseSeconds": 4, "heartbeatSeconds": 1,
+                                 "takeWaitSeconds": 1, "implicitPool": {"idleSeconds": 60, "maxRunners": 1}})
+
+    async def scenario():
+        proc = Process(cluster, one_runner)
+        await proc.start()
+        cluster.submit("lost-on-the-way")
+        for _ in range(8):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        runner = cluster.status("lost-on-the-way")["runnerPod"]
+        fleet.runners[runner].assignment = None  # the take's answer never reached it: it asks again
+        proc = Process(cluster, one_runner)  # the operator that recorded the assignment is gone
+        await proc.start()
+        cluster.submit("next")
+        for _ in range(80):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+            if all(cluster.status(n).get("status") == "COMPLETED" for n in ("lost-on-the-way", "next")):
+                break
+        return runner
+
+    runner = run(scenario())
+    nxt, lost = cluster.status("next"), cluster.status("lost-on-the-way")
+    assert nxt["status"] == "COMPLETED" and nxt["attempts"] == 1 and nxt["runnerPod"] == runner
+    assert lost["status"] == "COMPLETED" and lost["attempts"] == 2 and lost["lastFailure"]["reason"] == "RunnerLost"
+    assert runner in cluster.pods  # kept: it never hung
+
+
 def test_a_stale_decision_is_refused_and_taken_again():
     cluster = Cluster()
     cluster.submit("s")
