@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 
 from img2img import API_GROUP, API_VERSION, PLURAL
+from img2img.kube_async import read_objects_of_any_depth
 
 from .cache import Cache
 from .config import ConfigError, OperatorConfig, load_config
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config.model_dump_json(by_alias=True, indent=2))
         return 0
     configure_logging(config, args.log_level)
+    read_objects_of_any_depth()
     runtime = Runtime(config)
     asyncio.run(kopf.operator(
         registry=build_registry(runtime),
