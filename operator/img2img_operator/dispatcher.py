@@ -229,7 +229,7 @@ class Dispatcher:
         key = (job.uid, job.generation)
         checked = self._checked.get(key)
         if checked is None:
-            checked = self._checked[key] = check_job(job.state, job.spec, self.config)
+            checked = self._checked[key] = check_job(job.state, job.spec, job.namespace, self.config)
         return checked
 
     def _still_settled(self, uid: str, now: int) -> bool:

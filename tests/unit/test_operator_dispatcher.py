@@ -785,12 +785,15 @@ def test_ttl_deletes_finished_jobs():
 def test_an_output_bucket_that_does_not_exist_fails_the_job_instead_of_retrying_forever():
     cluster = Cluster()
     cluster.submit("nobucket", output={"bucket": "no-such-bucket"})
+    cfg = config(**{**CFG.model_dump(by_alias=True, exclude_none=True),
+                    "s3": {**CFG.s3.model_dump(by_alias=True, exclude_none=True),
+                           "allowedOutputLocations": {NS: ["s3://no-such-bucket/jobs"]}}})
 
     class NoSuchBucket(Exception):
         response = {"Error": {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"}}
 
     async def scenario():
-        proc = Process(cluster, CFG)
+        proc = Process(cluster, cfg)
         await proc.start()
 
         async def refuse(uri, document):
