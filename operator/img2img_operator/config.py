@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 from img2img import uploads_prefix
+from img2img.api.images import S3_BUCKET_PATTERN, plain_key
 from img2img.api.job import DNS_LABEL, MAX_RETRIES, MAX_TIMEOUT_SECONDS
 from img2img.api.limits import MAX_MEGAPIXEL_STEPS, PRESIGN_MAX_SECONDS
 from img2img.api.protocol import MAX_WAIT_SECONDS
@@ -138,7 +139,13 @@ class RunnerConfig(_Camel):
 
 
 class S3Config(_Camel):
-    """Where jobs are staged and results land: ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/``."""
+    """Where jobs are staged and results land: ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/``.
+
+    A namespace's *area* under a location ``s3://bucket/prefix`` is ``s3://bucket/prefix/<namespace>/``: the
+    namespace always comes first beneath the location, so two namespaces never share one. A job writes only under an
+    output location its namespace may use (``output_refusal``) and reads only its areas, its uploads and the
+    configured extra prefixes (``allowed_reads``).
+    """
 
     bucket: str
     prefix: str = "jobs"
@@ -149,24 +156,100 @@ class S3Config(_Camel):
     # Runners never get credentials to the job areas: each assignment carries presigned URLs.
     credentials_secret: str | None = None
     # s3:// prefixes a job may read input images from, by namespace ("*" = every namespace). A namespace's own
-    # area s3://<bucket>/<prefix>/<namespace>/ is always allowed.
+    # areas and its uploads area are always allowed.
     allowed_read_prefixes: dict[str, list[str]] = Field(default_factory=dict)
+    # Output locations (s3://bucket/prefix) a job's spec.output may name, by namespace ("*" = every namespace).
+    # s3://<bucket>/<prefix>, where a job without spec.output goes, is always allowed. Locations may not nest.
+    allowed_output_locations: dict[str, list[str]] = Field(default_factory=dict)
     # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
     presign_expiry_seconds: int = Field(0, ge=0, le=PRESIGN_MAX_SECONDS)
+
+    @model_validator(mode="after")
+    def _areas_apart(self) -> S3Config:
+        """Every location's areas are ``<location>/<namespace>/``: a location inside another one (or inside the
+        uploads area, ``uploads/<namespace>/``) would put its keys into some namespace's area there."""
+        for namespace, entries in self.allowed_output_locations.items():
+            if namespace != "*" and not re.fullmatch(DNS_LABEL, namespace):
+                raise ValueError(f"allowedOutputLocations: {namespace!r} is not a namespace name (a DNS label) or '*'")
+            for entry in entries:
+                if location_of(entry) is None:
+                    raise ValueError(f"allowedOutputLocations.{namespace}: {entry!r} is not an s3://bucket[/prefix] "
+                                     "location (a prefix of plain key segments)")
+        if not _plain_prefix(self.prefix):
+            raise ValueError(f"prefix: {self.prefix!r} is not a key prefix (plain key segments, no white space)")
+        roots = {self.default_location: "s3.prefix", f"s3://{self.bucket}/{UPLOADS}": "the uploads area"}
+        for namespace, entries in self.allowed_output_locations.items():
+            roots.update({location_of(e): f"allowedOutputLocations.{namespace}" for e in entries
+                          if location_of(e) not in roots})
+        for inner, where in roots.items():
+            for outer, other in roots.items():
+                if inner != outer and inner.startswith(outer + "/"):
+                    raise ValueError(f"{where}: {inner} lies inside {outer} ({other}), where every namespace has "
+                                     f"its own area ({outer}/<namespace>/): its keys would land in one of them")
+        return self
+
+    @property
+    def default_location(self) -> str:
+        """Where jobs without ``spec.output`` go."""
+        return _location(self.bucket, self.prefix)
 
     def job_prefix(self, namespace: str, name: str, uid: str, bucket: str | None = None,
                    prefix: str | None = None) -> str:
         """``s3://bucket/prefix/namespace/name/uid/`` for one job (the job's own output location if it has one)."""
-        parts = [p.strip("/") for p in ((prefix if prefix is not None else self.prefix), namespace, name, uid)]
-        return f"s3://{bucket or self.bucket}/" + "/".join(p for p in parts if p) + "/"
+        location = _location(bucket or self.bucket, self.prefix if prefix is None else prefix)
+        return f"{location}/{namespace}/{name}/{uid}/"
+
+    def output_locations(self, namespace: str) -> list[str]:
+        """The locations a job of ``namespace`` may write under: the default one, then the configured ones."""
+        extra = self.allowed_output_locations.get("*", []) + self.allowed_output_locations.get(namespace, [])
+        return list(dict.fromkeys([self.default_location, *(str(location_of(e)) for e in extra)]))
+
+    def output_refusal(self, namespace: str, bucket: str | None, prefix: str | None) -> tuple[str, str] | None:
+        """(field, reason) when a job of ``namespace`` may not write under ``spec.output`` (bucket, prefix); None
+        when it may. The one rule for where results land: the operator checks every job with it."""
+        allowed = self.output_locations(namespace)
+        bucket, prefix = bucket or self.bucket, self.prefix if prefix is None else prefix
+        wanted = _location(bucket, prefix)
+        if _plain_prefix(prefix) and wanted in allowed:
+            return None
+        buckets = {a[5:].partition("/")[0] for a in allowed}
+        field = "spec.output.prefix" if bucket in buckets else "spec.output.bucket"
+        return field, (f"{wanted} is not an output location of namespace {namespace!r}; it may use "
+                       f"{', '.join(allowed)} (the operator's s3.allowedOutputLocations)")
 
     def allowed_reads(self, namespace: str) -> list[str]:
-        """The namespace's own job area, its uploads area (where `img2img submit` offloads large inline images),
-        and the configured extra prefixes."""
-        own = f"s3://{self.bucket}/" + "/".join(p for p in (self.prefix.strip("/"), namespace) if p) + "/"
+        """The namespace's areas under every output location it may use, its uploads area (where `img2img submit`
+        offloads large inline images), and the configured extra prefixes."""
+        areas = [f"{location}/{namespace}/" for location in self.output_locations(namespace)]
         uploads = f"s3://{self.bucket}/{uploads_prefix(namespace)}"
         extra = self.allowed_read_prefixes.get("*", []) + self.allowed_read_prefixes.get(namespace, [])
-        return list(dict.fromkeys([own, uploads, *extra]))
+        return list(dict.fromkeys([*areas, uploads, *extra]))
+
+
+UPLOADS = uploads_prefix("").strip("/")  # the uploads area's root: uploads/<namespace>/ beneath it
+
+
+def _location(bucket: str, prefix: str) -> str:
+    """``s3://bucket/prefix`` without slashes at the prefix's ends (``s3://bucket`` for an empty prefix)."""
+    prefix = prefix.strip("/")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _plain_prefix(prefix: str) -> bool:
+    """A key prefix of plain segments (no empty, ``.`` or ``..`` one within it, no white space); "" is one."""
+    prefix = prefix.strip("/")
+    return not prefix or (plain_key(prefix) and not re.search(r"\s", prefix))
+
+
+def location_of(text: str) -> str | None:
+    """``s3://bucket[/prefix]`` in the form ``_location`` gives; None when it is not one (a bad bucket name, a
+    prefix that is not plain)."""
+    if not text.startswith("s3://"):
+        return None
+    bucket, _, prefix = text[5:].partition("/")
+    if not re.fullmatch(S3_BUCKET_PATTERN, bucket) or not _plain_prefix(prefix):
+        return None
+    return _location(bucket, prefix)
 
 
 class Toleration(_Camel):

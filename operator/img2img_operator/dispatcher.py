@@ -531,16 +531,18 @@ class Dispatcher:
     async def _create_runner(self, pool: Pool, now: int) -> None:
         name = runner_name(pool.name, self.rng)
         try:
-            body, created = await self.kube.create_pod(build_pool_runner_pod(pool, name, self.key, self.config))
+            body = await self.kube.create_pod(build_pool_runner_pod(pool, name, self.key, self.config))
         except Exception as e:
             self._pool_errors[pool.name] = now + ERROR_BACKOFF_MS[2]
             self.metrics.error("create_runner")
             log.warning("cannot create a runner for pool %s: %s", pool.name, _api_message(e))
             return
-        if created:
-            self.cache.put_pod(body)
-            self.metrics.write("pod_create")
-            log.info("created runner %s for pool %s", name, pool.name)
+        if body is None:  # the name is taken (by someone else's pod: never adopted); another name next pass
+            log.warning("cannot create runner %s for pool %s: a pod of that name exists", name, pool.name)
+            return
+        self.cache.put_pod(body)
+        self.metrics.write("pod_create")
+        log.info("created runner %s for pool %s", name, pool.name)
 
     async def _remove_runner(self, pod: PodView, grace: int | None = None) -> None:
         grace = self.config.runner.termination_grace_period_seconds if grace is None else grace

@@ -1,7 +1,7 @@
 """Every call the operator makes to the Kubernetes API (kubernetes_asyncio), with raw dict bodies in and out.
 
-Writes are idempotent where the API allows: creating a pod that exists is a success (409 → read it), deleting one
-that is gone is a success (404), a status patch carries the resourceVersion it was decided on (409 → decide again).
+Writes are idempotent where the API allows: creating a pod whose name is taken creates nothing (409; never an
+adoption), deleting one that is gone is a success (404), a status patch carries the resourceVersion it was decided on (409 → decide again).
 """
 
 from __future__ import annotations
@@ -125,15 +125,17 @@ class Kube:
                 delay = min(delay * 2, 30)
 
     # ---- runner pods and pools (the runner namespace) ---------------------------------------------------------
-    async def create_pod(self, manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create the pod; (body, True) if created now, (existing body, False) if it already existed."""
-        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    async def create_pod(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create the pod: its body, or None when a pod of that name exists already. That one is not adopted here:
+        it is a runner only if the operator made it (``runner_pods.made_by_operator``), which the cache decides
+        when the watch brings it."""
+        ns = manifest["metadata"]["namespace"]
         try:
-            return await self.request("POST", f"/api/v1/namespaces/{ns}/pods", body=dict(manifest)), True
+            return await self.request("POST", f"/api/v1/namespaces/{ns}/pods", body=dict(manifest))
         except ApiException as e:
             if e.status != 409:
                 raise
-        return await self.request("GET", f"/api/v1/namespaces/{ns}/pods/{name}"), False
+        return None
 
     async def delete_pod(self, namespace: str, name: str, uid: str | None, grace_seconds: int) -> dict | None:
         """Delete the pod (only that uid, if given): the pod as it is now being deleted; None if already gone."""

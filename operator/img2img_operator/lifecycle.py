@@ -36,6 +36,7 @@ from .outcomes import Failure, read_outcome, runner_lost
 from .queue import QueueEntry
 from .report import RunnerResult
 from .runpod_timings import submitted_at_ms, timings
+from .staging import job_location, result_uri
 from .status import changes, desired, error_text, last_failure
 from .views import JobView
 
@@ -263,7 +264,8 @@ def _in_flight(job: JobView, now: int, config: OperatorConfig, c: Controls, atte
         outcome = read_outcome(lease.outcome or {})
         if outcome.failure is not None:
             return _failed_attempt(job, now, config, c, outcome.failure, outcome.report, lease)
-        uri = str(outcome.report.result)
+        # the attempt's own result.json, whatever the runner names: the operator reads only what it granted
+        uri = result_uri(job_location(job, c, config), lease.attempt)
         if result is None or result.uri != uri:
             return Decision(fetch_result=uri)
         if result.problem is not None:

@@ -35,6 +35,7 @@ from .kube import Kube, connect
 from .leases import LeaseTable
 from .metrics import Metrics
 from .runner_api import RunnerApi
+from .runner_pods import made_by_operator
 from .runners import Registry
 from .staging import Staging
 from .webhooks import Webhooks
@@ -110,12 +111,25 @@ class Runtime:
         self.dispatcher: Dispatcher | None = None
         self.runner_api: RunnerApi | None = None
         self.webhooks: Webhooks | None = None
-        self.cache = Cache(on_change=self._changed)
         self.metrics = Metrics()
         self.kube: Kube | None = None
         self.task: asyncio.Task | None = None
         self.reflectors: list[asyncio.Task] = []
         self.started = time.monotonic()
+        self.key: bytes | None = None  # signs runner tokens: read (or made) at startup
+        self._foreign: set[str] = set()  # pods with the runner labels that the operator did not make (logged once)
+        self.cache = Cache(on_change=self._changed, is_runner=self._made_here)
+
+    def _made_here(self, pod: dict[str, Any]) -> bool:
+        """A pod of the runner namespace is a runner only if this operator made it (its token, signed with the key)."""
+        if self.key is not None and made_by_operator(pod, self.key):
+            return True
+        name = (pod.get("metadata") or {}).get("name") or ""
+        if name not in self._foreign:
+            self._foreign.add(name)
+            log.warning("pod %s/%s has the runner labels but the operator did not make it: ignored (not counted, "
+                        "served or removed)", (pod.get("metadata") or {}).get("namespace"), name)
+        return False
 
     def _changed(self) -> None:
         if self.dispatcher is not None:
@@ -124,7 +138,8 @@ class Runtime:
     async def start(self) -> None:
         self.kube = kube = Kube(await connect())
         runners = self.config.runners
-        key = await kube.secret_entry(runners.namespace, runners.token_secret, "key", lambda: os.urandom(KEY_BYTES))
+        self.key = key = await kube.secret_entry(runners.namespace, runners.token_secret, "key",
+                                                 lambda: os.urandom(KEY_BYTES))
         signing = await self.signing_key(kube)
         staging = Staging(self.config.s3)
         leases, registry = LeaseTable(), Registry()

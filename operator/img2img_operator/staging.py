@@ -50,7 +50,12 @@ def attempt_outputs(location: str, attempt: int, images: int, extension: str) ->
     """The URIs attempt ``attempt`` uploads to: ``images`` image keys (``images/<i>.<extension>``), and
     result.json."""
     base = f"{location}attempt-{attempt}/"
-    return [f"{base}images/{i}.{extension}" for i in range(images)], base + "result.json"
+    return [f"{base}images/{i}.{extension}" for i in range(images)], result_uri(location, attempt)
+
+
+def result_uri(location: str, attempt: int) -> str:
+    """The attempt's result.json: the only one the operator reads for it, whatever its runner says."""
+    return f"{location}attempt-{attempt}/result.json"
 
 
 def input_document(job: JobView) -> bytes:

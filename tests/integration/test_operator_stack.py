@@ -678,3 +678,73 @@ def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, mo
     assert [i["metadata"]["name"] for i in items] == [f"p{i}" for i in range(7)]
     assert all(i["kind"] == "Img2ImgJob" and "managedFields" not in i["metadata"] for i in items)
     assert rv == int(versions[0])  # the pages are one snapshot: its version is the first page's
+
+
+# ---- tenancy: one namespace cannot write, read or impersonate for another (docs/security.md) ------------------------
+def s3_keys(stack, prefix: str) -> list[str]:
+    listed = stack.s3().list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents") or [])
+
+
+def test_a_job_cannot_write_into_or_read_from_another_namespaces_area(stack, namespace, warm):
+    other = f"t-{random.randrange(16 ** 8):08x}"  # team B: its area jobs/<other>/, one result already there
+    theirs = f"jobs/{other}/theirs/0b5f3c1e/attempt-1/images/0.png"
+    stack.s3().put_object(Bucket=stack.bucket, Key=theirs, Body=base64.b64decode(png_b64()), ContentType="image/png")
+    create(stack, namespace, "into-b", output={"prefix": f"jobs/{other}"})
+    create(stack, namespace, "into-root", output={"prefix": ""})  # its keys would be <namespace>/…: anyone's area
+    create(stack, namespace, "read-b", input=light_input(image=f"s3://{stack.bucket}/{theirs}"))
+    refusals = {
+        "into-b": f"spec.output.prefix: s3://{stack.bucket}/jobs/{other} is not an output location of namespace "
+                  f"'{namespace}'",
+        "into-root": f"spec.output.prefix: s3://{stack.bucket} is not an output location of namespace '{namespace}'",
+        "read-b": f"spec.input.payload.init_images[0]: s3://{stack.bucket}/{theirs}: namespace '{namespace}' may not "
+                  "read it",
+    }
+    for name, refusal in refusals.items():
+        final = wait_state(stack, namespace, name, {"FAILED", "COMPLETED"}, timeout=60)
+        assert final["status"] == "FAILED" and final["attempts"] == 0, final  # refused before any runner saw it
+        assert final["lastFailure"]["reason"] == "InvalidSpec" and refusal in final["error"], final["error"]
+    assert s3_keys(stack, f"jobs/{other}/") == [theirs]  # nothing written in B's area
+    assert s3_keys(stack, f"{namespace}/") == [] and s3_keys(stack, f"jobs/{namespace}/") == []  # nor staged anywhere
+
+
+def test_a_pod_with_the_runner_labels_that_the_operator_did_not_make_gets_nothing(stack, namespace, warm):
+    from img2img.api.protocol import runner_token
+
+    real = next(p for p in runner_pods(stack, WARM) if p["metadata"]["name"] == warm)
+    key = base64.b64decode(stack.kubectl("-n", RUNNER_NAMESPACE, "get", "secret", "img2img-runner-token", "-o",
+                                         "jsonpath={.data.key}").stdout)
+    fake = "warm-fake1"
+    spec = {k: v for k, v in real["spec"].items() if k not in ("nodeName", "serviceAccountName", "serviceAccount")}
+    spec["nodeSelector"] = {"img2img.test/no-such-node": "true"}  # stays Pending: a runner "starting" for the pool
+    # a tenant's pod in its own namespace, and the same in the runner namespace (where a tenant has no rights; the
+    # test, with an admin's, plays one that had them): the runner's labels and spec, its token copied
+    for ns in (namespace, RUNNER_NAMESPACE):
+        stack.kubectl("create", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "spec": spec,
+            "metadata": {"name": fake, "namespace": ns, "labels": real["metadata"]["labels"]}}))
+    try:
+        create(stack, namespace, "job")
+        final = wait_state(stack, namespace, "job", {"COMPLETED", "FAILED"}, timeout=300)
+        assert final["status"] == "COMPLETED" and final["runnerPod"] == warm, final
+        uid = get(stack, namespace, "job")["metadata"]["uid"]
+        before = get(stack, namespace, "job")["metadata"]["resourceVersion"]
+        # it cannot take work nor report for a job: not with the copied token, not with one signed for its own name
+        # (which would need the operator's key)
+        for token in (pod_env(real)["IMG2IMG_RUNNER_TOKEN"], runner_token(key, fake)):
+            for path, body in (("/runner/v1/take", {"runner": fake, "models": [], "waitSeconds": 1}),
+                               ("/runner/v1/heartbeat", {"runner": fake, "lease": f"{uid}.1.0badc0de"}),
+                               ("/runner/v1/done", {"runner": fake, "lease": f"{uid}.1.0badc0de",
+                                                    "outcome": {"result": final["result"], "error": None}})):
+                assert post(stack, path, body, token) == (401, {"error": "unknown runner"}), (path, token[:20])
+        assert get(stack, namespace, "job")["metadata"]["resourceVersion"] == before
+        # the pool counts only its own runner, and the operator leaves the pod alone (it is not its to remove)
+        status = pool_status(stack, WARM)
+        assert (status["readyRunners"], status["startingRunners"]) == (1, 0), status
+        stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
+        assert stalled["status"] == "False" and fake not in stalled.get("message", ""), stalled
+        assert f"pod/{fake}" in pods_in(stack, RUNNER_NAMESPACE)
+        assert not stack.get_json("-n", RUNNER_NAMESPACE, "pod", fake)["metadata"].get("deletionTimestamp")
+    finally:
+        for ns in (namespace, RUNNER_NAMESPACE):
+            stack.kubectl("-n", ns, "delete", "pod", fake, "--force", "--grace-period=0", check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,15 @@ def test_a_catalog_in_the_values_replaces_the_default_one_whole(tmp_path):
     assert list(catalog["models"]) == ["mine"]
 
 
+def test_output_locations_per_namespace_reach_the_operator(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"s3": {"allowedOutputLocations": {"team-a": ["s3://team-a-results/img2img"]}}}))
+    s3 = parse_config(operator_config(render([values]))).s3
+    assert s3.output_locations("team-a") == ["s3://img2img/jobs", "s3://team-a-results/img2img"]
+    assert s3.output_locations("team-b") == ["s3://img2img/jobs"]
+    assert parse_config(operator_config(render())).s3.output_locations("team-b") == ["s3://img2img/jobs"]
+
+
 def test_s3_credentials_secret_reaches_the_operator_only():
     manifests = render(sets=["s3.credentialsSecret=img2img-s3", "s3.endpoint=http://minio.storage:9000"])
     config = parse_config(operator_config(manifests))
@@ -234,26 +244,93 @@ def test_only_runner_pods_reach_the_runner_endpoint():
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["policyTypes"] == ["Ingress"]
     runners_rule, open_rule = policy["ingress"]
-    assert runners_rule == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "runner"}}}],
+    # both labels the operator puts on runner pods, in the release namespace only (no namespaceSelector)
+    assert runners_rule == {"from": [{"podSelector": {"matchLabels": RUNNER_LABELS}}],
                             "ports": [{"port": "runners", "protocol": "TCP"}]}
     assert open_rule == {"ports": [{"port": "health", "protocol": "TCP"}, {"port": "metrics", "protocol": "TCP"}]}
 
 
-def test_runner_pods_reach_only_the_operator_dns_and_https():
-    from img2img_operator.runner_pods import LABEL_COMPONENT, RUNNER_COMPONENT
+# ---- what a NetworkPolicy lets through (its semantics, for the cases below) ------------------------------------------
+RUNNER_LABELS = {"app.kubernetes.io/managed-by": "img2img-operator", "app.kubernetes.io/component": "runner"}
+METADATA = ["169.254.169.254", "fd00:ec2::254", "168.63.129.16", "169.254.170.2"]  # ECS/EKS credentials too
 
-    manifests = render()
+
+def _in(address: str, cidr: str) -> bool:
+    ip, net = ipaddress.ip_address(address), ipaddress.ip_network(cidr)
+    return ip.version == net.version and ip in net
+
+
+def egress_allows(policy: dict, port: int, address: str | None = None, pod: dict | None = None,
+                  protocol: str = "TCP") -> bool:
+    """Whether one of the policy's egress rules lets a connection out to ``address`` (or a pod of the same namespace
+    with labels ``pod``) on ``port``."""
+    for rule in policy["egress"]:
+        ports = rule.get("ports")
+        if ports and not any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports):
+            continue
+        if not rule.get("to"):
+            return True
+        for peer in rule["to"]:
+            block = peer.get("ipBlock")
+            if block and address and _in(address, block["cidr"]) and \
+                    not any(_in(address, e) for e in block.get("except", [])):
+                return True
+            selector = peer.get("podSelector")
+            if selector is not None and pod is not None and "namespaceSelector" not in peer and \
+                    selector.get("matchLabels", {}).items() <= pod.items():
+                return True
+    return False
+
+
+def test_runner_pods_reach_the_operator_dns_and_s3_and_never_the_metadata_services():
+    manifests = render(sets=["s3.endpoint=http://minio.storage:9000"])
     policy = one(manifests, "NetworkPolicy", f"{FULLNAME}-runners", RELEASE_NAMESPACE)["spec"]
     # the labels the operator puts on runner pods (img2img_operator.runner_pods)
-    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "img2img-operator",
-                                                    LABEL_COMPONENT: RUNNER_COMPONENT}
+    from img2img_operator.runner_pods import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, RUNNER_COMPONENT
+
+    assert policy["podSelector"]["matchLabels"] == {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: RUNNER_COMPONENT}
     assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["ingress"] == []
-    operator, dns, https = policy["egress"]
-    pod_labels = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
-    assert operator["to"][0]["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    assert operator["ports"] == [{"port": 8081, "protocol": "TCP"}]
-    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
-    assert https == {"ports": [{"port": 443, "protocol": "TCP"}]}
+    operator = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    assert egress_allows(policy, 8081, pod=operator)
+    assert egress_allows(policy, 53, "10.96.0.10", protocol="UDP") and egress_allows(policy, 53, "169.254.20.10")
+    assert egress_allows(policy, 443, "52.216.8.1")  # S3, a model hub, an https:// input image
+    assert egress_allows(policy, 9000, "10.12.0.7")  # the in-cluster S3 endpoint's port
+    for address in METADATA:
+        for port in (80, 443, 9000):
+            assert not egress_allows(policy, port, address), (address, port)
+    assert not egress_allows(policy, 22, "10.12.0.7") and not egress_allows(policy, 5432, "10.12.0.8")
+    assert not egress_allows(policy, 8081, "10.12.0.9")  # the operator by its pod only
+    assert not egress_allows(policy, 80, "52.216.8.1")  # no plain http to the internet with an https S3
+
+
+def test_the_gateway_takes_connections_on_its_port_only_and_reaches_the_api_server_and_s3_only():
+    manifests = render([GATEWAY_VALUES])
+    policy = one(manifests, "NetworkPolicy", GATEWAY, RELEASE_NAMESPACE)["spec"]
+    pod_labels = one(manifests, "Deployment", GATEWAY)["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]  # from anywhere, its port only
+    assert egress_allows(policy, 443, "10.96.0.1") and egress_allows(policy, 6443, "172.18.0.2")  # the API server
+    assert egress_allows(policy, 443, "52.216.8.1") and egress_allows(policy, 53, "10.96.0.10", protocol="UDP")
+    for address in METADATA:
+        assert not egress_allows(policy, 80, address) and not egress_allows(policy, 443, address), address
+    assert not egress_allows(policy, 5432, "10.12.0.8") and not egress_allows(policy, 8081, "10.12.0.9")
+    assert not find(render(), "NetworkPolicy", GATEWAY)  # no gateway, no policy for it
+
+
+def test_the_gateway_may_take_connections_from_the_ingress_controller_only(tmp_path):
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {"gatewayIngressFrom": peers}}))
+    policy = one(render([GATEWAY_VALUES, values]), "NetworkPolicy", GATEWAY)["spec"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": peers}]
+
+
+def test_the_denied_addresses_are_configurable():
+    policy = one(render(sets=["networkPolicy.deniedCidrs={100.100.100.200/32}"]), "NetworkPolicy",
+                 f"{FULLNAME}-runners")["spec"]
+    assert not egress_allows(policy, 443, "100.100.100.200")  # Alibaba Cloud's metadata address
+    assert egress_allows(policy, 443, "169.254.169.254")  # what the values now leave open
 
 
 @pytest.mark.parametrize("endpoint,ports", [

@@ -27,12 +27,14 @@ from img2img_operator.kube import Conflict, Gone
 from img2img_operator.leases import LeaseTable
 from img2img_operator.metrics import Metrics
 from img2img_operator.runner_api import RunnerApi
+from img2img_operator.runner_pods import made_by_operator
 from img2img_operator.runners import Registry
 from img2img_operator.webhooks import Webhooks
 
 from operator_samples import T0, config, job_body
 
 SEC = 1000
+KEY = b"key"  # the operator's runner-token key
 NS = "team-a"
 RUNNER_NS = "img2img-system"
 HELD = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid",
@@ -59,6 +61,7 @@ class Cluster:
         self.rng = random.Random(seed)
         self.uids = 0
         self.crashing: set[str] = set()  # pools whose runners exit before they take
+        self.unschedulable: set[str] = set()  # pods the kubelet never starts
         self.signing = new_secret_key()  # the webhook signing key in its Secret
 
     def _bump(self, body: dict) -> dict:
@@ -111,6 +114,16 @@ class Cluster:
         self.pools[name] = self._bump(body)
         self._emit("pool", "ADDED", body)
 
+    def labelled_pod(self, name: str, runner: dict, phase: str = "Pending") -> None:
+        """A pod someone other than the operator made in the runner namespace, copying ``runner``'s labels and spec
+        (its environment too: the token of a runner of the operator's)."""
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": RUNNER_NS, "uid": f"pod-{name}",
+                             "creationTimestamp": self.ts(), "labels": dict(runner["metadata"]["labels"])},
+                "spec": copy.deepcopy(runner["spec"]), "status": {"phase": phase}}
+        self.pods[name] = self._bump(body)
+        self._emit("pod", "ADDED", body)
+
     def force_delete_pod(self, name: str) -> None:
         pod = self.pods.pop(name)
         self._emit("pod", "DELETED", self._bump(pod))
@@ -121,7 +134,7 @@ class Cluster:
         for name, pod in list(self.pods.items()):
             if pod["metadata"].get("deletionTimestamp"):
                 self.force_delete_pod(name)
-            elif pod["status"]["phase"] == "Pending":
+            elif pod["status"]["phase"] == "Pending" and name not in self.unschedulable:
                 crash = pod["metadata"]["labels"]["img2img.dev/pool"] in self.crashing
                 pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": "runner", "state": {"terminated": {
                     "exitCode": 3, "reason": "Error", "message": "IMG2IMG_POOL_MODELS: unknown model 'x'"}}}]} \
@@ -154,14 +167,14 @@ class FakeKube:
         self._call()
         name = manifest["metadata"]["name"]
         if name in self.c.pods:
-            return copy.deepcopy(self.c.pods[name]), False
+            return None
         pod = copy.deepcopy(manifest)
         pod["metadata"].update(uid=f"pod-{name}", creationTimestamp=self.c.ts())
         pod["status"] = {"phase": "Pending"}
         self.c.pods[name] = self.c._bump(pod)
         self.c.writes["pod_create"] += 1
         self.c._emit("pod", "ADDED", pod)
-        return copy.deepcopy(pod), True
+        return copy.deepcopy(pod)
 
     async def delete_pod(self, namespace, name, uid, grace):
         self._call()
@@ -258,16 +271,16 @@ class Process:
         self.c = cluster
         self.kube = FakeKube(cluster, crash_at)
         clock = lambda: cluster.now / 1000  # noqa: E731
-        self.cache = Cache(clock=clock)
+        self.cache = Cache(clock=clock, is_runner=lambda pod: made_by_operator(pod, KEY))
         staging = FakeStaging(cluster, self.kube)
         leases, registry = LeaseTable(), Registry()
         self.metrics = Metrics()
         self.webhooks = Webhooks(cfg, self.cache, self.kube, staging, self.metrics, read_secret_key(cluster.signing),
                                  clock=clock)
         self.dispatcher = Dispatcher(cfg, self.cache, self.kube, staging, self.metrics, leases, registry,
-                                     b"key", self.webhooks, clock=clock, rng=random.Random(cluster.rng.random()))
+                                     KEY, self.webhooks, clock=clock, rng=random.Random(cluster.rng.random()))
         self.api = RunnerApi(cfg, self.cache, self.dispatcher, leases, registry, self.kube, staging, self.metrics,
-                             b"key", clock=clock, rng=random.Random(cluster.rng.random()))
+                             KEY, clock=clock, rng=random.Random(cluster.rng.random()))
         self.cursor = len(cluster.events)  # a new watch starts now (after its list)
         self.lag = lag
 
@@ -786,12 +799,15 @@ def test_ttl_deletes_finished_jobs():
 def test_an_output_bucket_that_does_not_exist_fails_the_job_instead_of_retrying_forever():
     cluster = Cluster()
     cluster.submit("nobucket", output={"bucket": "no-such-bucket"})
+    cfg = config(**{**CFG.model_dump(by_alias=True, exclude_none=True),
+                    "s3": {**CFG.s3.model_dump(by_alias=True, exclude_none=True),
+                           "allowedOutputLocations": {NS: ["s3://no-such-bucket/jobs"]}}})
 
     class NoSuchBucket(Exception):
         response = {"Error": {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"}}
 
     async def scenario():
-        proc = Process(cluster, CFG)
+        proc = Process(cluster, cfg)
         await proc.start()
 
         async def refuse(uri, document):
@@ -1007,6 +1023,46 @@ def test_a_pool_whose_runners_crash_before_taking_is_stalled_and_recreates_them_
     assert stalled["status"] == "True" and stalled["reason"] == "RunnerFailedBeforeTake"
     assert "unknown model 'x'" in stalled["message"]
     assert not cluster.pods  # the failed runners' pods are removed
+
+
+def test_pods_with_the_runner_labels_that_the_operator_did_not_make_are_not_runners():
+    """Someone who may create pods in the runner namespace copies a runner's labels and spec: one pod never
+    starts, one fails, one runs and asks for work. None is counted by the pool (which makes its own runner), none
+    is served a job, none is removed by the operator, and the pool does not stall."""
+    cluster = Cluster()
+    cluster.add_pool("warm", minReady=1)
+    fleet = Fleet(cluster, steps=2)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        await proc.step()  # the pool's first runner, whose labels and spec are copied
+        (ours,) = cluster.pods
+        copied = copy.deepcopy(cluster.pods[ours])
+        cluster.force_delete_pod(ours)
+        cluster.unschedulable.add("warm-stuck")
+        cluster.labelled_pod("warm-stuck", copied)
+        cluster.labelled_pod("warm-fails", copied, phase="Failed")
+        cluster.labelled_pod("warm-asks", copied, phase="Running")
+        cluster.submit("j")
+        for _ in range(30):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        return ours
+
+    first = run(scenario())
+    foreign = {"warm-stuck", "warm-fails", "warm-asks"}
+    assert foreign <= set(cluster.pods) and not any(cluster.pods[n]["metadata"].get("deletionTimestamp")
+                                                   for n in foreign)
+    (runner,) = set(cluster.pods) - foreign
+    assert runner != first and cluster.writes["pod_create"] == 2
+    assert cluster.status("j")["status"] == "COMPLETED" and cluster.status("j")["runnerPod"] == runner
+    assert fleet.served() == Counter({("j", 1): 1}) and not fleet.runners["warm-asks"].served
+    status = cluster.pools["warm"]["status"]
+    assert (status["readyRunners"], status["startingRunners"]) == (1, 0)
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Stalled": "False"}
 
 
 def test_a_runner_pool_of_an_unknown_gpu_class_is_stalled_naming_the_field():

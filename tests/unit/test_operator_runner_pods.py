@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -9,7 +10,7 @@ import pytest
 from img2img.api.protocol import token_runner
 from img2img_operator.config import parse_config
 from img2img_operator.pool_scaling import Pool
-from img2img_operator.runner_pods import build_pool_runner_pod, pool_selector, runner_name
+from img2img_operator.runner_pods import build_pool_runner_pod, made_by_operator, pool_selector, runner_name
 
 KEY = b"k" * 32
 BASE = {
@@ -145,3 +146,18 @@ def test_the_manifest_is_a_valid_pod(pool):
     manifest = build_pool_runner_pod(pool, f"{pool.name}-abcde", KEY, CONFIG)
     api = client.ApiClient()
     assert api.sanitize_for_serialization(api._ApiClient__deserialize(manifest, "V1Pod")) == manifest
+
+
+def test_a_pod_is_one_of_the_operators_runners_only_with_the_token_signed_for_its_own_name():
+    ours = build_pool_runner_pod(SDXL, "sdxl-a1b2c", KEY, CONFIG)
+    assert made_by_operator(ours, KEY)
+    assert not made_by_operator(ours, b"another operator's key")
+    copied = copy.deepcopy(ours)  # someone copies a runner's whole manifest under another name
+    copied["metadata"]["name"] = "sdxl-zzzzz"
+    assert not made_by_operator(copied, KEY)
+    labels_only = {"metadata": {"name": "sdxl-zzzzz", "labels": ours["metadata"]["labels"]},
+                   "spec": {"containers": [{"name": "runner", "image": "evil"}]}}
+    assert not made_by_operator(labels_only, KEY)
+    sidecar = copy.deepcopy(ours)  # the token in another container than the runner's
+    sidecar["spec"]["containers"][0]["name"] = "other"
+    assert not made_by_operator(sidecar, KEY)
