@@ -200,6 +200,13 @@ class Catalog:
                 return entry
         return next((e for e in found if not e.modules), None)
 
+    def resolve_payload(self, payload: Any) -> "Resolved":
+        """``resolve`` for an ``Img2ImgPayload``: its checkpoint, VAE, refiner, enabled units' ControlNets and
+        LoRAs. Raises ModelError."""
+        return self.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
+                            controlnets=[u.model_name for u in payload.enabled_controlnet_units],
+                            loras=[t.name for t in payload.loras])
+
     def resolve(self, *, checkpoint: str | None, vae: str | None, refiner: str | None,
                 controlnets: list[str | None], loras: list[str] = ()) -> "Resolved":
         """Which models a job runs: the checkpoint, its VAE, its refiner, one ControlNet per enabled unit, the

@@ -79,9 +79,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     request = parse_input(job_input)
     payload = request.payload
 
-    enabled = payload.enabled_controlnet_units
-    models = catalog.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
-                             controlnets=[u.model_name for u in enabled], loras=[t.name for t in payload.loras])
+    models = catalog.resolve_payload(payload)
 
     policy = policy or FetchPolicy.from_env()
     init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client, presigned=presigned)
