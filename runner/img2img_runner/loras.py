@@ -1,7 +1,7 @@
 """LoRAs: the weights of a prompt's ``<lora:…>`` tags, put on the checkpoint for one job and taken off after it.
 
-- ``read`` reads a LoRA's ``.safetensors`` file as users ship it (kohya/A1111 keys, ``lora_unet_…``, ``lora_te1_…``, as
-  civitai files have them, or diffusers/PEFT keys) and its short hash as A1111 shows it in "Lora hashes";
+- ``read`` reads a LoRA's ``.safetensors`` file as users ship it (kohya/A1111 keys, ``lora_unet_…``,
+  ``lora_te1_…``, as civitai files have them, or diffusers/PEFT keys) and its short hash as A1111 shows it in "Lora hashes";
   ``pipelines.ModelCache.lora`` keeps what it read on the device between jobs (least recently used dropped first,
   within the cache's memory budget).
 - ``applied`` loads each LoRA of the job into the checkpoint's UNet and text encoders as an adapter of its own
@@ -9,7 +9,8 @@
   both text encoders, its unet weight on the UNet: ``set_adapters``), and on leaving removes every LoRA layer
   (``unload_lora_weights``). The LoRA layers sit beside the checkpoint's weights, never fused into them, so the
   modules are the checkpoint's own again afterwards, their weights untouched: the next job draws what it would have
-  drawn on a fresh runner.
+  drawn on a fresh runner. Under ``IMG2IMG_COMPILE`` the compiled blocks trace through the LoRA layers (new modules:
+  a recompile for a job with LoRAs).
 """
 
 from __future__ import annotations

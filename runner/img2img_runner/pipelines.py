@@ -1,9 +1,9 @@
 """Loading models (cached in-process) and assembling the diffusers pipelines a plan needs.
 
 - ``ModelCache`` loads each catalog entry once and keeps it between jobs (least recently used unloaded first, within
-  a memory budget): checkpoints (as their components), VAEs, ControlNets, refiners, LoRA files (``loras``). A refiner shares the base's VAE,
-  ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model card's recipe; the refiner repository ships identical
-  copies).
+  a memory budget): checkpoints (as their components), VAEs, ControlNets, refiners, LoRA files (``loras``). A refiner
+  shares the base's VAE, ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model card's recipe; the refiner repository
+  ships identical copies).
 - ``base_pipeline`` / ``refiner_pipeline`` assemble a pipeline object per job from cached components (cheap: no
   weights are copied) with a fresh scheduler, so jobs never share scheduler state. Nothing a job does is written to
   the cached modules (the VAE's upcast is undone in ``encode_images``), so a warm runner gives the same bytes as a

@@ -32,8 +32,8 @@ ControlNets get small random weights in their zero-initialised output convolutio
 tests need the control image to change the picture). ``tiny_lora`` is a rank-4 LoRA in the format most LoRAs users
 send come in (kohya/A1111 ``.safetensors``: ``lora_unet_…``/``lora_te1_…``/``lora_te2_…`` keys with ``lora_down``,
 ``lora_up`` and ``alpha``) on every linear layer of the base's transformer blocks and text-encoder layers, random
-(a trained LoRA's up weights are not zero: it changes the picture). Everything is seeded: the same recipe version gives the same
-weights on every machine. The folder holds ``tiny-models.json`` with the recipe version and the size; a second run
+(a trained LoRA's up weights are not zero: it changes the picture). Everything is seeded: the same recipe version
+gives the same weights on every machine. The folder holds ``tiny-models.json`` with the recipe version and the size; a second run
 with the same version does nothing.
 """
 
