@@ -112,3 +112,12 @@ def test_an_unknown_lora_is_refused_by_name_before_anything_loads(catalog, run):
     assert exc.value.field == "prompt"
     assert "unknown LoRA 'pixel-art-xl'" in str(exc.value) and LORA in str(exc.value)
     assert cache.loads == 0
+
+
+def test_a_pool_that_lists_a_lora_reads_it_at_start_and_says_it_holds_it(catalog):
+    from img2img_runner.pipelines import ModelCache
+
+    cache = ModelCache(catalog)
+    cache.preload([LORA])
+    assert cache.held() == [LORA] and cache.loads == 1
+    assert catalog.servable(cache.held()) == [LORA]  # what the runner reports when it asks for work
