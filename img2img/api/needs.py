@@ -31,12 +31,13 @@ def model_key(name: str) -> str:
 
 def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> frozenset[str]:
     """The keys of the models the job runs: checkpoint (``default_checkpoint``, the catalog's, when the request
-    names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, and the model of
-    every enabled ControlNet unit that names one."""
+    names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, the model of every
+    enabled ControlNet unit that names one, and the prompt's LoRAs (a runner holding them skips reading them)."""
     names = [payload.checkpoint or default_checkpoint, payload.refiner]
     if payload.vae is not None and payload.vae.strip() not in VAE_OFF:
         names.append(payload.vae)
     names += [unit.model_name for unit in payload.enabled_controlnet_units]
+    names += [tag.name for tag in payload.loras]
     return frozenset(model_key(n) for n in names if n)
 
 

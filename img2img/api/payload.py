@@ -20,7 +20,7 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | seed_resize_from_h/_w | > 0 | not implemented yet |
 | s_min_uncond | ≠ 0 | not implemented yet |
 | save_images | true with >1 image | A1111 would prepend a grid image; grids are not produced |
-| prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
+| prompt | `<hypernet:…>`, a `<lora:…>` tag A1111 fails on or with `dyn` | see ``prompts.lora_tags`` |
 | prompt, negative_prompt | prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND` | one conditioning per step or part |
 | prompt, negative_prompt | a `#`, unless override_settings.enable_prompt_comments is false | comments are not stripped yet |
 | override_settings | an option that changes the answer, away from its default; an unknown key | see ``options`` |
@@ -37,7 +37,6 @@ silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Callable
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -53,8 +52,6 @@ NAME_MAX = 256
 MAX_IMAGES = 8  # init_images: A1111 needs at most batch_size of them
 SEED_MAX = 2**32 - 1
 
-# A1111 extra-network tags (modules/extra_networks.py `re_extra_net`): "<lora:name:0.8>", "<hypernet:…>"
-EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 # A1111's "off" spellings for refiner_checkpoint (processing.py)
 REFINER_OFF = ("", "None", "none")
 
@@ -293,12 +290,8 @@ class Img2ImgPayload(ApiModel):
             found.add("save_images", "with more than one image A1111 prepends a grid image, and grids are not "
                                      "produced; set save_images to false")
         if not self.disable_extra_networks:
-            for key in ("prompt", "negative_prompt"):
-                tags = EXTRA_NETWORK_TAG.findall(getattr(self, key))
-                if tags:
-                    names = ", ".join(f"<{kind}:{arg}>" for kind, arg in tags[:3])
-                    found.add(key, f"extra networks ({names}) are not supported; remove the tags or set "
-                                   "disable_extra_networks to true")
+            for reason in prompts.extra_network_refusals(self.prompt):
+                found.add("prompt", reason)
         comments = not (self.override_settings and self.override_settings.enable_prompt_comments is False)
         for key in ("prompt", "negative_prompt"):
             text = getattr(self, key)
@@ -322,7 +315,7 @@ class Img2ImgPayload(ApiModel):
                        and (self.refiner_switch_at is None or self.refiner_switch_at < 1))
             for key, reason in samplers.timestep_sampler_refusals(spec, t_enc, refiner).items():
                 found.add(key, reason)
-        weight = prompts.composable_weight(self.prompt)[1]
+        weight = prompts.positive_text(self.prompt)[1]
         if self.cfg_scale * weight < 1:
             scaled = f" (times the prompt's weight {weight:g})" if weight != 1 else ""
             found.add("cfg_scale", f"{self.cfg_scale:g}{scaled} is below 1, where diffusers turns guidance off and "
@@ -362,6 +355,11 @@ class Img2ImgPayload(ApiModel):
     @property
     def enabled_controlnet_units(self) -> list[ControlNetUnit]:
         return [unit for unit in self.controlnet_units if unit.enabled]
+
+    @property
+    def loras(self) -> list[prompts.LoraTag]:
+        """The prompt's LoRA tags (none with disable_extra_networks), in the order A1111 loads them."""
+        return [] if self.disable_extra_networks else prompts.lora_tags(self.prompt)
 
     @property
     def refiner(self) -> str | None:

@@ -7,6 +7,7 @@ problem as `path: reason` on stderr and never a traceback.
 from __future__ import annotations
 
 import base64
+import collections
 import io
 import json
 import shutil
@@ -136,6 +137,36 @@ def test_malformed_files_fail_with_the_field_and_reason(tmp_path, name, content,
     for text in expected:
         assert text in proc.stderr, proc.stderr
     assert " object at 0x" not in proc.stderr  # no Python object reprs in a user's error
+
+
+def catalog_file(tmp_path: Path) -> Path:
+    """The tiny-model catalog (models named as A1111 names them, the LoRA tiny_lora); no weights are read."""
+    from img2img_runner.tiny_models import catalog_yaml
+
+    return write(tmp_path, "catalog.yaml", catalog_yaml(collections.defaultdict(lambda: "00aabbccdd")))
+
+
+def test_with_a_catalog_an_unknown_lora_is_refused_by_name(tmp_path):
+    catalog = catalog_file(tmp_path)
+    unknown = write(tmp_path, "unknown.json", with_payload(prompt="an astronaut <lora:pixel-art-xl:0.8>"))
+    proc = run("validate", str(unknown), "--catalog", str(catalog))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == ("input.payload.prompt: unknown LoRA 'pixel-art-xl'; the model catalog has: "
+                                   "tiny_lora")
+    known = write(tmp_path, "known.json", with_payload(prompt="an astronaut <lora:tiny_lora:0.8>"))
+    proc = run("validate", str(known), "--catalog", str(catalog))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["spec"]["input"]["payload"]["prompt"] == "an astronaut <lora:tiny_lora:0.8>"
+    # without a catalog the names are not checked: the tag is well formed
+    assert run("validate", str(unknown)).returncode == 0
+
+
+def test_with_a_catalog_an_unknown_checkpoint_is_refused_by_name(tmp_path):
+    request = with_payload(override_settings={"sd_model_checkpoint": "juggernaut_xl"})
+    proc = run("validate", str(write(tmp_path, "checkpoint.json", request)), "--catalog", str(catalog_file(tmp_path)))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("input.payload.override_settings.sd_model_checkpoint: unknown checkpoint "
+                                  "'juggernaut_xl'; the model catalog has: ")
 
 
 def test_every_problem_is_reported_one_per_line(tmp_path):
