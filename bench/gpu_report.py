@@ -85,6 +85,15 @@ def section(results: dict | None, profiled: bool = False) -> list[str]:
     if "unet_it_s" in results:
         lines += ["- UNet evaluations/s at 480×640 (batch 2, CFG): " + ", ".join(
             f"{k} {x:.1f}" for k, x in results["unet_it_s"].items()) + "."]
+    pool = results.get("pool_runner")
+    if pool and "execution_ms" in pool:
+        lines += [f"- Through a warm pool runner (`img2img-runner serve` in its own process, a loopback stand-in for "
+                  f"the operator's runner endpoint, uploads through presigned-style URLs): executionTime p50 "
+                  f"{pool['execution_ms']['p50']:,.0f} ms, job queued → outcome received p50 "
+                  f"{pool['queued_to_outcome_ms']['p50']:,.0f} ms; the runner's cold start (process, CUDA, the "
+                  f"pool's models) {pool['runner_cold_start_s']:.1f} s."]
+    elif pool:
+        lines += [f"- Through a warm pool runner: {pool.get('failed', 'not measured')}."]
     if "checks" not in results:
         return lines + ["", END]
     c = results["checks"]

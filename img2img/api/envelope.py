@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from img2img.api.addresses import URL_MAX, https_url_refusal
+from img2img.api.addresses import URL_MAX, url_refusal
 from img2img.api.base import ApiModel
 from img2img.api.errors import refuse
 from img2img.api.payload import Img2ImgPayload
@@ -32,15 +32,26 @@ def normalize_endpoint(endpoint: str) -> str:
     return "/" + endpoint.strip().lstrip("/")
 
 
-def _webhook(url: str) -> str:
-    why = https_url_refusal(url)
+# The validation context key (``model_validate(..., context=…)``) that lets a webhook be plain http and name a private
+# address: set by the operator and the gateway from their ``allowPrivateAddresses``; absent, the strict rule holds.
+ALLOW_PRIVATE_ADDRESSES = "allowPrivateAddresses"
+
+
+def private_addresses(allow: bool) -> dict[str, bool]:
+    """The validation context of a service that lets webhooks reach private addresses (or not)."""
+    return {ALLOW_PRIVATE_ADDRESSES: allow}
+
+
+def _webhook(url: str, info: ValidationInfo) -> str:
+    why = url_refusal(url, bool((info.context or {}).get(ALLOW_PRIVATE_ADDRESSES)))
     if why:
         raise refuse(f"{url[:80]!r} {why}")
     return url
 
 
-# A URL the operator POSTs to: the same address rules as image fetches (``img2img.api.addresses``).
-WebhookUrl = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={"pattern": "^https://"}),
+# A URL the operator POSTs to: the same address rules as image fetches (``img2img.api.addresses``). The API server
+# checks only the scheme's shape: where http is allowed is the operator's configuration.
+WebhookUrl = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={"pattern": "^https?://"}),
                       AfterValidator(_webhook)]
 
 

@@ -55,7 +55,7 @@ PICTURE: dict[str, Any] = {
     "hypertile_enable_vae": False,
     # what the infotext says
     "add_model_hash_to_info": True, "add_model_name_to_info": True, "add_vae_hash_to_info": True,
-    "add_vae_name_to_info": True, "add_version_to_infotext": True,
+    "add_vae_name_to_info": True, "add_version_to_infotext": True, "lora_add_hashes_to_infotext": True,
     # ControlNet
     "control_net_no_detectmap": False, "control_net_detectmap_autosaving": False,
 }
@@ -114,8 +114,9 @@ NO_EFFECT: frozenset[str] = frozenset({
     "hypertile_enable_unet_secondpass", "hypertile_max_depth_unet", "hypertile_max_tile_unet",
     "hypertile_swap_size_unet", "hypertile_max_depth_vae", "hypertile_max_tile_vae", "hypertile_swap_size_vae",
     "hypertile_explanation",
-    # extra networks, Lora and textual inversion (their tags are refused in prompts)
-    "lora_preferred_name", "lora_add_hashes_to_infotext", "lora_bundled_ti_to_infotext", "lora_show_all",
+    # extra networks, Lora and textual inversion: the UI, lookup and caching (lora_functional: the runner's LoRA layers
+    # are always beside the weights, A1111's functional mode; its default merges them: rounding apart, one picture)
+    "lora_preferred_name", "lora_bundled_ti_to_infotext", "lora_show_all",
     "lora_hide_unknown_for_versions", "lora_in_memory_limit", "lora_not_found_warning_console",
     "lora_not_found_gradio_warning", "lora_functional", "extra_networks_card_order_field",
     "extra_networks_card_order",

@@ -20,7 +20,7 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | seed_resize_from_h/_w | > 0 | not implemented yet |
 | s_min_uncond | ≠ 0 | not implemented yet |
 | save_images | true with >1 image | A1111 would prepend a grid image; grids are not produced |
-| prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
+| prompt | `<hypernet:…>`, a `<lora:…>` tag A1111 fails on or with `dyn` | see ``prompts.lora_tags`` |
 | prompt, negative_prompt | prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND` | one conditioning per step or part |
 | prompt, negative_prompt | a `#`, unless override_settings.enable_prompt_comments is false | comments are not stripped yet |
 | override_settings | an option that changes the answer, away from its default; an unknown key | see ``options`` |
@@ -28,31 +28,30 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | sampler_name, scheduler, eta, s_churn | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | alwayson_scripts | any script but controlnet | only ControlNet is built in |
 
+The input budget (``img2img.api.limits``) is checked here too: image formats and sizes (``ImageStr``), prompt sizes,
+nesting depth of the free-form values, and the job's compute (pixels x steps x images).
+
 Unknown keys are refused (with the nearest known key suggested), where A1111 ignores them: an ignored typo
 silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Callable
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from img2img.api import options, prompts, samplers
+from img2img.api import limits, options, prompts, samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
 from img2img.api.errors import FieldError, Refusals, refuse
 from img2img.api.image_formats import JPEG_QUALITY, SAMPLES_FORMATS, ImageEncoding, SamplesFormat
 from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageStr, is_inline, too_large_message
 
-PROMPT_MAX = 32768
 NAME_MAX = 256
 MAX_IMAGES = 8  # init_images: A1111 needs at most batch_size of them
 SEED_MAX = 2**32 - 1
 
-# A1111 extra-network tags (modules/extra_networks.py `re_extra_net`): "<lora:name:0.8>", "<hypernet:…>"
-EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 # A1111's "off" spellings for refiner_checkpoint (processing.py)
 REFINER_OFF = ("", "None", "none")
 
@@ -155,8 +154,8 @@ class Img2ImgPayload(ApiModel):
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
 
     # --- prompt ------------------------------------------------------------------------------------------------
-    prompt: str = Field("", max_length=PROMPT_MAX)
-    negative_prompt: str = Field("", max_length=PROMPT_MAX)
+    prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
+    negative_prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
     styles: list[Annotated[str, Field(max_length=NAME_MAX)]] | None = Field(
         None, max_length=16, description="not supported: must be empty")
 
@@ -262,6 +261,20 @@ class Img2ImgPayload(ApiModel):
 
     # --- refusals that need several fields ---------------------------------------------------------------------
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        """Free-form values (``script_args``, ``comments``, options) nest at most limits.MAX_NESTING_DEPTH deep;
+        checked before anything else reads them."""
+        if isinstance(data, dict):
+            found = Refusals("Img2ImgPayload")
+            for key, value in data.items():
+                reason = limits.nesting_refusal(value)
+                if reason:
+                    found.add(str(key), reason)
+            found.raise_any()
+        return data
+
     @model_validator(mode="wrap")
     @classmethod
     def _keep_alwayson_as_sent(cls, data: Any, handler: Any) -> "Img2ImgPayload":
@@ -277,17 +290,15 @@ class Img2ImgPayload(ApiModel):
             found.add("save_images", "with more than one image A1111 prepends a grid image, and grids are not "
                                      "produced; set save_images to false")
         if not self.disable_extra_networks:
-            for key in ("prompt", "negative_prompt"):
-                tags = EXTRA_NETWORK_TAG.findall(getattr(self, key))
-                if tags:
-                    names = ", ".join(f"<{kind}:{arg}>" for kind, arg in tags[:3])
-                    found.add(key, f"extra networks ({names}) are not supported; remove the tags or set "
-                                   "disable_extra_networks to true")
+            for reason in prompts.extra_network_refusals(self.prompt):
+                found.add("prompt", reason)
         comments = not (self.override_settings and self.override_settings.enable_prompt_comments is False)
         for key in ("prompt", "negative_prompt"):
-            for reason in prompts.refusals(getattr(self, key), positive=key == "prompt"):
-                found.add(key, reason)
-            if comments and "#" in getattr(self, key):
+            text = getattr(self, key)
+            for reason in [limits.prompt_refusal(text), *prompts.refusals(text, positive=key == "prompt")]:
+                if reason:
+                    found.add(key, reason)
+            if comments and "#" in text:
                 found.add(key, "has '#', which A1111 reads as a comment to the end of the line and leaves out "
                                "(override_settings.enable_prompt_comments, on by default); the runner does not do "
                                "that yet: remove the comment, or set enable_prompt_comments to false to send '#' "
@@ -304,7 +315,7 @@ class Img2ImgPayload(ApiModel):
                        and (self.refiner_switch_at is None or self.refiner_switch_at < 1))
             for key, reason in samplers.timestep_sampler_refusals(spec, t_enc, refiner).items():
                 found.add(key, reason)
-        weight = prompts.composable_weight(self.prompt)[1]
+        weight = prompts.positive_text(self.prompt)[1]
         if self.cfg_scale * weight < 1:
             scaled = f" (times the prompt's weight {weight:g})" if weight != 1 else ""
             found.add("cfg_scale", f"{self.cfg_scale:g}{scaled} is below 1, where diffusers turns guidance off and "
@@ -315,6 +326,9 @@ class Img2ImgPayload(ApiModel):
         inline = self.inline_image_chars
         if inline > MAX_INLINE_TOTAL_CHARS:
             found.add("init_images", "all inline images together: " + too_large_message(inline))
+        too_much = self.compute.refusal(limits.MAX_MEGAPIXEL_STEPS, "the most one job may ask for")
+        if too_much:
+            found.add((), too_much)
         found.raise_any()
         return self
 
@@ -343,6 +357,11 @@ class Img2ImgPayload(ApiModel):
         return [unit for unit in self.controlnet_units if unit.enabled]
 
     @property
+    def loras(self) -> list[prompts.LoraTag]:
+        """The prompt's LoRA tags (none with disable_extra_networks), in the order A1111 loads them."""
+        return [] if self.disable_extra_networks else prompts.lora_tags(self.prompt)
+
+    @property
     def refiner(self) -> str | None:
         """The refiner checkpoint's name, None when off."""
         name = self.refiner_checkpoint
@@ -368,6 +387,10 @@ class Img2ImgPayload(ApiModel):
     @property
     def images_per_job(self) -> int:
         return self.batch_size * self.n_iter
+
+    @property
+    def compute(self) -> limits.Compute:
+        return limits.Compute(self.width, self.height, self.steps, self.images_per_job)
 
     @property
     def inline_image_chars(self) -> int:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from img2img.api.images import plain_key
+
 from .status import json_size
 
 # result.json is read into memory up to this size: the largest valid answer (800 images with long prompts: a
@@ -53,7 +55,8 @@ class RunnerResult:
 
 def check_result(uri: str, raw: bytes | None, size: int | None = None) -> RunnerResult:
     """Parse result.json bytes (None = the object does not exist); ``size``: the object's size, when it was read
-    only up to RESULT_MAX_BYTES."""
+    only up to RESULT_MAX_BYTES. Its images must be the attempt's own (``<attempt>/images/…``, beside
+    result.json)."""
     if raw is None:
         return RunnerResult(uri, problem=f"{uri} does not exist")
     size = len(raw) if size is None else size
@@ -66,6 +69,11 @@ def check_result(uri: str, raw: bytes | None, size: int | None = None) -> Runner
         return RunnerResult(uri, problem=f"{uri} is not valid JSON: {e}")
     if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
         return RunnerResult(uri, problem=f"{uri} has no list of images")
+    images = uri.rpartition("/")[0] + "/images/"
+    outside = [i for i in data["images"]
+               if not isinstance(i, str) or not i.startswith(images) or not plain_key(i[len(images):])]
+    if outside:  # the operator presents and reads these for the tenant: only its attempt's own uploads
+        return RunnerResult(uri, problem=f"{uri} names images outside {images}: {', '.join(map(str, outside[:3]))}")
     return RunnerResult(uri, data=data)
 
 

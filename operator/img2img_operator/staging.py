@@ -1,5 +1,6 @@
 """The job's S3 area: the operator writes input.json when the job is admitted, presigns the runner's reads and
-writes, and reads result.json when the runner is done. Runners hold no credentials to it.
+writes, reads result.json when the runner is done (and the images a webhook carries). Runners hold no credentials
+to it.
 
 Keys (docs/architecture.md, "Operator → runner"): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/input.json``;
 each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, or the extension of the job's
@@ -50,7 +51,12 @@ def attempt_outputs(location: str, attempt: int, images: int, extension: str) ->
     """The URIs attempt ``attempt`` uploads to: ``images`` image keys (``images/<i>.<extension>``), and
     result.json."""
     base = f"{location}attempt-{attempt}/"
-    return [f"{base}images/{i}.{extension}" for i in range(images)], base + "result.json"
+    return [f"{base}images/{i}.{extension}" for i in range(images)], result_uri(location, attempt)
+
+
+def result_uri(location: str, attempt: int) -> str:
+    """The attempt's result.json: the only one the operator reads for it, whatever its runner says."""
+    return f"{location}attempt-{attempt}/result.json"
 
 
 def input_document(job: JobView) -> bytes:
@@ -81,6 +87,11 @@ class Staging:
     async def put(self, uri: str, data: bytes, content_type: str = "application/json") -> None:
         bucket, key = split_s3_uri(uri)
         await asyncio.to_thread(self._s3().put_object, Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def read(self, uri: str) -> bytes:
+        """The object's bytes (blocking: in a worker thread)."""
+        bucket, key = split_s3_uri(uri)
+        return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
 
     async def get(self, uri: str, limit: int) -> tuple[bytes, int] | None:
         """The object's first ``limit`` + 1 bytes (at most) and its size; None if it does not exist. Other errors

@@ -2,8 +2,9 @@
 
 The steps, each in its own module: validate the payload (img2img.api) -> resolve the models (catalog) -> fetch and
 decode the images (fetch) -> plan every A1111 decision (plan) -> load the models (pipelines, cached) -> ControlNet
-detect maps (preprocess) -> per batch: the base pipeline, handing over to the refiner at ``refiner_switch_at``
--> info and infotexts (info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run``
+detect maps (preprocess) -> the prompt's LoRAs on the checkpoint (loras), for the prompts' encoding and per batch: the
+base pipeline, handing over to the refiner at ``refiner_switch_at``; the LoRAs off again -> info and infotexts
+(info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run``
 (``img2img run``) all call ``execute``.
 
 Progress: ``on_step(k, n)`` is called as sampling goes, ``k`` of ``n`` sampler steps over all batches (A1111's
@@ -78,9 +79,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     request = parse_input(job_input)
     payload = request.payload
 
-    enabled = payload.enabled_controlnet_units
-    models = catalog.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
-                             controlnets=[u.model_name for u in enabled])
+    models = catalog.resolve_payload(payload)
 
     policy = policy or FetchPolicy.from_env()
     init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client, presigned=presigned)
@@ -97,7 +96,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     progress = _Progress(plan, on_step)
     progress.tell()
 
-    from img2img_runner import preprocess
+    from img2img_runner import loras, pipelines, preprocess
 
     for unit in plan.units:
         preprocess.check_supported(unit, catalog)
@@ -128,16 +127,23 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     generated: list[Image.Image] = []
     traces = []
     refiner_ran = False
-    prompts = _encode_prompts(plan, loaded)
-    for batch in plan.batches:
-        images, trace = _run_batch(plan, batch, loaded, prompts, prepared, [Image.fromarray(m) for m in detect_maps],
-                                   progress.batch(batch))
-        generated.extend(images)
-        traces.append(trace)
-        refiner_ran = refiner_ran or bool(trace.get("refiner"))
+    weighted = [(lora, p.te, p.unet) for lora, p in zip(loaded.loras, plan.loras)]
+    host = pipelines.base_pipeline(loaded.base, loaded.vae, loaded.base["scheduler"], None) if weighted else None
+    # the refiner's prompts first, without the LoRAs: it shares the base's CLIP-G, and in A1111 the LoRAs (their key
+    # names the base's modules) reach no module of an SDXL refiner
+    refiner_prompts = _encode(plan, loaded.refiner, loaded.runtime) if loaded.refiner is not None else None
+    with loras.applied(host, weighted):
+        prompts = _Prompts(base=_encode(plan, loaded.base, loaded.runtime), refiner=refiner_prompts)
+        for batch in plan.batches:
+            images, trace = _run_batch(plan, batch, loaded, prompts, prepared,
+                                       [Image.fromarray(m) for m in detect_maps], progress.batch(batch))
+            generated.extend(images)
+            traces.append(trace)
+            refiner_ran = refiner_ran or bool(trace.get("refiner"))
     inference_ms = int((time.monotonic() - t2) * 1000)
 
-    outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp)
+    outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp,
+                      lora_hashes={lora.entry.name: lora.shorthash for lora in loaded.loras})
     info_json, infotexts = make_info(plan, outcome, restore_faces=bool(payload.restore_faces),
                                      styles=payload.styles or [],
                                      seed_resize_from=(payload.seed_resize_from_w, payload.seed_resize_from_h))
@@ -162,6 +168,7 @@ class _Loaded:
     refiner: Any | None  # Components
     controlnets: list[Any]
     runtime: Any
+    loras: list[Any]  # loras.Lora, in the plan's order
 
 
 class _Progress:
@@ -191,7 +198,8 @@ def _load_models(plan: Plan, cache) -> _Loaded:
     vae = cache.vae(models.vae) if models.vae is not None else base["vae"]
     refiner = cache.refiner(plan.refiner.entry, base, vae, models.vae) if plan.refiner is not None else None
     controlnets = [cache.controlnet(u.controlnet) for u in plan.units]
-    return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime)
+    loras = [cache.lora(p.entry) for p in plan.loras]
+    return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime, loras=loras)
 
 
 @dataclass
@@ -202,16 +210,14 @@ class _Prompts:
     refiner: Any | None
 
 
-def _encode_prompts(plan: Plan, loaded: _Loaded) -> _Prompts:
+def _encode(plan: Plan, components: Any, runtime: Any) -> Any:
+    """The batch conditioning (``conditioning.PromptPair``) of the model ``components`` (a checkpoint, a refiner)."""
     from img2img_runner import conditioning as C
 
-    def pair(components: Any) -> Any:
-        encoders = C.text_encoders(components.modules, components.entry.architecture, plan.clip_skip_a1111)
-        return C.prompt_pair(plan.prompt_text, plan.all_negative_prompts[0], encoders,
-                             architecture=components.entry.architecture, batch_size=plan.batch_size,
-                             device=loaded.runtime.device)
-
-    return _Prompts(base=pair(loaded.base), refiner=pair(loaded.refiner) if loaded.refiner is not None else None)
+    encoders = C.text_encoders(components.modules, components.entry.architecture, plan.clip_skip_a1111)
+    return C.prompt_pair(plan.prompt_text, plan.all_negative_prompts[0], encoders,
+                         architecture=components.entry.architecture, batch_size=plan.batch_size,
+                         device=runtime.device)
 
 
 def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Image]:

@@ -10,7 +10,8 @@ schedule in it ("DPM++ SDE Karras", no "Schedule type") with ``IMG2IMG_SAMPLER_N
 - infotext: ``prompt[\\nNegative prompt: …]\\n`` + ``Key: value`` pairs in ``create_infotext``'s order, None values
   left out, a value containing ``,``, ``:`` or a newline JSON-quoted (infotext_utils.quote).
 - ``extra_generation_params`` in the order A1111 writes them: ControlNet units (CN's ``process``), Denoising strength
-  (img2img ``init``), Schedule type (sampling), Refiner and Refiner switch at (when the refiner takes over).
+  (img2img ``init``), Lora hashes (the LoRAs' activation: ``"name: hash, …"``, each name as the tag wrote it without
+  ``:`` and ``,``), Schedule type (sampling), Refiner and Refiner switch at (when the refiner takes over).
 - "RNG: CPU": the initial noise is drawn on the CPU on every device (so a seed gives the same picture on any GPU
   class); A1111 writes that key whenever its noise source is not the GPU.
 - "Version": the A1111 version whose format this is (``IMG2IMG_INFOTEXT_VERSION``, default v1.10.1), so infotext
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from img2img_runner.plan import Plan, UnitPlan
@@ -32,10 +33,11 @@ RNG_SOURCE = "CPU"
 
 @dataclass(frozen=True)
 class Outcome:
-    """What only running the job tells: did the refiner take over, when did the job start."""
+    """What only running the job tells: did the refiner take over, when did the job start, the LoRA files' hashes."""
 
     refiner_ran: bool
     job_timestamp: str  # YYYYMMDDhhmmss
+    lora_hashes: dict[str, str] = field(default_factory=dict)  # catalog name -> A1111's short hash of the file
 
 
 def version() -> str:
@@ -107,6 +109,16 @@ def controlnet_value_legacy(unit: UnitPlan) -> str:
             f"{v('threshold_b', unit.threshold_b_info)})")
 
 
+def lora_hashes(plan: Plan, outcome: Outcome) -> str:
+    """extra_networks_lora's "Lora hashes": ``name: hash`` per LoRA, names as the prompt wrote them, less ``:`` and
+    ``,`` (one entry per name)."""
+    hashes = {p.mentioned.translate(_NOT_IN_LORA_NAMES): outcome.lora_hashes[p.entry.name] for p in plan.loras}
+    return ", ".join(f"{name}: {shorthash}" for name, shorthash in hashes.items())
+
+
+_NOT_IN_LORA_NAMES = str.maketrans("", "", ":,")
+
+
 def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None = None,
                             combined: bool = False) -> dict[str, Any]:
     cn_format = cn_format or controlnet_format()
@@ -115,7 +127,9 @@ def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None 
     for key, value in plan.extra_generation_params.items():
         if key == "Schedule type" and combined:
             continue  # it is in the sampler's name
-        if key in units:
+        if key == "Lora hashes":
+            extra[key] = lora_hashes(plan, outcome)
+        elif key in units:
             unit = units[key]
             if cn_format == "legacy":
                 extra[f"ControlNet {unit.request_index}"] = controlnet_value_legacy(unit)

@@ -19,7 +19,7 @@ import random as _random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from img2img.api.prompts import composable_weight
+from img2img.api.prompts import positive_text
 from img2img.api.samplers import SchedulerSpec, img2img_t_enc, scheduler_spec
 from img2img_runner.catalog import Entry, Resolved
 
@@ -121,6 +121,16 @@ class UnitPlan:
 
 
 @dataclass(frozen=True)
+class LoraPlan:
+    """One LoRA of the prompt, as it is applied: A1111's weights on the text encoders and on the UNet."""
+
+    entry: Entry
+    mentioned: str  # the name as the tag wrote it ("Lora hashes" lists it so)
+    te: float
+    unet: float
+
+
+@dataclass(frozen=True)
 class RefinerPlan:
     entry: Entry
     switch_at: float | None  # None: A1111 switches at the first step (the refiner does the whole job)
@@ -159,6 +169,7 @@ class Plan:
     models: Resolved
     refiner: RefinerPlan | None
     units: tuple[UnitPlan, ...]
+    loras: tuple[LoraPlan, ...] = ()  # applied to the checkpoint for the job (not to the refiner's own UNet)
     extra_generation_params: dict = field(default_factory=dict)  # known before sampling, in A1111's order
 
     @property
@@ -307,7 +318,12 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     run_h = payload.height - payload.height % LATENT_FACTOR
 
     clip_stop = int(opts.CLIP_stop_at_last_layers) if opts and opts.CLIP_stop_at_last_layers else 1
-    prompt_text, prompt_weight = composable_weight(payload.prompt)
+    prompt_text, prompt_weight = positive_text(payload.prompt)
+    tags = payload.loras
+    if len(models.loras) != len(tags):
+        raise ValueError("resolved LoRAs do not match the prompt's LoRA tags")
+    loras = tuple(LoraPlan(entry=entry, mentioned=tag.name, te=tag.te, unet=tag.unet)
+                  for tag, entry in zip(tags, models.loras))
 
     refiner = None
     if models.refiner is not None and models.refiner.name != models.checkpoint.name:
@@ -331,8 +347,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
 
     # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's
-    # process()), then img2img init (Denoising strength, Noise multiplier), then sampling (Eta, Schedule type);
-    # the refiner's keys are added when it runs (info.py)
+    # process()), img2img init (Denoising strength), the LoRAs (extra networks activated per batch), then sampling
+    # (Noise multiplier, Eta, Schedule type); the refiner's keys are added when it runs (info.py)
     extra: dict = {}
     for u in units:
         extra[f"ControlNet {u.index}"] = None  # the value depends on the infotext format: filled by info.py
@@ -340,6 +356,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
             extra[f"ControlNet {u.index} substitute"] = (
                 f"{u.controlnet.name} (catalog substitute for {u.substituted_from.name} under {models.architecture})")
     extra["Denoising strength"] = payload.denoising_strength
+    if loras:
+        extra["Lora hashes"] = None  # the hashes are the files': filled by info.py once they are read
     if noise_multiplier != 1.0:
         extra["Noise multiplier"] = noise_multiplier
     if spec.eta_info is not None:
@@ -356,7 +374,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
         subseed_strength=float(payload.subseed_strength), all_seeds=all_seeds, all_subseeds=all_subseeds,
         all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
         batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,
-        refiner=refiner, units=tuple(units), extra_generation_params=extra,
+        refiner=refiner, units=tuple(units), loras=loras, extra_generation_params=extra,
     )
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -24,14 +25,18 @@ import pytest
 import requests
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from webhook_receiver import Receiver, verify  # noqa: E402
+
 pytestmark = pytest.mark.stack
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_REQUEST = REPO / "examples" / "seed-request.json"
 JS_SDK = "runpod-sdk@1.1.2"
-# the operator as on main, with runner requests small enough for the local node
+# the operator as on main, with runner requests small enough for the local node, and quick webhook retries
 OPERATOR = {"runner": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
-            "retryBackoff": {"initialSeconds": 1, "maxSeconds": 2}, "timing": {"tickSeconds": 1}}
+            "retryBackoff": {"initialSeconds": 1, "maxSeconds": 2}, "timing": {"tickSeconds": 1},
+            "webhooks": {"retryBackoff": {"initialSeconds": 1, "maxSeconds": 2}}}
 JOB_SECONDS = 300  # a job on the tiny models, runner start included, on a busy 2-core machine
 
 
@@ -359,3 +364,43 @@ def test_a_failed_job_is_retried_under_the_same_id(runpod, gateway):
     # status-sync (the JS SDK's long poll) answers once the retry has ended
     again = http(gateway, "GET", f"status-sync/{job.job_id}?wait=300000", timeout=JOB_SECONDS + 10).json()
     assert again["id"] == job.job_id and again["status"] == "FAILED"
+
+
+@needs_completed_job
+def test_the_webhook_gets_the_runpod_status_signed_and_is_retried_after_a_500(runpod, gateway, stack,
+                                                                                endpoint_namespace):
+    receiver = Receiver(script=[500, 200])  # the local stack lets the operator reach loopback (allowPrivateAddresses)
+    try:
+        job = runpod.Endpoint(gateway.endpoint_id).run({**light_request(), "webhook": receiver.url})
+        assert job.output(timeout=JOB_SECONDS) is not None
+        deadline = time.monotonic() + 60
+        while len(receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        receiver.close()
+    first, second = receiver.received
+    assert (first.answered, second.answered) == (500, 200)
+    # the body is what /status answers: RunPod's status object, images as base64 PNGs (the endpoint's output mode)
+    status = http(gateway, "GET", f"status/{job.job_id}").json()
+    sent = json.loads(second.body)
+    assert sent == status and first.body == second.body
+    assert sent["id"] == job.job_id and sent["status"] == "COMPLETED" and sent["executionTime"] > 0
+    assert decode_png(sent["output"]["images"][0]).size == (64, 64)
+    # signed as Standard Webhooks' v1a, with the key the gateway publishes; one id for the delivery and its retry
+    deadline = time.monotonic() + 45  # the gateway reads the operator's key with its API keys (keyRefreshSeconds)
+    while (published := requests.get(f"{gateway.base_url}/webhook-public-key", timeout=10)).status_code == 503 \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    public = published.json()["publicKey"]
+    assert public == stack.get_json("-n", "img2img-system", "configmap", "img2img-webhook-public-key")["data"][
+        "publicKey"]
+    for delivery in (first, second):
+        assert delivery.headers["content-type"] == "application/json"
+        assert verify(delivery.headers, delivery.body, public)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert int(second.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])  # a 1 s back-off
+    # the delivery is recorded in the job's status
+    [created] = [j for j in cluster_jobs(stack, endpoint_namespace) if j["metadata"]["uid"] == job.job_id]
+    record = created["status"]["webhook"]
+    assert record["delivered"] is True and record["attempts"] == 2 and record["lastStatusCode"] == 200
+    assert record["deliveredAt"] >= created["status"]["completedAt"] and "nextAttemptAt" not in record

@@ -33,10 +33,10 @@ def test_options_that_would_change_the_picture_are_refused_by_name():
     found = refusals({"emphasis": "No norm", "comma_padding_backtrack": 0, "eta_ancestral": 0.5,
                       "sdxl_refiner_high_aesthetic_score": 7, "img2img_color_correction": True,
                       "randn_source": "NV", "sd_lora": "add_detail", "hypertile_enable_unet": True,
-                      "add_vae_hash_to_info": False})
+                      "add_vae_hash_to_info": False, "lora_add_hashes_to_infotext": False})
     assert set(found) == {"emphasis", "comma_padding_backtrack", "eta_ancestral",
                           "sdxl_refiner_high_aesthetic_score", "img2img_color_correction", "randn_source", "sd_lora",
-                          "hypertile_enable_unet", "add_vae_hash_to_info"}
+                          "hypertile_enable_unet", "add_vae_hash_to_info", "lora_add_hashes_to_infotext"}
     assert "'Original'" in found["emphasis"] and "20" in found["comma_padding_backtrack"]
     assert "'add_detail'" in found["sd_lora"] and "'None'" in found["sd_lora"]
 

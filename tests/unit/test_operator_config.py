@@ -20,18 +20,17 @@ def test_minimal_file_gets_every_default():
             election.retry_period_seconds, election.label_pod) == ("img2img-operator", 15, 10, 2, False)
 
 
-def test_the_local_stacks_configuration_loads(tmp_path):
-    from img2img.local.components import deep_merge
+def test_the_local_stacks_configuration_loads():
+    from img2img.local.components import operator_config
 
-    data = {"runner": {"image": "img2img/runner:local", "serviceAccountName": "img2img-runner",
-                       "catalogPath": None},
-            "s3": {"endpoint": "http://127.0.0.1:9000", "region": "us-east-1", "bucket": "img2img",
-                   "prefix": "jobs", "credentialsSecret": "img2img-s3"},
-            "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 1}},
-            "defaultGpuClass": "local", "healthPort": 18080, "metricsPort": 19090}
-    cfg = parse_config(deep_merge(data, {"queue": {"maxConcurrent": 2}}))
+    data = operator_config(s3_endpoint="http://127.0.0.1:9000", bucket="img2img", catalog=None, health_port=18080,
+                           metrics_port=19090, runners_port=18443, gpus=1, overrides={"queue": {"maxConcurrent": 2}})
+    cfg = parse_config(data)
     assert cfg.gpu_classes["local"].max_concurrent == 1 and cfg.queue.max_concurrent == 2
     assert cfg.runner.catalog_path is None
+    # its one operator has nothing to restart it: an event loop stalled for tens of seconds on a loaded machine must
+    # not make it give up leading (and exit)
+    assert cfg.leader_election.renew_deadline_seconds >= 30
 
 
 @pytest.mark.parametrize("data,fragment", [
