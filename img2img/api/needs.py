@@ -47,8 +47,8 @@ def output_image_bound(payload: Img2ImgPayload) -> int:
 
 
 def s3_images(payload: Img2ImgPayload) -> list[S3Ref]:
-    """The ``s3://`` images the job reads (init images, then enabled ControlNet units' images), each once, in
-    order: the reads the operator presigns for the runner."""
-    values = list(payload.init_images) + [unit.source_image for unit in payload.enabled_controlnet_units]
+    """The ``s3://`` images the job reads (init images, the mask, then enabled ControlNet units' images), each once,
+    in order: the reads the operator presigns for the runner."""
+    values = [*payload.init_images, payload.mask, *(unit.source_image for unit in payload.enabled_controlnet_units)]
     refs = [parse_reference(v) for v in values if isinstance(v, str)]
     return list(dict.fromkeys(r for r in refs if isinstance(r, S3Ref)))
