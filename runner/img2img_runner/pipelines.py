@@ -15,7 +15,8 @@
 - ``install_initial_latents`` replaces a pipeline's ``prepare_latents`` for one call so that the initial noise is
   A1111's: one CPU generator per image seeded with that image's seed, ``torch.randn(4, H/8, W/8)``, times
   ``initial_noise_multiplier``; and ``resize_mode`` 3 (latent upscale) encodes the image at its own size and
-  interpolates the latents.
+  interpolates the latents; an inpainting job's masked content is applied to the encoded latents before the noise
+  (``InitialLatents.transform``, see ``inpaint_sampling``).
 
 GPU when present (fp16 by default, ``IMG2IMG_DTYPE=bf16|fp32`` to change; PyTorch SDPA attention, diffusers'
 default; the speed switches of ``acceleration``, applied to each model as the cache loads it), CPU (fp32) otherwise.
