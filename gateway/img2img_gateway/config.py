@@ -27,6 +27,7 @@ from img2img.api.answer import OutputMode
 from img2img.api.errors import problems
 from img2img.api.images import S3_BUCKET_PATTERN
 from img2img.api.job import DNS_LABEL, Img2ImgJobSpec
+from img2img.api.limits import PRESIGN_MAX_SECONDS
 from img2img.api.webhook_signing import PUBLIC_KEY_CONFIG_MAP
 
 CONFIG_ENV = "IMG2IMG_GATEWAY_CONFIG"
@@ -87,7 +88,7 @@ class GatewayConfig(_Model):
     runnerNamespace: str = Field(DEFAULT_NAMESPACE, description="where the RunnerPools are (health's workers)")
     catalogPath: str | None = Field(None, description="the model catalog, for the A1111 discovery calls")
     s3: S3
-    presignExpirySeconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    presignExpirySeconds: int = Field(3600, ge=60, le=PRESIGN_MAX_SECONDS)
     endpoints: dict[str, Endpoint] = Field(..., min_length=1)
     keys: list[KeyRef] = Field(default_factory=list)
     keyRefreshSeconds: float = Field(30, gt=0, description="how often key Secrets are read again (rotation)")

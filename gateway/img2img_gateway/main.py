@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             load_catalog(config)
             print("configuration OK")
             return 0
+        from img2img.kube_async import read_objects_of_any_depth
+
+        read_objects_of_any_depth()
         asyncio.run(serve(config))
     except ConfigError as exc:
         print(f"img2img-gateway: {exc}", file=sys.stderr)

@@ -18,12 +18,47 @@ from urllib.parse import urlsplit
 
 URL_MAX = 2048
 
+# Public addresses that are a cloud's own infrastructure, reachable from every VM: never a user's image server.
+CLOUD_INFRASTRUCTURE = {
+    ipaddress.IPv4Address("168.63.129.16"): "Azure's wire server (VM agent and DNS)",
+}
+# IPv6 forms that carry an IPv4 address: a connection to one reaches (through a translator or relay) that IPv4
+# address, so the IPv4 rules decide. The IPv4-compatible form (::a.b.c.d) is deprecated; ::, ::1 are not it.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix; the local-use 64:ff9b:1::/48 is private
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    """(which form, the IPv4 address) when ``ip`` carries one."""
+    if ip.ipv4_mapped is not None:
+        return "IPv4-mapped", ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return "6to4", ip.sixtofour
+    if ip.teredo is not None:
+        return "Teredo", ip.teredo[1]
+    if ip in _NAT64:
+        return "NAT64", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _IPV4_COMPATIBLE and int(ip) > 1:
+        return "IPv4-compatible", ipaddress.IPv4Address(int(ip))
+    return None
+
 
 def address_refusal(address: str) -> str | None:
-    """Why a connection to this IP address is refused, or None when it is a public address."""
+    """Why a connection to this IP address is refused, or None when it is a public address.
+
+    Decided by explicit rules rather than ``is_global`` alone, whose tables change between Python versions.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            form, inner = embedded
+            why = address_refusal(str(inner))
+            return f"{inner} in {form} form, {why}" if why else None
+        if ip.is_site_local:
+            return "a site-local address (fec0::/10)"
+    if ip in CLOUD_INFRASTRUCTURE:
+        return CLOUD_INFRASTRUCTURE[ip]
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_link_local:

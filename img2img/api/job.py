@@ -19,6 +19,7 @@ from img2img.api.base import ApiModel
 from img2img.api.envelope import RunPodInput, RunPodRequest, WebhookUrl, private_addresses
 from img2img.api.errors import PATTERN_MEANINGS, Problem, problems
 from img2img.api.images import S3_BUCKET_PATTERN
+from img2img.api.limits import MAX_NESTING_DEPTH
 from img2img.api.status import JobStatus
 
 API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
@@ -27,6 +28,7 @@ PATTERN_MEANINGS[DNS_LABEL] = "a DNS label (lowercase letters, digits and '-', s
 PATTERN_MEANINGS[S3_BUCKET_PATTERN] = "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')"
 GENERATE_NAME = "img2img-"
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600  # RunPod's executionTimeout maximum
+MAX_RETRIES = 10
 MAX_TTL_SECONDS = 365 * 24 * 3600
 
 
@@ -44,7 +46,7 @@ class Img2ImgJobSpec(ApiModel):
                                  "operator configuration")
     timeoutSeconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS, description="run-time limit per "
                                        "attempt; exceeded -> TIMED_OUT")
-    retries: int | None = Field(None, ge=0, le=10, description="retries after the first attempt, for "
+    retries: int | None = Field(None, ge=0, le=MAX_RETRIES, description="retries after the first attempt, for "
                                 "transient failures")
     output: OutputLocation | None = None
     ttlSecondsAfterFinished: int | None = Field(None, ge=0, le=MAX_TTL_SECONDS, description="delete the job "
@@ -96,14 +98,20 @@ class LoadedJob:
 def parse_document(text: str, source: str = "input") -> Any:
     """JSON or YAML text -> data; malformed text -> JobProblems naming the line and column."""
     stripped = text.lstrip()
+    too_deep = Problem("", f"{source}: lists and objects are nested too deeply to read (at most "
+                           f"{MAX_NESTING_DEPTH} levels are accepted in a job's values)")
     if stripped.startswith(("{", "[")):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise JobProblems([Problem("", f"{source}: not valid JSON: {exc.msg} "
                                            f"(line {exc.lineno}, column {exc.colno})")]) from None
+        except RecursionError:  # past Python's recursion limit (~1000 levels)
+            raise JobProblems([too_deep]) from None
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except RecursionError:
+        raise JobProblems([too_deep]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

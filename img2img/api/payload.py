@@ -31,6 +31,9 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | sampler_name, scheduler, eta, s_churn | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | alwayson_scripts | any script but controlnet | only ControlNet is built in |
 
+The input budget (``img2img.api.limits``) is checked here too: image formats and sizes (``ImageStr``), prompt sizes,
+nesting depth of the free-form values, and the job's compute (pixels x steps x images).
+
 Unknown keys are refused (with the nearest known key suggested), where A1111 ignores them: an ignored typo
 silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
 """
@@ -42,14 +45,13 @@ from typing import Annotated, Any, Callable
 
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from img2img.api import options, prompts, samplers
+from img2img.api import limits, options, prompts, samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
 from img2img.api.errors import FieldError, Refusals, refuse
 from img2img.api.image_formats import JPEG_QUALITY, SAMPLES_FORMATS, ImageEncoding, SamplesFormat
 from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageStr, is_inline, too_large_message
 
-PROMPT_MAX = 32768
 NAME_MAX = 256
 MAX_IMAGES = 8  # init_images: A1111 needs at most batch_size of them
 SEED_MAX = 2**32 - 1
@@ -161,8 +163,8 @@ class Img2ImgPayload(ApiModel):
     inpainting_mask_invert: int = Field(0, ge=0, le=1, description="1: inpaint what is not masked")
 
     # --- prompt ------------------------------------------------------------------------------------------------
-    prompt: str = Field("", max_length=PROMPT_MAX)
-    negative_prompt: str = Field("", max_length=PROMPT_MAX)
+    prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
+    negative_prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
     styles: list[Annotated[str, Field(max_length=NAME_MAX)]] | None = Field(
         None, max_length=16, description="not supported: must be empty")
 
@@ -268,6 +270,20 @@ class Img2ImgPayload(ApiModel):
 
     # --- refusals that need several fields ---------------------------------------------------------------------
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        """Free-form values (``script_args``, ``comments``, options) nest at most limits.MAX_NESTING_DEPTH deep;
+        checked before anything else reads them."""
+        if isinstance(data, dict):
+            found = Refusals("Img2ImgPayload")
+            for key, value in data.items():
+                reason = limits.nesting_refusal(value)
+                if reason:
+                    found.add(str(key), reason)
+            found.raise_any()
+        return data
+
     @model_validator(mode="wrap")
     @classmethod
     def _keep_alwayson_as_sent(cls, data: Any, handler: Any) -> "Img2ImgPayload":
@@ -291,9 +307,11 @@ class Img2ImgPayload(ApiModel):
                                    "disable_extra_networks to true")
         comments = not (self.override_settings and self.override_settings.enable_prompt_comments is False)
         for key in ("prompt", "negative_prompt"):
-            for reason in prompts.refusals(getattr(self, key), positive=key == "prompt"):
-                found.add(key, reason)
-            if comments and "#" in getattr(self, key):
+            text = getattr(self, key)
+            for reason in [limits.prompt_refusal(text), *prompts.refusals(text, positive=key == "prompt")]:
+                if reason:
+                    found.add(key, reason)
+            if comments and "#" in text:
                 found.add(key, "has '#', which A1111 reads as a comment to the end of the line and leaves out "
                                "(override_settings.enable_prompt_comments, on by default); the runner does not do "
                                "that yet: remove the comment, or set enable_prompt_comments to false to send '#' "
@@ -321,6 +339,9 @@ class Img2ImgPayload(ApiModel):
         inline = self.inline_image_chars
         if inline > MAX_INLINE_TOTAL_CHARS:
             found.add("init_images", "all inline images together: " + too_large_message(inline))
+        too_much = self.compute.refusal(limits.MAX_MEGAPIXEL_STEPS, "the most one job may ask for")
+        if too_much:
+            found.add((), too_much)
         if self.mask is not None:
             self._mask_refusals(found)
         found.raise_any()
@@ -400,6 +421,10 @@ class Img2ImgPayload(ApiModel):
     @property
     def images_per_job(self) -> int:
         return self.batch_size * self.n_iter
+
+    @property
+    def compute(self) -> limits.Compute:
+        return limits.Compute(self.width, self.height, self.steps, self.images_per_job)
 
     @property
     def inline_image_chars(self) -> int:

@@ -16,12 +16,14 @@ Everything else has a default documented on its field below.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from img2img import uploads_prefix
-from img2img.api.job import DNS_LABEL
+from img2img.api.job import DNS_LABEL, MAX_RETRIES, MAX_TIMEOUT_SECONDS
+from img2img.api.limits import MAX_MEGAPIXEL_STEPS, PRESIGN_MAX_SECONDS
 from img2img.api.protocol import MAX_WAIT_SECONDS
 from img2img.api.webhook_signing import PUBLIC_KEY_CONFIG_MAP, SIGNING_KEY_SECRET
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -150,7 +152,7 @@ class S3Config(_Camel):
     # area s3://<bucket>/<prefix>/<namespace>/ is always allowed.
     allowed_read_prefixes: dict[str, list[str]] = Field(default_factory=dict)
     # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
-    presign_expiry_seconds: int = Field(0, ge=0)
+    presign_expiry_seconds: int = Field(0, ge=0, le=PRESIGN_MAX_SECONDS)
 
     def job_prefix(self, namespace: str, name: str, uid: str, bucket: str | None = None,
                    prefix: str | None = None) -> str:
@@ -187,10 +189,50 @@ class GpuClass(_Camel):
 
 
 class QueueConfig(_Camel):
-    """Admission limits on top of the GPU classes' own; None = no limit."""
+    """Admission limits on top of the GPU classes' own; None = no limit. Per namespace: ``policy``."""
 
     max_concurrent: int | None = Field(None, ge=0)
-    max_concurrent_per_namespace: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "maxConcurrentPerNamespace" in data:
+            raise ValueError("maxConcurrentPerNamespace moved to policy.default.maxConcurrent (and per namespace: "
+                             "policy.namespaces.<namespace>.maxConcurrent)")
+        return data
+
+
+class NamespacePolicy(_Camel):
+    """What the jobs of one namespace may ask for; None = no cap of the policy's own. A job over a cap ends FAILED
+    (InvalidSpec), naming the field and the cap; ``maxConcurrent`` jobs of the namespace run at once, the others
+    wait in the queue. The defaults suit a cluster shared by tenants."""
+
+    max_priority: int | None = Field(100, ge=-1000, le=1000)
+    max_timeout_seconds: int | None = Field(6 * 3600, ge=1, le=MAX_TIMEOUT_SECONDS)
+    max_retries: int | None = Field(3, ge=0, le=MAX_RETRIES)
+    max_concurrent: int | None = Field(8, ge=0)
+    # width x height x steps x images / 10^6 (img2img.api.limits.Compute); the API's own ceiling is the most
+    max_megapixel_steps: float | None = Field(2000, gt=0, le=MAX_MEGAPIXEL_STEPS)
+
+
+class Policy(_Camel):
+    """Caps per namespace: ``default`` for every namespace; an entry of ``namespaces`` replaces the keys it sets."""
+
+    default: NamespacePolicy = Field(default_factory=NamespacePolicy)
+    namespaces: dict[str, NamespacePolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _namespace_names(self) -> Policy:
+        bad = [name for name in self.namespaces if not re.fullmatch(DNS_LABEL, name)]
+        if bad:
+            raise ValueError(f"namespaces: {', '.join(map(repr, bad))} is not a namespace name (a DNS label)")
+        return self
+
+    def of(self, namespace: str) -> NamespacePolicy:
+        override = self.namespaces.get(namespace)
+        if override is None:
+            return self.default
+        return self.default.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class JobDefaults(_Camel):
@@ -307,6 +349,7 @@ class OperatorConfig(_Camel):
     gpu_classes: dict[str, GpuClass] = Field(default_factory=lambda: {"default": GpuClass()})
     default_gpu_class: str | None = None  # None = the only class, if there is exactly one
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    policy: Policy = Field(default_factory=Policy)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
     timing: Waits = Field(default_factory=Waits)
@@ -327,6 +370,20 @@ class OperatorConfig(_Camel):
             )
         if self.default_gpu_class is None and len(self.gpu_classes) > 1:
             raise ValueError("defaultGpuClass: needed when there is more than one GPU class")
+        return self
+
+    @model_validator(mode="after")
+    def _defaults_within_policy(self) -> OperatorConfig:
+        """A job that leaves a control out gets the default: no namespace's cap may refuse that."""
+        d = self.defaults
+        for where, caps in [("policy.default", self.policy.default),
+                            *((f"policy.namespaces.{n}", self.policy.of(n)) for n in self.policy.namespaces)]:
+            for cap, default, key in ((caps.max_priority, d.priority, "Priority"),
+                                      (caps.max_timeout_seconds, d.timeout_seconds, "TimeoutSeconds"),
+                                      (caps.max_retries, d.retries, "Retries")):
+                if cap is not None and default > cap:
+                    raise ValueError(f"{where}.max{key}: {cap} is below defaults.{key[0].lower() + key[1:]} "
+                                     f"({default}): every job that leaves it out would be refused")
         return self
 
     @property

@@ -1,8 +1,9 @@
 """A job's spec, checked with the shared API models, its controls with the configuration's defaults, and what it
 needs of a runner. Pure.
 
-A spec the models refuse (or that names a GPU class the configuration does not have) cannot run: the job ends
-FAILED at once, its error naming every bad field (``spec.input.payload.steps: must be at least 1``).
+A spec the models refuse, that names a GPU class the configuration does not have, or that asks for more than its
+namespace's policy allows (``config.NamespacePolicy``) cannot run: the job ends FAILED at once, its error naming
+every bad field (``spec.input.payload.steps: must be at least 1``, ``spec.priority: 1000 is above 100, …``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from img2img.api.image_formats import ImageFormat
 from img2img.api.images import S3Ref
 from img2img.api.job import Img2ImgJobSpec
 from img2img.api.needs import output_image_bound, required_models, s3_images
+from img2img.api.payload import Img2ImgPayload
 from img2img.api.status import TERMINAL
 
-from .config import OperatorConfig
+from .config import NamespacePolicy, OperatorConfig
 
 
 @dataclass(frozen=True)
@@ -88,17 +90,17 @@ def controls_from(spec: Mapping[str, Any], config: OperatorConfig) -> Controls:
     )
 
 
-def check_job(state: str | None, spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
+def check_job(state: str | None, spec: Mapping[str, Any], namespace: str, config: OperatorConfig) -> Checked:
     """A finished job's spec is not checked again (nothing of it runs any more, and the operator keeps no input of
     it): its controls are all that its decisions read."""
     if state in TERMINAL:
         return Checked(controls_from(spec, config))
-    return check_spec(spec, config)
+    return check_spec(spec, namespace, config)
 
 
-def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
-    """Validate ``spec`` with the shared models and the configuration (GPU classes; whether a webhook may reach a
-    private address)."""
+def check_spec(spec: Mapping[str, Any], namespace: str, config: OperatorConfig) -> Checked:
+    """Validate ``spec`` with the shared models, the configuration (GPU classes; whether a webhook may reach a
+    private address) and ``namespace``'s policy."""
     controls = controls_from(spec, config)
     found: list[Problem] = []
     needs = None
@@ -107,9 +109,30 @@ def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
         payload = Img2ImgJobSpec.model_validate(dict(spec), context=context).input.payload
         needs = Needs(required_models(payload, None), output_image_bound(payload), payload.image_encoding.format,
                       tuple(s3_images(payload)))
+        found += policy_problems(controls, payload, config.policy.of(namespace), namespace)
     except ValidationError as exc:
         found += problems(exc, "spec")
     if controls.gpu_class not in config.gpu_classes:
         known = ", ".join(sorted(config.gpu_classes))
         found.append(Problem("spec.gpuClass", f"unknown GPU class {controls.gpu_class!r} (known: {known})"))
     return Checked(controls, tuple(found), needs if not found else None)
+
+
+def policy_problems(controls: Controls, payload: Img2ImgPayload, caps: NamespacePolicy,
+                    namespace: str) -> list[Problem]:
+    """What a valid job asks for beyond its namespace's caps (the defaults of left-out controls are within them:
+    the configuration is checked for that)."""
+    found = []
+    for path, value, cap, what in (
+            ("spec.priority", controls.priority, caps.max_priority, "the highest priority"),
+            ("spec.timeoutSeconds", controls.timeout_seconds, caps.max_timeout_seconds, "the longest timeout"),
+            ("spec.retries", controls.retries, caps.max_retries, "the most retries")):
+        if cap is not None and value > cap:
+            found.append(Problem(path, f"{value} is above {cap}, {what} a job of namespace {namespace!r} may ask "
+                                       "for (the operator's policy)"))
+    if caps.max_megapixel_steps is not None:
+        too_much = payload.compute.refusal(caps.max_megapixel_steps, f"the most a job of namespace {namespace!r} "
+                                                                     "may ask for (the operator's policy)")
+        if too_much:
+            found.append(Problem("spec.input.payload", too_much))
+    return found

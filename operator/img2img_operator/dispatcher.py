@@ -76,9 +76,11 @@ BATCH_SECONDS = 0.05  # after a wake-up, let a burst of events land before the p
 
 
 def limits_of(config: OperatorConfig) -> Limits:
+    policy = config.policy
     return Limits(
         max_concurrent=config.queue.max_concurrent,
-        max_concurrent_per_namespace=config.queue.max_concurrent_per_namespace,
+        max_concurrent_per_namespace=policy.default.max_concurrent,
+        max_concurrent_by_namespace={name: policy.of(name).max_concurrent for name in policy.namespaces},
         max_concurrent_per_class={name: c.max_concurrent for name, c in config.gpu_classes.items()},
     )
 
@@ -229,7 +231,7 @@ class Dispatcher:
         key = (job.uid, job.generation)
         checked = self._checked.get(key)
         if checked is None:
-            checked = self._checked[key] = check_job(job.state, job.spec, self.config)
+            checked = self._checked[key] = check_job(job.state, job.spec, job.namespace, self.config)
         return checked
 
     def _still_settled(self, uid: str, now: int) -> bool:

@@ -174,7 +174,7 @@ def next_step(job: JobView, now: int, config: OperatorConfig, *, checked: Checke
               result: RunnerResult | None = None) -> Decision:
     """Everything the operator does to a job goes through here. ``attempt``: the lease of the job's attempt, for a
     job IN_PROGRESS (and for a finished one whose runner still stops); ``ended_ms``: when its last attempt ended."""
-    checked = checked or check_spec(job.spec, config)
+    checked = checked or check_spec(job.spec, job.namespace, config)
     if job.deleting:
         return Decision(_lease_over(attempt))  # going away: nothing to write on it
     if job.state in TERMINAL:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from img2img import API_GROUP, API_VERSION, PLURAL
 from img2img.api.webhook_signing import PUBLIC_ENTRY, SECRET_ENTRY, new_secret_key, public_key_text, read_secret_key
+from img2img.kube_async import read_objects_of_any_depth
 
 from .cache import Cache
 from .config import ConfigError, OperatorConfig, load_config
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config.model_dump_json(by_alias=True, indent=2))
         return 0
     configure_logging(config, args.log_level)
+    read_objects_of_any_depth()
     runtime = Runtime(config)
     asyncio.run(kopf.operator(
         registry=build_registry(runtime),

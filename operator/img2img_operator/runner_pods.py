@@ -116,13 +116,17 @@ def _env(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> list[dict
 
 
 def _resources(gpu_class: str, config: OperatorConfig) -> dict[str, Any]:
-    """runner.resources with the GPU class's quantities laid over both requests and limits."""
+    """runner.resources with the GPU class's quantities laid over both requests and limits. A runner always has a
+    memory limit: without one configured, its memory request (a runner that outgrows it is killed, not its
+    node's other pods)."""
     base = config.runner.resources
     requests = {k: v for k, v in base.requests.items()}
     limits = {k: v for k, v in base.limits.items()}
     for key, value in config.gpu_classes[gpu_class].resources.items():
         requests[key] = value
         limits[key] = value
+    if "memory" in requests:
+        limits.setdefault("memory", requests["memory"])
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = {k: str(v) for k, v in requests.items()}

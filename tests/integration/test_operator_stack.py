@@ -441,6 +441,50 @@ def test_refused_spec_fails_at_once_with_the_field_named(stack, namespace, warm)
     assert "spec.gpuClass" in final["error"] and final["attempts"] == 0
 
 
+def test_the_namespace_policy_refuses_priority_1000_a_7_day_timeout_and_10_retries(stack, namespace, warm):
+    over = {"priority": {"priority": 1000}, "timeout": {"timeoutSeconds": 7 * 24 * 3600}, "retries": {"retries": 10}}
+    for name, controls in over.items():
+        create(stack, namespace, name, **controls)
+    caps = {"priority": "spec.priority: 1000 is above 100", "timeout": "spec.timeoutSeconds: 604800 is above 21600",
+            "retries": "spec.retries: 10 is above 3"}
+    for name, words in caps.items():
+        final = wait_state(stack, namespace, name, {"FAILED", "COMPLETED"}, timeout=60)
+        assert final["status"] == "FAILED" and final["attempts"] == 0, final
+        assert final["lastFailure"]["reason"] == "InvalidSpec" and words in final["error"], final["error"]
+
+
+def test_a_job_nested_3000_levels_deep_fails_naming_the_field_and_the_operator_goes_on(stack, namespace, warm):
+    # the API server stores it (its JSON limit is 10 000 levels); Python's json parser needs room to read it back
+    deep = light_input()
+    deep["payload"]["script_args"] = ["__DEEP__"]
+    text = json.dumps({"apiVersion": "img2img.dev/v1alpha1", "kind": "Img2ImgJob",
+                       "metadata": {"name": "deep", "namespace": namespace}, "spec": {"input": deep}})
+    stack.kubectl("create", "-f", "-", input=text.replace('"__DEEP__"', "[" * 3000 + "]" * 3000))
+    create(stack, namespace, "after")
+    assert wait_state(stack, namespace, "after", {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
+    deep_status = json.loads(stack.kubectl("get", "i2i", "deep", "-n", namespace, "-o", "jsonpath={.status}").stdout)
+    assert deep_status["status"] == "FAILED" and deep_status["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.input.payload.script_args: is nested more than 16 levels deep" in deep_status["error"]
+    stack.kubectl("delete", "i2i", "deep", "-n", namespace)  # other tests' clients list every job
+
+
+def test_an_image_the_runner_fetches_outside_the_input_budget_fails_as_bad_input_without_a_retry(
+        stack, namespace, warm):
+    from PIL import Image
+
+    from img2img import uploads_prefix
+
+    buf = io.BytesIO()
+    Image.new("L", (64, 262144)).save(buf, "PNG")  # 16 KB; only its header is read
+    key = f"{uploads_prefix(namespace)}tall.png"
+    stack.s3().put_object(Bucket=stack.bucket, Key=key, Body=buf.getvalue())
+    create(stack, namespace, "tall", retries=3, input=light_input(image=f"s3://{stack.bucket}/{key}"))
+    final = wait_state(stack, namespace, "tall", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "FAILED" and final["attempts"] == 1, final
+    assert final["lastFailure"]["exitCode"] == 2  # BAD_INPUT: never retried
+    assert "input.payload.init_images[0]" in final["error"] and "aspect ratio of 4096:1" in final["error"]
+
+
 def test_a_queue_on_a_pool_of_two_by_priority_with_positions_scaling_up_and_back_to_min_ready(
         stack, namespace, operator):
     # Six jobs queued at once (submitted while no operator runs), a pool of at most two runners of a GPU-less

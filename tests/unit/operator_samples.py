@@ -73,7 +73,7 @@ def job(status: dict | None = None, *, first_seen_ms: int | None = None, **kw: A
 
 
 def checked(j: JobView, cfg: OperatorConfig = CONFIG):
-    return check_spec(j.spec, cfg)
+    return check_spec(j.spec, j.namespace, cfg)
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

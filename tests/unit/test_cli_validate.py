@@ -6,6 +6,8 @@ problem as `path: reason` on stderr and never a traceback.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "examples" / "seed-request.json"
@@ -82,6 +85,19 @@ def test_dash_reads_stdin():
     assert proc.returncode != 0 and "not valid JSON" in proc.stderr
 
 
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def image_b64(width: int, height: int, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 BAD_JSON = '{\n  "input": {\n    "api": {"method": "POST",, "endpoint": "/sdapi/v1/img2img"}\n  }\n}\n'
 BAD_YAML = "apiVersion: img2img.dev/v1alpha1\nkind: Img2ImgJob\nspec:\n  input: [unclosed\n  priority: 1\n"
 
@@ -98,6 +114,15 @@ BAD_YAML = "apiVersion: img2img.dev/v1alpha1\nkind: Img2ImgJob\nspec:\n  input: 
     ("image2.json", with_payload(init_images=["aGVsbG8gd29ybGQ="]),  # valid base64 of "hello world"
      ["input.payload.init_images[0]: not a decodable image"]),
     ("list.json", "[1, 2]", ["expected an object"]),
+    # the input budget (img2img.api.limits)
+    ("deep.json", with_payload(script_args=[nested(600)]),
+     ["input.payload.script_args: is nested more than 16 levels deep"]),
+    ("deeper.json", '{"input": ' + "[" * 5000 + "]" * 5000 + "}", ["nested too deeply to read"]),
+    ("deeper.yaml", "input: " + "[" * 5000 + "]" * 5000 + "\n", ["nested too deeply to read"]),
+    ("tall.json", with_payload(init_images=[image_b64(64, 262144)]),
+     ["input.payload.init_images[0]: an image of 64x262144 pixels has an aspect ratio of 4096:1"]),
+    ("tiff.json", with_payload(init_images=[image_b64(32, 32, "TIFF")]),
+     ["input.payload.init_images[0]: TIFF images are not accepted"]),
     ("neither.yaml", "kind: ConfigMap\n", ["apiVersion:"]),
 ])
 def test_malformed_files_fail_with_the_field_and_reason(tmp_path, name, content, expected):

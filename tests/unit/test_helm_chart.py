@@ -104,6 +104,16 @@ def test_the_default_configuration_is_the_operators_defaults_where_values_say_no
     assert config.webhooks == WebhooksConfig(namespace=RELEASE_NAMESPACE)
 
 
+def test_the_default_values_cap_what_each_namespace_may_ask_for_and_bound_runner_memory():
+    config = parse_config(operator_config(render()))
+    caps = config.policy.of("any-namespace")
+    assert (caps.max_priority, caps.max_timeout_seconds, caps.max_retries, caps.max_concurrent,
+            caps.max_megapixel_steps) == (100, 21600, 3, 8, 2000)
+    assert config.runner.resources.limits == {"memory": "32Gi"}
+    farm = parse_config(operator_config(render(sets=["policy.namespaces.render-farm.maxPriority=500"])))
+    assert farm.policy.of("render-farm").max_priority == 500 and farm.policy.of("render-farm").max_retries == 3
+
+
 def test_the_gpu_cluster_values_become_two_gpu_classes_a_read_only_model_volume_and_irsa():
     manifests = render([EXAMPLES / "values-gpu-cluster.yaml"])
     config = parse_config(operator_config(manifests))
@@ -502,6 +512,11 @@ BAD_VALUES = {
                        ["additional properties 'minready' not allowed"]),
     "heartbeat of zero": ("runners: {heartbeatSeconds: 0}", ["/runners/heartbeatSeconds"]),
     "take wait over a minute": ("runners: {takeWaitSeconds: 90}", ["/runners/takeWaitSeconds", "maximum"]),
+    "presigned URLs for longer than S3 allows": ("s3: {bucket: img2img, presignExpirySeconds: 2592000}",
+                                                 ["/s3/presignExpirySeconds", "maximum"]),
+    "typo in a policy": ("policy: {default: {maxPriorty: 5}}", ["additional properties 'maxPriorty' not allowed"]),
+    "policy of a namespace not a DNS label": ("policy: {namespaces: {Team_A: {maxPriority: 5}}}",
+                                              ["at '/policy/namespaces'", "'Team_A' not allowed"]),
     "gateway output mode unknown": ("gateway: {endpoints: {sdxl: {namespace: team-a, output: png}}}",
                                     ["/gateway/endpoints/sdxl/output", "base64"]),
     "gateway endpoint without namespace": ("gateway: {endpoints: {sdxl: {output: s3}}}",

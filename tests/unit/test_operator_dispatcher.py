@@ -369,7 +369,8 @@ class Fleet:
 CFG = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 2}},
              retryBackoff={"initialSeconds": 1, "maxSeconds": 2},
              runners={"namespace": RUNNER_NS, "leaseSeconds": 4, "heartbeatSeconds": 1, "takeWaitSeconds": 1,
-                      "implicitPool": {"idleSeconds": 5}})
+                      "implicitPool": {"idleSeconds": 5}},
+             policy={"default": {"maxRetries": 10}})  # operators killed at random lose attempts
 
 
 async def drive(cluster: Cluster, cfg, fleet: Fleet, steps: int = 60, crash_every: tuple[int, int] | None = None,

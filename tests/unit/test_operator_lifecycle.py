@@ -341,7 +341,8 @@ def test_retry_waits_for_its_back_off_then_is_offered_again():
 
 
 def test_back_off_doubles_up_to_its_maximum():
-    cfg = config(retryBackoff={"initialSeconds": 10, "maxSeconds": 25}, defaults={"retries": 5})
+    cfg = config(retryBackoff={"initialSeconds": 10, "maxSeconds": 25}, defaults={"retries": 5},
+                 policy={"default": {"maxRetries": 5}})
     for attempt, delay in ((1, 10), (2, 20), (3, 25), (4, 25)):
         d, _ = run(running_status(attempt), lapsed(attempt=attempt), cfg=cfg)
         assert d.wake_at == T + delay * SEC

@@ -113,6 +113,20 @@ def test_gpu_class_resources_placement_and_volumes():
     assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}}
 
 
+def test_a_runner_always_has_a_memory_limit_its_request_unless_one_is_configured():
+    def resources(runner_resources: dict, class_resources: dict) -> dict:
+        cfg = parse_config({**BASE, "runner": {"resources": runner_resources},
+                            "gpuClasses": {"l4": {"resources": class_resources}}})
+        return build_pool_runner_pod(SDXL, "sdxl-a1b2c", KEY, cfg)["spec"]["containers"][0]["resources"]
+
+    gpu = {"nvidia.com/gpu": 1}
+    assert resources({"requests": {"cpu": "2", "memory": "16Gi"}}, gpu)["limits"] == {
+        "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert resources({"requests": {"memory": "16Gi"}, "limits": {"memory": "32Gi"}}, gpu)["limits"]["memory"] == "32Gi"
+    assert resources({"requests": {"memory": "16Gi"}}, {**gpu, "memory": "64Gi"})["limits"]["memory"] == "64Gi"
+    assert parse_config({"s3": {"bucket": "b"}}).runner.resources.requests["memory"] == "4Gi"  # so by default: 4Gi
+
+
 def test_long_lived_restricted_never_restarted_no_api_token():
     spec = build_pool_runner_pod(SDXL, "sdxl-a1b2c", KEY, CONFIG)["spec"]
     assert spec["restartPolicy"] == "Never" and "activeDeadlineSeconds" not in spec

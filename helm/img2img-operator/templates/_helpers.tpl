@@ -172,10 +172,7 @@ app.kubernetes.io/component: runner
 {{- $_ := set $classes $name $c }}
 {{- end }}
 {{- $queue := dict }}
-{{- range $key := list "maxConcurrent" "maxConcurrentPerNamespace" }}
-{{- $value := index $v.queue $key }}
-{{- if not (kindIs "invalid" $value) }}{{ $_ := set $queue $key (int64 $value) }}{{ end }}
-{{- end }}
+{{- if not (kindIs "invalid" $v.queue.maxConcurrent) }}{{ $_ := set $queue "maxConcurrent" (int64 $v.queue.maxConcurrent) }}{{ end }}
 {{- $defaults := dict "priority" (int64 $v.defaults.priority) "timeoutSeconds" (int64 $v.defaults.timeoutSeconds)
       "retries" (int64 $v.defaults.retries) }}
 {{- if not (kindIs "invalid" $v.defaults.ttlSecondsAfterFinished) }}
@@ -207,6 +204,7 @@ app.kubernetes.io/component: runner
       "s3" $s3
       "gpuClasses" $classes
       "queue" $queue
+      "policy" $v.policy
       "defaults" $defaults
       "retryBackoff" $v.retryBackoff
       "timing" $v.timing
