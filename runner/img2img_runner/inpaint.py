@@ -128,9 +128,8 @@ class InitImage:
 
 
 def read_mask(image: Image.Image) -> Image.Image:
-    """A1111 ``images.fix_image`` on a decoded mask: EXIF orientation; an RGB/P image with a transparency byte string
-    becomes RGBA (so that its alpha is the mask)."""
-    image = ImageOps.exif_transpose(image)
+    """A1111 ``images.fix_image`` on a decoded mask (upright already: ``img2img.api.images.decode_image``): an RGB/P
+    image with a transparency byte string becomes RGBA (so that its alpha is the mask)."""
     if image.mode in ("RGB", "P") and isinstance(image.info.get("transparency"), bytes):
         image = image.convert("RGBA")
     return image
