@@ -173,6 +173,22 @@ def crop_region(mask: Image.Image, pad: int = 0) -> Box | None:
     return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height)
 
 
+def _grow(low: int, high: int, diff: int, limit: int) -> tuple[int, int]:
+    """One axis of A1111's ``expand_crop_region``: grow [low, high) by ``diff`` around its centre, shifted back
+    inside [0, limit] where it runs over an edge."""
+    low -= diff // 2
+    high += diff - diff // 2
+    if high >= limit:
+        low -= high - limit
+        high = limit
+    if low < 0:
+        high -= low
+        low = 0
+    if high >= limit:
+        high = limit
+    return low, high
+
+
 def expand_crop_region(region: Box, width: int, height: int, image_width: int, image_height: int) -> Box:
     """masking ``expand_crop_region``: ``region`` grown on its short side (centred, kept inside the image) to the
     aspect ratio of ``width`` x ``height``."""
@@ -180,29 +196,9 @@ def expand_crop_region(region: Box, width: int, height: int, image_width: int, i
     ratio_region = (x2 - x1) / (y2 - y1)
     ratio_processing = width / height
     if ratio_region > ratio_processing:
-        diff = int((x2 - x1) / ratio_processing - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= image_height:
-            y1 -= y2 - image_height
-            y2 = image_height
-        if y1 < 0:
-            y2 -= y1
-            y1 = 0
-        if y2 >= image_height:
-            y2 = image_height
+        y1, y2 = _grow(y1, y2, int((x2 - x1) / ratio_processing - (y2 - y1)), image_height)
     else:
-        diff = int((y2 - y1) * ratio_processing - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= image_width:
-            x1 -= x2 - image_width
-            x2 = image_width
-        if x1 < 0:
-            x2 -= x1
-            x1 = 0
-        if x2 >= image_width:
-            x2 = image_width
+        x1, x2 = _grow(x1, x2, int((y2 - y1) * ratio_processing - (x2 - x1)), image_width)
     return x1, y1, x2, y2
 
 
