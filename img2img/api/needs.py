@@ -48,9 +48,10 @@ def output_image_bound(payload: Img2ImgPayload) -> int:
 
 
 def s3_image_fields(payload: Img2ImgPayload) -> list[tuple[str, S3Ref]]:
-    """Every ``s3://`` image the job reads with its field (``input.payload.init_images[0]``, a ControlNet unit's
-    ``image`` or ``input_image``): init images, then enabled ControlNet units' images."""
+    """Every ``s3://`` image the job reads with its field (``input.payload.init_images[0]``, ``mask``, a ControlNet
+    unit's ``image`` or ``input_image``): init images, the mask, then enabled ControlNet units' images."""
     found = [(f"input.payload.init_images[{i}]", v) for i, v in enumerate(payload.init_images)]
+    found.append(("input.payload.mask", payload.mask))
     for j, unit in enumerate(payload.controlnet_units):
         if unit.enabled and unit.source_image is not None:
             key = "image" if unit.image is not None else "input_image"

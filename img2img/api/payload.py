@@ -9,7 +9,10 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 
 | field(s) | refused when | why |
 |---|---|---|
-| mask, latent_mask | set | inpainting is not supported |
+| latent_mask | set | a latent mask apart from ``mask`` is not supported |
+| width, height | not multiples of 8, with a mask | not supported (A1111 fails too, unless inpaint_full_res) |
+| resize_mode | 3 with a mask, unless inpaint_full_res | A1111 overlays the init image at its own size |
+| mask_blur_x, mask_blur_y | differ, with inpaint_full_res and a ControlNet unit cropping its input | CN fails |
 | restore_faces | true | no face restoration models |
 | tiling | true | not implemented yet |
 | styles | non-empty | there is no styles database; put the text into the prompt |
@@ -141,17 +144,20 @@ class Img2ImgPayload(ApiModel):
     image_cfg_scale: float | None = Field(None, ge=0.0, le=30.0, description="instruct-pix2pix only; no effect")
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0)
 
-    # --- inpainting: accepted only as "off" --------------------------------------------------------------------
-    mask: str | None = Field(None, max_length=64, description="not supported: must be absent")
+    # --- inpainting (img2img_runner.inpaint) ---------------------------------------------------------------------
+    mask: ImageStr | None = Field(None, description="inpainting mask (white: inpaint; an RGBA mask that is not "
+                                  "opaque: its alpha): base64, data URI, s3://bucket/key or https:// URL")
     latent_mask: str | None = Field(None, max_length=64, description="not supported: must be absent")
     mask_blur_x: int = Field(4, ge=0, le=64)
     mask_blur_y: int = Field(4, ge=0, le=64)
-    mask_blur: int | None = Field(None, ge=0, le=64)
-    mask_round: bool = True
-    inpainting_fill: int = Field(0, ge=0, le=3)
-    inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = Field(0, ge=0, le=256)
-    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    mask_blur: int | None = Field(None, ge=0, le=64, description="both axes' blur; sets mask_blur_x and _y")
+    mask_round: bool = Field(True, description="round the latent mask to 0 or 1")
+    inpainting_fill: int = Field(0, ge=0, le=3, description="masked content: 0 fill, 1 original, 2 latent noise, "
+                                 "3 latent nothing")
+    inpaint_full_res: bool = Field(True, description="true: only the masked area, at width x height; false: the "
+                                   "whole picture")
+    inpaint_full_res_padding: int = Field(0, ge=0, le=256, description="pixels around the masked area")
+    inpainting_mask_invert: int = Field(0, ge=0, le=1, description="1: inpaint what is not masked")
 
     # --- prompt ------------------------------------------------------------------------------------------------
     prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
@@ -213,10 +219,10 @@ class Img2ImgPayload(ApiModel):
     # --- refusals of one field ---------------------------------------------------------------------------------
 
     # mode="before": the refusal is the message, not "too long" or "not a string" (null never gets here)
-    @field_validator("mask", "latent_mask", mode="before")
+    @field_validator("latent_mask", mode="before")
     @classmethod
-    def _no_mask(cls, value: Any) -> None:
-        raise refuse("inpainting is not supported; remove the mask")
+    def _no_latent_mask(cls, value: Any) -> None:
+        raise refuse("a latent mask apart from mask is not supported; remove it (mask is the latent mask too)")
 
     @field_validator("firstpass_image", mode="before")
     @classmethod
@@ -329,8 +335,27 @@ class Img2ImgPayload(ApiModel):
         too_much = self.compute.refusal(limits.MAX_MEGAPIXEL_STEPS, "the most one job may ask for")
         if too_much:
             found.add((), too_much)
+        if self.mask is not None:
+            self._mask_refusals(found)
         found.raise_any()
         return self
+
+    def _mask_refusals(self, found: Refusals) -> None:
+        """Inpainting requests A1111 fails on (nothing to reproduce), and sizes off the 8-pixel grid."""
+        for key in ("width", "height"):
+            if getattr(self, key) % 8:
+                found.add(key, f"{getattr(self, key)} is not a multiple of 8, which inpainting needs here (A1111 "
+                               "itself fails on it unless inpaint_full_res: it overlays the init image at that size "
+                               "on a result rendered at a multiple of 8)")
+        if self.resize_mode == 3 and not self.inpaint_full_res:
+            found.add("resize_mode", "3 (latent upscale) with a mask needs inpaint_full_res: A1111 would overlay the "
+                                     "init image at its own size on a result of width x height")
+        cropping = [u for u in self.enabled_controlnet_units if u.inpaint_crop_input_image]
+        blur_x, blur_y = self.mask_blur_xy
+        if self.inpaint_full_res and cropping and blur_x != blur_y:
+            found.add("mask_blur_x", f"differs from mask_blur_y ({blur_x} vs {blur_y}) with inpaint_full_res and a "
+                                     "ControlNet unit that crops its input to the mask (inpaint_crop_input_image): "
+                                     "sd-webui-controlnet fails on that; send one mask_blur")
 
     # --- normalized values -------------------------------------------------------------------------------------
 
@@ -341,6 +366,13 @@ class Img2ImgPayload(ApiModel):
         (DPM++ 2M -> Karras); it stays "Automatic" (the model's schedule) for Euler, Euler a, LMS, Heun, ….
         """
         return samplers.resolve(self.sampler_name, self.sampler_index, self.scheduler).pair()
+
+    @property
+    def mask_blur_xy(self) -> tuple[int, int]:
+        """(mask_blur_x, mask_blur_y) as A1111 runs them: ``mask_blur``, when sent, sets both."""
+        if self.mask_blur is not None:
+            return self.mask_blur, self.mask_blur
+        return self.mask_blur_x, self.mask_blur_y
 
     @property
     def sampler_params(self) -> samplers.SamplerParams:
@@ -395,19 +427,19 @@ class Img2ImgPayload(ApiModel):
     @property
     def inline_image_chars(self) -> int:
         """Characters of inline (base64) image data in the payload: what counts against etcd's limit."""
-        values = [*self.init_images, *(u.source_image for u in self.controlnet_units if u.source_image)]
-        return sum(len(v) for v in values if is_inline(v))
+        values = [*self.init_images, self.mask, *(u.source_image for u in self.controlnet_units if u.source_image)]
+        return sum(len(v) for v in values if v and is_inline(v))
 
     def parameters(self) -> dict[str, Any]:
-        """The ``parameters`` echo of A1111's answer: every field with its default, as received, ``init_images``
-        null unless ``include_init_images`` (A1111 api.py), ``alwayson_scripts`` as sent.
+        """The ``parameters`` echo of A1111's answer: every field with its default, as received, ``init_images`` and
+        ``mask`` null unless ``include_init_images`` (A1111 api.py), ``alwayson_scripts`` as sent.
 
         Inline ControlNet images are nulled too (A1111 would echo them): the echo lands in the job's status, and a
         megabyte of base64 there would not fit etcd's limit. References (s3://, https://) are kept.
         """
         params = self.model_dump(mode="json", exclude={"alwayson_scripts"})
         if not self.include_init_images:
-            params["init_images"] = None
+            params["init_images"] = params["mask"] = None
         sent = _drop_inline_images(self._alwayson_sent) if self._alwayson_sent else {}
         params["alwayson_scripts"] = sent
         return dict(sorted(params.items()))

@@ -1,11 +1,12 @@
 """One job, in process: RunPod ``input`` -> images, A1111 ``info`` and ``parameters``.
 
 The steps, each in its own module: validate the payload (img2img.api) -> resolve the models (catalog) -> fetch and
-decode the images (fetch) -> plan every A1111 decision (plan) -> load the models (pipelines, cached) -> ControlNet
-detect maps (preprocess) -> the prompt's LoRAs on the checkpoint (loras), for the prompts' encoding and per batch: the
-base pipeline, handing over to the refiner at ``refiner_switch_at``; the LoRAs off again -> info and infotexts
-(info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run``
-(``img2img run``) all call ``execute``.
+decode the images (fetch) -> the inpainting mask, and the ControlNet inputs cut to it (inpaint) -> plan every A1111
+decision (plan) -> load the models (pipelines, cached) -> ControlNet detect maps (preprocess) -> the prompt's LoRAs on
+the checkpoint (loras), for the prompts' encoding and per batch: the base pipeline, handing over to the refiner at
+``refiner_switch_at``, blending with the mask (inpaint_sampling); the LoRAs off again -> the init image over the
+unmasked pixels (inpaint) -> info and infotexts (info). ``main`` (the one-shot pod), ``worker`` (a pool's runner)
+and ``local_run`` (``img2img run``) all call ``execute``.
 
 Progress: ``on_step(k, n)`` is called as sampling goes, ``k`` of ``n`` sampler steps over all batches (A1111's
 count: a second-order sampler's two model evaluations are one step), with ``k = 0`` once the plan is made and once
@@ -23,13 +24,15 @@ from typing import Any, Callable, Mapping
 
 from PIL import Image
 
+from img2img.api.controlnet import RESIZE_MODES
 from img2img.api.image_formats import ImageEncoding
-from img2img_runner.catalog import Catalog
+from img2img_runner import inpaint
+from img2img_runner.catalog import Catalog, ModelError
 from img2img_runner.errors import BadInput
 from img2img_runner.fetch import FetchPolicy, load_image
 from img2img_runner.images import flatten, resize_init_image
 from img2img_runner.info import Outcome, info as make_info
-from img2img_runner.plan import Batch, ImageSizes, Plan, make_plan
+from img2img_runner.plan import Batch, ImageSizes, Plan, make_plan, unit_resize_mode
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +87,21 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     policy = policy or FetchPolicy.from_env()
     init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client, presigned=presigned)
                    for i, v in enumerate(payload.init_images)]
-    unit_images: dict[int, Image.Image] = {}
+    mask = (load_image(payload.mask, "mask", policy, s3_client=s3_client, presigned=presigned)
+            if payload.mask is not None else None)
+    inpainting, masks = (inpaint.process_mask(mask, inpaint.MaskSettings.of(payload), payload.width, payload.height,
+                                              payload.resize_mode) if mask is not None else (None, None))
+    unit_images: dict[int, Image.Image] = {}  # request index -> the unit's input, where not the first init image
     for i, unit in enumerate(payload.controlnet_units):
         if unit.enabled and unit.source_image is not None:
             key = "image" if unit.image is not None else "input_image"
             unit_images[i] = load_image(unit.source_image, f"alwayson_scripts.controlnet.args[{i}].{key}", policy,
                                         s3_client=s3_client, presigned=presigned)
+    if mask is not None:
+        unit_images.update(_controlnet_inputs_cut(payload, mask, init_images[0], unit_images))
     sizes = ImageSizes(init=tuple(flatten(im).size for im in init_images),
                        units={i: flatten(im).size for i, im in unit_images.items()})
-    plan = make_plan(payload, models, sizes, rng)
+    plan = make_plan(payload, models, sizes, rng, inpainting)
     progress = _Progress(plan, on_step)
     progress.tell()
 
@@ -123,7 +132,13 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
 
     # --- sampling ------------------------------------------------------------------------------------------
     t2 = time.monotonic()
-    prepared = [_prepare_init(im, plan) for im in init_images]
+    overlays: list[Image.Image] = []
+    if masks is not None:
+        ready = inpaint.init_images(init_images, plan.inpainting, masks, plan.width, plan.height, plan.resize_mode)
+        prepared = [(r.image, r.image) for r in ready]
+        overlays = [r.overlay for r in ready]
+    else:
+        prepared = [_prepare_init(im, plan) for im in init_images]
     generated: list[Image.Image] = []
     traces = []
     refiner_ran = False
@@ -136,14 +151,20 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
         prompts = _Prompts(base=_encode(plan, loaded.base, loaded.runtime), refiner=refiner_prompts)
         for batch in plan.batches:
             images, trace = _run_batch(plan, batch, loaded, prompts, prepared,
-                                       [Image.fromarray(m) for m in detect_maps], progress.batch(batch))
+                                       [Image.fromarray(m) for m in detect_maps], progress.batch(batch), masks)
+            if overlays:  # A1111 apply_overlay: the init image's pixels wherever the mask leaves them out
+                images = [inpaint.apply_overlay(image, plan.inpainting.paste_to, overlays[i])
+                          for image, i in zip(images, batch.init_image_indices)]
             generated.extend(images)
             traces.append(trace)
             refiner_ran = refiner_ran or bool(trace.get("refiner"))
     inference_ms = int((time.monotonic() - t2) * 1000)
 
+    from img2img_runner.inpaint_sampling import takes_mask
+
     outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp,
-                      lora_hashes={lora.entry.name: lora.shorthash for lora in loaded.loras})
+                      lora_hashes={lora.entry.name: lora.shorthash for lora in loaded.loras},
+                      inpainting_conditioning=takes_mask(loaded.base["unet"]))
     info_json, infotexts = make_info(plan, outcome, restore_faces=bool(payload.restore_faces),
                                      styles=payload.styles or [],
                                      seed_resize_from=(payload.seed_resize_from_w, payload.seed_resize_from_h))
@@ -159,6 +180,27 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
                  "total": int((time.monotonic() - started) * 1000)},
         trace={"batches": traces, "runtime": cache.runtime.name}, plan=plan,
     )
+
+
+def _controlnet_inputs_cut(payload, mask: Image.Image, init_image: Image.Image,
+                           unit_images: dict[int, Image.Image]) -> dict[int, Image.Image]:
+    """The enabled units' input images that sd-webui-controlnet cuts to the inpainting mask ("Only masked"), by
+    request index, at the generation size."""
+    settings = inpaint.MaskSettings.of(payload)
+    units = [(i, u) for i, u in enumerate(payload.controlnet_units)
+             if u.enabled and inpaint.controlnet_crops(settings, u.inpaint_crop_input_image)]
+    if not units:
+        return {}
+    cn_mask = inpaint.controlnet_mask(mask, settings)
+    region = inpaint.controlnet_crop_region(cn_mask, settings, payload.width, payload.height)
+    if region is None:
+        raise BadInput(f"sd-webui-controlnet finds nothing masked in it (it reads the mask's grey levels, not its "
+                       f"alpha) and fails to cut ControlNet unit {units[0][0]}'s input to it; send a mask with "
+                       "white where to inpaint, or set the unit's inpaint_crop_input_image to false", "mask")
+    return {i: inpaint.control_input(unit_images.get(i, init_image), region, cn_mask.size,
+                                     RESIZE_MODES.index(unit_resize_mode(unit, payload)), payload.width,
+                                     payload.height)
+            for i, unit in units}
 
 
 @dataclass
@@ -197,6 +239,12 @@ def _load_models(plan: Plan, cache) -> _Loaded:
     base = cache.checkpoint(models.checkpoint)
     vae = cache.vae(models.vae) if models.vae is not None else base["vae"]
     refiner = cache.refiner(plan.refiner.entry, base, vae, models.vae) if plan.refiner is not None else None
+    if refiner is not None:
+        from img2img_runner.inpaint_sampling import takes_mask
+
+        if takes_mask(refiner["unet"]):
+            raise ModelError("refiner_checkpoint", f"{plan.refiner.entry.name!r} is an inpainting checkpoint (its UNet "
+                                                   "takes a mask); it cannot be a refiner")
     controlnets = [cache.controlnet(u.controlnet) for u in plan.units]
     loras = [cache.lora(p.entry) for p in plan.loras]
     return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime, loras=loras)
@@ -232,17 +280,36 @@ def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Im
     return resized, resized
 
 
+def _mask_sampling(plan: Plan, masks: inpaint.Masks | None, latent_shape: tuple[int, int, int]) -> Any:
+    """What sampling does for the mask (``inpaint_sampling.Inpaint``): the batch's latent blend when the job has an
+    active mask, nothing otherwise."""
+    from img2img_runner import inpaint_sampling as S
+    from img2img_runner import pipelines as P
+
+    if masks is None:
+        return S.Inpaint()
+    assert plan.inpainting is not None
+    settings = plan.inpainting.settings
+    noise = None
+    if settings.fill == inpaint.LATENT_NOISE:  # A1111 draws it from the first batch's seeds, for every batch
+        noise = P.a1111_noise(plan.all_seeds[:plan.batch_size], latent_shape)[0]
+    nmask = inpaint.latent_mask(masks.mask, latent_shape[2], latent_shape[1], settings.round)
+    return S.Inpaint(blend=S.latent_blend(nmask, settings.fill, noise))
+
+
 def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, prepared, control_images,
-               on_index: Callable[[int], None]) -> tuple[list, dict]:
+               on_index: Callable[[int], None], masks: inpaint.Masks | None = None) -> tuple[list, dict]:
     import torch
 
+    from img2img_runner import inpaint_sampling as S
     from img2img_runner import pipelines as P
 
     spec = plan.scheduler
     steps = plan.steps
     base = loaded.base
-    latent_shape = (base["unet"].config.in_channels, plan.run_height // 8, plan.run_width // 8)
+    latent_shape = (loaded.vae.config.latent_channels, plan.run_height // 8, plan.run_width // 8)
     noise, generators = P.a1111_noise(batch.seeds, latent_shape)
+    sampling = _mask_sampling(plan, masks, latent_shape)
     if plan.eta_noise_seed_delta:  # A1111: ENSD re-seeds the per-step noise (ancestral/SDE samplers)
         generators = [torch.Generator("cpu").manual_seed(int(s) + plan.eta_noise_seed_delta) for s in batch.seeds]
     vae_seeds = [(int(s) + VAE_SEED_OFFSET) & 0xFFFFFFFFFFFF for s in batch.seeds]
@@ -250,7 +317,7 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         images=[prepared[i][1] for i in batch.init_image_indices], noise=noise, noise_multiplier=plan.noise_multiplier,
         vae_seeds=vae_seeds,
         latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None,
-        noise_index=steps.first_index - 1 if steps.timestep_sampler else None)
+        noise_index=steps.first_index - 1 if steps.timestep_sampler else None, transform=sampling.transform)
     images_in = [prepared[i][0] for i in batch.init_image_indices]
     cfg_on = plan.guidance_scale > 1
     dtype = loaded.runtime.dtype
@@ -277,7 +344,8 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
             if stop >= (last or len(probe.timesteps)):  # the run ends before the switch: A1111 never switches
                 stop, refiner = None, None
         trace["stop"] = stop
-    refiner_sched = P.make_scheduler(refiner["scheduler"], spec, batch.seeds) if refiner is not None else None
+    refiner_sched = (sampling.scheduler(P.make_scheduler(refiner["scheduler"], spec, batch.seeds), spec)
+                     if refiner is not None else None)
 
     if refiner is not None and stop is not None and stop <= first:
         # A1111: the switch point is before the first img2img step -> the refiner samples everything (no ControlNet)
@@ -287,14 +355,15 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
         try:
             with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
                 out = pipe(image=images_in, strength=steps.strength, output_type="pil",
-                           callback_on_step_end=P.step_counter(last, first, seen, on_index), **common,
+                           callback_on_step_end=sampling.last_step(P.step_counter(last, first, seen, on_index), last,
+                                                                   first), **common,
                            **prompts.refiner.pipeline_kwargs(dtype)).images
         finally:
             P.remove_initial_latents(pipe)
         trace.update(base=[], refiner=seen)
         return list(out), trace
 
-    scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds, steps.first_index)
+    scheduler = sampling.scheduler(P.make_scheduler(base["scheduler"], spec, batch.seeds, steps.first_index), spec)
     units = None
     kwargs = dict(common, **prompts.base.pipeline_kwargs(dtype))
     if plan.units:
@@ -307,11 +376,17 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
                       control_guidance_start=[0.0] * len(plan.units), control_guidance_end=[1.0] * len(plan.units),
                       height=plan.run_height, width=plan.run_width)
     pipe = P.base_pipeline(base, loaded.vae, scheduler, units)
+    if S.takes_mask(base["unet"]):  # an inpainting checkpoint: the mask and the masked image, the SDXL one rounded
+        round_mask = plan.inpainting.settings.round if plan.inpainting and plan.architecture == "sd15" else True
+        sampling.conditioning = S.image_conditioning(pipe, images_in, masks.mask if masks else None, round_mask,
+                                                     init.vae_seeds, loaded.runtime.device, loaded.runtime.dtype)
     seen_base: list[int] = []
     P.install_initial_latents(pipe, init)
     counter = P.step_counter(stop if stop is not None else last, first, seen_base, on_index)
+    if stop is None:
+        counter = sampling.last_step(counter, last, first)
     try:
-        with P.context_split(base["unet"], prompts.base.lengths, batch.size):
+        with sampling.unet(base["unet"]), P.context_split(base["unet"], prompts.base.lengths, batch.size):
             out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
                        callback_on_step_end=counter, **kwargs).images
     finally:
@@ -327,7 +402,8 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
     seen_refiner: list[int] = []
     with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
         images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
-                        callback_on_step_end=P.step_counter(last, stop, seen_refiner, on_index), **common,
+                        callback_on_step_end=sampling.last_step(P.step_counter(last, stop, seen_refiner, on_index),
+                                                                last, stop), **common,
                         **prompts.refiner.pipeline_kwargs(dtype)).images
     began = getattr(pipe_r.scheduler, "begin_index", stop)
     if began != stop:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from img2img.api.prompts import positive_text
 from img2img.api.samplers import SchedulerSpec, img2img_t_enc, scheduler_spec
 from img2img_runner.catalog import Entry, Resolved
+from img2img_runner.inpaint import Inpainting
 
 if TYPE_CHECKING:  # the payload types are pydantic models from img2img.api (no torch either)
     from img2img.api.controlnet import ControlNetUnit
@@ -171,6 +172,7 @@ class Plan:
     units: tuple[UnitPlan, ...]
     loras: tuple[LoraPlan, ...] = ()  # applied to the checkpoint for the job (not to the refiner's own UNet)
     extra_generation_params: dict = field(default_factory=dict)  # known before sampling, in A1111's order
+    inpainting: Inpainting | None = None  # the request sent a mask
 
     @property
     def architecture(self) -> str:
@@ -183,7 +185,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class ImageSizes:
-    """(width, height) of the decoded init images, and of each unit's own image by request index."""
+    """(width, height) of the decoded init images, and of each unit's input image by request index where it is not
+    the first init image as sent (the unit's own image; an input cut to an inpainting mask)."""
 
     init: tuple[tuple[int, int], ...]
     units: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -237,17 +240,19 @@ def pixel_perfect_resolution(image_size: tuple[int, int], target: tuple[int, int
     return int(round(k * min(raw_h, raw_w)))
 
 
+def unit_resize_mode(unit: "ControlNetUnit", payload: "Img2ImgPayload") -> str:
+    """The resize mode CN applies to the unit's input: the unit's own, or img2img's for the init image
+    (``choose_input_image``)."""
+    return I2I_TO_CN_RESIZE[payload.resize_mode] if unit.source_image is None else unit.resize_mode_name
+
+
 def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, payload: "Img2ImgPayload",
               target: tuple[int, int], sizes: ImageSizes, steps: Steps, sent: dict | None = None) -> UnitPlan:
     pre = unit.preprocessor
     assert resolved is not None, "validation refuses an enabled unit without a model"
     image = unit.source_image
-    if image is None:
-        resize_mode = I2I_TO_CN_RESIZE[payload.resize_mode]
-        source_size = sizes.init[0]
-    else:
-        resize_mode = unit.resize_mode_name
-        source_size = sizes.units.get(request_index, sizes.init[0])
+    resize_mode = unit_resize_mode(unit, payload)
+    source_size = sizes.units.get(request_index, sizes.init[0])
     processor_res = processor_res_info = unit.effective_processor_res
     if unit.pixel_perfect:
         processor_res = pixel_perfect_resolution(source_size, target, resize_mode)
@@ -280,8 +285,9 @@ def _info_threshold(effective: float | None, sent: float) -> float:
 
 
 def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
-              rng: _random.Random | None = None) -> Plan:
-    """Every decision of the job. Raises FieldError for what the runner cannot do as asked."""
+              rng: _random.Random | None = None, inpainting: Inpainting | None = None) -> Plan:
+    """Every decision of the job. Raises FieldError for what the runner cannot do as asked. ``inpainting``: the
+    decisions on the request's mask (``inpaint.process_mask``)."""
     sampler, schedule = payload.effective_sampler()
     spec = scheduler_spec(sampler, schedule, payload.sampler_params)
 
@@ -347,8 +353,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
 
     # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's
-    # process()), img2img init (Denoising strength), the LoRAs (extra networks activated per batch), then sampling
-    # (Noise multiplier, Eta, Schedule type); the refiner's keys are added when it runs (info.py)
+    # process()), img2img init (Denoising strength, the mask's), the LoRAs (extra networks activated per batch), then
+    # sampling (Noise multiplier, Eta, Schedule type); the refiner's keys are added when it runs (info.py)
     extra: dict = {}
     for u in units:
         extra[f"ControlNet {u.index}"] = None  # the value depends on the infotext format: filled by info.py
@@ -356,6 +362,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
             extra[f"ControlNet {u.index} substitute"] = (
                 f"{u.controlnet.name} (catalog substitute for {u.substituted_from.name} under {models.architecture})")
     extra["Denoising strength"] = payload.denoising_strength
+    if inpainting is not None:
+        extra.update(inpainting.extra_generation_params())
     if loras:
         extra["Lora hashes"] = None  # the hashes are the files': filled by info.py once they are read
     if noise_multiplier != 1.0:
@@ -374,7 +382,7 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
         subseed_strength=float(payload.subseed_strength), all_seeds=all_seeds, all_subseeds=all_subseeds,
         all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
         batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,
-        refiner=refiner, units=tuple(units), loras=loras, extra_generation_params=extra,
+        refiner=refiner, units=tuple(units), loras=loras, extra_generation_params=extra, inpainting=inpainting,
     )
 
 
