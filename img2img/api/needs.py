@@ -5,6 +5,8 @@ Model names are compared by ``model_key``: A1111 accepts one model under several
 "sd_xl_base_1.0 [31e35c80fc]", "sd_xl_base_1.0.safetensors", "SDXL/sd_xl_base_1.0.safetensors"), and so does the
 runner's catalog, so a runner's catalog names and a request's names meet on the key. Aliases and substitutes
 (``img2img_runner.catalog``) are the runner's to report: it says every name it can serve without loading.
+A preprocessor's annotator weights are not named by the request: the job needs ``annotator_key(preprocessor)``, and
+a runner holding a catalog's annotator entry reports that key for each preprocessor the entry serves.
 """
 
 from __future__ import annotations
@@ -29,16 +31,33 @@ def model_key(name: str) -> str:
     return bare.lower()
 
 
+ANNOTATOR_KEY_PREFIX = "annotator:"
+
+
+def annotator_key(preprocessor: str) -> str:
+    """The key of the annotator weights a preprocessor (canonical name: "openpose") runs with; a pool's models may
+    name it to preload them."""
+    return ANNOTATOR_KEY_PREFIX + preprocessor
+
+
+def annotator_preprocessor(name: str) -> str | None:
+    """The preprocessor of an ``annotator_key`` ("annotator:openpose" -> "openpose"); None for other names."""
+    return name.strip()[len(ANNOTATOR_KEY_PREFIX):] if name.strip().startswith(ANNOTATOR_KEY_PREFIX) else None
+
+
 def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> frozenset[str]:
     """The keys of the models the job runs: checkpoint (``default_checkpoint``, the catalog's, when the request
     names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, the model of every
-    enabled ControlNet unit that names one, and the prompt's LoRAs (a runner holding them skips reading them)."""
+    enabled ControlNet unit that names one, the prompt's LoRAs (a runner holding them skips reading them), and the
+    annotator weights of the units' preprocessors."""
     names = [payload.checkpoint or default_checkpoint, payload.refiner]
     if payload.vae is not None and payload.vae.strip() not in VAE_OFF:
         names.append(payload.vae)
-    names += [unit.model_name for unit in payload.enabled_controlnet_units]
+    units = payload.enabled_controlnet_units
+    names += [unit.model_name for unit in units]
     names += [tag.name for tag in payload.loras]
-    return frozenset(model_key(n) for n in names if n)
+    keys = {model_key(n) for n in names if n}
+    return frozenset(keys | {annotator_key(u.preprocessor.name) for u in units if u.preprocessor.annotator_files})
 
 
 def output_image_bound(payload: Img2ImgPayload) -> int:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from img2img.api.controlnet import RESIZE_MODES
 from img2img.api.image_formats import ImageEncoding
-from img2img_runner import inpaint
+from img2img_runner import inpaint, preprocess
 from img2img_runner.catalog import Catalog, ModelError
 from img2img_runner.errors import BadInput
 from img2img_runner.fetch import FetchPolicy, load_image
@@ -105,10 +105,10 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     progress = _Progress(plan, on_step)
     progress.tell()
 
-    from img2img_runner import loras, pipelines, preprocess
+    from img2img_runner import loras, pipelines
 
     for unit in plan.units:
-        preprocess.check_supported(unit, catalog)
+        preprocess.check_supported(unit)
 
     # --- models --------------------------------------------------------------------------------------------
     from img2img_runner.pipelines import ModelCache
@@ -126,8 +126,8 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     detect_maps = []
     for unit in plan.units:
         source = unit_images.get(unit.request_index, init_images[0])
-        detect_maps.append(preprocess.detect_map(unit, source, plan.run_width, plan.run_height, catalog=catalog,
-                                                 seed=plan.preprocessor_seed, device=cache.runtime.device))
+        detect_maps.append(preprocess.detect_map(unit, source, plan.run_width, plan.run_height, cache=cache,
+                                                 seed=plan.preprocessor_seed))
     preprocess_ms = int((time.monotonic() - t1) * 1000)
 
     # --- sampling ------------------------------------------------------------------------------------------
@@ -236,6 +236,8 @@ class _Progress:
 def _load_models(plan: Plan, cache) -> _Loaded:
     models = plan.models
     cache.begin_job()
+    for unit in plan.units:  # first: a folder lacking a file fails the job before the checkpoint loads
+        preprocess.detector(unit, cache)
     base = cache.checkpoint(models.checkpoint)
     vae = cache.vae(models.vae) if models.vae is not None else base["vae"]
     refiner = cache.refiner(plan.refiner.entry, base, vae, models.vae) if plan.refiner is not None else None

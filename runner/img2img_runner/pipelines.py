@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from img2img.api.controlnet import WEIGHTED_PREPROCESSORS, find_preprocessor
+from img2img.api.needs import annotator_key, annotator_preprocessor
 from img2img.api.samplers import SchedulerSpec
 from img2img_runner.acceleration import Switches, prepare
 from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, LORA_FOR, Catalog, Entry, ModelError
@@ -126,10 +128,11 @@ class _Held:
 class ModelCache:
     """Loaded models, kept between jobs: one least-recently-used cache of catalog entries within a memory budget.
 
-    Checkpoints (as their components), refiners, VAEs and ControlNets. A model is measured (bytes of its weights)
-    once loaded, before it moves to the device; when it does not fit in the budget, the least recently used models
-    are unloaded first, never one that the current job uses (``begin_job``). A refiner shares its base's
-    ``text_encoder_2`` and the job's VAE: it goes when either goes.
+    Checkpoints (as their components), refiners, VAEs, ControlNets, LoRAs and ControlNet preprocessors' detectors
+    (annotators). A model is measured (bytes of its weights; a detector: of its files) once loaded, before it moves to
+    the device; when it does not fit in the budget, the least recently used models are unloaded first, never one that
+    the current job uses (``begin_job``). A refiner shares its base's ``text_encoder_2`` and the job's VAE: it goes
+    when either goes.
 
     ``budget``: bytes (``IMG2IMG_MODEL_MEMORY_BUDGET``); default unlimited on CPU, 90 % of the GPU's memory on CUDA.
     ``loads`` / ``load_seconds`` count the models loaded and the time spent loading them (a warm job adds nothing).
@@ -161,6 +164,12 @@ class ModelCache:
     def controlnet(self, entry: Entry) -> Any:
         return self._get(("controlnet", entry.name), entry.name, lambda: self._load_controlnet(entry))
 
+    def annotator(self, entry: Entry, class_name: str, files: tuple[str, ...], field: str = "models") -> Any:
+        """A controlnet-aux detector (``class_name``) reading ``files`` from an annotator entry's folder: one per
+        entry and class, however many preprocessors use it (openpose and openpose_hand share one)."""
+        return self._get(("annotator", entry.name, class_name), entry.name,
+                         lambda: self._load_annotator(entry, class_name, files, field))
+
     def lora(self, entry: Entry) -> Any:
         """A LoRA's file as read (``loras.Lora``), on the device: applied to a checkpoint per job."""
         return self._get(("lora", entry.name), entry.name, lambda: self._load_lora(entry))
@@ -173,9 +182,18 @@ class ModelCache:
         return self._get(key, entry.name, lambda: self._load_refiner(entry, base, vae), needs=needs)
 
     def held(self) -> list[str]:
-        """The catalog names of the models loaded now (what a runner tells the operator it holds)."""
+        """The catalog names of the models loaded now (what a runner tells the operator it holds), and
+        ``annotator:<preprocessor>`` for each preprocessor whose detector is loaded with the weights the catalog
+        gives it."""
+        from img2img_runner import preprocess
+
         with self._lock:
-            return sorted({held.name for held in self._held.values()})
+            names = {held.name for held in self._held.values()}
+            detectors = {(key[1], key[2]) for key in self._held if key[0] == "annotator"}
+        served = {annotator_key(module) for module in WEIGHTED_PREPROCESSORS
+                  if (getattr(self.catalog.annotator(module), "name", None), preprocess.detector_class(module))
+                  in detectors}
+        return sorted(names | served)
 
     def used_bytes(self) -> int:
         with self._lock:
@@ -196,7 +214,7 @@ class ModelCache:
         self.begin_job()
         checkpoints = [self.checkpoint(e) for e in entries if e.architecture in CHECKPOINTS]
         vaes = [(e, self.vae(e)) for e in entries if e.architecture == "vae"]
-        for entry in entries:
+        for name, entry in zip(names, entries):
             if entry.architecture.startswith("controlnet-"):
                 self.controlnet(entry)
             elif entry.architecture == "sdxl-refiner":
@@ -209,7 +227,21 @@ class ModelCache:
             elif entry.architecture in LORA_FOR.values():
                 self.lora(entry)
             elif entry.architecture == "annotator":
-                log.info("annotator %s loads on first use", entry.name)
+                self._preload_annotator(name, entry, field)
+
+    def _preload_annotator(self, name: str, entry: Entry, field: str) -> None:
+        """The detectors of ``annotator:<preprocessor>``, or of the preprocessors the entry lists."""
+        from img2img_runner import preprocess
+
+        modules = [annotator_preprocessor(name)] if annotator_preprocessor(name) else list(entry.modules)
+        if not modules:
+            raise ModelError(field, f"annotator entry {entry.name!r} lists no modules: name the preprocessors to "
+                                    "preload as annotator:<preprocessor> (annotator:openpose)")
+        for module in modules:
+            preprocessor = find_preprocessor(module)
+            if preprocessor is None or not preprocessor.annotator_files:
+                raise ModelError(field, f"{module!r} is not a preprocessor that needs annotator weights")
+            self.annotator(entry, preprocess.detector_class(preprocessor.name), preprocessor.annotator_files, field)
 
     # --- the cache -----------------------------------------------------------------------------------------
 
@@ -346,6 +378,33 @@ class ModelCache:
 
         net = self._load(ControlNetModel, entry)
         return weight_bytes([net]), lambda: net.to(self.runtime.device)
+
+    def _load_annotator(self, entry: Entry, class_name: str, files: tuple[str, ...], field: str) -> Loading:
+        import controlnet_aux
+
+        source = entry.source
+        assert source is not None, "the catalog refuses an annotator entry without a source"
+        if source.kind == "hub":
+            from huggingface_hub import snapshot_download
+
+            where, kwargs, _ = self._weights(entry)
+            try:
+                folder = Path(snapshot_download(where, cache_dir=kwargs["cache_dir"], revision=source.revision,
+                                                local_files_only=kwargs["local_files_only"],
+                                                allow_patterns=list(files)))
+            except (OSError, ValueError) as exc:
+                raise ModelError(field, f"cannot read annotator weights {', '.join(files)} of {entry.name!r} from "
+                                        f"the hub ({where}): {exc}") from exc
+        else:
+            folder = Path(self._weights(entry)[0])  # s3: synced to the local cache folder first
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise ModelError(field, f"annotator weights {', '.join(missing)} not found in the catalog's annotator "
+                                    f"entry {entry.name!r} ({folder})")
+        log.info("loading annotator %s (%s) from %s", entry.name, class_name, folder)
+        detector = getattr(controlnet_aux, class_name).from_pretrained(str(folder))
+        size = sum((folder / f).stat().st_size for f in files)
+        return size, lambda: detector.to(self.runtime.device)
 
     def _load_lora(self, entry: Entry) -> Loading:
         from img2img_runner import loras

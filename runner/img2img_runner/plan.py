@@ -99,6 +99,7 @@ class UnitPlan:
     module_as_sent: str
     model: str  # the unit's model as sent ("control_v11p_sd15_canny [hash]"), for infotext
     controlnet: Entry  # the catalog entry that runs
+    annotator: Entry | None  # the catalog's annotator weights its preprocessor loads (None: it needs none)
     substituted_from: Entry | None  # the entry the unit named, when the catalog substituted another
     weight: float
     guidance_start: float
@@ -247,7 +248,8 @@ def unit_resize_mode(unit: "ControlNetUnit", payload: "Img2ImgPayload") -> str:
 
 
 def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, payload: "Img2ImgPayload",
-              target: tuple[int, int], sizes: ImageSizes, steps: Steps, sent: dict | None = None) -> UnitPlan:
+              target: tuple[int, int], sizes: ImageSizes, steps: Steps, sent: dict | None = None,
+              annotator: Entry | None = None) -> UnitPlan:
     pre = unit.preprocessor
     assert resolved is not None, "validation refuses an enabled unit without a model"
     image = unit.source_image
@@ -260,7 +262,8 @@ def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, 
     control_mode = unit.control_mode_name
     return UnitPlan(
         index=index, request_index=request_index, module=pre.name, module_as_sent=unit.module, model=unit.model,
-        controlnet=resolved.runs, substituted_from=resolved.requested if resolved.substituted else None,
+        controlnet=resolved.runs, annotator=annotator,
+        substituted_from=resolved.requested if resolved.substituted else None,
         weight=float(unit.weight), guidance_start=float(unit.guidance_start),
         guidance_end=float(unit.effective_guidance_end),
         window=guidance_window(float(unit.guidance_start), float(unit.effective_guidance_end), steps), image=image,
@@ -345,7 +348,8 @@ def make_plan(payload: "Img2ImgPayload", models: Resolved, sizes: ImageSizes,
     sent_units = _units_as_sent(payload)
     for index, ((request_index, unit), resolved) in enumerate(zip(enabled, models.controlnets)):
         sent = sent_units[request_index] if request_index < len(sent_units) else None
-        units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, steps, sent))
+        units.append(unit_plan(unit, index, request_index, resolved, payload, (run_w, run_h), sizes, steps, sent,
+                               annotator=models.annotators.get(request_index)))
 
     # A1111: the request's initial_noise_multiplier, else the option's (default 1)
     sent = (payload.initial_noise_multiplier, opts.initial_noise_multiplier if opts else None)

@@ -169,6 +169,22 @@ def test_with_a_catalog_an_unknown_checkpoint_is_refused_by_name(tmp_path):
                                   "'juggernaut_xl'; the model catalog has: ")
 
 
+def test_with_a_catalog_a_preprocessor_without_annotator_weights_is_refused_naming_the_entry_it_needs(tmp_path):
+    request = seed()
+    request["input"]["payload"]["alwayson_scripts"]["controlnet"]["args"][0]["module"] = "openpose_full"
+    proc = run("validate", str(write(tmp_path, "openpose.json", request)), "--catalog", str(catalog_file(tmp_path)))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("input.payload.alwayson_scripts.controlnet.args[0].module: preprocessor "
+                                  "'openpose_full' needs annotator weights (body_pose_model.pth, hand_pose_model.pth, "
+                                  "facenet.pth, from lllyasviel/Annotators)")
+    assert "architecture 'annotator'" in proc.stderr
+    # with an annotator entry in the catalog it passes (the weights are read on the runner, not here)
+    with_entry = catalog_file(tmp_path).read_text() + (
+        "  lllyasviel/Annotators:\n    architecture: annotator\n    source: {path: annotators}\n")
+    catalog = write(tmp_path, "with-annotators.yaml", with_entry)
+    assert run("validate", str(tmp_path / "openpose.json"), "--catalog", str(catalog)).returncode == 0
+
+
 def test_every_problem_is_reported_one_per_line(tmp_path):
     request = with_payload(steps=0, cfg_scale="seven", sampler_name="Euler Z", init_images=["bad image"])
     request["input"]["api"]["endpoint"] = "/sdapi/v1/options"
