@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from img2img.api.images import S3Ref, parse_reference
-from img2img.api.payload import Img2ImgPayload
+from img2img.api.payload import ProcessingPayload
 
 WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
@@ -29,7 +29,7 @@ def model_key(name: str) -> str:
     return bare.lower()
 
 
-def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> frozenset[str]:
+def required_models(payload: ProcessingPayload, default_checkpoint: str | None) -> frozenset[str]:
     """The keys of the models the job runs: checkpoint (``default_checkpoint``, the catalog's, when the request
     names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, and the model of
     every enabled ControlNet unit that names one."""
@@ -40,15 +40,14 @@ def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> 
     return frozenset(model_key(n) for n in names if n)
 
 
-def output_image_bound(payload: Img2ImgPayload) -> int:
-    """At most this many images come back: batch_size × n_iter generated, plus one detect map per enabled
-    ControlNet unit (the runner uploads a map only when the unit saves it)."""
-    return payload.images_per_job + len(payload.enabled_controlnet_units)
+def output_image_bound(payload: ProcessingPayload) -> int:
+    """At most this many images come back: batch_size × n_iter generated, plus the detect maps of the enabled
+    ControlNet units (``payload.detect_maps``; the runner uploads a map only when the unit saves it)."""
+    return payload.images_per_job + payload.detect_maps
 
 
-def s3_images(payload: Img2ImgPayload) -> list[S3Ref]:
+def s3_images(payload: ProcessingPayload) -> list[S3Ref]:
     """The ``s3://`` images the job reads (init images, then enabled ControlNet units' images), each once, in
     order: the reads the operator presigns for the runner."""
-    values = list(payload.init_images) + [unit.source_image for unit in payload.enabled_controlnet_units]
-    refs = [parse_reference(v) for v in values if isinstance(v, str)]
+    refs = [parse_reference(v) for v in payload.input_images]
     return list(dict.fromkeys(r for r in refs if isinstance(r, S3Ref)))

@@ -2,13 +2,15 @@
 
 The steps, each in its own module: validate the payload (img2img.api) -> resolve the models (catalog) -> fetch and
 decode the images (fetch) -> plan every A1111 decision (plan) -> load the models (pipelines, cached) -> ControlNet
-detect maps (preprocess) -> per batch: the base pipeline, handing over to the refiner at ``refiner_switch_at``
--> info and infotexts (info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run``
-(``img2img run``) all call ``execute``.
+detect maps (preprocess) -> per batch, each pass of ``Plan.passes``: the base pipeline (img2img's from the init
+images, txt2img's from noise), handing over to the refiner at ``refiner_switch_at`` in the last pass; with txt2img's
+hires fix, the first pass's latents upscaled (or its images upscaled and encoded again) start the second -> info and
+infotexts (info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run`` (``img2img run``) all
+call ``execute``.
 
-Progress: ``on_step(k, n)`` is called as sampling goes, ``k`` of ``n`` sampler steps over all batches (A1111's
-count: a second-order sampler's two model evaluations are one step), with ``k = 0`` once the plan is made and once
-the models are loaded. It may raise to stop the job; the exception leaves ``execute`` as it is.
+Progress: ``on_step(k, n)`` is called as sampling goes, ``k`` of ``n`` sampler steps over all batches and passes
+(A1111's count: a second-order sampler's two model evaluations are one step), with ``k = 0`` once the plan is made
+and once the models are loaded. It may raise to stop the job; the exception leaves ``execute`` as it is.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from PIL import Image
 from img2img_runner.catalog import Catalog
 from img2img_runner.errors import BadInput
 from img2img_runner.fetch import FetchPolicy, load_image
-from img2img_runner.images import flatten, resize_init_image
+from img2img_runner.images import flatten, hires_resize, resize_init_image
 from img2img_runner.info import Outcome, info as make_info
-from img2img_runner.plan import Batch, ImageSizes, Plan, make_plan
+from img2img_runner.plan import LATENT_FACTOR, Batch, ImageSizes, Pass, Plan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ VAE_SEED_OFFSET = 0x5EED_1111
 class Result:
     images: list[Image.Image]  # generated images (infotext in .info["parameters"]), then detect maps
     info: str  # A1111's info JSON string
-    parameters: dict[str, Any]  # the request, A1111-shaped, init_images null
+    parameters: dict[str, Any]  # the request, A1111-shaped (img2img: init_images null)
     infotexts: list[str]
     timings: dict[str, int] = field(default_factory=dict)  # ms: modelLoad, preprocess, inference, total
     trace: dict[str, Any] = field(default_factory=dict)  # what ran: schedule indices per stage, per batch
@@ -82,7 +84,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
 
     policy = policy or FetchPolicy.from_env()
     init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client, presigned=presigned)
-                   for i, v in enumerate(payload.init_images)]
+                   for i, v in enumerate(payload.init_images_sent)]
     unit_images: dict[int, Image.Image] = {}
     for i, unit in enumerate(payload.controlnet_units):
         if unit.enabled and unit.source_image is not None:
@@ -111,13 +113,15 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
         on_models_loaded()
     progress.tell()
 
-    # --- ControlNet detect maps ----------------------------------------------------------------------------
+    # --- ControlNet detect maps: one per unit and pass, at the pass's size ----------------------------------
     t1 = time.monotonic()
-    detect_maps = []
+    passes = plan.passes
+    control: list[list[Image.Image]] = []  # by unit, then pass
     for unit in plan.units:
-        source = unit_images.get(unit.request_index, init_images[0])
-        detect_maps.append(preprocess.detect_map(unit, source, plan.run_width, plan.run_height, catalog=catalog,
-                                                 seed=plan.preprocessor_seed, device=cache.runtime.device))
+        source = unit_images[unit.request_index] if unit.image is not None else init_images[0]
+        maps = preprocess.detect_maps(unit, source, [(p.run_width, p.run_height) for p in passes], catalog=catalog,
+                                      seed=plan.preprocessor_seed, device=cache.runtime.device)
+        control.append([Image.fromarray(m) for m in maps])
     preprocess_ms = int((time.monotonic() - t1) * 1000)
 
     # --- sampling ------------------------------------------------------------------------------------------
@@ -126,13 +130,12 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     generated: list[Image.Image] = []
     traces = []
     refiner_ran = False
-    prompts = _encode_prompts(plan, loaded)
+    prompts = [_encode_prompts(plan, p, loaded) for p in passes]
     for batch in plan.batches:
-        images, trace = _run_batch(plan, batch, loaded, prompts, prepared, [Image.fromarray(m) for m in detect_maps],
-                                   progress.batch(batch))
+        images, trace = _run_batch(plan, batch, loaded, prompts, prepared, control, progress)
         generated.extend(images)
         traces.append(trace)
-        refiner_ran = refiner_ran or bool(trace.get("refiner"))
+        refiner_ran = refiner_ran or bool(trace.get("refiner") or (trace.get("hires") or {}).get("refiner"))
     inference_ms = int((time.monotonic() - t2) * 1000)
 
     outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp)
@@ -141,7 +144,8 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
                                      seed_resize_from=(payload.seed_resize_from_w, payload.seed_resize_from_h))
     for image, text in zip(generated, infotexts):
         image.info["parameters"] = text
-    maps = [Image.fromarray(m) for m, u in zip(detect_maps, plan.units) if u.save_detected_map]
+    # sd-webui-controlnet returns each saved map per pass, the hires fix's first
+    maps = [m for maps_, u in zip(control, plan.units) if u.save_detected_map for m in reversed(maps_)]
     images = generated + maps if payload.send_images else []
     return Result(
         images=images, info=info_json, parameters=payload.parameters(), infotexts=infotexts,
@@ -165,19 +169,21 @@ class _Progress:
 
     def __init__(self, plan: Plan, on_step: Callable[[int, int], None] | None):
         self.on_step = on_step
-        self.plan_steps = plan.steps
-        self.per_batch = plan.steps.executed
-        self.first = plan.steps.first_index * plan.steps.order
+        self.passes = plan.passes
+        self.per_batch = sum(p.steps.executed for p in self.passes)
         self.steps = self.per_batch * len(plan.batches)
 
     def tell(self, step: int = 0) -> None:
         if self.on_step is not None:
             self.on_step(step, self.steps)
 
-    def batch(self, batch: Batch) -> Callable[[int], None]:
-        """The callback for one batch: called with each executed schedule index."""
-        done_before = batch.index * self.per_batch
-        return lambda index: self.tell(done_before + self.plan_steps.step_of(index - self.first) + 1)
+    def callback(self, batch: Batch, pass_: Pass) -> Callable[[int], None]:
+        """The callback for one pass of one batch: called with each executed schedule index."""
+        index = self.passes.index(pass_)
+        done_before = batch.index * self.per_batch + sum(p.steps.executed for p in self.passes[:index])
+        steps = pass_.steps
+        first = steps.first_index * steps.order
+        return lambda i: self.tell(done_before + steps.step_of(i - first) + 1)
 
 
 def _load_models(plan: Plan, cache) -> _Loaded:
@@ -198,16 +204,17 @@ class _Prompts:
     refiner: Any | None
 
 
-def _encode_prompts(plan: Plan, loaded: _Loaded) -> _Prompts:
+def _encode_prompts(plan: Plan, pass_: Pass, loaded: _Loaded) -> _Prompts:
     from img2img_runner import conditioning as C
 
     def pair(components: Any) -> Any:
         encoders = C.text_encoders(components.modules, components.entry.architecture, plan.clip_skip_a1111)
-        return C.prompt_pair(plan.prompt_text, plan.all_negative_prompts[0], encoders,
+        return C.prompt_pair(pass_.prompt_text, pass_.negative_prompt, encoders,
                              architecture=components.entry.architecture, batch_size=plan.batch_size,
                              device=loaded.runtime.device)
 
-    return _Prompts(base=pair(loaded.base), refiner=pair(loaded.refiner) if loaded.refiner is not None else None)
+    refiner = loaded.refiner if pass_.refiner else None
+    return _Prompts(base=pair(loaded.base), refiner=pair(refiner) if refiner is not None else None)
 
 
 def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Image]:
@@ -222,41 +229,97 @@ def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Im
     return resized, resized
 
 
-def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, prepared, control_images,
-               on_index: Callable[[int], None]) -> tuple[list, dict]:
+def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: list[_Prompts], prepared,
+               control: list[list[Image.Image]], progress: _Progress) -> tuple[list, dict]:
+    """One batch through the plan's passes: (its images, what ran). With the hires fix, the first pass's latents
+    (or images) are upscaled to start the second, and the second's trace is under "hires"."""
     import torch
 
     from img2img_runner import pipelines as P
 
-    spec = plan.scheduler
-    steps = plan.steps
-    base = loaded.base
-    latent_shape = (base["unet"].config.in_channels, plan.run_height // 8, plan.run_width // 8)
-    noise, generators = P.a1111_noise(batch.seeds, latent_shape)
+    first, *rest = plan.passes
+    vae_seeds = [(int(s) + VAE_SEED_OFFSET) & 0xFFFFFFFFFFFF for s in batch.seeds]
+    noise, generators = _noise(plan, batch, first, loaded)
+    steps = first.steps
+    if first.from_noise:
+        zeros = torch.zeros(noise.shape)
+        init = P.InitialLatents(images=[], noise=noise, noise_multiplier=plan.noise_multiplier, vae_seeds=vae_seeds,
+                                latent_size=None, latents=zeros, noise_only=steps.timestep_sampler)
+        image_in: Any = zeros  # what an img2img pipeline is handed (the refiner, when it does the whole pass)
+    else:
+        init = P.InitialLatents(
+            images=[prepared[i][1] for i in batch.init_image_indices], noise=noise,
+            noise_multiplier=plan.noise_multiplier, vae_seeds=vae_seeds,
+            latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None,
+            noise_index=steps.first_index - 1 if steps.timestep_sampler else None)
+        image_in = [prepared[i][0] for i in batch.init_image_indices]
+    hires = plan.hires
+    output = "pil" if hires is None or hires.latent_mode is None else "latent"
+    out, trace = _sample(plan, first, batch, loaded, prompts[0], init, generators, image_in,
+                         [maps[0] for maps in control], progress.callback(batch, first), output)
+    if hires is None:
+        return out, trace
+
+    second = rest[0]
+    size = hires.size
+    target = (size.target_height // LATENT_FACTOR, size.target_width // LATENT_FACTOR)
+    if hires.latent_mode is not None:
+        latents, upscaled = P.upscale_latents(out, target, *hires.latent_mode), []
+        image_in = latents
+    else:  # decoded, resized as A1111 does, encoded again (the pixels the latents cover: multiples of 8)
+        upscaled = [hires_resize(im, hires.upscaler, size.target_width, size.target_height)
+                    .crop((0, 0, target[1] * LATENT_FACTOR, target[0] * LATENT_FACTOR)) for im in out]
+        latents, image_in = None, upscaled
+    noise, generators = _noise(plan, batch, second, loaded)
+    init = P.InitialLatents(images=upscaled, noise=noise, noise_multiplier=1.0, vae_seeds=vae_seeds, latent_size=None,
+                            noise_index=second.steps.first_index - 1 if second.steps.timestep_sampler else None,
+                            latents=latents, cut=(size.cut_x, size.cut_y))
+    images, trace["hires"] = _sample(plan, second, batch, loaded, prompts[1], init, generators, image_in,
+                                     [maps[1] for maps in control], progress.callback(batch, second), "pil")
+    return images, trace
+
+
+def _noise(plan: Plan, batch: Batch, pass_: Pass, loaded: _Loaded) -> tuple[Any, list]:
+    """A1111's noise for a pass at its latent size, and the generators its sampler draws on from (ENSD: re-seeded
+    after the first draw)."""
+    import torch
+
+    from img2img_runner import pipelines as P
+
+    shape = (loaded.base["unet"].config.in_channels, pass_.run_height // 8, pass_.run_width // 8)
+    noise, generators = P.a1111_noise(batch.seeds, shape)
     if plan.eta_noise_seed_delta:  # A1111: ENSD re-seeds the per-step noise (ancestral/SDE samplers)
         generators = [torch.Generator("cpu").manual_seed(int(s) + plan.eta_noise_seed_delta) for s in batch.seeds]
-    vae_seeds = [(int(s) + VAE_SEED_OFFSET) & 0xFFFFFFFFFFFF for s in batch.seeds]
-    init = P.InitialLatents(
-        images=[prepared[i][1] for i in batch.init_image_indices], noise=noise, noise_multiplier=plan.noise_multiplier,
-        vae_seeds=vae_seeds,
-        latent_size=(plan.run_height // 8, plan.run_width // 8) if plan.resize_mode == 3 else None,
-        noise_index=steps.first_index - 1 if steps.timestep_sampler else None)
-    images_in = [prepared[i][0] for i in batch.init_image_indices]
-    cfg_on = plan.guidance_scale > 1
+    return noise, generators
+
+
+def _sample(plan: Plan, pass_: Pass, batch: Batch, loaded: _Loaded, prompts: _Prompts, init, generators: list,
+            image_in: Any, control_images: list[Image.Image], on_index: Callable[[int], None],
+            output_type: str) -> tuple[Any, dict]:
+    """One pass of one batch: the base pipeline, handing over to the refiner where the plan says. Returns the pass's
+    images (PIL), or its latents for ``output_type="latent"``, and what ran."""
+    from img2img_runner import pipelines as P
+
+    spec = pass_.scheduler
+    steps = pass_.steps
+    base = loaded.base
+    cfg_on = pass_.guidance_scale > 1
     dtype = loaded.runtime.dtype
-    common = dict(num_inference_steps=steps.schedule, guidance_scale=plan.guidance_scale, generator=generators)
-    if plan.architecture == "sdxl":  # A1111's size conditioning: the requested size, not the rendered one
-        common.update(original_size=(plan.height, plan.width), target_size=(plan.height, plan.width))
+    common = dict(num_inference_steps=steps.schedule, guidance_scale=pass_.guidance_scale, generator=generators)
+    if plan.architecture == "sdxl":  # A1111's size conditioning: the size the pass aims at, not the rendered one
+        width, height = pass_.size_condition
+        common.update(original_size=(height, width), target_size=(height, width))
     if spec.eta is not None:
         common["eta"] = spec.eta
     first = steps.first_index * spec.order  # index in scheduler.timesteps of the first executed evaluation
     trace: dict[str, Any] = {"seeds": list(batch.seeds), "order": spec.order, "first": first}
 
-    # DDIM/PLMS end before the schedule's last timestep (A1111 takes no step from it); the others run to the end
+    # DDIM/PLMS end before the schedule's last timestep in img2img (A1111 takes no step from it); the others run to
+    # the end
     last = first + steps.evaluations if steps.timestep_sampler else None
     # where the refiner takes over (None: no refiner; 0 evaluations on the base: the refiner does it all)
     stop = None
-    refiner = loaded.refiner
+    refiner = loaded.refiner if pass_.refiner else None
     if refiner is not None:
         switch_at = plan.refiner.switch_at
         if switch_at is None or switch_at <= 0:
@@ -270,57 +333,64 @@ def _run_batch(plan: Plan, batch: Batch, loaded: _Loaded, prompts: _Prompts, pre
     refiner_sched = P.make_scheduler(refiner["scheduler"], spec, batch.seeds) if refiner is not None else None
 
     if refiner is not None and stop is not None and stop <= first:
-        # A1111: the switch point is before the first img2img step -> the refiner samples everything (no ControlNet)
+        # A1111: the switch point is before the pass's first step -> the refiner samples everything (no ControlNet)
         pipe = P.refiner_pipeline(refiner, refiner_sched)
         seen: list[int] = []
         P.install_initial_latents(pipe, init)
         try:
             with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
-                out = pipe(image=images_in, strength=steps.strength, output_type="pil",
+                out = pipe(image=image_in, strength=steps.strength, output_type=output_type,
                            callback_on_step_end=P.step_counter(last, first, seen, on_index), **common,
                            **prompts.refiner.pipeline_kwargs(dtype)).images
         finally:
             P.remove_initial_latents(pipe)
         trace.update(base=[], refiner=seen)
-        return list(out), trace
+        return out, trace
 
     scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds, steps.first_index)
     units = None
     kwargs = dict(common, **prompts.base.pipeline_kwargs(dtype))
-    if plan.units:
-        units = P.control_units(loaded.controlnets, [u.soft_injection for u in plan.units],
-                                [u.cfg_injection for u in plan.units], context=(prompts.base.lengths, batch.size),
-                                windows=[u.window for u in plan.units], step_of=steps.step_of)
+    if pass_.from_noise:
+        kwargs.update(height=pass_.run_height, width=pass_.run_width)
+    else:
+        kwargs.update(image=image_in, strength=steps.strength)
+    if pass_.units:
+        running = [u for u, _ in pass_.units]
+        units = P.control_units([loaded.controlnets[u.index] for u in running], [u.soft_injection for u in running],
+                                [u.cfg_injection for u in running], context=(prompts.base.lengths, batch.size),
+                                windows=[window for _, window in pass_.units], step_of=steps.step_of)
         units.cfg_active = cfg_on
-        # the units' guidance windows are CN's (UnitPlan.window, applied by the units): diffusers' own stays open
-        kwargs.update(control_image=list(control_images), controlnet_conditioning_scale=[u.weight for u in plan.units],
-                      control_guidance_start=[0.0] * len(plan.units), control_guidance_end=[1.0] * len(plan.units),
-                      height=plan.run_height, width=plan.run_width)
-    pipe = P.base_pipeline(base, loaded.vae, scheduler, units)
+        # the units' guidance windows are CN's (UnitPlan.window, applied by the units): diffusers' own stays open;
+        # txt2img's ControlNet pipelines take the control image as `image`
+        kwargs.update({"image" if pass_.from_noise else "control_image": [control_images[u.index] for u in running]},
+                      controlnet_conditioning_scale=[u.weight for u in running],
+                      control_guidance_start=[0.0] * len(running), control_guidance_end=[1.0] * len(running),
+                      height=pass_.run_height, width=pass_.run_width)
+    pipe = P.base_pipeline(base, loaded.vae, scheduler, units, txt2img=pass_.from_noise)
     seen_base: list[int] = []
-    P.install_initial_latents(pipe, init)
+    (P.install_noise_latents if pass_.from_noise else P.install_initial_latents)(pipe, init)
     counter = P.step_counter(stop if stop is not None else last, first, seen_base, on_index)
     try:
         with P.context_split(base["unet"], prompts.base.lengths, batch.size):
-            out = pipe(image=images_in, strength=steps.strength, output_type="latent" if stop is not None else "pil",
-                       callback_on_step_end=counter, **kwargs).images
+            out = pipe(output_type="latent" if stop is not None else output_type, callback_on_step_end=counter,
+                       **kwargs).images
     finally:
         P.remove_initial_latents(pipe)
     trace["base"] = seen_base
     if units is not None:
         trace["controlnet_calls"] = list(units.calls)
     if stop is None:
-        return list(out), trace
+        return out, trace
 
     P.continue_history(refiner_sched, pipe.scheduler)
     pipe_r = P.refiner_pipeline(refiner, refiner_sched)
     seen_refiner: list[int] = []
     with P.context_split(refiner["unet"], prompts.refiner.lengths, batch.size):
-        images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type="pil",
+        images = pipe_r(image=out, denoising_start=plan.refiner.switch_at, output_type=output_type,
                         callback_on_step_end=P.step_counter(last, stop, seen_refiner, on_index), **common,
                         **prompts.refiner.pipeline_kwargs(dtype)).images
     began = getattr(pipe_r.scheduler, "begin_index", stop)
     if began != stop:
         raise RuntimeError(f"refiner began at {began}, the base stopped before {stop}")
     trace["refiner"] = seen_refiner
-    return list(images), trace
+    return images, trace

@@ -623,8 +623,10 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
 # --- pipelines ---------------------------------------------------------------------------------------------
 
 
-def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None) -> Any:
-    """The pipeline that runs the checkpoint: with ControlNet units (a ``control_units`` object) or without."""
+def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None, *, txt2img: bool = False) -> Any:
+    """The pipeline that runs the checkpoint: img2img's (from an image or handed latents) or txt2img's (from noise),
+    with ControlNet units (a ``control_units`` object) or without. Built from the cached modules: no weights are
+    copied."""
     import diffusers
 
     m = base.modules
@@ -634,7 +636,11 @@ def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None)
                       force_zeros_for_empty_prompt=base.flags.get("force_zeros_for_empty_prompt", True),
                       add_watermarker=False)
         if units is not None:
-            pipe = diffusers.StableDiffusionXLControlNetImg2ImgPipeline(controlnet=units, **common)
+            cls = diffusers.StableDiffusionXLControlNetPipeline if txt2img else \
+                diffusers.StableDiffusionXLControlNetImg2ImgPipeline
+            pipe = cls(controlnet=units, **common)
+        elif txt2img:
+            pipe = diffusers.StableDiffusionXLPipeline(**common)
         else:
             pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
                 requires_aesthetics_score=base.flags.get("requires_aesthetics_score", False), **common)
@@ -642,7 +648,11 @@ def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None)
         common = dict(vae=vae, text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
                       scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if units is not None:
-            pipe = diffusers.StableDiffusionControlNetImg2ImgPipeline(controlnet=units, **common)
+            cls = diffusers.StableDiffusionControlNetPipeline if txt2img else \
+                diffusers.StableDiffusionControlNetImg2ImgPipeline
+            pipe = cls(controlnet=units, **common)
+        elif txt2img:
+            pipe = diffusers.StableDiffusionPipeline(**common)
         else:
             pipe = diffusers.StableDiffusionImg2ImgPipeline(**common)
     pipe.set_progress_bar_config(disable=True)
@@ -667,9 +677,10 @@ def refiner_pipeline(refiner: Components, scheduler: Any) -> Any:
 
 @dataclass
 class InitialLatents:
-    """What ``prepare_latents`` builds for one batch: encoded init images + A1111 noise at the start timestep."""
+    """What ``prepare_latents`` builds for one batch: the clean latents (encoded init images, handed-in latents, or
+    none for txt2img) noised with A1111's noise at the start timestep."""
 
-    images: list[Any]  # PIL images, one per batch element (already at the render size, or original for mode 3)
+    images: list[Any]  # PIL images to encode, one per batch element (at the render size, or original for mode 3)
     noise: torch.Tensor  # (B, C, h, w), float32, CPU
     noise_multiplier: float
     vae_seeds: list[int]  # generator seeds for sampling the VAE posterior, one per image
@@ -677,6 +688,9 @@ class InitialLatents:
     # the schedule index whose noise level the latents get; None = the first executed step's (DDIM/PLMS: the one
     # above it, as A1111 noises to timesteps[t_enc] and steps from timesteps[t_enc - 1])
     noise_index: int | None = None
+    latents: torch.Tensor | None = None  # clean latents handed in instead of ``images`` (the hires fix's upscale)
+    cut: tuple[int, int] = (0, 0)  # latent cells cut from the clean latents' width and height (the hires fix's)
+    noise_only: bool = False  # txt2img with DDIM/PLMS: A1111 starts from the noise itself, not noise at a level
 
 
 def a1111_noise(seeds: list[int] | tuple[int, ...], shape: tuple[int, int, int]) -> tuple[torch.Tensor, list]:
@@ -715,8 +729,33 @@ def encode_images(pipe: Any, images: list[Any], seeds: list[int], device: Any, d
     return z * config.scaling_factor
 
 
+def cut_latents(latents: torch.Tensor, cut: tuple[int, int]) -> torch.Tensor:
+    """A1111's hires truncation: ``cut`` = (cells of width, cells of height), half on each side, the odd one on the
+    right and bottom."""
+    x, y = cut
+    return latents[:, :, y // 2:latents.shape[2] - (y + 1) // 2, x // 2:latents.shape[3] - (x + 1) // 2]
+
+
+def upscale_latents(latents: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool) -> torch.Tensor:
+    """A1111's latent upscale (``sample_hr_pass``): ``F.interpolate`` to ``size`` = (h, w) cells, in float32."""
+    up = torch.nn.functional.interpolate(latents.float(), size=size, mode=mode, antialias=antialias)
+    return up.to(latents.dtype)
+
+
+def _start(pipe: Any, init: InitialLatents, clean: torch.Tensor, timestep: Any, device: Any,
+           dtype: torch.dtype) -> torch.Tensor:
+    """``clean`` noised with the batch's A1111 noise where sampling starts (``timestep``, or ``init.noise_index``)."""
+    noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
+    if init.noise_only:
+        return noise
+    if init.noise_index is not None:
+        timestep = pipe.scheduler.timesteps[init.noise_index].repeat(clean.shape[0])
+    return pipe.scheduler.add_noise(clean, noise, timestep)
+
+
 def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
-    """Make ``pipe`` start from ``init`` on its next call (instance attribute; removed by ``remove_initial_latents``).
+    """Make an img2img ``pipe`` start from ``init`` on its next call (instance attribute; removed by
+    ``remove_initial_latents``).
 
     diffusers' own ``prepare_latents`` samples the VAE and the noise from the one ``generator``; A1111 draws the
     noise first from a per-image generator. The replacement keeps diffusers' timestep and noising (scheduler
@@ -727,15 +766,27 @@ def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
                         add_noise=True):
         if getattr(image, "ndim", 0) == 4 and image.shape[1] == 4 and not add_noise:
             return image  # latents handed over (refiner after the base)
-        latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
+        if init.latents is not None:
+            latents = init.latents.to(device=device, dtype=dtype)
+        else:
+            latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
         if init.latent_size is not None and tuple(latents.shape[-2:]) != init.latent_size:
             latents = torch.nn.functional.interpolate(latents, size=init.latent_size, mode="bilinear")
+        latents = cut_latents(latents, init.cut)
         if not add_noise:
             return latents
-        noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
-        if init.noise_index is not None:
-            timestep = pipe.scheduler.timesteps[init.noise_index].repeat(latents.shape[0])
-        return pipe.scheduler.add_noise(latents, noise, timestep)
+        return _start(pipe, init, latents, timestep, device, dtype)
+
+    pipe.prepare_latents = prepare_latents
+
+
+def install_noise_latents(pipe: Any, init: InitialLatents) -> None:
+    """Make a txt2img ``pipe`` start from ``init``'s A1111 noise alone: at the schedule's first noise level (k-diffusion
+    samplers: noise times sigma_max, as A1111's ``x * sigmas[0]``), or the noise itself (DDIM, PLMS)."""
+
+    def prepare_latents(batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None):
+        clean = torch.zeros(init.noise.shape, device=device, dtype=dtype)
+        return _start(pipe, init, clean, pipe.scheduler.timesteps[:1].repeat(clean.shape[0]), device, dtype)
 
     pipe.prepare_latents = prepare_latents
 

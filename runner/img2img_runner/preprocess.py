@@ -89,12 +89,13 @@ def check_supported(unit: UnitPlan, catalog: Catalog) -> None:
         raise FieldError(field, f"preprocessor {unit.module!r} is not supported")
 
 
-def detect_map(unit: UnitPlan, image: Image.Image, width: int, height: int, *, catalog: Catalog,
-               seed: int = 0, device: str = "cpu") -> np.ndarray:
-    """The unit's detected map at width x height (HxWx3 uint8): the control image and the detect map."""
+def detect_maps(unit: UnitPlan, image: Image.Image, sizes: list[tuple[int, int]], *, catalog: Catalog,
+                seed: int = 0, device: str = "cpu") -> list[np.ndarray]:
+    """The unit's detected map at each (width, height) of ``sizes`` (HxWx3 uint8), from one preprocessor run: the
+    control image and the detect map of each pass (txt2img's hires fix has two)."""
     img = rgb_array(image)
     detected = run_preprocessor(unit, img, catalog=catalog, seed=seed, device=device)
-    return detectmap_resize(detected, unit.resize_mode, width, height)
+    return [detectmap_resize(detected, unit.resize_mode, width, height) for width, height in sizes]
 
 
 def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, catalog: Catalog, seed: int = 0,
