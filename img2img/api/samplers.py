@@ -383,6 +383,30 @@ def timestep_sampler_refusals(spec: SchedulerSpec, t_enc: int | None, refiner: b
     return found
 
 
+def timestep_grid(steps: int) -> tuple[int, ...]:
+    """The timesteps A1111's DDIM and PLMS step over for a ``steps`` schedule, ascending (sd_samplers_timesteps.py
+    ``get_timesteps``): range(0, 1000, 1000 // steps) + 1, clipped to 999. That is ``steps`` timesteps when
+    ``steps`` divides 1000, else more at the top (30 steps: 1, 34, …, 991, thirty-one). A1111's loop takes a step
+    from every one but the first (timesteps[0] = 1)."""
+    return tuple(min(t + 1, 999) for t in range(0, 1000, 1000 // steps))
+
+
+def txt2img_timestep_refusal(spec: SchedulerSpec, steps: int) -> str | None:
+    """Why a DDIM/PLMS pass from noise (txt2img's first) cannot run as A1111 runs it; None when it can. At 1 step
+    A1111 takes none (it never steps from timestep 1) and returns the noise. Where A1111 clips its top timestep to
+    999 (steps = 3, 9, 27, 36, 37, 101 to 111), its first step goes to the next timestep of its list, which is not
+    the one diffusers steps to (999 - 1000 // steps)."""
+    grid = timestep_grid(steps)
+    if not spec.timestep_sampler:
+        return None
+    if len(grid) < 2:
+        return f"{spec.sampler} at 1 step: A1111 takes no step and returns the noise; use 2 or more"
+    if grid[-1] - grid[-2] != 1000 // steps:
+        return (f"{spec.sampler} at {steps} steps: A1111 clips its first timestep to 999 and steps from there to "
+                f"{grid[-2]}, which diffusers' {spec.class_name} cannot do; use another step count")
+    return None
+
+
 SAME_SAMPLER = "Use same sampler"  # A1111's UI choice for "the first pass's sampler" (hr_sampler_name)
 SAME_SCHEDULER = "Use same scheduler"
 

@@ -13,6 +13,7 @@ read only with ``enable_hr``, as A1111 reads them; without it they are accepted 
 | hr_checkpoint_name | a checkpoint (with enable_hr) | a second checkpoint for the second pass is not supported yet |
 | denoising_strength | 0 (with enable_hr) | A1111's second-pass schedule is int(steps / 0): none |
 | hr_second_pass_steps | < 3 with DDIM/PLMS (with enable_hr) | A1111 runs n - 2 steps: none |
+| steps | 1, 3, 9, 27, 36, 37, 101-111 with DDIM/PLMS | A1111 takes no step, or a first step diffusers cannot |
 | hr_sampler_name, hr_scheduler | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | hr_resize_x, hr_resize_y | the second pass would render below 64 pixels | too small to sample |
 """
@@ -91,6 +92,9 @@ class Txt2ImgPayload(ProcessingPayload):
         for key, reason in samplers.timestep_sampler_refusals(spec, None, self.refiner_runs and not
                                                               self.enable_hr).items():
             found.add(key, reason)
+        why = samplers.txt2img_timestep_refusal(spec, self.steps)
+        if why:
+            found.add("steps", why)
 
     def _own_refusals(self, found: Refusals) -> None:
         for index, unit in enumerate(self.controlnet_units):

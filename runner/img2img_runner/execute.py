@@ -314,8 +314,7 @@ def _sample(plan: Plan, pass_: Pass, batch: Batch, loaded: _Loaded, prompts: _Pr
     first = steps.first_index * spec.order  # index in scheduler.timesteps of the first executed evaluation
     trace: dict[str, Any] = {"seeds": list(batch.seeds), "order": spec.order, "first": first}
 
-    # DDIM/PLMS end before the schedule's last timestep in img2img (A1111 takes no step from it); the others run to
-    # the end
+    # DDIM/PLMS end before the schedule's last timestep (A1111 takes no step from it); the others run to the end
     last = first + steps.evaluations if steps.timestep_sampler else None
     # where the refiner takes over (None: no refiner; 0 evaluations on the base: the refiner does it all)
     stop = None
@@ -325,12 +324,13 @@ def _sample(plan: Plan, pass_: Pass, batch: Batch, loaded: _Loaded, prompts: _Pr
         if switch_at is None or switch_at <= 0:
             stop = first
         else:
-            probe = P.make_scheduler(refiner["scheduler"], spec)  # only its timesteps: no noise
+            probe = P.make_scheduler(refiner["scheduler"], spec, from_noise=pass_.from_noise)  # its timesteps only
             stop = P.refiner_start_index(probe, steps.schedule, switch_at)
             if stop >= (last or len(probe.timesteps)):  # the run ends before the switch: A1111 never switches
                 stop, refiner = None, None
         trace["stop"] = stop
-    refiner_sched = P.make_scheduler(refiner["scheduler"], spec, batch.seeds) if refiner is not None else None
+    refiner_sched = (P.make_scheduler(refiner["scheduler"], spec, batch.seeds, from_noise=pass_.from_noise)
+                     if refiner is not None else None)
 
     if refiner is not None and stop is not None and stop <= first:
         # A1111: the switch point is before the pass's first step -> the refiner samples everything (no ControlNet)
@@ -347,7 +347,8 @@ def _sample(plan: Plan, pass_: Pass, batch: Batch, loaded: _Loaded, prompts: _Pr
         trace.update(base=[], refiner=seen)
         return out, trace
 
-    scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds, steps.first_index)
+    scheduler = P.make_scheduler(base["scheduler"], spec, batch.seeds, steps.first_index,
+                                 from_noise=pass_.from_noise)
     units = None
     kwargs = dict(common, **prompts.base.pipeline_kwargs(dtype))
     if pass_.from_noise:

@@ -342,15 +342,19 @@ class ModelCache:
 # --- schedulers --------------------------------------------------------------------------------------------
 
 
-def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0) -> Any:
+def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0, *,
+                   from_noise: bool = False) -> Any:
     """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config, drawing its fresh
     noise as A1111 does for the batch's ``seeds`` (``sampler_noise``). PLMS starts its multistep history at
-    ``first_index`` of the schedule (``_plms``)."""
+    ``first_index`` of the schedule (``_plms``). ``from_noise``: DDIM and PLMS step over A1111's whole timestep grid
+    (``timestep_grid``), as txt2img does, whose top timestep diffusers' own schedule may lack."""
     import inspect
 
     import diffusers
 
     cls = _plms() if spec.class_name == "PNDMScheduler" else getattr(diffusers, spec.class_name)
+    if spec.timestep_sampler:
+        cls = _a1111_grid(cls, from_noise)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the model config may have set one
     kwargs.update(spec.kwargs)
@@ -412,12 +416,41 @@ def _plms() -> type:
 
         def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
             super().set_timesteps(num_inference_steps, device)
+            self._windowed(device)
+
+        def _windowed(self, device: Any) -> None:
             grid = self._timesteps[::-1]  # one per step, from the top
             at = self.first_index + 1
             self.plms_timesteps = np.concatenate([grid[:at], grid[at:at + 1], grid[at:]])
             self.timesteps = torch.from_numpy(self.plms_timesteps.astype(np.int64)).to(device)
 
     return WindowedPLMS
+
+
+@functools.cache
+def _a1111_grid(cls: type, whole: bool) -> type:
+    """``cls`` (DDIM, or the windowed PLMS) over A1111's timestep grid (``whole``), else as it is.
+
+    diffusers' "leading" schedule of n steps is A1111's grid without its top timesteps where n does not divide 1000
+    (30 steps: diffusers tops at 958, A1111 at 991); each step still goes down 1000 // n, as in A1111.
+    """
+    if not whole:
+        return cls
+    import numpy as np
+
+    from img2img.api.samplers import timestep_grid
+
+    class A1111Grid(cls):
+        def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
+            super().set_timesteps(num_inference_steps, device)
+            grid = np.asarray(timestep_grid(num_inference_steps), dtype=np.int64)
+            if hasattr(self, "_windowed"):  # PLMS: its doubled first step over the whole grid
+                self._timesteps = grid
+                self._windowed(device)
+            else:
+                self.timesteps = torch.from_numpy(grid[::-1].copy()).to(device)
+
+    return A1111Grid
 
 
 def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from img2img.api import hires as hires_fix
 from img2img.api.prompts import composable_weight
-from img2img.api.samplers import SAME_SAMPLER, SchedulerSpec, img2img_t_enc, scheduler_spec
+from img2img.api.samplers import SAME_SAMPLER, SchedulerSpec, img2img_t_enc, scheduler_spec, timestep_grid
 from img2img.api.txt2img import Txt2ImgPayload
 from img2img_runner.catalog import Entry, Resolved
 
@@ -268,9 +268,11 @@ def img2img_steps(steps: int, denoising_strength: float, spec: SchedulerSpec, *,
 
 
 def txt2img_steps(steps: int, spec: SchedulerSpec) -> Steps:
-    """A1111's txt2img pass: every step of a ``steps`` schedule, from noise alone (``launch_sampling(steps)``, so
-    ``t_enc`` counts as ``steps - 1``); DDIM and PLMS take a step from the last timestep too."""
-    return Steps(requested=steps, schedule=steps, t_enc=steps - 1, executed=steps, strength=1.0, first_index=0,
+    """A1111's txt2img pass, from noise alone (``launch_sampling(steps)``: ``t_enc`` counts as ``steps - 1``).
+    k-diffusion samplers take every step of a ``steps`` schedule; DDIM and PLMS one from each timestep of A1111's
+    grid but the lowest (``timestep_grid``: steps - 1 when ``steps`` divides 1000, else more, from higher up)."""
+    executed = len(timestep_grid(steps)) - 1 if spec.timestep_sampler else steps
+    return Steps(requested=steps, schedule=steps, t_enc=steps - 1, executed=executed, strength=1.0, first_index=0,
                  timestep_sampler=spec.timestep_sampler, order=spec.order,
                  double_first=spec.class_name == "PNDMScheduler")
 

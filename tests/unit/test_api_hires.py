@@ -8,7 +8,7 @@ import pytest
 
 from img2img.api.errors import FieldError
 from img2img.api.hires import hires_size, latent_mode, second_pass_steps, upscaler_refusal
-from img2img.api.samplers import hires_resolve, scheduler_spec
+from img2img.api.samplers import hires_resolve, scheduler_spec, timestep_grid, txt2img_timestep_refusal
 from img2img_runner.plan import img2img_steps, txt2img_steps
 
 
@@ -63,17 +63,34 @@ def test_second_pass_steps_run_n_steps_over_a_stretched_schedule(n, ds, spec, sc
     assert (steps.schedule, steps.executed, steps.first_index, steps.requested) == (schedule, executed, first, n)
 
 
-@pytest.mark.parametrize("spec, steps, evaluations", [
-    (EULER, 20, 20),  # txt2img: every step of the schedule, from noise
-    (HEUN, 10, 19),  # 2nd order: 2 per step, the last an Euler step
-    (DDIM, 10, 10),  # DDIM steps from the last timestep too in txt2img
-    (PLMS, 10, 11),  # PLMS's first step evaluates twice
+@pytest.mark.parametrize("spec, steps, executed, evaluations", [
+    (EULER, 20, 20, 20),  # txt2img: every step of the schedule, from noise
+    (HEUN, 10, 10, 19),  # 2nd order: 2 per step, the last an Euler step
+    # DDIM: range(0, 1000, 100) + 1 = 1, 101, ..., 901: a step from each but 1
+    (DDIM, 10, 9, 9),
+    # range(0, 1000, 166) + 1 = 1, 167, ..., 831, 997: seven timesteps, six steps, the first from 997
+    (DDIM, 6, 6, 6),
+    (PLMS, 10, 9, 10),  # PLMS's first step evaluates twice
+    (PLMS, 30, 30, 31),  # 1000 // 30 = 33: 1, 34, ..., 991, thirty-one timesteps
 ])
-def test_the_first_pass_runs_every_step(spec, steps, evaluations):
+def test_the_first_pass_steps(spec, steps, executed, evaluations):
     result = txt2img_steps(steps, spec)
-    assert (result.executed, result.first_index, result.schedule, result.evaluations) == (steps, 0, steps,
+    assert (result.executed, result.first_index, result.schedule, result.evaluations) == (executed, 0, steps,
                                                                                           evaluations)
     assert result.sampling_steps == steps  # ControlNet reads its progress out of `steps`, as launch_sampling(steps)
+
+
+def test_a1111s_ddim_grid_and_the_clipped_top_it_cannot_step_from():
+    assert timestep_grid(6) == (1, 167, 333, 499, 665, 831, 997)
+    assert timestep_grid(4) == (1, 251, 501, 751)
+    # 1000 // 3 = 333: 1, 334, 667, 1000 clipped to 999; A1111 steps 999 -> 667, diffusers 999 -> 666
+    assert timestep_grid(3) == (1, 334, 667, 999)
+    assert "clips its first timestep to 999" in txt2img_timestep_refusal(DDIM, 3)
+    # clipped where 999 is a multiple of 1000 // steps: 333 (3), 111 (9), 37 (27), 27 (36, 37), 9 (101 to 111)
+    refused = [n for n in range(1, 151) if txt2img_timestep_refusal(PLMS, n)]
+    assert refused == [1, 3, 9, 27, 36, 37, *range(101, 112)]
+    assert "takes no step" in txt2img_timestep_refusal(DDIM, 1)
+    assert txt2img_timestep_refusal(EULER, 3) is None
 
 
 @pytest.mark.parametrize("name, mode", [
