@@ -148,7 +148,7 @@ def test_validate_missing_file(tmp_path):
 
 
 def test_validate_the_committed_examples():
-    for example in ("examples/seed-request.json",):
+    for example in ("examples/seed-request.json", "examples/txt2img-request.json"):
         out, err = io.StringIO(), io.StringIO()
         assert validate_command(str(REPO / example), out, err) == 0, err.getvalue()
 

@@ -150,3 +150,15 @@ def test_a_1mb_inline_image_is_valid(tmp_path):
     request["input"]["payload"]["init_images"] = [noise_png_b64(1_000_000)]
     proc = run("validate", str(write(tmp_path, "big.json", request)))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_txt2img_request_validates_and_what_it_cannot_run_is_named(tmp_path):
+    request = json.loads((REPO / "examples" / "txt2img-request.json").read_text())
+    proc = run("validate", str(write(tmp_path, "txt2img.json", request)))
+    assert proc.returncode == 0 and json.loads(proc.stdout)["spec"]["input"]["payload"]["enable_hr"] is True
+    request["input"]["payload"].update(hr_upscaler="R-ESRGAN 4x+", hr_checkpoint_name="deliberate_v2")
+    proc = run("validate", str(write(tmp_path, "refused.json", request)))
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("input.payload.hr_upscaler: upscaler 'R-ESRGAN 4x+' is not available") for line in lines)
+    assert any(line.startswith("input.payload.hr_checkpoint_name: a second checkpoint") for line in lines)
