@@ -7,7 +7,7 @@ STATE ?= $(HOME)/.local/state/img2img-operator/local
 DEMO_OUT ?= out/demo
 DEMO_JOB := seed-demo-$(shell date +%s)
 
-.PHONY: venv binaries test test-unit demo down bench crd lint clean
+.PHONY: venv binaries test test-unit demo down bench crd lint clean lock pin-images images
 
 venv:
 	@$(PYTHON) scripts/make_venv.py
@@ -39,6 +39,23 @@ bench: binaries
 # Every CRD (Img2ImgJob, RunnerPool), generated from img2img/api, into crds/ and the chart's copy.
 crd: venv
 	$(PY) -m img2img.api.crd crds helm/img2img-operator/crds
+
+# The images' supply chain (docs/security.md, "Supply chain"): `lock` writes requirements/*.lock (every Python
+# package of each image, pinned, with hashes) from pyproject.toml and the versions .venv tested; `pin-images` asks the
+# registry for the base images' digests (docker buildx) into base-images.lock; `images` builds both images with them
+# and refuses a base without a digest.
+IMAGE_TAG ?= 0.1.0
+lock: venv
+	$(PY) scripts/lock_requirements.py
+
+pin-images:
+	$(PYTHON) scripts/base_images.py pin
+
+images:
+	for image in operator runner; do \
+	  arg=$$($(PYTHON) scripts/base_images.py build-arg Dockerfile.$$image) || exit 1; \
+	  docker build -f Dockerfile.$$image --build-arg "$$arg" -t ghcr.io/img2img-operator/$$image:$(IMAGE_TAG) . || exit 1; \
+	done
 
 clean: down
 	rm -rf $(VENV) out

@@ -13,6 +13,11 @@
    aside). A compiled set's first job pays the compilation: reported apart.
 5. Checks on the way: the decoded images are finite in fp16, CPU<->GPU synchronisations inside the step loop,
    PNG encoding sequential vs parallel, peak GPU memory per phase.
+6. The same request through a warm pool runner: `img2img-runner serve` in its own process, loading the pool's
+   models at start (its cold start: process, CUDA, models), then taking the job from a loopback stand-in for the
+   operator's runner endpoint (tests/fake_operator.py: no Kubernetes on a bare GPU machine) and uploading through
+   its presigned-style URLs: the runner's executionTime as the operator computes it (assignment received -> result
+   uploaded) and the wall time from the job queued to its outcome received.
 
 Phases run while time is left (`--budget`); the ones after are reported as skipped. `--dry-run`: the same code on
 the CPU with the tiny models (fp32, the request at 128x128, torch.compile with the eager backend, one warm run per
@@ -29,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -125,12 +131,12 @@ class Bench:
     def job(self, cache, inp: dict, on_step=None) -> tuple[float, list]:
         """One job through execute; (executionTime in s: models loaded -> PNGs encoded, the images)."""
         from img2img_runner.execute import execute
-        from img2img_runner.storage import png_files
+        from img2img_runner.storage import image_files
 
         marks: dict[str, float] = {}
         result = execute(copy.deepcopy(inp), self.catalog, cache=cache,
                          on_models_loaded=lambda: marks.setdefault("loaded", time.perf_counter()), on_step=on_step)
-        png_files(result.images)
+        image_files(result.images)
         return time.perf_counter() - marks["loaded"], result.images
 
     def phase(self, phase: Phase) -> dict:
@@ -200,7 +206,7 @@ class Bench:
         """Finite decoded images, synchronisations in the step loop, PNG sequential vs parallel (one fp16 job)."""
         import torch
 
-        from img2img_runner.storage import png_bytes, png_files
+        from img2img_runner.storage import image_bytes, image_files
 
         cache = self.cache("fp16")
         finite: list[bool] = []
@@ -230,15 +236,64 @@ class Bench:
             syncs["count"] = sum(1 for w in caught if "synchroniz" in str(w.message).lower())
         t = time.perf_counter()
         for image in images:
-            png_bytes(image)
+            image_bytes(image)
         sequential = time.perf_counter() - t
         t = time.perf_counter()
-        png_files(images)
+        image_files(images)
         parallel = time.perf_counter() - t
         out = {"decoded_finite": bool(finite) and all(finite), "syncs_in_step_loop": syncs["count"],
                "png_ms": {"images": len(images), "sequential": sequential * 1000, "parallel": parallel * 1000}}
         log(f"checks: {out}")
         return out
+
+
+def pool_runner(catalog_path: Path, inp: dict, runs: int, dry_run: bool) -> dict:
+    """The seed's job through ``img2img-runner serve`` (a warm pool runner), against a loopback stand-in operator."""
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    from fake_operator import FakeOperator, token
+
+    names = [inp["payload"]["override_settings"]["sd_model_checkpoint"], inp["payload"]["refiner_checkpoint"],
+             inp["payload"]["alwayson_scripts"]["controlnet"]["args"][0]["model"],
+             inp["payload"]["override_settings"]["sd_vae"]]
+    fake = FakeOperator(heartbeat_seconds=1.0)
+    env = {**os.environ, "IMG2IMG_OPERATOR_URL": fake.url, "IMG2IMG_RUNNER_TOKEN": token("gpu-check-0"),
+           "IMG2IMG_RUNNER_NAME": "gpu-check-0", "IMG2IMG_POOL": "gpu-check", "IMG2IMG_POOL_MODELS": json.dumps(names),
+           "IMG2IMG_CATALOG": str(catalog_path),
+           # on a small CPU, two processes' OpenMP threads spinning against each other cost 10x: one thread each
+           **({"IMG2IMG_TORCH_THREADS": "1"} if dry_run else {})}
+    started = time.monotonic()
+    log_file = tempfile.TemporaryFile()  # its log (a line per step): a pipe nobody reads would block it when full
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from img2img_runner.main import main; "
+                             "sys.exit(main(['serve']))"], env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        while not fake.takes:  # its first take comes once the pool's models are loaded
+            if proc.poll() is not None:
+                log_file.seek(0)
+                raise RuntimeError(f"the runner exited {proc.returncode}: {log_file.read()[-800:].decode(errors='replace')}")
+            if time.monotonic() - started > 300:
+                raise RuntimeError("the runner did not ask for work within 300 s")
+            time.sleep(0.05)
+        cold_start = time.monotonic() - started
+        executions, walls = [], []
+        for _ in range(runs + 1):  # the first job warms the kernels' caches, as gpu_check's phases do
+            t = time.perf_counter()
+            outcome = fake.outcome(fake.submit(copy.deepcopy(inp), outputs=2), timeout=300)
+            if outcome.get("error"):
+                raise RuntimeError(f"the job failed on the runner: {outcome['error']}")
+            walls.append(time.perf_counter() - t)
+            executions.append(outcome["finishedAt"] - outcome["startedAt"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        fake.close()
+        log_file.close()
+    out = {"runner_cold_start_s": cold_start, "execution_ms": summary(executions[1:]), "queued_to_outcome_ms": summary(x * 1000 for x in walls[1:])}
+    log(f"warm pool runner: cold start {cold_start:.1f} s, executionTime p50 {out['execution_ms']['p50']:.0f} ms, "
+        f"queued -> outcome p50 {out['queued_to_outcome_ms']['p50']:.0f} ms")
+    return out
 
 
 def gpu_facts(torch, dry_run: bool) -> dict:
@@ -252,6 +307,12 @@ def gpu_facts(torch, dry_run: bool) -> dict:
         driver = "?"
     return {"name": props.name, "driver": driver, "memory_gb": round(props.total_memory / 1e9, 1),
             "cuda": torch.version.cuda, "capability": f"{props.major}.{props.minor}"}
+
+
+def save(results: dict, path: str) -> None:
+    """The figures so far: written after each step, so that a run cut short (a lease's end) keeps what it measured."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -276,6 +337,7 @@ def run(args: argparse.Namespace) -> dict:
     results["models"] = {"size": size, "catalog": str(catalog), "build_s": time.perf_counter() - t,
                          "tokenizer": json.loads((models_dir / tiny_models.MARKER).read_text()).get("tokenizer")}
     log(f"models ({size}) ready in {results['models']['build_s']:.0f} s: {catalog}")
+    save(results, args.json)
     request_size = DRY_RUN_SIZE if args.dry_run else None
     inp = seed_input(request_size)
     p = inp["payload"]
@@ -290,9 +352,17 @@ def run(args: argparse.Namespace) -> dict:
     results["model_load_s"] = bench.cache("fp16").load_seconds
     results["first_job_s"] = time.perf_counter() - t
     log(f"models loaded in {results['model_load_s']:.1f} s (first job {results['first_job_s']:.1f} s)")
+    save(results, args.json)
     results["unet_it_s"] = bench.unet_rates(steps=2 if args.dry_run else 10)
     results["checks"] = bench.checks()
-    phases = []
+    results["phases"] = phases = []
+    save(results, args.json)
+    try:
+        results["pool_runner"] = pool_runner(catalog, inp, args.runs, args.dry_run)
+    except Exception as exc:  # noqa: BLE001 - a finding to report; the phases still run
+        results["pool_runner"] = {"failed": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        log(f"warm pool runner: failed: {exc}")
+    save(results, args.json)
     for phase in PHASES:
         left = deadline - time.monotonic()
         if left < phase.min_left_s and not args.dry_run:
@@ -304,7 +374,7 @@ def run(args: argparse.Namespace) -> dict:
         except Exception as exc:  # noqa: BLE001 - a failing switch is a finding: report it, measure the rest
             phases.append({"name": phase.name, "failed": f"{type(exc).__name__}: {str(exc)[:500]}"})
             log(f"{phase.name}: failed: {exc}")
-    results["phases"] = phases
+        save(results, args.json)
     if bench.cuda:
         results["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
     results["total_s"] = time.monotonic() - started
@@ -339,8 +409,7 @@ def main(argv: list[str] | None = None) -> int:
               "CPU", file=sys.stderr)
         return EXIT_NO_GPU
     results = run(args)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    save(results, args.json)
     b = best(results)
     if b:
         log(f"best: {b['name']}: executionTime p50 {b['execution_ms']['p50']:.0f} ms (target {TARGET_MS} ms)")

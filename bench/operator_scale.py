@@ -137,12 +137,13 @@ def _put_noop_first(argv: list[str]) -> None:
 
 def operator_overrides(limit: int, classes: tuple[str, ...] = ("local",)) -> dict:
     """The operator's configuration for no-op runners: `classes` with room for `limit` jobs each, and the parked
-    class."""
+    class; a phase's jobs share one namespace, which may run all of them at once."""
     gpu_classes = {c: {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": limit} for c in classes}
     return {
         "runner": {"image": NOOP_IMAGE, "resources": {"requests": dict(NOOP_REQUESTS)}},
         "gpuClasses": {**gpu_classes, PARKED_CLASS: {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 0}},
         "defaultGpuClass": classes[0],
+        "policy": {"default": {"maxConcurrent": None}},
     }
 
 

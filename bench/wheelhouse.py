@@ -6,6 +6,10 @@
 - ``check-torch``: whether this interpreter's torch is in ``TORCH_RANGE`` (exit 0) or not (exit 1, saying why).
 - ``closure``: those requirements and everything they need, at the versions installed here (the development
   environment made by ``scripts/make_venv.py``), without the torch family: what ``gpu_wheelhouse.sh`` downloads.
+  ``closure --lean`` leaves out the scientific stack that CUDA images (NGC, the cloud vendors') already carry
+  (``GPU_IMAGES_CARRY``): a wheelhouse of ~50 MB instead of ~150 MB, for machines known to have them.
+- ``plan DIR``: the wheels in DIR whose distribution this interpreter lacks at that version: what ``gpu_check.sh``
+  installs (without dependency resolution: the wheelhouse is the closure, and what it leaves out is the machine's).
 
 ``python bench/wheelhouse.py requirements|closure`` prints one requirement a line.
 """
@@ -26,6 +30,15 @@ NO_DEPS = ("open-clip-torch==3.3.0",)
 # the torch versions the runner supports: from 2.5 (nn.Module.compile, regional compilation reusing one graph across
 # blocks, SDPA) up to the newest tested here (pyproject's pin)
 TORCH_RANGE = ((2, 5), (2, 15))
+# what CUDA images bring besides torch (NGC's PyTorch image, the cloud vendors' deep-learning images): the runner uses
+# them through APIs stable across their versions (arrays, resizing, Canny), so the machine's own copies serve
+GPU_IMAGES_CARRY = frozenset({
+    "numpy", "scipy", "scikit-image", "opencv-python-headless", "pillow", "networkx", "imageio", "tifffile",
+    "lazy-loader", "psutil", "pyyaml", "regex", "requests", "urllib3", "certifi", "charset-normalizer", "idna",
+    "packaging", "filelock", "fsspec", "tqdm", "typing-extensions", "six", "python-dateutil", "einops", "hf-xet",
+    "aiohttp", "aiohappyeyeballs", "aiosignal", "attrs", "frozenlist", "multidict", "propcache", "yarl", "anyio",
+    "h11", "click", "rich", "markdown-it-py", "mdurl", "pygments", "shellingham", "typer", "zipp", "annotated-doc",
+})
 
 
 def _name(requirement: str) -> str:
@@ -38,9 +51,9 @@ def requirements() -> list[str]:
     return [r for r in wanted if not TORCH_FAMILY.match(_name(r))]
 
 
-def closure() -> list[str]:
+def closure(lean: bool = False) -> list[str]:
     """``name==version`` of the requirements and their dependencies as installed here (extras and markers that
-    do not apply on Linux ignored), the torch family left out."""
+    do not apply on Linux ignored), the torch family left out, and with ``lean`` what CUDA images carry."""
     seen: dict[str, str] = {}
     todo = [_name(r) for r in requirements()]
     while todo:
@@ -56,7 +69,33 @@ def closure() -> list[str]:
             if "extra ==" in req or "sys_platform == \"win32\"" in req or "platform_system == \"Windows\"" in req:
                 continue
             todo.append(_name(req))
-    return sorted(f"{n}=={v}" for n, v in seen.items())
+    return sorted(f"{n}=={v}" for n, v in seen.items() if not (lean and n in GPU_IMAGES_CARRY))
+
+
+def wheel_identity(filename: str) -> tuple[str, str] | None:
+    """(normalised name, version) of a wheel file name (PEP 427: ``name-version(-build)?-py-abi-platform.whl``)."""
+    parts = filename.removesuffix(".whl").split("-")
+    if not filename.endswith(".whl") or len(parts) not in (5, 6):
+        return None
+    return _name(parts[0]), parts[1]
+
+
+def plan(wheelhouse: Path) -> list[Path]:
+    """The wheels to install: each one whose distribution is missing here or installed at another version; never
+    the torch family (the machine's CUDA build stays)."""
+    chosen = []
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        identity = wheel_identity(wheel.name)
+        if identity is None or TORCH_FAMILY.match(identity[0]):
+            continue
+        name, version = identity
+        try:
+            if metadata.version(name) == version:
+                continue
+        except metadata.PackageNotFoundError:
+            pass
+        chosen.append(wheel)
+    return chosen
 
 
 def torch_supported(version: str) -> bool:
@@ -86,13 +125,15 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["requirements"]:
         print("\n".join(requirements()))
     elif argv[:1] == ["closure"]:
-        print("\n".join(closure()))
+        print("\n".join(closure(lean="--lean" in argv[1:])))
+    elif argv[:1] == ["plan"] and len(argv) == 2:
+        print("\n".join(str(w) for w in plan(Path(argv[1]))))
     elif argv[:1] == ["no-deps"]:
         print("\n".join(NO_DEPS))
     elif argv[:1] == ["check-torch"]:
         return check_torch()
     else:
-        print("usage: python bench/wheelhouse.py requirements|closure|no-deps|check-torch", file=sys.stderr)
+        print("usage: python bench/wheelhouse.py requirements|closure [--lean]|no-deps|plan DIR|check-torch", file=sys.stderr)
         return 2
     return 0
 

@@ -15,7 +15,8 @@ from pathlib import Path
 def _validate(args) -> int:
     from img2img.api.validate import validate_command
 
-    return validate_command(args.file, sys.stdout, sys.stderr)
+    return validate_command(args.file, sys.stdout, sys.stderr,
+                            catalog=args.catalog or os.environ.get("IMG2IMG_CATALOG"))
 
 
 def _run(args) -> int:
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a RunPod request or an Img2ImgJob manifest offline")
     p.add_argument("file", help="JSON request ({'input': {...}}) or Img2ImgJob manifest (YAML/JSON); '-' for stdin")
+    p.add_argument("--catalog", help="model catalog file whose names the job's models must be (default: "
+                                     "$IMG2IMG_CATALOG; none: models are not checked)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("run", help="execute a job in-process, without a cluster")

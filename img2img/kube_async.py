@@ -5,7 +5,21 @@ The CLI, the local executor and the benchmarks are synchronous and use ``img2img
 
 from __future__ import annotations
 
+import sys
+
 from kubernetes_asyncio import client, config as kconfig
+
+# The API server stores objects nested up to 10 000 levels deep (its JSON decoder's limit), and a job's free-form
+# fields (script_args, comments, A1111 options) take any value. Python's json parser recurses once per level and
+# stops at the recursion limit (1000): a single tenant's deeply nested job would stop every list and watch of the
+# operator and the gateway, before validation could refuse the job. CPython 3.11 (the images') honours a higher
+# limit; copying such a value takes about two frames a level.
+API_SERVER_MAX_DEPTH = 10_000
+
+
+def read_objects_of_any_depth() -> None:
+    """Let this process parse (and copy) any object the API server stores; called once by the services' main."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3 * API_SERVER_MAX_DEPTH))
 
 
 async def connect() -> client.ApiClient:

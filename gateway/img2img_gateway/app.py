@@ -3,7 +3,8 @@
 Under ``/v2/{endpoint}/``: ``run``, ``runsync[?wait=ms]``, ``status/{id}``, ``status-sync/{id}[?wait=ms]``,
 ``stream/{id}`` (GET or POST), ``cancel/{id}``, ``retry/{id}``, ``purge-queue``, ``health``. Success is HTTP 200
 with JSON (the JS SDK treats anything else as an error); every error is JSON ``{"error": …}`` with 400, 401, 404,
-413, 429 or 500. ``/healthz`` (no key) says whether the gateway has its keys and its view of the jobs.
+413, 429 or 500. ``/healthz`` (no key) says whether the gateway has its keys and its view of the jobs;
+``/v2/webhook-public-key`` (no key) the ``whpk_`` key every webhook is signed with (``img2img.api.webhook_signing``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from img2img.api.answer import answer, images_wanted, job_id, output_mode
 from img2img.api.errors import Problem
+from img2img.api.webhook_signing import SIGNATURE_VERSION
 from img2img.client.errors import ClientError, one_line
 from img2img.client.kube import api_reason
 from img2img.kube import KubeError
 from img2img.client.wait import TERMINAL_STATES
 from img2img_gateway import discovery
-from img2img_gateway.answers import answer, images_wanted, job_id, output_mode, short_answer
+from img2img_gateway.answers import short_answer
 from img2img_gateway.auth import Grant, RateLimiter, Refusal, authorize
 from img2img_gateway.config import Endpoint, GatewayConfig
 from img2img_gateway.health import health
@@ -83,6 +86,7 @@ class Gateway:
     catalog: Any  # img2img_runner.catalog.Catalog, or None without one
     grants: list[Grant] = field(default_factory=list)
     keys_loaded: bool = False
+    webhook_public_key: str | None = None  # as the operator published it; read with the keys
     limiter: RateLimiter = field(default_factory=RateLimiter)
     clock: Callable[[], float] = time.monotonic
     background: set[asyncio.Task] = field(default_factory=set)
@@ -101,6 +105,7 @@ class Gateway:
         for method, path, handler in ops:
             app.router.add_route(method, f"/v2/{{endpoint}}/{path}", handler)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/v2/webhook-public-key", self.public_key)
         return app
 
     @web.middleware
@@ -147,6 +152,13 @@ class Gateway:
     async def healthz(self, request: web.Request) -> web.Response:
         ready = self.keys_loaded and self.store.synced
         return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def public_key(self, request: web.Request) -> web.Response:
+        """The key receivers verify webhooks with: public, so no API key is asked for."""
+        if not self.webhook_public_key:
+            return error(503, "the operator has not published its webhook key yet (ConfigMap "
+                              f"{self.config.namespace}/{self.config.webhookPublicKeyConfigMap})")
+        return web.json_response({"publicKey": self.webhook_public_key, "signature": SIGNATURE_VERSION})
 
     # ---- helpers --------------------------------------------------------------------------------------------------
     def endpoint(self, request: web.Request) -> tuple[str, Endpoint]:

@@ -15,7 +15,6 @@ endpoints listed (``["*"]``: every one), with its own rate limit.
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from pathlib import Path
@@ -24,23 +23,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from img2img.api.answer import OutputMode
 from img2img.api.errors import problems
 from img2img.api.images import S3_BUCKET_PATTERN
 from img2img.api.job import DNS_LABEL, Img2ImgJobSpec
+from img2img.api.limits import PRESIGN_MAX_SECONDS
+from img2img.api.webhook_signing import PUBLIC_KEY_CONFIG_MAP
 
 CONFIG_ENV = "IMG2IMG_GATEWAY_CONFIG"
 ENDPOINT_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 ALL_ENDPOINTS = "*"
 DEFAULT_NAMESPACE = "img2img-system"
-
-
-class OutputMode(str, enum.Enum):
-    """How an answer carries the images: base64 PNGs (as RunPod's A1111 workers), the s3:// URIs of the job's
-    status, or presigned https URLs of them."""
-
-    BASE64 = "base64"
-    S3 = "s3"
-    PRESIGNED = "presigned"
 
 
 class _Model(BaseModel):
@@ -95,14 +88,18 @@ class GatewayConfig(_Model):
     runnerNamespace: str = Field(DEFAULT_NAMESPACE, description="where the RunnerPools are (health's workers)")
     catalogPath: str | None = Field(None, description="the model catalog, for the A1111 discovery calls")
     s3: S3
-    presignExpirySeconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    presignExpirySeconds: int = Field(3600, ge=60, le=PRESIGN_MAX_SECONDS)
     endpoints: dict[str, Endpoint] = Field(..., min_length=1)
     keys: list[KeyRef] = Field(default_factory=list)
     keyRefreshSeconds: float = Field(30, gt=0, description="how often key Secrets are read again (rotation)")
     imageCacheBytes: int = Field(64 * 1024 * 1024, ge=0, description="base64 answers kept in memory")
-    allowPrivateAddresses: bool = Field(False, description="a request's s3Config.endpointUrl may be plain http and a "
-                                        "private or loopback address (an S3 inside the cluster); off: https to "
+    allowPrivateAddresses: bool = Field(False, description="a request's s3Config.endpointUrl and webhook may be plain "
+                                        "http and a private or loopback address (inside the cluster); off: https to "
                                         "public addresses only, the image fetches' rule")
+    webhookPublicKeyConfigMap: str = Field(PUBLIC_KEY_CONFIG_MAP, min_length=1, max_length=253,
+                                           description="the ConfigMap in the gateway's namespace where the operator "
+                                           "publishes the key its webhooks are signed with (served at "
+                                           "/v2/webhook-public-key)")
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

@@ -5,7 +5,8 @@ Such a request completes at once: ``/run`` and ``/runsync`` answer COMPLETED wit
 under an id that names the call (``a1111-sdapi-v1-sd-models``), so that ``/status/{id}`` answers it again.
 
 - ``sd-models``: the catalog's checkpoints and refiners (``title`` is A1111's ``name [hash]``);
-- ``sd-vae``: its VAEs; ``loras``: none (LoRA tags are refused: extra networks are not supported);
+- ``sd-vae``: its VAEs; ``loras``: its LoRAs (the names ``<lora:NAME:…>`` takes; path and metadata are the files',
+  which the gateway does not read: the catalog name and ``{}``);
 - ``samplers`` / ``schedulers``: A1111's, less those the runner refuses (``img2img.api.samplers``);
 - ``controlnet/model_list``: its ControlNets; ``controlnet/module_list``: the preprocessors A1111's ControlNet
   extension names;
@@ -18,11 +19,12 @@ from typing import Any, Callable
 
 from img2img.api.controlnet import PREPROCESSORS
 from img2img.api.samplers import SAMPLERS, SCHEDULERS, scheduler_spec, supported_pairs
-from img2img_runner.catalog import Catalog
+from img2img_runner.catalog import LORA_FOR, Catalog
 
 ID_PREFIX = "a1111-"
 CHECKPOINTS = ("sd15", "sdxl", "sdxl-refiner")
 CONTROLNETS = ("controlnet-sd15", "controlnet-sdxl")
+LORAS = tuple(LORA_FOR.values())
 
 
 def _entries(catalog: Catalog | None, architectures: tuple[str, ...]) -> list:
@@ -52,7 +54,7 @@ def schedulers(catalog: Catalog | None) -> list[dict[str, Any]]:
 
 
 def loras(catalog: Catalog | None) -> list[dict[str, Any]]:
-    return []
+    return [{"name": e.stem, "alias": e.stem, "path": e.name, "metadata": {}} for e in _entries(catalog, LORAS)]
 
 
 def controlnet_models(catalog: Catalog | None) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Every call the gateway makes to the Kubernetes API (kubernetes_asyncio), with plain dicts in and out.
 
 What it needs, and its RBAC grants nothing more: Img2ImgJobs in the endpoints' namespaces (get, list, watch,
-create, patch: ``spec.cancel`` and an annotation), RunnerPools in the runner namespace (get, list: health's workers), and its key
-Secrets by name in its own namespace (get).
+create, patch: ``spec.cancel`` and an annotation), RunnerPools in the runner namespace (get, list: health's workers), its key
+Secrets by name in its own namespace (get), and the operator's webhook public key ConfigMap there (get).
 """
 
 from __future__ import annotations
@@ -108,3 +108,14 @@ class Kube:
             raise
         value = (secret.data or {}).get(key)
         return base64.b64decode(value).decode().strip() if value else None
+
+    async def read_config_map_value(self, namespace: str, name: str, key: str) -> str | None:
+        """A ConfigMap's value under ``key``, stripped; None when the ConfigMap or the key is not there."""
+        try:
+            config_map = await self.core.read_namespaced_config_map(name, namespace, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = (config_map.data or {}).get(key)
+        return value.strip() if value else None

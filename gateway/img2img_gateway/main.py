@@ -2,7 +2,8 @@
 
 Start-up: the configuration (``--check-config`` stops there), the model catalog for the discovery calls, an API
 client (in-cluster, else the kubeconfig), the watches of the endpoints' namespaces, the API keys from their Secrets
-(read again every ``keyRefreshSeconds``, so a rotated key takes effect without a restart), then the HTTP server.
+and the operator's webhook public key from its ConfigMap (both read again every ``keyRefreshSeconds``, so a rotated
+key takes effect without a restart), then the HTTP server.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import signal
 import sys
 
+from img2img.api.webhook_signing import PUBLIC_ENTRY
 from img2img_gateway.auth import Grant, digest
 from img2img_gateway.config import ConfigError, GatewayConfig, load_config
 
@@ -33,13 +35,22 @@ async def load_grants(kube, config: GatewayConfig) -> list[Grant]:
     return grants
 
 
+async def load_keys(gateway) -> None:
+    """The API keys, and the webhook public key (kept when the ConfigMap is not there yet)."""
+    config = gateway.config
+    gateway.grants = await load_grants(gateway.kube, config)
+    gateway.webhook_public_key = await gateway.kube.read_config_map_value(
+        config.namespace, config.webhookPublicKeyConfigMap, PUBLIC_ENTRY) or gateway.webhook_public_key
+
+
 async def refresh_keys(gateway) -> None:
     while True:
         await asyncio.sleep(gateway.config.keyRefreshSeconds)
         try:
-            gateway.grants = await load_grants(gateway.kube, gateway.config)
+            await load_keys(gateway)
         except Exception as exc:  # keep the keys we have: the API server may be restarting
-            log.warning("reading the API key Secrets failed (%s); keeping the keys read before", exc)
+            log.warning("reading the API key Secrets or the webhook key failed (%s); keeping the keys read before",
+                        exc)
 
 
 def load_catalog(config: GatewayConfig):
@@ -67,7 +78,7 @@ async def serve(config: GatewayConfig) -> None:
     gateway = Gateway(config, kube, store, Objects(config.s3, config.presignExpirySeconds, config.imageCacheBytes),
                       catalog)
     store.start()
-    gateway.grants = await load_grants(kube, config)
+    await load_keys(gateway)
     gateway.keys_loaded = True
     keys = asyncio.create_task(refresh_keys(gateway))
     runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
@@ -99,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             load_catalog(config)
             print("configuration OK")
             return 0
+        from img2img.kube_async import read_objects_of_any_depth
+
+        read_objects_of_any_depth()
         asyncio.run(serve(config))
     except ConfigError as exc:
         print(f"img2img-gateway: {exc}", file=sys.stderr)

@@ -8,15 +8,16 @@ finished job's status does not read its images from S3 again and again.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections import OrderedDict
 from typing import Any
 
 from img2img import split_s3_uri
+from img2img.api.answer import OutputMode, output_images
+from img2img.api.image_formats import content_type_of
 from img2img.client.offload import upload
 from img2img.client.errors import ClientError
 from img2img.client.s3 import s3_call
-from img2img_gateway.config import S3, OutputMode
+from img2img_gateway.config import S3
 from img2img_gateway.submission import S3Config, Submission
 
 
@@ -62,20 +63,18 @@ class Objects:
         """The output images as the answer carries them (``ClientError`` when S3 refuses)."""
         if mode is OutputMode.S3 or not uris:
             return list(uris)
-        if mode is OutputMode.PRESIGNED:
-            return [await asyncio.to_thread(self._presign, uri) for uri in uris]
         key = tuple(uris)
-        if key in self._cache:
+        if mode is OutputMode.BASE64 and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        encoded = [await asyncio.to_thread(self._base64, uri) for uri in uris]
-        self._remember(key, encoded)
-        return encoded
+        images = await asyncio.to_thread(output_images, uris, mode, self._read, self._presign)
+        if mode is OutputMode.BASE64:
+            self._remember(key, images)
+        return images
 
-    def _base64(self, uri: str) -> str:
+    def _read(self, uri: str) -> bytes:
         bucket, key = split_s3_uri(uri)
-        body = s3_call(f"read {uri}", self.client.get_object, Bucket=bucket, Key=key)["Body"]
-        return base64.b64encode(body.read()).decode()
+        return s3_call(f"read {uri}", self.client.get_object, Bucket=bucket, Key=key)["Body"].read()
 
     def _presign(self, uri: str) -> str:
         bucket, key = split_s3_uri(uri)
@@ -114,7 +113,7 @@ class Objects:
                 data = s3_call(f"read {uri}", self.client.get_object, Bucket=bucket, Key=key)["Body"].read()
                 their_key = f"{prefix}{job_id}/{key.rsplit('/', 1)[-1]}"
                 s3_call(f"write s3://{target.bucketName}/{their_key}", theirs.put_object, Bucket=target.bucketName,
-                        Key=their_key, Body=data, ContentType="image/png")
+                        Key=their_key, Body=data, ContentType=content_type_of(key))
                 copied.append(f"s3://{target.bucketName}/{their_key}")
             return copied
 

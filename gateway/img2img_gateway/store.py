@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from img2img_gateway.answers import job_id
+from img2img.api.answer import job_id
 from img2img_gateway.kube import Kube
 from img2img_gateway.stream import ProgressLog
 

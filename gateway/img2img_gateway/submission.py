@@ -6,8 +6,9 @@ every problem with its field path), ``webhook`` and ``policy`` (the job's contro
 the images: ``base64``, ``s3`` or ``presigned``; default: the endpoint's). Large inline images are set aside for
 S3 exactly as ``img2img submit`` does (``img2img.client.request.prepare_data``).
 
-The job gets the endpoint's job defaults for the controls the request leaves out, the endpoint's label, and the
-submission time in ms (the operator measures ``delayTime`` from it, as RunPod does from the request).
+The job gets the endpoint's job defaults for the controls the request leaves out, the endpoint's label, its output
+mode as an annotation (so that its webhook, which the operator sends, carries the images as its ``/status`` does),
+and the submission time in ms (the operator measures ``delayTime`` from it, as RunPod does from the request).
 """
 
 from __future__ import annotations
@@ -19,18 +20,16 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from img2img import API_GROUP
-from img2img.api.addresses import https_url_refusal
+from img2img.api.addresses import url_refusal
+from img2img.api.answer import JOB_ID_LABEL, OUTPUT_MODE_ANNOTATION, OutputMode
 from img2img.api.base import ApiModel
 from img2img.api.errors import Problem, problems
 from img2img.api.images import S3_BUCKET_PATTERN
 from img2img.client.request import Prepared, prepare_data
 from img2img.client.submit import SUBMITTED_AT
-from img2img_gateway.config import Endpoint, OutputMode
+from img2img_gateway.config import Endpoint
 
 ENDPOINT_LABEL = f"{API_GROUP}/endpoint"
-# a job made by /retry answers to the id of the job it retries
-JOB_ID_LABEL = f"{API_GROUP}/job-id"
-OUTPUT_MODE_ANNOTATION = f"{API_GROUP}/output-mode"
 GATEWAY_KEYS = ("s3Config", "outputMode")  # body keys the gateway acts on itself; the rest is a RunPod request
 MANIFEST_KEYS = ("apiVersion", "kind", "spec", "metadata")
 
@@ -60,7 +59,7 @@ class Submission:
     labels: dict[str, str]
     annotations: dict[str, str]  # without the submission time: stamped when the job is created
     defaults: dict[str, Any]
-    output_mode: OutputMode | None  # None: the endpoint's
+    output_mode: OutputMode  # the request's, else the endpoint's
     s3_config: S3Config | None
 
     def manifest(self, submitted_ms: int) -> dict[str, Any]:
@@ -99,7 +98,8 @@ def get_endpoint_of(body: dict[str, Any]) -> str | None:
 def build_submission(body: dict[str, Any], endpoint_id: str, endpoint: Endpoint, bucket: str,
                      allow_private: bool = False) -> Submission:
     """Validate a request for an endpoint; BadRequest with every problem when it cannot run. ``allow_private``:
-    an ``s3Config`` may name a plain-http or private endpoint (otherwise the image fetches' address rule holds)."""
+    an ``s3Config`` and a ``webhook`` may name a plain-http or private address (otherwise the image fetches' address
+    rule holds)."""
     from img2img.api.job import JobProblems
 
     found: list[Problem] = []
@@ -114,19 +114,19 @@ def build_submission(body: dict[str, Any], endpoint_id: str, endpoint: Endpoint,
             s3_config = S3Config.model_validate(body["s3Config"])
         except ValidationError as exc:
             found += problems(exc, "s3Config")
-        why = None if s3_config is None or allow_private else https_url_refusal(s3_config.endpointUrl)
+        why = None if s3_config is None else url_refusal(s3_config.endpointUrl, allow_private)
         if why:
             found.append(Problem("s3Config.endpointUrl", f"{s3_config.endpointUrl[:80]!r} {why}"))
     request = {k: v for k, v in body.items() if k not in GATEWAY_KEYS}
     try:
-        prepared = prepare_data(request, bucket)
+        prepared = prepare_data(request, bucket, allow_private)
     except JobProblems as exc:
         found += exc.problems
     if found:
         raise BadRequest(found)
-    annotations = {OUTPUT_MODE_ANNOTATION: output_mode.value} if output_mode else {}
-    return Submission(prepared, endpoint.namespace, {ENDPOINT_LABEL: endpoint_id}, annotations, endpoint.defaults(),
-                      output_mode, s3_config)
+    output_mode = output_mode or endpoint.output
+    return Submission(prepared, endpoint.namespace, {ENDPOINT_LABEL: endpoint_id},
+                      {OUTPUT_MODE_ANNOTATION: output_mode.value}, endpoint.defaults(), output_mode, s3_config)
 
 
 def retry_manifest(job: dict[str, Any], job_id: str, submitted_ms: int) -> dict[str, Any]:

@@ -14,13 +14,13 @@ from img2img.api.job import GENERATE_NAME, job_from_data
 
 
 def to_manifest(data: dict[str, Any], *, name: str | None = None, namespace: str | None = None,
-                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+                annotations: dict[str, str] | None = None, allow_private_addresses: bool = False) -> dict[str, Any]:
     """A RunPod request (``{"input": …}``) or an Img2ImgJob manifest -> a manifest dict ready to create.
 
-    Validates first (raises ``JobProblems``). ``name`` sets ``metadata.name``; without it a RunPod request gets
-    ``generateName: img2img-`` and a manifest keeps its own naming.
+    Validates first (raises ``JobProblems``; ``allow_private_addresses`` as ``job_from_data``). ``name`` sets
+    ``metadata.name``; without it a RunPod request gets ``generateName: img2img-`` and a manifest keeps its own naming.
     """
-    loaded = job_from_data(data)
+    loaded = job_from_data(data, allow_private_addresses)
     if loaded.from_runpod_request:
         controls = {k: v for k, v in loaded.job.spec.sent().items() if k != "input"}  # webhook and policy
         manifest = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from img2img.api.addresses import URL_MAX, https_url_refusal
+from img2img.api.addresses import URL_MAX, url_refusal
 from img2img.api.base import ApiModel
 from img2img.api.errors import refuse
 from img2img.api.payload import Img2ImgPayload, ProcessingPayload
@@ -37,15 +37,26 @@ def normalize_endpoint(endpoint: str) -> str:
     return "/" + endpoint.strip().lstrip("/")
 
 
-def _webhook(url: str) -> str:
-    why = https_url_refusal(url)
+# The validation context key (``model_validate(..., context=…)``) that lets a webhook be plain http and name a private
+# address: set by the operator and the gateway from their ``allowPrivateAddresses``; absent, the strict rule holds.
+ALLOW_PRIVATE_ADDRESSES = "allowPrivateAddresses"
+
+
+def private_addresses(allow: bool) -> dict[str, bool]:
+    """The validation context of a service that lets webhooks reach private addresses (or not)."""
+    return {ALLOW_PRIVATE_ADDRESSES: allow}
+
+
+def _webhook(url: str, info: ValidationInfo) -> str:
+    why = url_refusal(url, bool((info.context or {}).get(ALLOW_PRIVATE_ADDRESSES)))
     if why:
         raise refuse(f"{url[:80]!r} {why}")
     return url
 
 
-# A URL the operator POSTs to: the same address rules as image fetches (``img2img.api.addresses``).
-WebhookUrl = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={"pattern": "^https://"}),
+# A URL the operator POSTs to: the same address rules as image fetches (``img2img.api.addresses``). The API server
+# checks only the scheme's shape: where http is allowed is the operator's configuration.
+WebhookUrl = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={"pattern": "^https?://"}),
                       AfterValidator(_webhook)]
 
 
@@ -96,7 +107,7 @@ class RunPodInput(ApiModel):
         if api is None:  # the endpoint is refused: there is no model to check its payload against
             return value
         model = PAYLOADS[api.path]
-        return value if isinstance(value, model) else model.model_validate(value)
+        return value if isinstance(value, model) else model.model_validate(value, context=info.context)
 
     @property
     def txt2img(self) -> bool:

@@ -1,6 +1,7 @@
 """Image fields: inline base64 / data URI, or a reference to an object in S3 or on an https server.
 
-Where images may come from, and how large an inline one may be.
+Where images may come from, how large an inline one may be, and how any image is decoded (``decode_image``: the
+one decoder, for validation and the runner alike, under the input budget of ``img2img.api.limits``).
 
 Size budget (the numbers behind the limits below):
 
@@ -26,10 +27,11 @@ from urllib.parse import urlsplit
 
 from typing import Annotated
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import AfterValidator, WithJsonSchema
 
 from img2img.api.errors import refuse
+from img2img.api.limits import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT, image_size_refusal
 
 ETCD_MAX_REQUEST_BYTES = 1_572_864
 # All inline image characters of one job together; see the module docstring.
@@ -37,8 +39,6 @@ MAX_INLINE_TOTAL_CHARS = 1_450_000
 # One image field: the total budget bounds it; this is the CRD's maxLength for any image string.
 MAX_IMAGE_CHARS = MAX_INLINE_TOTAL_CHARS
 MAX_REFERENCE_CHARS = 2048  # an s3:// or https:// reference
-# Decoded images larger than this many pixels are refused (a decompression bomb is a few KB of PNG).
-MAX_PIXELS = 4096 * 4096
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w/+.-]*)(?P<params>(;[\w=.+-]+)*);base64,", re.IGNORECASE)
 # S3 bucket names: 3-63 chars of lowercase letters, digits, dots and hyphens.
@@ -118,10 +118,7 @@ def strip_data_uri(value: str) -> str:
 
 
 def decode_inline(value: str) -> Image.Image:
-    """Decode base64 (optionally a data URI) and open it with Pillow, fully loaded.
-
-    Raises ImageError with a short reason: "not a decodable image (…)".
-    """
+    """Decode base64 (optionally a data URI) into an image (``decode_image``); ImageError with a short reason."""
     data = strip_data_uri(value).strip()
     if not data:
         raise ImageError("not a decodable image (empty)")
@@ -129,22 +126,46 @@ def decode_inline(value: str) -> Image.Image:
         raw = base64.b64decode(data, validate=False)
     except (binascii.Error, ValueError) as exc:
         raise ImageError(f"not a decodable image (not valid base64: {exc})") from None
+    return decode_image(raw)
+
+
+# What a refused format's data starts with: to say which format it is (Pillow never opens them)
+_REFUSED_SIGNATURES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"\x00\x00\x01\x00", "ICO"),
+                       (b"%!PS", "EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"8BPS", "PSD"))
+
+
+def decode_image(raw: bytes) -> Image.Image:
+    """Image file bytes -> the image, fully loaded and turned upright (EXIF orientation), or ImageError.
+
+    The header decides first (limits): only the accepted formats' decoders are tried (EPS never reaches
+    Ghostscript), and an image too large or too elongated is refused before a pixel is decoded.
+    """
     if not raw:
         raise ImageError("not a decodable image (no data)")
     try:
-        image = Image.open(io.BytesIO(raw))
-        if image.width * image.height > MAX_PIXELS:
-            raise ImageError(f"image of {image.width}x{image.height} pixels is larger than {MAX_PIXELS} pixels")
-        image.load()
-    except ImageError:
-        raise
+        image = Image.open(io.BytesIO(raw), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
+        named = next((name for head, name in _REFUSED_SIGNATURES if raw.startswith(head)), None)
+        if named:
+            raise ImageError(f"{named} images are not accepted; send {ACCEPTED_FORMATS_TEXT}") from None
         # Pillow's own message names an in-memory object ("<_io.BytesIO object at 0x…>"): say what it means
-        raise ImageError("not a decodable image (the data is not in an image format Pillow reads: PNG, JPEG, "
-                         "WebP, …)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"not a decodable image ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise ImageError(f"not a decodable image (not {ACCEPTED_FORMATS_TEXT})") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder fails on bad data in many ways; all mean bad data
+        raise _undecodable(exc) from None
+    why = image_size_refusal(image.width, image.height)
+    if why:
+        raise ImageError(why)
+    try:
+        image.load()
+        # upright now: a broken EXIF block is bad data here, not a crash where the runner turns the image
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise _undecodable(exc) from None
     return image
+
+
+def _undecodable(exc: Exception) -> ImageError:
+    return ImageError(f"not a decodable image ({type(exc).__name__}: {str(exc)[:120]})")
 
 
 def is_inline(value: str) -> bool:

@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from img2img import API_GROUP, API_VERSION, KIND
 from img2img.api.base import ApiModel
-from img2img.api.envelope import RunPodInput, RunPodRequest, WebhookUrl
+from img2img.api.envelope import RunPodInput, RunPodRequest, WebhookUrl, private_addresses
 from img2img.api.errors import PATTERN_MEANINGS, Problem, problems
 from img2img.api.images import S3_BUCKET_PATTERN
+from img2img.api.limits import MAX_NESTING_DEPTH
 from img2img.api.status import JobStatus
 
 API_VERSION_FULL = f"{API_GROUP}/{API_VERSION}"
@@ -27,6 +28,7 @@ PATTERN_MEANINGS[DNS_LABEL] = "a DNS label (lowercase letters, digits and '-', s
 PATTERN_MEANINGS[S3_BUCKET_PATTERN] = "an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')"
 GENERATE_NAME = "img2img-"
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600  # RunPod's executionTimeout maximum
+MAX_RETRIES = 10
 MAX_TTL_SECONDS = 365 * 24 * 3600
 
 
@@ -44,14 +46,14 @@ class Img2ImgJobSpec(ApiModel):
                                  "operator configuration")
     timeoutSeconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS, description="run-time limit per "
                                        "attempt; exceeded -> TIMED_OUT")
-    retries: int | None = Field(None, ge=0, le=10, description="retries after the first attempt, for "
+    retries: int | None = Field(None, ge=0, le=MAX_RETRIES, description="retries after the first attempt, for "
                                 "transient failures")
     output: OutputLocation | None = None
     ttlSecondsAfterFinished: int | None = Field(None, ge=0, le=MAX_TTL_SECONDS, description="delete the job "
                                                 "this long after it finished")
     cancel: bool | None = Field(None, description="true cancels the job; cannot be undone")
-    webhook: WebhookUrl | None = Field(None, description="https URL the job's RunPod-shaped status is POSTed to "
-                                       "on each terminal state")
+    webhook: WebhookUrl | None = Field(None, description="https URL the job's RunPod status is POSTed to when it "
+                                       "ends, signed (Standard Webhooks, ed25519)")
 
 
 class ObjectMeta(BaseModel):
@@ -96,14 +98,20 @@ class LoadedJob:
 def parse_document(text: str, source: str = "input") -> Any:
     """JSON or YAML text -> data; malformed text -> JobProblems naming the line and column."""
     stripped = text.lstrip()
+    too_deep = Problem("", f"{source}: lists and objects are nested too deeply to read (at most "
+                           f"{MAX_NESTING_DEPTH} levels are accepted in a job's values)")
     if stripped.startswith(("{", "[")):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise JobProblems([Problem("", f"{source}: not valid JSON: {exc.msg} "
                                            f"(line {exc.lineno}, column {exc.colno})")]) from None
+        except RecursionError:  # past Python's recursion limit (~1000 levels)
+            raise JobProblems([too_deep]) from None
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except RecursionError:
+        raise JobProblems([too_deep]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -114,22 +122,25 @@ def parse_document(text: str, source: str = "input") -> Any:
     return documents[0]
 
 
-def job_from_data(data: Any) -> LoadedJob:
-    """A RunPod request or an Img2ImgJob manifest (already parsed) -> the validated job."""
+def job_from_data(data: Any, allow_private_addresses: bool = False) -> LoadedJob:
+    """A RunPod request or an Img2ImgJob manifest (already parsed) -> the validated job. ``allow_private_addresses``:
+    the webhook may be plain http and name a private address (``img2img.api.addresses``)."""
+    context = private_addresses(allow_private_addresses)
     if not isinstance(data, dict):
         raise JobProblems([Problem("", "expected an object: a RunPod request {\"input\": …} or an Img2ImgJob "
                                        "manifest")])
     if "input" in data and "spec" not in data and "kind" not in data:
         try:
-            request = RunPodRequest.model_validate(data)
+            request = RunPodRequest.model_validate(data, context=context)
         except ValidationError as exc:
             raise JobProblems(problems(exc)) from None
+        spec = Img2ImgJobSpec.model_validate({"input": request.input, **request.job_controls()}, context=context)
         job = Img2ImgJob(apiVersion=API_VERSION_FULL, kind=KIND, metadata=ObjectMeta(generateName=GENERATE_NAME),
-                         spec=Img2ImgJobSpec(input=request.input, **request.job_controls()))
+                         spec=spec)
         return LoadedJob(job, from_runpod_request=True)
     if "kind" in data or "apiVersion" in data or "spec" in data:
         try:
-            return LoadedJob(Img2ImgJob.model_validate(data), from_runpod_request=False)
+            return LoadedJob(Img2ImgJob.model_validate(data, context=context), from_runpod_request=False)
         except ValidationError as exc:
             raise JobProblems(problems(exc)) from None
     raise JobProblems([Problem("", "neither a RunPod request ({\"input\": {\"api\": …, \"payload\": …}}) nor an "

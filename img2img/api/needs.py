@@ -31,12 +31,13 @@ def model_key(name: str) -> str:
 
 def required_models(payload: ProcessingPayload, default_checkpoint: str | None) -> frozenset[str]:
     """The keys of the models the job runs: checkpoint (``default_checkpoint``, the catalog's, when the request
-    names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, and the model of
-    every enabled ControlNet unit that names one."""
+    names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, the model of every
+    enabled ControlNet unit that names one, and the prompt's LoRAs (a runner holding them skips reading them)."""
     names = [payload.checkpoint or default_checkpoint, payload.refiner]
     if payload.vae is not None and payload.vae.strip() not in VAE_OFF:
         names.append(payload.vae)
     names += [unit.model_name for unit in payload.enabled_controlnet_units]
+    names += [tag.name for tag in payload.loras]
     return frozenset(model_key(n) for n in names if n)
 
 
@@ -46,8 +47,13 @@ def output_image_bound(payload: ProcessingPayload) -> int:
     return payload.images_per_job + payload.detect_maps
 
 
+def s3_image_fields(payload: ProcessingPayload) -> list[tuple[str, S3Ref]]:
+    """Every ``s3://`` image the job reads with its field (``input.payload.init_images[0]``, a ControlNet unit's
+    ``image`` or ``input_image``): init images, then enabled ControlNet units' images."""
+    refs = [(f"input.payload.{field}", parse_reference(v)) for field, v in payload.input_images]
+    return [(field, ref) for field, ref in refs if isinstance(ref, S3Ref)]
+
+
 def s3_images(payload: ProcessingPayload) -> list[S3Ref]:
-    """The ``s3://`` images the job reads (init images, then enabled ControlNet units' images), each once, in
-    order: the reads the operator presigns for the runner."""
-    refs = [parse_reference(v) for v in payload.input_images]
-    return list(dict.fromkeys(r for r in refs if isinstance(r, S3Ref)))
+    """The ``s3://`` images the job reads, each once, in order: the reads the operator presigns for the runner."""
+    return list(dict.fromkeys(ref for _, ref in s3_image_fields(payload)))

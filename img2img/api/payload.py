@@ -22,11 +22,16 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 | seed_resize_from_h/_w | > 0 | not implemented yet |
 | s_min_uncond | ≠ 0 | not implemented yet |
 | save_images | true with >1 image | A1111 would prepend a grid image; grids are not produced |
-| prompt, negative_prompt | `<lora:…>` etc. unless disable_extra_networks | extra networks are not supported |
+| prompt, hr_prompt | `<hypernet:…>`, a `<lora:…>` tag A1111 fails on or with `dyn` | see ``prompts.lora_tags`` |
 | prompt, negative_prompt | prompt editing `[a:b:0.5]`, alternation `[a|b]`, `AND` | one conditioning per step or part |
+| prompt, negative_prompt | a `#`, unless override_settings.enable_prompt_comments is false | comments are not stripped yet |
+| override_settings | an option that changes the answer, away from its default; an unknown key | see ``options`` |
 | cfg_scale | below 1 (times a prompt's trailing `:weight`) | diffusers runs no guidance there |
 | sampler_name, scheduler, eta, s_churn | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | alwayson_scripts | any script but controlnet | only ControlNet is built in |
+
+The input budget (``img2img.api.limits``) is checked here too: image formats and sizes (``ImageStr``), prompt sizes,
+nesting depth of the free-form values, and the job's compute (pixels x steps of each sampling pass x images).
 
 Unknown keys are refused (with the nearest known key suggested), where A1111 ignores them: an ignored typo
 silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
@@ -34,25 +39,22 @@ silently changes the picture. The RunPod A1111 worker refuses unknown keys too.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Callable, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar
 
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from img2img.api import options, prompts, samplers
+from img2img.api import limits, options, prompts, samplers
 from img2img.api.base import ApiModel
 from img2img.api.controlnet import MAX_UNITS, ControlNetUnit
 from img2img.api.errors import FieldError, Refusals, refuse
+from img2img.api.image_formats import JPEG_QUALITY, SAMPLES_FORMATS, ImageEncoding, SamplesFormat
 from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageStr, is_inline, too_large_message
 
-PROMPT_MAX = 32768
 NAME_MAX = 256
 MAX_IMAGES = 8  # init_images: A1111 needs at most batch_size of them
 MIN_SIDE = 64  # pixels: the smallest image the runner renders
 SEED_MAX = 2**32 - 1
 
-# A1111 extra-network tags (modules/extra_networks.py `re_extra_net`): "<lora:name:0.8>", "<hypernet:…>"
-EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
 # A1111's "off" spellings for refiner_checkpoint (processing.py)
 REFINER_OFF = ("", "None", "none")
 
@@ -85,26 +87,31 @@ class OverrideSettings(ApiModel):
     img2img_fix_steps: bool | None = None
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0, description="used when the request's "
                                                    "initial_noise_multiplier is absent")
-    samples_format: Literal["png", "jpg", "jpeg", "webp"] | None = Field(None, description="png only: images "
-                                                                         "are stored as PNG")
+    # how the answer's images are written (img2img.api.image_formats)
+    samples_format: SamplesFormat | None = Field(None, description="format of the images: png (A1111's default), "
+                                                 "jpg, jpeg or webp")
+    jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG and WebP quality; A1111's default 80")
+    webp_lossless: bool | None = Field(None, description="lossless WebP")
+    enable_pnginfo: bool | None = Field(None, description="false: no infotext in the image files")
+    enable_prompt_comments: bool | None = Field(None, description="A1111 strips '#' comments from prompts when "
+                                                "true (its default); false sends '#' as text")
 
-    @field_validator("samples_format")
+    # mode="wrap": the options are judged even when a typed one is wrong, so that every problem is reported at once
+    @model_validator(mode="wrap")
     @classmethod
-    def _png_only(cls, value: str | None) -> str | None:
-        if value not in (None, "png"):
-            raise refuse(f"{value!r} is not supported: the runner stores images as PNG (the operator signs PNG "
-                         "uploads); use png")
-        return value
-
-    @model_validator(mode="after")
-    def _known_options(self) -> "OverrideSettings":
+    def _known_options(cls, data: Any, handler: Any) -> "OverrideSettings":
         found = Refusals("OverrideSettings")
-        for key, value in (self.model_extra or {}).items():
-            reason = options.refusal(key, value)
+        for key, value in (data.items() if isinstance(data, dict) else ()):
+            reason = None if key in cls.model_fields or value is None else options.refusal(str(key), value)
             if reason:
-                found.add(key, reason, value)
+                found.add(str(key), reason, value)
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            found.raise_any(also=exc)
+            raise
         found.raise_any()
-        return self
+        return settings
 
 
 class ControlNetArgs(ApiModel):
@@ -133,8 +140,8 @@ class ProcessingPayload(ApiModel):
     INLINE_FIELD: ClassVar[str] = "alwayson_scripts"
 
     # --- prompt ------------------------------------------------------------------------------------------------
-    prompt: str = Field("", max_length=PROMPT_MAX)
-    negative_prompt: str = Field("", max_length=PROMPT_MAX)
+    prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
+    negative_prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS)
     styles: list[Annotated[str, Field(max_length=NAME_MAX)]] | None = Field(
         None, max_length=16, description="not supported: must be empty")
 
@@ -230,6 +237,20 @@ class ProcessingPayload(ApiModel):
 
     # --- refusals that need several fields ---------------------------------------------------------------------
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_too_deep(cls, data: Any) -> Any:
+        """Free-form values (``script_args``, ``comments``, options) nest at most limits.MAX_NESTING_DEPTH deep;
+        checked before anything else reads them."""
+        if isinstance(data, dict):
+            found = Refusals(cls.__name__)
+            for key, value in data.items():
+                reason = limits.nesting_refusal(value)
+                if reason:
+                    found.add(str(key), reason)
+            found.raise_any()
+        return data
+
     @model_validator(mode="wrap")
     @classmethod
     def _keep_alwayson_as_sent(cls, data: Any, handler: Any) -> "ProcessingPayload":
@@ -244,16 +265,20 @@ class ProcessingPayload(ApiModel):
         if self.save_images and self.images_per_job > 1:
             found.add("save_images", "with more than one image A1111 prepends a grid image, and grids are not "
                                      "produced; set save_images to false")
+        comments = not (self.override_settings and self.override_settings.enable_prompt_comments is False)
         for key, positive in self._prompt_fields().items():
             text = getattr(self, key)
-            tags = EXTRA_NETWORK_TAG.findall(text) if not self.disable_extra_networks else []
-            if tags:
-                names = ", ".join(f"<{kind}:{arg}>" for kind, arg in tags[:3])
-                found.add(key, f"extra networks ({names}) are not supported; remove the tags or set "
-                               "disable_extra_networks to true")
-            for reason in prompts.refusals(text, positive=positive):
-                found.add(key, reason)
-            weight = prompts.composable_weight(text)[1] if positive else 1.0
+            # A1111 reads extra networks (LoRAs) out of the positive prompts only
+            networks = prompts.extra_network_refusals(text) if positive and not self.disable_extra_networks else []
+            for reason in [*networks, limits.prompt_refusal(text), *prompts.refusals(text, positive=positive)]:
+                if reason:
+                    found.add(key, reason)
+            if comments and "#" in text:
+                found.add(key, "has '#', which A1111 reads as a comment to the end of the line and leaves out "
+                               "(override_settings.enable_prompt_comments, on by default); the runner does not do "
+                               "that yet: remove the comment, or set enable_prompt_comments to false to send '#' "
+                               "as text")
+            weight = prompts.positive_text(text)[1] if positive else 1.0
             if positive and self.cfg_scale * weight < 1:
                 whose = "the prompt" if key == "prompt" else key
                 scaled = f" (times {whose}'s weight {weight:g})" if weight != 1 else ""
@@ -270,6 +295,9 @@ class ProcessingPayload(ApiModel):
         if inline > MAX_INLINE_TOTAL_CHARS:
             found.add(self.INLINE_FIELD, "all inline images together: " + too_large_message(inline))
         self._own_refusals(found)
+        too_much = self.compute.refusal(limits.MAX_MEGAPIXEL_STEPS, "the most one job may ask for")
+        if too_much:
+            found.add((), too_much)
         found.raise_any()
         return self
 
@@ -308,6 +336,11 @@ class ProcessingPayload(ApiModel):
         return [unit for unit in self.controlnet_units if unit.enabled]
 
     @property
+    def loras(self) -> list[prompts.LoraTag]:
+        """The prompt's LoRA tags (none with disable_extra_networks), in the order A1111 loads them."""
+        return [] if self.disable_extra_networks else prompts.lora_tags(self.prompt)
+
+    @property
     def refiner(self) -> str | None:
         """The refiner checkpoint's name, None when off."""
         name = self.refiner_checkpoint
@@ -329,6 +362,15 @@ class ProcessingPayload(ApiModel):
         return self.override_settings.sd_vae if self.override_settings else None
 
     @property
+    def image_encoding(self) -> ImageEncoding:
+        """How the answer's images are written: ``samples_format``, ``jpeg_quality``, ``webp_lossless``,
+        ``enable_pnginfo``, A1111's defaults where not sent."""
+        opts = self.override_settings or OverrideSettings()
+        return ImageEncoding(format=SAMPLES_FORMATS[opts.samples_format or "png"],
+                             quality=JPEG_QUALITY if opts.jpeg_quality is None else opts.jpeg_quality,
+                             lossless=bool(opts.webp_lossless), infotext=opts.enable_pnginfo is not False)
+
+    @property
     def images_per_job(self) -> int:
         return self.batch_size * self.n_iter
 
@@ -338,15 +380,26 @@ class ProcessingPayload(ApiModel):
         return []
 
     @property
-    def input_images(self) -> list[str]:
-        """Every image the job reads, as sent: the init images, then the enabled ControlNet units' own images."""
-        return [*self.init_images_sent, *(u.source_image for u in self.enabled_controlnet_units if u.source_image)]
+    def input_images(self) -> list[tuple[str, str]]:
+        """Every image the job reads, as sent, with its field: the init images (``init_images[0]``, …), then the
+        enabled ControlNet units' own (``alwayson_scripts.controlnet.args[j].image`` or ``.input_image``)."""
+        found = [(f"init_images[{i}]", v) for i, v in enumerate(self.init_images_sent)]
+        for j, unit in enumerate(self.controlnet_units):
+            if unit.enabled and unit.source_image is not None:
+                key = "image" if unit.image is not None else "input_image"
+                found.append((f"alwayson_scripts.controlnet.args[{j}].{key}", unit.source_image))
+        return found
 
     @property
     def detect_maps(self) -> int:
         """At most this many detect maps follow the generated images: one per enabled ControlNet unit (the runner
         returns a unit's map only when the unit saves it)."""
         return len(self.enabled_controlnet_units)
+
+    @property
+    def compute(self) -> limits.Compute:
+        """The sampling work the job asks for: its one pass (txt2img's hires fix adds its second)."""
+        return limits.Compute(((self.width, self.height, self.steps),), self.images_per_job)
 
     @property
     def inline_image_chars(self) -> int:

@@ -37,7 +37,7 @@ class RunnerPoolSpec(ApiModel):
                           "configuration: resources, node selector and tolerations of the runners")
     models: list[Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]] = Field(
         default_factory=list, max_length=32, description="catalog names the runners load at start (checkpoint, "
-        "refiner, VAE, ControlNets)")
+        "refiner, VAE, ControlNets, LoRAs)")
     minReady: int = Field(0, ge=0, le=MAX_POOL_RUNNERS, description="runners kept warm even with no work")
     buffer: int = Field(0, ge=0, le=MAX_POOL_RUNNERS, description="idle runners kept above current demand")
     maxRunners: int | None = Field(None, ge=1, le=MAX_POOL_RUNNERS, description="at most this many runners "

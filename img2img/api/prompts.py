@@ -13,6 +13,11 @@ Passes 1 and 3 are implemented here (``composable_weight``, ``parse_emphasis``);
 the pieces (img2img_runner.conditioning). ``AND`` and pass 2 are refused by name (``refusals``): the picture would
 need a conditioning per step or per sub-prompt, which the runner does not build.
 
+Before all of that A1111 takes the extra-network tags out of the positive prompt (modules/extra_networks.py
+``parse_prompt``): ``<lora:NAME:TE[:UNET[:DYN]]>`` (named forms ``te=``, ``unet=``, ``dyn=``; ``<lyco:…>`` is the same
+network) are LoRAs (``lora_tags``), ``<hypernet:…>`` is refused, tags of any other kind are dropped (A1111 skips
+networks it does not know). The negative prompt is not parsed: a tag there is text, as in A1111.
+
 A1111's own oddities are kept, since they are what A1111 draws: ``BREAK`` inside brackets is not a break but the
 word BREAK with a negative weight (A1111 marks a break with weight -1, and the brackets multiply it); ``:1.2)``
 without an open ``(`` is plain text.
@@ -20,7 +25,9 @@ without an open ``(`` is plain text.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 
 EMPHASIS_UP = 1.1  # "(x)"
 EMPHASIS_DOWN = 1 / 1.1  # "[x]": A1111 multiplies by 1/1.1 (not a division: the last bits differ)
@@ -41,6 +48,10 @@ _EMPHASIS_TOKEN = re.compile(r"""
 """, re.X)
 _BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
 
+# A1111's extra-network tags (modules/extra_networks.py ``re_extra_net``): "<lora:name:0.8>", "<hypernet:…>"
+EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
+LORA_KINDS = ("lora", "lyco")  # A1111's Lora extension registers "lyco" as an alias of "lora"
+
 # the AND that splits a positive prompt into composable sub-prompts
 _AND = re.compile(r"\bAND\b")
 # a sub-prompt's trailing ":<number>" (no DOTALL: a prompt with a line break inside never has one, as in A1111)
@@ -51,6 +62,83 @@ _EDIT_STEP = re.compile(r":\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 
 class PromptError(ValueError):
     """A prompt A1111 would not draw as written here; the message says why, for the field's error."""
+
+
+@dataclass(frozen=True)
+class LoraTag:
+    """One ``<lora:…>`` tag: the LoRA's name as written and its weights on the text encoders and the UNet."""
+
+    name: str
+    te: float
+    unet: float
+
+
+def strip_extra_networks(prompt: str) -> str:
+    """The prompt without its extra-network tags, as A1111's ``parse_prompt`` leaves it for the text encoders."""
+    return EXTRA_NETWORK_TAG.sub("", prompt)
+
+
+def positive_text(prompt: str) -> tuple[str, float]:
+    """What A1111 encodes of a positive prompt, and its guidance weight: the tags taken out, then the composable
+    weight split off (``"a cat:1.2 <lora:x:1>"`` -> ``("a cat", 1.2)``)."""
+    return composable_weight(strip_extra_networks(prompt))
+
+
+def lora_tags(prompt: str) -> list[LoraTag]:
+    """The LoRA tags of a positive prompt, in the order A1111 loads them (grouped by the kind written, kinds in order
+    of first appearance: ``<lyco:a> <lora:b> <lyco:c>`` loads a, c, b). Arguments as A1111's extra_networks_lora:
+    positional NAME, TE (default 1), UNET (default TE), DYN; named ``te=``, ``unet=``, ``dyn=`` win over positional
+    ones; other arguments are ignored. Raises PromptError for a tag A1111 would fail on, or that the runner cannot
+    draw as A1111 does (``dyn``, DyLoRA's rank)."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, args in EXTRA_NETWORK_TAG.findall(prompt):
+        if kind in LORA_KINDS:
+            by_kind.setdefault(kind, []).append(args)
+    return [_lora_tag(kind, args) for kind, tags in by_kind.items() for args in tags]
+
+
+def _lora_tag(kind: str, args: str) -> LoraTag:
+    written = f"<{kind}:{args}>"
+    positional, named = [], {}
+    for item in args.split(":"):
+        key, eq, value = item.partition("=")
+        if eq and "=" not in value:  # A1111 splits at "=" at most twice: "a=b=c" is positional
+            named[key] = value
+        else:
+            positional.append(item)
+    if not positional or not positional[0].strip():
+        raise PromptError(f"{written}: a LoRA tag needs the LoRA's name first")
+    te = _weight(named.get("te", positional[1] if len(positional) > 1 else "1"), written)
+    unet = _weight(named["unet"], written) if "unet" in named else (
+        _weight(positional[2], written) if len(positional) > 2 else te)
+    if "dyn" in named or len(positional) > 3:
+        raise PromptError(f"{written}: dyn (the rank of a DyLoRA) is not supported; remove it")
+    return LoraTag(name=positional[0], te=te, unet=unet)
+
+
+def _weight(value: str, written: str) -> float:
+    try:
+        weight = float(value)
+    except ValueError:
+        raise PromptError(f"{written}: the weight {value!r} is not a number (A1111 fails the job on it)") from None
+    if not math.isfinite(weight):
+        raise PromptError(f"{written}: the weight {value!r} is not a finite number")
+    return weight
+
+
+def extra_network_refusals(prompt: str) -> list[str]:
+    """Why the runner cannot apply the extra networks of a positive prompt as A1111 would: bad LoRA tags,
+    hypernetworks."""
+    reasons = []
+    try:
+        lora_tags(prompt)
+    except PromptError as exc:
+        reasons.append(str(exc))
+    hypernets = [f"<{kind}:{args}>" for kind, args in EXTRA_NETWORK_TAG.findall(prompt) if kind == "hypernet"]
+    if hypernets:
+        reasons.append(f"hypernetworks ({', '.join(hypernets[:3])}) are not supported; remove the tags or set "
+                       "disable_extra_networks to true")
+    return reasons
 
 
 def composable_weight(prompt: str) -> tuple[str, float]:
@@ -144,7 +232,7 @@ def refusals(prompt: str, *, positive: bool) -> list[str]:
     """Why A1111 would draw ``prompt`` differently from what the runner draws: one reason per construct."""
     if positive and _AND.search(prompt):
         return ["AND (composable prompts, one conditioning per part) is not supported; write one prompt"]
-    text = composable_weight(prompt)[0] if positive else prompt
+    text = positive_text(prompt)[0] if positive else prompt
     reasons = [f"{kind} {group!r} is not supported (A1111 changes the prompt from step to step); escape the "
                "brackets (\\[ \\]) to mean them literally" for kind, group in prompt_edits(text)[:3]]
     try:

@@ -38,9 +38,9 @@ ENV_POOL_MODELS = "IMG2IMG_POOL_MODELS"  # JSON list of catalog names to load at
 
 MAX_WAIT_SECONDS = 60.0
 STOP_REASONS = ("cancelled", "deadline", "lost")
-# The Content-Type of each upload. The operator signs the PUTs with it (``ContentType``: a signature may cover the
+# The Content-Type of each upload: result.json's, and the images' of the job's ``samples_format``
+# (``img2img.api.image_formats``). The operator signs the PUTs with it (``ContentType``: a signature may cover the
 # header, as S3's query-string SigV2 does), the runner sends it, and S3 keeps it for whoever reads the object.
-IMAGE_CONTENT_TYPE = "image/png"
 RESULT_CONTENT_TYPE = "application/json"
 
 
@@ -64,7 +64,8 @@ class TakeRequest(Message):
 
 class Outputs(Message):
     """Where this attempt's results go: ``images[i]`` is uploaded to ``imageUrls[i]`` (presigned PUT, signed for
-    ``IMAGE_CONTENT_TYPE``), then result.json to ``resultUrl`` (``RESULT_CONTENT_TYPE``)."""
+    the content type of the job's ``samples_format``; the URIs end in its extension), then result.json to
+    ``resultUrl`` (``RESULT_CONTENT_TYPE``)."""
 
     imageUris: list[str]
     imageUrls: list[str]

@@ -84,6 +84,22 @@ class LastFailure(StatusModel):
     message: str = Field("", max_length=MESSAGE_MAX)
 
 
+class WebhookDelivery(StatusModel):
+    """The POST of the job's RunPod status to ``spec.webhook`` once it ended (the operator's ``webhooks``)."""
+
+    delivered: bool = Field(False, description="the receiver answered 2xx")
+    gaveUp: bool | None = Field(None, description="true: no more attempts (refused address, a 4xx, or the last "
+                                "attempt failed)")
+    attempts: int = Field(0, ge=0, description="POSTs made")
+    lastStatusCode: int | None = Field(None, ge=100, le=599, description="the last attempt's HTTP status")
+    lastError: str | None = Field(None, max_length=1024, description="why the last attempt failed")
+    lastAttemptAt: str | None = Instant
+    nextAttemptAt: str | None = Instant
+    deliveredAt: str | None = Instant
+
+    _check_times = field_validator("lastAttemptAt", "nextAttemptAt", "deliveredAt")(_instant)
+
+
 class Condition(StatusModel):
     """metav1.Condition."""
 
@@ -120,6 +136,7 @@ class JobStatus(StatusModel):
                                       "(part of executionTime; 0 on a warm runner)")
     result: str | None = Field(None, max_length=URI_MAX, description="s3 URI of result.json")
     lastFailure: LastFailure | None = None
+    webhook: WebhookDelivery | None = Field(None, description="the delivery of spec.webhook, once the job ended")
     conditions: list[Condition] = Field(default_factory=list, max_length=16, json_schema_extra={
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     observedGeneration: int | None = Field(None, ge=0)

@@ -16,6 +16,9 @@ read only with ``enable_hr``, as A1111 reads them; without it they are accepted 
 | steps | 1, 3, 9, 27, 36, 37, 101-111 with DDIM/PLMS | A1111 takes no step, or a first step diffusers cannot |
 | hr_sampler_name, hr_scheduler | what `samplers.scheduler_spec` refuses | no diffusers scheduler draws it |
 | hr_resize_x, hr_resize_y | the second pass would render below 64 pixels | too small to sample |
+| hr_prompt | LoRA tags other than the prompt's (with enable_hr) | one set of LoRAs for both passes |
+
+The compute budget (``limits``) counts the hires pass too: its size times ``hr_second_pass_steps`` (or ``steps``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from img2img.api import hires, samplers
+from img2img.api import hires, limits, prompts, samplers
 from img2img.api.errors import FieldError, Refusals, refuse
-from img2img.api.payload import MIN_SIDE, NAME_MAX, PROMPT_MAX, Img2ImgPayload, ProcessingPayload
+from img2img.api.payload import MIN_SIDE, NAME_MAX, Img2ImgPayload, ProcessingPayload
 
 SAME_CHECKPOINT = "Use same checkpoint"  # A1111's "no hires checkpoint"
 CONTROLNET_ARGS = ("alwayson_scripts", "controlnet", "args")
@@ -55,8 +58,9 @@ class Txt2ImgPayload(ProcessingPayload):
                                         "the first pass's")
     hr_scheduler: str | None = Field(None, max_length=64, description="the second pass's schedule type; absent = "
                                      "the first pass's")
-    hr_prompt: str = Field("", max_length=PROMPT_MAX, description="the second pass's prompt; empty = prompt")
-    hr_negative_prompt: str = Field("", max_length=PROMPT_MAX, description="empty = negative_prompt")
+    hr_prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS, description="the second pass's prompt; empty = "
+                           "prompt")
+    hr_negative_prompt: str = Field("", max_length=limits.PROMPT_MAX_CHARS, description="empty = negative_prompt")
 
     @classmethod
     def _unknown_key_reason(cls, key: str) -> str:
@@ -114,6 +118,7 @@ class Txt2ImgPayload(ProcessingPayload):
         if self.denoising_strength == 0:
             found.add("denoising_strength", "0 with enable_hr: A1111's second pass runs over a schedule of "
                                             "int(steps / denoising_strength) steps, none here; use more than 0")
+        self._hires_lora_refusal(found)
         size = self.hires_size
         if min(size.width, size.height) < MIN_SIDE:
             field = "hr_resize_x" if size.width < MIN_SIDE and self.hr_resize_x else \
@@ -142,12 +147,35 @@ class Txt2ImgPayload(ProcessingPayload):
                                               "(n = hr_second_pass_steps, or steps when 0): A1111 returns the "
                                               "upscaled picture unsampled; use at least 3")
 
+    def _hires_lora_refusal(self, found: Refusals) -> None:
+        """A1111 activates the hires prompt's extra networks for the second pass; the runner applies one set of
+        LoRAs for the whole job, so the hires prompt must name the prompt's (an empty hr_prompt is the prompt)."""
+        if self.disable_extra_networks or not self.hr_prompt:
+            return
+        try:
+            first, second = prompts.lora_tags(self.prompt), prompts.lora_tags(self.hr_prompt)
+        except prompts.PromptError:  # refused already, naming the prompt
+            return
+        if first != second:
+            found.add("hr_prompt", f"names other LoRAs ({_written(second)}) than the prompt ({_written(first)}): a "
+                                   "LoRA change between the passes is not supported yet; write the prompt's LoRA "
+                                   "tags into hr_prompt, or leave hr_prompt empty")
+
     # --- normalized values -------------------------------------------------------------------------------------
 
     def hires_sampler(self) -> tuple[str, str]:
         """(canonical sampler, schedule label) of the hires pass (``samplers.hires_resolve``)."""
         return samplers.hires_resolve(self.sampler_name, self.sampler_index, self.scheduler, self.hr_sampler_name,
                                       self.hr_scheduler).pair()
+
+    @property
+    def compute(self) -> limits.Compute:
+        """With the hires fix, the second pass's size times its steps counts too."""
+        first = super().compute
+        if not self.enable_hr:
+            return first
+        size = self.hires_size
+        return limits.Compute((*first.passes, (size.width, size.height, self.hires_steps)), first.images)
 
     @property
     def hires_size(self) -> hires.HiresSize:
@@ -166,3 +194,8 @@ class Txt2ImgPayload(ProcessingPayload):
     def detect_maps(self) -> int:
         """With the hires fix, ControlNet returns each unit's map at both sizes (the second pass's first)."""
         return super().detect_maps * (2 if self.enable_hr else 1)
+
+
+def _written(loras: list[prompts.LoraTag]) -> str:
+    """LoRA tags as A1111 reads them, for a message: ``<lora:NAME:TE:UNET>`` each, in load order."""
+    return " ".join(f"<lora:{t.name}:{t.te:g}:{t.unet:g}>" for t in loras) or "none"

@@ -47,11 +47,13 @@ class Prepared:
     data: Any  # the parsed request or manifest; offloaded slots hold a placeholder until uploaded
     uploads: list[tuple[Any, Any, Upload]]  # (container, key, upload) in the data
     inline_kept: list[str]  # large images left inline (no bucket), by path
+    allow_private_addresses: bool = False  # the webhook may be http and name a private address (the gateway's rule)
 
     def manifest(self, name: str | None, namespace: str) -> dict:
         from img2img.api.convert import to_manifest
 
-        return to_manifest(self.data, name=name, namespace=namespace)
+        return to_manifest(self.data, name=name, namespace=namespace,
+                           allow_private_addresses=self.allow_private_addresses)
 
 
 def prepare(text: str, source: str, bucket: str | None) -> Prepared:
@@ -65,8 +67,9 @@ def prepare(text: str, source: str, bucket: str | None) -> Prepared:
     return prepare_data(parse_document(text, source), bucket)
 
 
-def prepare_data(data: Any, bucket: str | None) -> Prepared:
-    """``prepare`` for a request or manifest already parsed (the gateway's request bodies)."""
+def prepare_data(data: Any, bucket: str | None, allow_private_addresses: bool = False) -> Prepared:
+    """``prepare`` for a request or manifest already parsed (the gateway's request bodies, with the gateway's
+    ``allowPrivateAddresses``)."""
     from img2img.api.convert import to_manifest
     from img2img.api.errors import Problem
     from img2img.api.images import MAX_INLINE_TOTAL_CHARS, ImageError
@@ -91,7 +94,7 @@ def prepare_data(data: Any, bucket: str | None) -> Prepared:
         if upload:
             uploads.append((wc, wk, upload))
     try:
-        to_manifest(work)
+        to_manifest(work, allow_private_addresses=allow_private_addresses)
     except JobProblems as exc:
         found.extend(exc.problems)
     if found:
@@ -104,5 +107,5 @@ def prepare_data(data: Any, bucket: str | None) -> Prepared:
                 f"{paths}: {inline} characters of inline image data do not fit in a job (at most "
                 f"{MAX_INLINE_TOTAL_CHARS}); set {BUCKET_ENV} to the operator's S3 bucket so that img2img submit "
                 "uploads large images to s3://<bucket>/uploads/<namespace>/ (or pass s3:// references yourself)")
-        return Prepared(data, [], [u.path for _, _, u in uploads])
-    return Prepared(work, uploads, [])
+        return Prepared(data, [], [u.path for _, _, u in uploads], allow_private_addresses)
+    return Prepared(work, uploads, [], allow_private_addresses)

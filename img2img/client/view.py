@@ -6,23 +6,7 @@ import json
 import os
 import sys
 
-RUNPOD_FIELDS = ("id", "status", "delayTime", "executionTime", "output", "error")
-
-
-def runpod_view(status: dict, uid: str | None = None) -> dict:
-    """The part of ``.status`` a RunPod client reads, in RunPod's key order.
-
-    A job the operator has not written yet is IN_QUEUE with the resource's uid as id, as RunPod answers ``/status``
-    right after ``/run``.
-    """
-    defaults = {"id": uid, "status": "IN_QUEUE"}
-    view = {}
-    for key in RUNPOD_FIELDS:
-        value = status.get(key)
-        value = defaults.get(key) if value is None else value
-        if value is not None:
-            view[key] = value
-    return view
+from img2img.api.answer import runpod_view
 
 
 def out(text: str) -> None:

@@ -169,6 +169,9 @@ def operator_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port
         },
         "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": gpus}},
         "defaultGpuClass": "local",
+        # a webhook receiver here is on loopback (plain http): let the operator reach it; its signing key is made in
+        # the runner namespace (img2img-system) on the first start, its public key published there for the gateway
+        "webhooks": {"namespace": RUNNER_NAMESPACE, "allowPrivateAddresses": True},
         "healthPort": ports["operator_health"],
         "metricsPort": ports["operator_metrics"],
     }
@@ -202,7 +205,7 @@ def gateway_config(*, s3_endpoint: str, bucket: str, catalog: Path | None, port:
         "runnerNamespace": GATEWAY_NAMESPACE,
         "catalogPath": str(catalog) if catalog else None,
         "s3": {"bucket": bucket, "endpoint": s3_endpoint, "region": S3_REGION},
-        "allowPrivateAddresses": True,  # everything here is on loopback, a caller's s3Config too
+        "allowPrivateAddresses": True,  # everything here is on loopback, a caller's s3Config and webhook too
         "endpoints": {GATEWAY_ENDPOINT: {"namespace": namespace}},
         "keys": [{"secret": GATEWAY_KEY_SECRET, "endpoints": [GATEWAY_ENDPOINT]}],
     }

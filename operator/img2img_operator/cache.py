@@ -5,7 +5,9 @@ Fed by watch events, by the responses of the operator's own writes, and by full 
 
 Merging is newest-wins by resourceVersion (etcd's revision, compared as a number), so a late watch event never
 undoes a newer write response. Deleted objects leave a tombstone: a late event or an older list cannot bring them
-back. Jobs live in any watched namespace; runner pods and pools in the runner namespace only.
+back. Jobs live in any watched namespace; runner pods and pools in the runner namespace only, and a pod there counts
+as a runner only when ``is_runner`` says the operator made it (``runner_pods.made_by_operator``): one that merely
+carries the runner labels is never seen, so it is never counted, served, adopted or removed.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ class _Store:
 
 
 class Cache:
-    def __init__(self, on_change: Callable[[], None] | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, on_change: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
+                 is_runner: Callable[[Body], bool] = lambda body: True):
         self._jobs = _Store(lambda b: _meta(b, "uid"), clock, keep=kept_of_job)
         self._pods = _Store(lambda b: _meta(b, "name"), clock)
         self._pools = _Store(lambda b: _meta(b, "name"), clock)
@@ -113,6 +116,7 @@ class Cache:
         self._changed: set[str] = set()  # job uids whose job changed (or whose attempt did) since take_changed()
         self._on_change = on_change or (lambda: None)
         self._clock = clock
+        self._is_runner = is_runner
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -171,11 +175,11 @@ class Cache:
             self.put_pod(body)
 
     def put_pod(self, body: Body) -> None:
-        if self._pods.put(body):
+        if self._is_runner(body) and self._pods.put(body):
             self._on_change()
 
     def replace_pods(self, items: Iterable[Body], list_rv: int | None) -> None:
-        self._pods.replace(items, list_rv)
+        self._pods.replace([body for body in items if self._is_runner(body)], list_rv)
         self._on_change()
 
     def pod(self, name: str) -> PodView | None:

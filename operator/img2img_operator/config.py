@@ -16,13 +16,17 @@ Everything else has a default documented on its field below.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from img2img import uploads_prefix
-from img2img.api.job import DNS_LABEL
+from img2img.api.images import S3_BUCKET_PATTERN, plain_key
+from img2img.api.job import DNS_LABEL, MAX_RETRIES, MAX_TIMEOUT_SECONDS
+from img2img.api.limits import MAX_MEGAPIXEL_STEPS, PRESIGN_MAX_SECONDS
 from img2img.api.protocol import MAX_WAIT_SECONDS
+from img2img.api.webhook_signing import PUBLIC_KEY_CONFIG_MAP, SIGNING_KEY_SECRET
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_ENV = "IMG2IMG_OPERATOR_CONFIG"
@@ -135,7 +139,13 @@ class RunnerConfig(_Camel):
 
 
 class S3Config(_Camel):
-    """Where jobs are staged and results land: ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/``."""
+    """Where jobs are staged and results land: ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/``.
+
+    A namespace's *area* under a location ``s3://bucket/prefix`` is ``s3://bucket/prefix/<namespace>/``: the
+    namespace always comes first beneath the location, so two namespaces never share one. A job writes only under an
+    output location its namespace may use (``output_refusal``) and reads only its areas, its uploads and the
+    configured extra prefixes (``allowed_reads``).
+    """
 
     bucket: str
     prefix: str = "jobs"
@@ -146,24 +156,100 @@ class S3Config(_Camel):
     # Runners never get credentials to the job areas: each assignment carries presigned URLs.
     credentials_secret: str | None = None
     # s3:// prefixes a job may read input images from, by namespace ("*" = every namespace). A namespace's own
-    # area s3://<bucket>/<prefix>/<namespace>/ is always allowed.
+    # areas and its uploads area are always allowed.
     allowed_read_prefixes: dict[str, list[str]] = Field(default_factory=dict)
+    # Output locations (s3://bucket/prefix) a job's spec.output may name, by namespace ("*" = every namespace).
+    # s3://<bucket>/<prefix>, where a job without spec.output goes, is always allowed. Locations may not nest.
+    allowed_output_locations: dict[str, list[str]] = Field(default_factory=dict)
     # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
-    presign_expiry_seconds: int = Field(0, ge=0)
+    presign_expiry_seconds: int = Field(0, ge=0, le=PRESIGN_MAX_SECONDS)
+
+    @model_validator(mode="after")
+    def _areas_apart(self) -> S3Config:
+        """Every location's areas are ``<location>/<namespace>/``: a location inside another one (or inside the
+        uploads area, ``uploads/<namespace>/``) would put its keys into some namespace's area there."""
+        for namespace, entries in self.allowed_output_locations.items():
+            if namespace != "*" and not re.fullmatch(DNS_LABEL, namespace):
+                raise ValueError(f"allowedOutputLocations: {namespace!r} is not a namespace name (a DNS label) or '*'")
+            for entry in entries:
+                if location_of(entry) is None:
+                    raise ValueError(f"allowedOutputLocations.{namespace}: {entry!r} is not an s3://bucket[/prefix] "
+                                     "location (a prefix of plain key segments)")
+        if not _plain_prefix(self.prefix):
+            raise ValueError(f"prefix: {self.prefix!r} is not a key prefix (plain key segments, no white space)")
+        roots = {self.default_location: "s3.prefix", f"s3://{self.bucket}/{UPLOADS}": "the uploads area"}
+        for namespace, entries in self.allowed_output_locations.items():
+            roots.update({location_of(e): f"allowedOutputLocations.{namespace}" for e in entries
+                          if location_of(e) not in roots})
+        for inner, where in roots.items():
+            for outer, other in roots.items():
+                if inner != outer and inner.startswith(outer + "/"):
+                    raise ValueError(f"{where}: {inner} lies inside {outer} ({other}), where every namespace has "
+                                     f"its own area ({outer}/<namespace>/): its keys would land in one of them")
+        return self
+
+    @property
+    def default_location(self) -> str:
+        """Where jobs without ``spec.output`` go."""
+        return _location(self.bucket, self.prefix)
 
     def job_prefix(self, namespace: str, name: str, uid: str, bucket: str | None = None,
                    prefix: str | None = None) -> str:
         """``s3://bucket/prefix/namespace/name/uid/`` for one job (the job's own output location if it has one)."""
-        parts = [p.strip("/") for p in ((prefix if prefix is not None else self.prefix), namespace, name, uid)]
-        return f"s3://{bucket or self.bucket}/" + "/".join(p for p in parts if p) + "/"
+        location = _location(bucket or self.bucket, self.prefix if prefix is None else prefix)
+        return f"{location}/{namespace}/{name}/{uid}/"
+
+    def output_locations(self, namespace: str) -> list[str]:
+        """The locations a job of ``namespace`` may write under: the default one, then the configured ones."""
+        extra = self.allowed_output_locations.get("*", []) + self.allowed_output_locations.get(namespace, [])
+        return list(dict.fromkeys([self.default_location, *(str(location_of(e)) for e in extra)]))
+
+    def output_refusal(self, namespace: str, bucket: str | None, prefix: str | None) -> tuple[str, str] | None:
+        """(field, reason) when a job of ``namespace`` may not write under ``spec.output`` (bucket, prefix); None
+        when it may. The one rule for where results land: the operator checks every job with it."""
+        allowed = self.output_locations(namespace)
+        bucket, prefix = bucket or self.bucket, self.prefix if prefix is None else prefix
+        wanted = _location(bucket, prefix)
+        if _plain_prefix(prefix) and wanted in allowed:
+            return None
+        buckets = {a[5:].partition("/")[0] for a in allowed}
+        field = "spec.output.prefix" if bucket in buckets else "spec.output.bucket"
+        return field, (f"{wanted} is not an output location of namespace {namespace!r}; it may use "
+                       f"{', '.join(allowed)} (the operator's s3.allowedOutputLocations)")
 
     def allowed_reads(self, namespace: str) -> list[str]:
-        """The namespace's own job area, its uploads area (where `img2img submit` offloads large inline images),
-        and the configured extra prefixes."""
-        own = f"s3://{self.bucket}/" + "/".join(p for p in (self.prefix.strip("/"), namespace) if p) + "/"
+        """The namespace's areas under every output location it may use, its uploads area (where `img2img submit`
+        offloads large inline images), and the configured extra prefixes."""
+        areas = [f"{location}/{namespace}/" for location in self.output_locations(namespace)]
         uploads = f"s3://{self.bucket}/{uploads_prefix(namespace)}"
         extra = self.allowed_read_prefixes.get("*", []) + self.allowed_read_prefixes.get(namespace, [])
-        return list(dict.fromkeys([own, uploads, *extra]))
+        return list(dict.fromkeys([*areas, uploads, *extra]))
+
+
+UPLOADS = uploads_prefix("").strip("/")  # the uploads area's root: uploads/<namespace>/ beneath it
+
+
+def _location(bucket: str, prefix: str) -> str:
+    """``s3://bucket/prefix`` without slashes at the prefix's ends (``s3://bucket`` for an empty prefix)."""
+    prefix = prefix.strip("/")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _plain_prefix(prefix: str) -> bool:
+    """A key prefix of plain segments (no empty, ``.`` or ``..`` one within it, no white space); "" is one."""
+    prefix = prefix.strip("/")
+    return not prefix or (plain_key(prefix) and not re.search(r"\s", prefix))
+
+
+def location_of(text: str) -> str | None:
+    """``s3://bucket[/prefix]`` in the form ``_location`` gives; None when it is not one (a bad bucket name, a
+    prefix that is not plain)."""
+    if not text.startswith("s3://"):
+        return None
+    bucket, _, prefix = text[5:].partition("/")
+    if not re.fullmatch(S3_BUCKET_PATTERN, bucket) or not _plain_prefix(prefix):
+        return None
+    return _location(bucket, prefix)
 
 
 class Toleration(_Camel):
@@ -186,10 +272,50 @@ class GpuClass(_Camel):
 
 
 class QueueConfig(_Camel):
-    """Admission limits on top of the GPU classes' own; None = no limit."""
+    """Admission limits on top of the GPU classes' own; None = no limit. Per namespace: ``policy``."""
 
     max_concurrent: int | None = Field(None, ge=0)
-    max_concurrent_per_namespace: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "maxConcurrentPerNamespace" in data:
+            raise ValueError("maxConcurrentPerNamespace moved to policy.default.maxConcurrent (and per namespace: "
+                             "policy.namespaces.<namespace>.maxConcurrent)")
+        return data
+
+
+class NamespacePolicy(_Camel):
+    """What the jobs of one namespace may ask for; None = no cap of the policy's own. A job over a cap ends FAILED
+    (InvalidSpec), naming the field and the cap; ``maxConcurrent`` jobs of the namespace run at once, the others
+    wait in the queue. The defaults suit a cluster shared by tenants."""
+
+    max_priority: int | None = Field(100, ge=-1000, le=1000)
+    max_timeout_seconds: int | None = Field(6 * 3600, ge=1, le=MAX_TIMEOUT_SECONDS)
+    max_retries: int | None = Field(3, ge=0, le=MAX_RETRIES)
+    max_concurrent: int | None = Field(8, ge=0)
+    # width x height x steps x images / 10^6 (img2img.api.limits.Compute); the API's own ceiling is the most
+    max_megapixel_steps: float | None = Field(2000, gt=0, le=MAX_MEGAPIXEL_STEPS)
+
+
+class Policy(_Camel):
+    """Caps per namespace: ``default`` for every namespace; an entry of ``namespaces`` replaces the keys it sets."""
+
+    default: NamespacePolicy = Field(default_factory=NamespacePolicy)
+    namespaces: dict[str, NamespacePolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _namespace_names(self) -> Policy:
+        bad = [name for name in self.namespaces if not re.fullmatch(DNS_LABEL, name)]
+        if bad:
+            raise ValueError(f"namespaces: {', '.join(map(repr, bad))} is not a namespace name (a DNS label)")
+        return self
+
+    def of(self, namespace: str) -> NamespacePolicy:
+        override = self.namespaces.get(namespace)
+        if override is None:
+            return self.default
+        return self.default.model_copy(update=override.model_dump(exclude_unset=True))
 
 
 class JobDefaults(_Camel):
@@ -273,6 +399,29 @@ class RunnersConfig(_Camel):
         return self.operator_url or f"http://127.0.0.1:{self.port}"
 
 
+class WebhooksConfig(_Camel):
+    """The POST of a job's RunPod status to its ``spec.webhook`` when it ends (``webhooks``, ``deliveries``).
+
+    Attempt n+1 follows a failed attempt n after ``retryBackoff.delay(n)`` (10 s, 20 s, 40 s, … at most 10 min: RunPod
+    waits 10 s between its tries); after ``maxAttempts`` (8 by default: about 20 minutes) the delivery is given up.
+    """
+
+    # The Secret (key "signingKey": whsk_…, Standard Webhooks' ed25519 key) in the operator's namespace that signs
+    # every delivery; created when missing. The public key (whpk_…) is published in the ConfigMap
+    # publicKeyConfigMap (key "publicKey") beside it: the gateway serves it, receivers verify with it.
+    namespace: str = Field(default_factory=_pod_namespace, max_length=63, pattern=DNS_LABEL)
+    signing_key_secret: str = Field(SIGNING_KEY_SECRET, min_length=1, max_length=253)
+    public_key_config_map: str = Field(PUBLIC_KEY_CONFIG_MAP, min_length=1, max_length=253)
+    # true: a webhook may be plain http and reach private and loopback addresses (a receiver inside the cluster, the
+    # local stack's); false: https to public addresses only, the rule image fetches follow.
+    allow_private_addresses: bool = False
+    max_attempts: int = Field(8, ge=1, le=100)
+    retry_backoff: RetryBackoff = Field(default_factory=lambda: RetryBackoff(initial_seconds=10, max_seconds=600))
+    timeout_seconds: float = Field(30, gt=0, le=300)  # one attempt, connection to answer
+    # Lifetime of the image URLs a webhook carries for a job whose output mode is "presigned" (a gateway request's).
+    presign_expiry_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+
+
 class OperatorConfig(_Camel):
     """The whole configuration file."""
 
@@ -283,10 +432,12 @@ class OperatorConfig(_Camel):
     gpu_classes: dict[str, GpuClass] = Field(default_factory=lambda: {"default": GpuClass()})
     default_gpu_class: str | None = None  # None = the only class, if there is exactly one
     queue: QueueConfig = Field(default_factory=QueueConfig)
+    policy: Policy = Field(default_factory=Policy)
     defaults: JobDefaults = Field(default_factory=JobDefaults)
     retry_backoff: RetryBackoff = Field(default_factory=RetryBackoff)
     timing: Waits = Field(default_factory=Waits)
     peering: PeeringConfig = Field(default_factory=PeeringConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics_port: int | None = Field(9090, ge=0, le=65535)  # None = no metrics endpoint
     health_port: int = Field(8080, ge=0, le=65535)  # /healthz (kopf's liveness endpoint)
@@ -302,6 +453,20 @@ class OperatorConfig(_Camel):
             )
         if self.default_gpu_class is None and len(self.gpu_classes) > 1:
             raise ValueError("defaultGpuClass: needed when there is more than one GPU class")
+        return self
+
+    @model_validator(mode="after")
+    def _defaults_within_policy(self) -> OperatorConfig:
+        """A job that leaves a control out gets the default: no namespace's cap may refuse that."""
+        d = self.defaults
+        for where, caps in [("policy.default", self.policy.default),
+                            *((f"policy.namespaces.{n}", self.policy.of(n)) for n in self.policy.namespaces)]:
+            for cap, default, key in ((caps.max_priority, d.priority, "Priority"),
+                                      (caps.max_timeout_seconds, d.timeout_seconds, "TimeoutSeconds"),
+                                      (caps.max_retries, d.retries, "Retries")):
+                if cap is not None and default > cap:
+                    raise ValueError(f"{where}.max{key}: {cap} is below defaults.{key[0].lower() + key[1:]} "
+                                     f"({default}): every job that leaves it out would be refused")
         return self
 
     @property

@@ -1,8 +1,11 @@
 """A job's spec, checked with the shared API models, its controls with the configuration's defaults, and what it
 needs of a runner. Pure.
 
-A spec the models refuse (or that names a GPU class the configuration does not have) cannot run: the job ends
-FAILED at once, its error naming every bad field (``spec.input.payload.steps: must be at least 1``).
+A spec the models refuse, that names a GPU class the configuration does not have, that asks for more than its
+namespace's policy allows (``config.NamespacePolicy``), or that writes or reads outside its namespace's S3 areas
+(``area_problems``) cannot run: the job ends FAILED at once, its error naming every bad field
+(``spec.input.payload.steps: must be at least 1``, ``spec.priority: 1000 is above 100, …``, ``spec.output.prefix:
+s3://img2img/jobs/team-b is not an output location of namespace 'team-a'; …``).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from img2img.api.envelope import private_addresses
 from img2img.api.errors import Problem, problems
-from img2img.api.images import S3Ref
+from img2img.api.image_formats import ImageFormat
+from img2img.api.images import S3Ref, plain_key, s3_allowed
 from img2img.api.job import Img2ImgJobSpec
-from img2img.api.needs import output_image_bound, required_models, s3_images
+from img2img.api.needs import output_image_bound, required_models, s3_image_fields, s3_images
+from img2img.api.payload import ProcessingPayload
 from img2img.api.status import TERMINAL
 
-from .config import OperatorConfig
+from .config import NamespacePolicy, OperatorConfig
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Needs:
 
     models: frozenset[str]  # model keys: the runner is warm for the job when it serves them all
     images: int  # at most this many images come back (upload URLs to sign)
+    image_format: ImageFormat  # what they are uploaded as (key extension, content type the URLs are signed for)
     reads: tuple[S3Ref, ...]  # the s3:// images it reads (GET URLs to sign, when the namespace may read them)
 
 
@@ -85,25 +92,66 @@ def controls_from(spec: Mapping[str, Any], config: OperatorConfig) -> Controls:
     )
 
 
-def check_job(state: str | None, spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
+def check_job(state: str | None, spec: Mapping[str, Any], namespace: str, config: OperatorConfig) -> Checked:
     """A finished job's spec is not checked again (nothing of it runs any more, and the operator keeps no input of
     it): its controls are all that its decisions read."""
     if state in TERMINAL:
         return Checked(controls_from(spec, config))
-    return check_spec(spec, config)
+    return check_spec(spec, namespace, config)
 
 
-def check_spec(spec: Mapping[str, Any], config: OperatorConfig) -> Checked:
-    """Validate ``spec`` with the shared models and the configuration (GPU classes)."""
+def check_spec(spec: Mapping[str, Any], namespace: str, config: OperatorConfig) -> Checked:
+    """Validate ``spec`` with the shared models, the configuration (GPU classes; whether a webhook may reach a
+    private address), ``namespace``'s policy and its S3 areas."""
     controls = controls_from(spec, config)
     found: list[Problem] = []
     needs = None
     try:
-        payload = Img2ImgJobSpec.model_validate(dict(spec)).input.payload
-        needs = Needs(required_models(payload, None), output_image_bound(payload), tuple(s3_images(payload)))
+        context = private_addresses(config.webhooks.allow_private_addresses)
+        payload = Img2ImgJobSpec.model_validate(dict(spec), context=context).input.payload
+        needs = Needs(required_models(payload, None), output_image_bound(payload), payload.image_encoding.format,
+                      tuple(s3_images(payload)))
+        found += policy_problems(controls, payload, config.policy.of(namespace), namespace)
+        found += area_problems(controls, payload, namespace, config)
     except ValidationError as exc:
         found += problems(exc, "spec")
     if controls.gpu_class not in config.gpu_classes:
         known = ", ".join(sorted(config.gpu_classes))
         found.append(Problem("spec.gpuClass", f"unknown GPU class {controls.gpu_class!r} (known: {known})"))
     return Checked(controls, tuple(found), needs if not found else None)
+
+
+def policy_problems(controls: Controls, payload: ProcessingPayload, caps: NamespacePolicy,
+                    namespace: str) -> list[Problem]:
+    """What a valid job asks for beyond its namespace's caps (the defaults of left-out controls are within them:
+    the configuration is checked for that)."""
+    found = []
+    for path, value, cap, what in (
+            ("spec.priority", controls.priority, caps.max_priority, "the highest priority"),
+            ("spec.timeoutSeconds", controls.timeout_seconds, caps.max_timeout_seconds, "the longest timeout"),
+            ("spec.retries", controls.retries, caps.max_retries, "the most retries")):
+        if cap is not None and value > cap:
+            found.append(Problem(path, f"{value} is above {cap}, {what} a job of namespace {namespace!r} may ask "
+                                       "for (the operator's policy)"))
+    if caps.max_megapixel_steps is not None:
+        too_much = payload.compute.refusal(caps.max_megapixel_steps, f"the most a job of namespace {namespace!r} "
+                                                                     "may ask for (the operator's policy)")
+        if too_much:
+            found.append(Problem("spec.input.payload", too_much))
+    return found
+
+
+def area_problems(controls: Controls, payload: ProcessingPayload, namespace: str, config: OperatorConfig
+                  ) -> list[Problem]:
+    """Where a valid job would write or read outside its namespace's S3 areas: an output location the namespace may
+    not use (``S3Config.output_refusal``), an ``s3://`` image it may not read (``S3Config.allowed_reads``)."""
+    found = []
+    refused = config.s3.output_refusal(namespace, controls.output_bucket, controls.output_prefix)
+    if refused is not None:
+        found.append(Problem(*refused))
+    allowed = config.s3.allowed_reads(namespace)
+    for field, ref in s3_image_fields(payload):
+        if not plain_key(ref.key) or not s3_allowed(ref, allowed):
+            found.append(Problem(f"spec.{field}", f"{ref}: namespace {namespace!r} may not read it; it may read "
+                                                  f"{', '.join(allowed)} (the operator's s3.allowedReadPrefixes)"))
+    return found

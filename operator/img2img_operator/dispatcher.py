@@ -6,6 +6,7 @@ actions in order → the jobs offered to runners (admitted, input staged) → ea
 its status written. A job whose action failed is left alone for a back-off (1 s doubling to 60 s) while the others
 go on. The runner endpoint (``runner_api``) hands offered jobs to runners and records leases; a runner's ``done``
 has its job decided at once (``settle``), so that the runner hears "accepted" only once the end is in the status.
+A finished job whose webhook is owed has its delivery started (``webhooks``), which runs beside the passes.
 
 Before the first pass the cache is filled from full lists of runner pods, pools and jobs.
 """
@@ -35,6 +36,7 @@ from .lifecycle import (
     IN_QUEUE,
     Decision,
     DeleteJob,
+    Deliver,
     EndLease,
     Emit,
     Offer,
@@ -63,6 +65,7 @@ from .runners import Registry, runner_view, why_ended
 from .staging import Staging, StagingRefused, input_document, input_uri
 from .status import applied
 from .views import JobView, PodView
+from .webhooks import Webhooks
 
 log = logging.getLogger("img2img_operator.dispatcher")
 
@@ -73,9 +76,11 @@ BATCH_SECONDS = 0.05  # after a wake-up, let a burst of events land before the p
 
 
 def limits_of(config: OperatorConfig) -> Limits:
+    policy = config.policy
     return Limits(
         max_concurrent=config.queue.max_concurrent,
-        max_concurrent_per_namespace=config.queue.max_concurrent_per_namespace,
+        max_concurrent_per_namespace=policy.default.max_concurrent,
+        max_concurrent_by_namespace={name: policy.of(name).max_concurrent for name in policy.namespaces},
         max_concurrent_per_class={name: c.max_concurrent for name, c in config.gpu_classes.items()},
     )
 
@@ -99,8 +104,8 @@ def runner_pool_resources(bodies: list[Any]) -> tuple[list[RunnerPool], dict[str
 
 class Dispatcher:
     def __init__(self, config: OperatorConfig, cache: Cache, kube: Kube, staging: Staging, metrics: Metrics,
-                 leases: LeaseTable, registry: Registry, key: bytes, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 leases: LeaseTable, registry: Registry, key: bytes, webhooks: Webhooks,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         self.config = config
         self.cache = cache
         self.kube = kube
@@ -109,6 +114,7 @@ class Dispatcher:
         self.leases = leases
         self.registry = registry
         self.key = key  # signs runner tokens
+        self.webhooks = webhooks
         self.clock = clock
         self.rng = rng or random.SystemRandom()
         self.wake = asyncio.Event()
@@ -225,7 +231,7 @@ class Dispatcher:
         key = (job.uid, job.generation)
         checked = self._checked.get(key)
         if checked is None:
-            checked = self._checked[key] = check_job(job.state, job.spec, self.config)
+            checked = self._checked[key] = check_job(job.state, job.spec, job.namespace, self.config)
         return checked
 
     def _still_settled(self, uid: str, now: int) -> bool:
@@ -406,10 +412,15 @@ class Dispatcher:
                 self.poke()  # the runner is free: the pool's state moves
             elif isinstance(action, RetireRunner):
                 pod = self.cache.pod(action.runner)
-                if pod is not None and not pod.deleting:
+                if self.leases.working_elsewhere(action.runner, job.uid, self.now_ms(), self.lease_ms):
+                    log.info("runner %s never got this attempt and works on another job: kept", action.runner,
+                             extra=_ctx(job))
+                elif pod is not None and not pod.deleting:
                     self._retiring.add(pod.name)
                     log.warning("runner %s lost its lease: removing it", pod.name, extra=_ctx(job))
                     await self._remove_runner(pod)
+            elif isinstance(action, Deliver):
+                self.webhooks.ensure(current)
             elif isinstance(action, DeleteJob):
                 step = "delete_job"
                 await self.kube.delete_job(job.namespace, job.name, job.uid)
@@ -520,16 +531,18 @@ class Dispatcher:
     async def _create_runner(self, pool: Pool, now: int) -> None:
         name = runner_name(pool.name, self.rng)
         try:
-            body, created = await self.kube.create_pod(build_pool_runner_pod(pool, name, self.key, self.config))
+            body = await self.kube.create_pod(build_pool_runner_pod(pool, name, self.key, self.config))
         except Exception as e:
             self._pool_errors[pool.name] = now + ERROR_BACKOFF_MS[2]
             self.metrics.error("create_runner")
             log.warning("cannot create a runner for pool %s: %s", pool.name, _api_message(e))
             return
-        if created:
-            self.cache.put_pod(body)
-            self.metrics.write("pod_create")
-            log.info("created runner %s for pool %s", name, pool.name)
+        if body is None:  # the name is taken (by someone else's pod: never adopted); another name next pass
+            log.warning("cannot create runner %s for pool %s: a pod of that name exists", name, pool.name)
+            return
+        self.cache.put_pod(body)
+        self.metrics.write("pod_create")
+        log.info("created runner %s for pool %s", name, pool.name)
 
     async def _remove_runner(self, pod: PodView, grace: int | None = None) -> None:
         grace = self.config.runner.termination_grace_period_seconds if grace is None else grace

@@ -1,7 +1,7 @@
 """Every call the operator makes to the Kubernetes API (kubernetes_asyncio), with raw dict bodies in and out.
 
-Writes are idempotent where the API allows: creating a pod that exists is a success (409 → read it), deleting one
-that is gone is a success (404), a status patch carries the resourceVersion it was decided on (409 → decide again).
+Writes are idempotent where the API allows: creating a pod whose name is taken creates nothing (409; never an
+adoption), deleting one that is gone is a success (404), a status patch carries the resourceVersion it was decided on (409 → decide again).
 """
 
 from __future__ import annotations
@@ -125,15 +125,17 @@ class Kube:
                 delay = min(delay * 2, 30)
 
     # ---- runner pods and pools (the runner namespace) ---------------------------------------------------------
-    async def create_pod(self, manifest: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create the pod; (body, True) if created now, (existing body, False) if it already existed."""
-        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    async def create_pod(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create the pod: its body, or None when a pod of that name exists already. That one is not adopted here:
+        it is a runner only if the operator made it (``runner_pods.made_by_operator``), which the cache decides
+        when the watch brings it."""
+        ns = manifest["metadata"]["namespace"]
         try:
-            return await self.request("POST", f"/api/v1/namespaces/{ns}/pods", body=dict(manifest)), True
+            return await self.request("POST", f"/api/v1/namespaces/{ns}/pods", body=dict(manifest))
         except ApiException as e:
             if e.status != 409:
                 raise
-        return await self.request("GET", f"/api/v1/namespaces/{ns}/pods/{name}"), False
+        return None
 
     async def delete_pod(self, namespace: str, name: str, uid: str | None, grace_seconds: int) -> dict | None:
         """Delete the pod (only that uid, if given): the pod as it is now being deleted; None if already gone."""
@@ -198,30 +200,48 @@ class Kube:
                 raise Gone(f"{namespace}/{name}") from None
             raise
 
-    # ---- the runner token key ---------------------------------------------------------------------------------
-    async def runner_key(self, namespace: str, name: str, new_key: Callable[[], bytes]) -> bytes:
-        """The key signing runner tokens (Secret ``name``, key ``key``); created with ``new_key()`` when missing
-        (by whichever replica comes first: the others read it)."""
+    # ---- the operator's keys: the runner token key, the webhook signing key ------------------------------------
+    async def secret_entry(self, namespace: str, name: str, entry: str, new_value: Callable[[], bytes]) -> bytes:
+        """Entry ``entry`` of Secret ``name``; the Secret is created with ``new_value()`` when missing (by whichever
+        replica comes first: the others read it)."""
         path = f"/api/v1/namespaces/{namespace}/secrets"
         for _ in range(3):
             try:
                 secret = await self.request("GET", f"{path}/{name}")
-                return base64.b64decode((secret.get("data") or {})["key"])
+                return base64.b64decode((secret.get("data") or {})[entry])
             except ApiException as e:
                 if e.status != 404:
                     raise
             except KeyError:
-                raise RuntimeError(f"Secret {namespace}/{name} has no key 'key'") from None
+                raise RuntimeError(f"Secret {namespace}/{name} has no key {entry!r}") from None
             body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                     "metadata": {"name": name, "namespace": namespace,
                                  "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
-                    "data": {"key": base64.b64encode(new_key()).decode()}}
+                    "data": {entry: base64.b64encode(new_value()).decode()}}
             try:
                 await self.request("POST", path, body=body)
             except ApiException as e:
                 if e.status != 409:
                     raise
         raise RuntimeError(f"cannot read or create the Secret {namespace}/{name}")
+
+    async def publish(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """ConfigMap ``name`` holding ``data``: created, or its data replaced (a merge patch) when it exists."""
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+        try:
+            await self.request("PATCH", f"{path}/{name}", body={"data": dict(data)}, content_type=MERGE_PATCH)
+            return
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": dict(data),
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"app.kubernetes.io/managed-by": COMPONENT}}}
+        try:
+            await self.request("POST", path, body=body)
+        except ApiException as e:
+            if e.status != 409:  # made meanwhile by another replica, with the same key
+                raise
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     @staticmethod

@@ -141,6 +141,15 @@ class LeaseTable:
         self._ended[uid] = (lease.attempt, now)
         return True
 
+    def working_elsewhere(self, runner: str, uid: str, now: int, lease_ms: int) -> bool:
+        """Whether ``runner`` is taking, or heartbeating on, a job other than ``uid``: alive and on its way, so a
+        lapsed lease of ``uid`` on it was lost in transit (an operator killed before answering its take), not a
+        runner that hangs."""
+        if any(r == runner and u != uid for u, r in self._claims.items()):
+            return True
+        return any(lease.runner == runner and lease.uid != uid and lease.outcome is None
+                   and now < lease.renewed_ms + lease_ms for lease in self._by_uid.values())
+
     def ended_at(self, uid: str, attempt: int) -> int | None:
         """When attempt ``attempt`` of the job ended, if this process saw it end."""
         ended = self._ended.get(uid)

@@ -30,11 +30,13 @@ from img2img.api.times import format_time_ms, parse_time_ms
 
 from .config import OperatorConfig
 from .controls import Checked, Controls, check_spec, controls_from
+from .deliveries import owed
 from .leases import DONE, LAPSED, PENDING, Lease, LeaseState
 from .outcomes import Failure, read_outcome, runner_lost
 from .queue import QueueEntry
 from .report import RunnerResult
 from .runpod_timings import submitted_at_ms, timings
+from .staging import job_location, result_uri
 from .status import changes, desired, error_text, last_failure
 from .views import JobView
 
@@ -69,12 +71,19 @@ class EndLease:
 
 @dataclass(frozen=True)
 class RetireRunner:
-    runner: str  # its lease lapsed: remove its pod (if it is still there, it hangs or lost its way; a new one comes)
+    # its lease lapsed: remove its pod (if it is still there, it hangs or lost its way; a new one comes), unless it
+    # heartbeats on another job (then the attempt was lost on the way to it: the dispatcher keeps it)
+    runner: str
 
 
 @dataclass(frozen=True)
 class DeleteJob:
     pass
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """The job ended and its webhook is owed: see that its delivery runs (``webhooks``; it does not hold the pass)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class Emit:
     message: str
 
 
-Action = WriteStatus | Offer | EndLease | RetireRunner | DeleteJob | Emit
+Action = WriteStatus | Offer | EndLease | RetireRunner | DeleteJob | Deliver | Emit
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ def next_step(job: JobView, now: int, config: OperatorConfig, *, checked: Checke
               result: RunnerResult | None = None) -> Decision:
     """Everything the operator does to a job goes through here. ``attempt``: the lease of the job's attempt, for a
     job IN_PROGRESS (and for a finished one whose runner still stops); ``ended_ms``: when its last attempt ended."""
-    checked = checked or check_spec(job.spec, config)
+    checked = checked or check_spec(job.spec, job.namespace, config)
     if job.deleting:
         return Decision(_lease_over(attempt))  # going away: nothing to write on it
     if job.state in TERMINAL:
@@ -255,7 +264,8 @@ def _in_flight(job: JobView, now: int, config: OperatorConfig, c: Controls, atte
         outcome = read_outcome(lease.outcome or {})
         if outcome.failure is not None:
             return _failed_attempt(job, now, config, c, outcome.failure, outcome.report, lease)
-        uri = str(outcome.report.result)
+        # the attempt's own result.json, whatever the runner names: the operator reads only what it granted
+        uri = result_uri(job_location(job, c, config), lease.attempt)
         if result is None or result.uri != uri:
             return Decision(fetch_result=uri)
         if result.problem is not None:
@@ -364,13 +374,16 @@ def staging_refused(job: JobView, now: int, config: OperatorConfig, checked: Che
 
 
 def _finished(job: JobView, now: int, c: Controls, attempt: LeaseState | None) -> Decision:
-    """A finished job: observedGeneration kept current, deleted after its TTL; a runner that still stopped on it
-    has its lease forgotten once it reports (or vanishes)."""
+    """A finished job: observedGeneration kept current, its webhook delivered, deleted after its TTL (not before
+    its webhook is delivered or given up: the delivery is recorded on it); a runner that still stopped on it has its
+    lease forgotten once it reports (or vanishes)."""
     actions: list[Action] = list(_lease_over(attempt))
     if job.status.get("observedGeneration") != job.generation:
         conds = [{**cond, "observedGeneration": job.generation} for cond in job.status.get("conditions") or []]
         actions.insert(0, WriteStatus({"observedGeneration": job.generation, "conditions": conds}))
     wake_at = attempt.wake_at if attempt is not None else None
+    if owed(job.spec, job.status):
+        return Decision((*actions, Deliver()), wake_at=wake_at)  # each record written brings the job back here
     ttl = c.ttl_seconds_after_finished
     completed = parse_time_ms(job.status.get("completedAt"))
     if ttl is not None and completed is not None:

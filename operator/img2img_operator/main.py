@@ -5,8 +5,9 @@ kopf is used statelessly: an ``@kopf.on.event`` handler feeds the cache with job
 objects — no diff-base annotation (the spec, with its inline images, is never copied), no progress, no finalizers.
 Runner pods and RunnerPools live in the runner namespace only, which need not be a namespace whose jobs are watched
 (and the operator has no rights on pods anywhere else): they are watched by two reflectors of their own
-(``Kube.reflect``), since kopf watches every resource in the same namespaces. The dispatcher and the runner
-endpoint (started on startup, stopped on cleanup) are the only writers.
+(``Kube.reflect``), since kopf watches every resource in the same namespaces. The dispatcher, the runner endpoint
+and the webhook deliveries (started on startup, stopped on cleanup) are the only writers; startup also makes the
+webhook signing key when it is missing and publishes its public key.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import kopf
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from img2img import API_GROUP, API_VERSION, PLURAL
+from img2img.api.webhook_signing import PUBLIC_ENTRY, SECRET_ENTRY, new_secret_key, public_key_text, read_secret_key
+from img2img.kube_async import read_objects_of_any_depth
 
 from .cache import Cache
 from .config import ConfigError, OperatorConfig, load_config
@@ -31,8 +35,10 @@ from .kube import Kube, connect
 from .leases import LeaseTable
 from .metrics import Metrics
 from .runner_api import RunnerApi
+from .runner_pods import made_by_operator
 from .runners import Registry
 from .staging import Staging
+from .webhooks import Webhooks
 
 KEY_BYTES = 32  # the runner-token key, when the operator creates it
 
@@ -104,12 +110,26 @@ class Runtime:
         self.config = config
         self.dispatcher: Dispatcher | None = None
         self.runner_api: RunnerApi | None = None
-        self.cache = Cache(on_change=self._changed)
+        self.webhooks: Webhooks | None = None
         self.metrics = Metrics()
         self.kube: Kube | None = None
         self.task: asyncio.Task | None = None
         self.reflectors: list[asyncio.Task] = []
         self.started = time.monotonic()
+        self.key: bytes | None = None  # signs runner tokens: read (or made) at startup
+        self._foreign: set[str] = set()  # pods with the runner labels that the operator did not make (logged once)
+        self.cache = Cache(on_change=self._changed, is_runner=self._made_here)
+
+    def _made_here(self, pod: dict[str, Any]) -> bool:
+        """A pod of the runner namespace is a runner only if this operator made it (its token, signed with the key)."""
+        if self.key is not None and made_by_operator(pod, self.key):
+            return True
+        name = (pod.get("metadata") or {}).get("name") or ""
+        if name not in self._foreign:
+            self._foreign.add(name)
+            log.warning("pod %s/%s has the runner labels but the operator did not make it: ignored (not counted, "
+                        "served or removed)", (pod.get("metadata") or {}).get("namespace"), name)
+        return False
 
     def _changed(self) -> None:
         if self.dispatcher is not None:
@@ -118,10 +138,14 @@ class Runtime:
     async def start(self) -> None:
         self.kube = kube = Kube(await connect())
         runners = self.config.runners
-        key = await kube.runner_key(runners.namespace, runners.token_secret, lambda: os.urandom(KEY_BYTES))
+        self.key = key = await kube.secret_entry(runners.namespace, runners.token_secret, "key",
+                                                 lambda: os.urandom(KEY_BYTES))
+        signing = await self.signing_key(kube)
         staging = Staging(self.config.s3)
         leases, registry = LeaseTable(), Registry()
-        self.dispatcher = Dispatcher(self.config, self.cache, kube, staging, self.metrics, leases, registry, key)
+        self.webhooks = Webhooks(self.config, self.cache, kube, staging, self.metrics, signing)
+        self.dispatcher = Dispatcher(self.config, self.cache, kube, staging, self.metrics, leases, registry, key,
+                                     self.webhooks)
         self.runner_api = RunnerApi(self.config, self.cache, self.dispatcher, leases, registry, kube, staging,
                                     self.metrics, key)
         if self.config.metrics_port:
@@ -138,6 +162,19 @@ class Runtime:
                  ":%s)", ", ".join(self.config.namespaces) or "all", runners.namespace, runners.port,
                  ", ".join(self.config.gpu_classes), self.config.metrics_port)
 
+    async def signing_key(self, kube: Kube) -> Ed25519PrivateKey:
+        """The webhook signing key (its Secret made when missing), its public key published beside it."""
+        hooks = self.config.webhooks
+        text = await kube.secret_entry(hooks.namespace, hooks.signing_key_secret, SECRET_ENTRY,
+                                       lambda: new_secret_key().encode())
+        try:
+            signing = read_secret_key(text.decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            where = f"Secret {hooks.namespace}/{hooks.signing_key_secret}, key {SECRET_ENTRY}"
+            raise RuntimeError(f"{where}: {e}") from None
+        await kube.publish(hooks.namespace, hooks.public_key_config_map, {PUBLIC_ENTRY: public_key_text(signing)})
+        return signing
+
     async def stop(self) -> None:
         for task in [*self.reflectors, self.task]:
             if task is not None:
@@ -146,6 +183,8 @@ class Runtime:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
+        if self.webhooks is not None:
+            await self.webhooks.close()
         if self.runner_api is not None:
             await self.runner_api.stop()
         if self.kube is not None:
@@ -216,7 +255,7 @@ def configure_logging(config: OperatorConfig, level: str | None = None) -> None:
     ours.setLevel(level)
     if config.logging.format == "text":
         for name in ("img2img_operator", "img2img_operator.dispatcher", "img2img_operator.kube",
-                     "img2img_operator.runner_api"):
+                     "img2img_operator.runner_api", "img2img_operator.webhooks"):
             logging.getLogger(name).addFilter(_TextContext())
     if level != "DEBUG":
         # kopf logs every event handler call at INFO: only its warnings, unless debugging
@@ -246,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config.model_dump_json(by_alias=True, indent=2))
         return 0
     configure_logging(config, args.log_level)
+    read_objects_of_any_depth()
     runtime = Runtime(config)
     asyncio.run(kopf.operator(
         registry=build_registry(runtime),

@@ -12,6 +12,7 @@
 | ``img2img_job_retries_total`` | counter: attempts retried | reason |
 | ``img2img_job_delay_seconds`` | histogram: submission → a runner takes the job (RunPod's delayTime) | warm |
 | ``img2img_job_execution_seconds`` | histogram: the runner's work (RunPod's executionTime) | |
+| ``img2img_webhook_attempts_total`` | counter: webhook attempts by what they came to (``deliveries``) | outcome: delivered, retry, give_up |
 | ``img2img_api_writes_total`` | counter: writes to the Kubernetes API | kind |
 | ``img2img_dispatch_errors_total`` | counter: failed actions (retried later) | action |
 | ``img2img_dispatch_pass_seconds`` | histogram: one pass of the dispatcher over all jobs | |
@@ -52,6 +53,8 @@ class Metrics:
                                buckets=TIME_BUCKETS, registry=r)
         self.execution = Histogram("img2img_job_execution_seconds", "The runner's work", buckets=TIME_BUCKETS,
                                    registry=r)
+        self.webhook_attempts = PCounter("img2img_webhook_attempts_total", "Webhook attempts by outcome", ["outcome"],
+                                         registry=r)
         self.api_writes = PCounter("img2img_api_writes_total", "Writes to the Kubernetes API", ["kind"], registry=r)
         self.errors = PCounter("img2img_dispatch_errors_total", "Failed actions, retried later", ["action"],
                                registry=r)

@@ -1,7 +1,8 @@
 """Admission: which queued jobs may start now, and where every waiting job stands. Pure.
 
 Order: priority (higher first), then submission time (earlier first), then namespace/name (a stable tie-break).
-Limits: a global one, one per GPU class, one per namespace; a job starts when it fits all three. A job that does
+Limits: a global one, one per GPU class, one per namespace (the namespace's policy); a job starts when it fits all
+three. A job that does
 not fit does not hold back jobs behind it that do (a full GPU class does not stop another class, a namespace at its
 limit does not stop another namespace): none of those could have used the slot the blocked job waits for.
 
@@ -36,8 +37,12 @@ class QueueEntry:
 @dataclass(frozen=True)
 class Limits:
     max_concurrent: int | None = None
-    max_concurrent_per_namespace: int | None = None
+    max_concurrent_per_namespace: int | None = None  # every namespace not in the next
+    max_concurrent_by_namespace: Mapping[str, int | None] = field(default_factory=dict)
     max_concurrent_per_class: Mapping[str, int | None] = field(default_factory=dict)
+
+    def of_namespace(self, namespace: str) -> int | None:
+        return self.max_concurrent_by_namespace.get(namespace, self.max_concurrent_per_namespace)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def admit(entries: Iterable[QueueEntry], limits: Limits) -> Admission:
             entry.eligible
             and _fits(limits.max_concurrent, total)
             and _fits(limits.max_concurrent_per_class.get(entry.gpu_class), by_class[entry.gpu_class])
-            and _fits(limits.max_concurrent_per_namespace, by_namespace[entry.namespace])
+            and _fits(limits.of_namespace(entry.namespace), by_namespace[entry.namespace])
         ):
             admitted.append(entry.uid)
             total += 1

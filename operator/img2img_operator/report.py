@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from img2img.api.images import plain_key
+
 
 @dataclass(frozen=True)
 class RunnerResult:
@@ -42,7 +44,8 @@ class RunnerResult:
 
 
 def check_result(uri: str, raw: bytes | None) -> RunnerResult:
-    """Parse result.json bytes (None = the object does not exist)."""
+    """Parse result.json bytes (None = the object does not exist); its images must be the attempt's own
+    (``<attempt>/images/…``, beside result.json)."""
     if raw is None:
         return RunnerResult(uri, problem=f"{uri} does not exist")
     try:
@@ -51,4 +54,9 @@ def check_result(uri: str, raw: bytes | None) -> RunnerResult:
         return RunnerResult(uri, problem=f"{uri} is not valid JSON: {e}")
     if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
         return RunnerResult(uri, problem=f"{uri} has no list of images")
+    images = uri.rpartition("/")[0] + "/images/"
+    outside = [i for i in data["images"]
+               if not isinstance(i, str) or not i.startswith(images) or not plain_key(i[len(images):])]
+    if outside:  # the operator presents and reads these for the tenant: only its attempt's own uploads
+        return RunnerResult(uri, problem=f"{uri} names images outside {images}: {', '.join(map(str, outside[:3]))}")
     return RunnerResult(uri, data=data)

@@ -28,10 +28,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from img2img.api.images import plain_key, s3_allowed
+from img2img.api.limits import PRESIGN_MAX_SECONDS
 from img2img.api.protocol import (
     DONE,
     HEARTBEAT,
-    IMAGE_CONTENT_TYPE,
     RESULT_CONTENT_TYPE,
     TAKE,
     Assignment,
@@ -62,7 +62,6 @@ from .views import JobView
 log = logging.getLogger("img2img_operator.runner_api")
 
 MAX_BODY = 1 << 20  # an outcome is small; a runner never sends more
-MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # S3's limit for a presigned URL
 PRESIGN_SLACK_SECONDS = 600  # the URLs outlive the job's deadline by this much (uploads after the last step)
 TAKE_TRIES = 5  # conflicts in a row before a take gives up this round
 
@@ -275,14 +274,15 @@ class RunnerApi:
         outputs; they live as long as the job may run."""
         assert checked.needs is not None
         c, needs, runners = checked.controls, checked.needs, self.config.runners
-        seconds = min(MAX_PRESIGN_SECONDS, c.timeout_seconds + int(runners.lease_seconds) + PRESIGN_SLACK_SECONDS)
+        seconds = min(PRESIGN_MAX_SECONDS, c.timeout_seconds + int(runners.lease_seconds) + PRESIGN_SLACK_SECONDS)
         location = job_location(job, c, self.config)
         allowed = self.config.s3.allowed_reads(job.namespace)
         images = {str(ref): self.staging.presign_get(str(ref), seconds) for ref in needs.reads
                   if plain_key(ref.key) and s3_allowed(ref, allowed)}
-        image_uris, result_uri = attempt_outputs(location, attempt, needs.images)
+        image_uris, result_uri = attempt_outputs(location, attempt, needs.images, needs.image_format.extension)
+        content_type = needs.image_format.content_type
         outputs = Outputs(imageUris=image_uris,
-                          imageUrls=[self.staging.presign_put(u, IMAGE_CONTENT_TYPE, seconds) for u in image_uris],
+                          imageUrls=[self.staging.presign_put(u, content_type, seconds) for u in image_uris],
                           resultUri=result_uri,
                           resultUrl=self.staging.presign_put(result_uri, RESULT_CONTENT_TYPE, seconds))
         return Assignment(lease=lease_id, job=JobRef(namespace=job.namespace, name=job.name, uid=job.uid,

@@ -15,6 +15,7 @@ import posixpath
 import random
 import re
 import string
+from collections.abc import Mapping
 from typing import Any
 
 from img2img.api.pool import POOL_API_VERSION, POOL_KIND
@@ -25,6 +26,7 @@ from img2img.api.protocol import (
     ENV_RUNNER_NAME,
     ENV_RUNNER_TOKEN,
     runner_token,
+    token_runner,
 )
 
 from img2img.api.termination import TERMINATION_LOG_PATH
@@ -116,13 +118,17 @@ def _env(pool: Pool, name: str, key: bytes, config: OperatorConfig) -> list[dict
 
 
 def _resources(gpu_class: str, config: OperatorConfig) -> dict[str, Any]:
-    """runner.resources with the GPU class's quantities laid over both requests and limits."""
+    """runner.resources with the GPU class's quantities laid over both requests and limits. A runner always has a
+    memory limit: without one configured, its memory request (a runner that outgrows it is killed, not its
+    node's other pods)."""
     base = config.runner.resources
     requests = {k: v for k, v in base.requests.items()}
     limits = {k: v for k, v in base.limits.items()}
     for key, value in config.gpu_classes[gpu_class].resources.items():
         requests[key] = value
         limits[key] = value
+    if "memory" in requests:
+        limits.setdefault("memory", requests["memory"])
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = {k: str(v) for k, v in requests.items()}
@@ -210,3 +216,16 @@ def build_pool_runner_pod(pool: Pool, name: str, key: bytes, config: OperatorCon
         metadata["ownerReferences"] = [{"apiVersion": POOL_API_VERSION, "kind": POOL_KIND, "name": pool.name,
                                         "uid": pool.uid, "controller": True}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def made_by_operator(body: Mapping[str, Any], key: bytes) -> bool:
+    """Whether pod ``body`` is a runner this operator made: its runner container carries the token ``key`` signs for
+    the pod's own name. Labels say nothing (anyone who may create pods can copy them), and neither does a token
+    copied from another runner: it names that runner, not this pod."""
+    name = (body.get("metadata") or {}).get("name")
+    for container in (body.get("spec") or {}).get("containers") or []:
+        if container.get("name") == RUNNER_CONTAINER:
+            token = next((e.get("value") for e in container.get("env") or [] if e.get("name") == ENV_RUNNER_TOKEN),
+                         None)
+            return bool(name) and isinstance(token, str) and token_runner(key, token) == name
+    return False

@@ -1,9 +1,10 @@
 """The job's S3 area: the operator writes input.json when the job is admitted, presigns the runner's reads and
-writes, and reads result.json when the runner is done. Runners hold no credentials to it.
+writes, reads result.json when the runner is done (and the images a webhook carries). Runners hold no credentials
+to it.
 
 Keys (docs/architecture.md, "Operator → runner"): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/input.json``;
-each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, ``result.json``), so that a late upload
-of a lost attempt never overwrites a newer one's.
+each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, or the extension of the job's
+``samples_format``; ``result.json``), so that a late upload of a lost attempt never overwrites a newer one's.
 
 boto3 is synchronous: every call that reaches S3 runs in a worker thread, so the event loop (watches, probes, the
 runner endpoint) never blocks on it. Presigning is local computation.
@@ -45,10 +46,16 @@ def input_uri(job: JobView, controls: Controls, config: OperatorConfig) -> str:
     return job_location(job, controls, config) + "input.json"
 
 
-def attempt_outputs(location: str, attempt: int, images: int) -> tuple[list[str], str]:
-    """The URIs attempt ``attempt`` uploads to: ``images`` image keys, and result.json."""
+def attempt_outputs(location: str, attempt: int, images: int, extension: str) -> tuple[list[str], str]:
+    """The URIs attempt ``attempt`` uploads to: ``images`` image keys (``images/<i>.<extension>``), and
+    result.json."""
     base = f"{location}attempt-{attempt}/"
-    return [f"{base}images/{i}.png" for i in range(images)], base + "result.json"
+    return [f"{base}images/{i}.{extension}" for i in range(images)], result_uri(location, attempt)
+
+
+def result_uri(location: str, attempt: int) -> str:
+    """The attempt's result.json: the only one the operator reads for it, whatever its runner says."""
+    return f"{location}attempt-{attempt}/result.json"
 
 
 def input_document(job: JobView) -> bytes:
@@ -80,15 +87,17 @@ class Staging:
         bucket, key = split_s3_uri(uri)
         await asyncio.to_thread(self._s3().put_object, Bucket=bucket, Key=key, Body=data, ContentType=content_type)
 
+    def read(self, uri: str) -> bytes:
+        """The object's bytes (blocking: in a worker thread)."""
+        bucket, key = split_s3_uri(uri)
+        return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
     async def get(self, uri: str) -> bytes | None:
         """The object's bytes; None if it does not exist. Other errors (S3 down, no access) raise."""
-        bucket, key = split_s3_uri(uri)
-
         def read() -> bytes | None:
-            s3 = self._s3()
             try:
-                return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except s3.exceptions.NoSuchKey:
+                return self.read(uri)
+            except self._s3().exceptions.NoSuchKey:
                 return None
 
         return await asyncio.to_thread(read)

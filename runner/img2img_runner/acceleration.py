@@ -18,7 +18,7 @@
 Always on, so not switches: classifier-free guidance as one batch of two (diffusers' pipelines), the fp16-fix VAE
 decoding in fp16 where the catalog marks it (``pipelines.ModelCache._load_vae``; any other VAE is upcast to fp32 for
 fp16 runs, as diffusers does), schedulers that keep their sigmas on the CPU (diffusers) so that the step loop does not
-wait for the GPU, and PNG encoding of a job's images in parallel (``storage.png_files``).
+wait for the GPU, and encoding a job's images in parallel (``storage.image_files``).
 
 None of these trades quality: a job computes the same steps; only floating-point rounding differs (fp16/bf16, other
 kernels). A compiled model recompiles for a new image size (the first job at that size pays the compile).

@@ -6,7 +6,8 @@ A catalog is a YAML (or JSON) file, usually mounted from a ConfigMap (``IMG2IMG_
     default_checkpoint: sd_xl_base_1.0     # used when the request names no sd_model_checkpoint
     models:
       sd_xl_base_1.0:
-        architecture: sdxl                 # sd15 | sdxl | sdxl-refiner | controlnet-sd15 | controlnet-sdxl | vae | annotator
+        architecture: sdxl                 # sd15 | sdxl | sdxl-refiner | controlnet-sd15 | controlnet-sdxl | vae |
+                                           # annotator | lora-sd15 | lora-sdxl
         source: {path: /models/sdxl-base}  # a diffusers folder (relative paths: to the catalog file)
         hash: 31e35c80fc                   # "Model hash" in info/infotext (A1111: sha256 of the file, 10 hex)
       sd_xl_refiner_1.0:
@@ -26,11 +27,17 @@ A catalog is a YAML (or JSON) file, usually mounted from a ConfigMap (``IMG2IMG_
       annotators:
         architecture: annotator            # ControlNet preprocessor weights (lllyasviel/Annotators layout)
         source: {path: /models/annotators}
+      add_detail:                          # <lora:add_detail:0.8> in a prompt
+        architecture: lora-sd15            # a LoRA for SD 1.5 checkpoints (lora-sdxl: for SDXL ones)
+        source: {file: /models/loras/add_detail.safetensors}  # kohya/A1111 or diffusers format; a folder source
+                                           # (path, hub, s3) holds one .safetensors file
+        hash: 0123456789ab                 # "Lora hashes" (A1111: 12 hex of the file's addnet hash; else computed)
 
 Names are looked up as A1111 does: exact, then without a ``[hash]`` suffix, then with/without a weights extension
 (``.safetensors``, ``.ckpt``, ``.pt``, ``.pth``, ``.bin``), then case-insensitively, then by ``aliases``.
-A name that is not there, or a combination that cannot run (an SD 1.5 ControlNet under SDXL without a substitute),
-raises ModelError naming the models involved: the runner exits with ExitCode.MODEL.
+A name that is not there, or a combination that cannot run (an SD 1.5 ControlNet under SDXL without a substitute,
+an SD 1.5 LoRA under an SDXL checkpoint), raises ModelError naming the models involved: the runner exits with
+ExitCode.MODEL, before it loads anything.
 """
 
 from __future__ import annotations
@@ -44,9 +51,12 @@ from typing import Any, Iterable
 from img2img import split_s3_uri
 from img2img.api.errors import FieldError
 
-ARCHITECTURES = ("sd15", "sdxl", "sdxl-refiner", "controlnet-sd15", "controlnet-sdxl", "vae", "annotator")
+ARCHITECTURES = ("sd15", "sdxl", "sdxl-refiner", "controlnet-sd15", "controlnet-sdxl", "vae", "annotator",
+                 "lora-sd15", "lora-sdxl")
 CHECKPOINTS = ("sd15", "sdxl")
 CONTROLNET_FOR = {"sd15": "controlnet-sd15", "sdxl": "controlnet-sdxl"}
+LORA_FOR = {"sd15": "lora-sd15", "sdxl": "lora-sdxl"}
+LORA_HASH_LENGTH = 12  # A1111's "Lora hashes" shorthash; checkpoints and VAEs show 10 hex
 # a refiner continues a base's latents: it must share the latent space (SDXL VAE) and take the same sampler state
 REFINERS_FOR = {"sdxl": ("sdxl-refiner", "sdxl")}
 # the family a VAE belongs to is not in the weights' shape (SD and SDXL VAEs are the same network): optional field
@@ -190,11 +200,20 @@ class Catalog:
                 return entry
         return next((e for e in found if not e.modules), None)
 
-    def resolve(self, *, checkpoint: str | None, vae: str | None, refiner: str | None,
-                controlnets: list[str | None]) -> "Resolved":
-        """Which models a job runs: the checkpoint, its VAE, its refiner, one ControlNet per enabled unit.
+    def resolve_payload(self, payload: Any) -> "Resolved":
+        """``resolve`` for a payload (img2img's or txt2img's): its checkpoint, VAE, refiner, enabled units'
+        ControlNets and LoRAs. Raises ModelError."""
+        return self.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
+                            controlnets=[u.model_name for u in payload.enabled_controlnet_units],
+                            loras=[t.name for t in payload.loras])
 
-        ``controlnets`` are the units' model names (None = the unit names no model). Raises ModelError.
+    def resolve(self, *, checkpoint: str | None, vae: str | None, refiner: str | None,
+                controlnets: list[str | None], loras: list[str] = ()) -> "Resolved":
+        """Which models a job runs: the checkpoint, its VAE, its refiner, one ControlNet per enabled unit, the
+        prompt's LoRAs.
+
+        ``controlnets`` are the units' model names (None = the unit names no model); ``loras`` the names of the
+        prompt's LoRA tags. Raises ModelError.
         """
         if checkpoint is None:
             if self.default_checkpoint is None:
@@ -244,7 +263,23 @@ class Catalog:
                     raise CatalogError(f"model {requested.name!r}: its substitute {target!r} for {base_arch} is a "
                                        f"{runs.architecture} model; it must be a {wanted} model with a source")
             units.append(ResolvedControlNet(requested=requested, runs=runs))
-        return Resolved(checkpoint=base, vae=vae_entry, refiner=refiner_entry, controlnets=units)
+
+        lora_entries: list[Entry] = []
+        if loras and refiner_entry not in (None, base) and refiner_entry.architecture != "sdxl-refiner":
+            raise ModelError("refiner_checkpoint", f"LoRAs with a base checkpoint as the refiner ({refiner!r}) are "
+                                                   "not supported (A1111 would apply them to it too); use an SDXL "
+                                                   "refiner or no refiner")
+        for name in loras:
+            entry = self.get(name, field="prompt", kinds=tuple(LORA_FOR.values()), what="LoRA")
+            if entry.architecture != LORA_FOR[base_arch]:
+                raise ModelError("prompt", f"LoRA {name!r} ({entry.architecture}) cannot be used with checkpoint "
+                                           f"{base.name!r} ({base_arch}); it needs a {LORA_FOR[base_arch]} LoRA")
+            if entry in lora_entries:
+                raise ModelError("prompt", f"LoRA {entry.name!r} is named twice (A1111 would apply it twice); "
+                                           "name it once, with the weight you want")
+            lora_entries.append(entry)
+        return Resolved(checkpoint=base, vae=vae_entry, refiner=refiner_entry, controlnets=units,
+                        loras=tuple(lora_entries))
 
     # --- where the weights are -------------------------------------------------------------------------------
 
@@ -281,6 +316,7 @@ class Resolved:
     vae: Entry | None
     refiner: Entry | None
     controlnets: list[ResolvedControlNet | None]
+    loras: tuple[Entry, ...] = ()  # in the order of the prompt's LoRA tags
 
     @property
     def architecture(self) -> str:
@@ -307,7 +343,7 @@ def _entry(name: str, spec: Any, base: Path) -> Entry:
         hash_ = str(hash_)
         if not re.fullmatch(r"[0-9a-fA-F]{8,64}", hash_):
             raise CatalogError(f"model {name!r}: hash {hash_!r} is not hexadecimal")
-        hash_ = hash_[:10].lower()
+        hash_ = hash_[:LORA_HASH_LENGTH if arch in LORA_FOR.values() else 10].lower()
     aliases = spec.get("aliases") or ()
     modules = spec.get("modules") or ()
     return Entry(name=name, architecture=arch, source=source, hash=hash_, fp16_fix=bool(spec.get("fp16_fix", False)),

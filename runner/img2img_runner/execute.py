@@ -2,11 +2,11 @@
 
 The steps, each in its own module: validate the payload (img2img.api) -> resolve the models (catalog) -> fetch and
 decode the images (fetch) -> plan every A1111 decision (plan) -> load the models (pipelines, cached) -> ControlNet
-detect maps (preprocess) -> per batch, each pass of ``Plan.passes``: the base pipeline (img2img's from the init
-images, txt2img's from noise), handing over to the refiner at ``refiner_switch_at`` in the last pass; with txt2img's
-hires fix, the first pass's latents upscaled (or its images upscaled and encoded again) start the second -> info and
-infotexts (info). ``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run`` (``img2img run``) all
-call ``execute``.
+detect maps (preprocess) -> the prompt's LoRAs on the checkpoint (loras), for the prompts' encoding and per batch,
+each pass of ``Plan.passes``: the base pipeline (img2img's from the init images, txt2img's from noise), handing over
+to the refiner at ``refiner_switch_at`` in the last pass; with txt2img's hires fix, the first pass's latents upscaled
+(or its images upscaled and encoded again) start the second; the LoRAs off again -> info and infotexts (info).
+``main`` (the one-shot pod), ``worker`` (a pool's runner) and ``local_run`` (``img2img run``) all call ``execute``.
 
 Progress: ``on_step(k, n)`` is called as sampling goes, ``k`` of ``n`` sampler steps over all batches and passes
 (A1111's count: a second-order sampler's two model evaluations are one step), with ``k = 0`` once the plan is made
@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 from PIL import Image
 
+from img2img.api.image_formats import ImageEncoding
 from img2img_runner.catalog import Catalog
 from img2img_runner.errors import BadInput
 from img2img_runner.fetch import FetchPolicy, load_image
@@ -39,10 +40,11 @@ VAE_SEED_OFFSET = 0x5EED_1111
 
 @dataclass
 class Result:
-    images: list[Image.Image]  # generated images (infotext in .info["parameters"]), then detect maps
+    images: list[Image.Image]  # generated images (infotext in .info["parameters"] with enable_pnginfo), detect maps
     info: str  # A1111's info JSON string
     parameters: dict[str, Any]  # the request, A1111-shaped (img2img: init_images null)
     infotexts: list[str]
+    encoding: ImageEncoding = ImageEncoding()  # how the images are written (samples_format, jpeg_quality, …)
     timings: dict[str, int] = field(default_factory=dict)  # ms: modelLoad, preprocess, inference, total
     trace: dict[str, Any] = field(default_factory=dict)  # what ran: schedule indices per stage, per batch
     plan: Plan | None = None
@@ -78,9 +80,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     request = parse_input(job_input)
     payload = request.payload
 
-    enabled = payload.enabled_controlnet_units
-    models = catalog.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
-                             controlnets=[u.model_name for u in enabled])
+    models = catalog.resolve_payload(payload)
 
     policy = policy or FetchPolicy.from_env()
     init_images = [load_image(v, f"init_images[{i}]", policy, s3_client=s3_client, presigned=presigned)
@@ -97,7 +97,7 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     progress = _Progress(plan, on_step)
     progress.tell()
 
-    from img2img_runner import preprocess
+    from img2img_runner import loras, pipelines, preprocess
 
     for unit in plan.units:
         preprocess.check_supported(unit, catalog)
@@ -130,25 +130,37 @@ def execute(job_input: dict[str, Any], catalog: Catalog, *, cache=None, policy: 
     generated: list[Image.Image] = []
     traces = []
     refiner_ran = False
-    prompts = [_encode_prompts(plan, p, loaded) for p in passes]
-    for batch in plan.batches:
-        images, trace = _run_batch(plan, batch, loaded, prompts, prepared, control, progress)
-        generated.extend(images)
-        traces.append(trace)
-        refiner_ran = refiner_ran or bool(trace.get("refiner") or (trace.get("hires") or {}).get("refiner"))
+    weighted = [(lora, p.te, p.unet) for lora, p in zip(loaded.loras, plan.loras)]
+    host = pipelines.base_pipeline(loaded.base, loaded.vae, loaded.base["scheduler"], None) if weighted else None
+    # the refiner's prompts first, without the LoRAs: it shares the base's CLIP-G, and in A1111 the LoRAs (their key
+    # names the base's modules) reach no module of an SDXL refiner. Both passes of the hires fix run the same LoRAs
+    # (validation refuses an hr_prompt that names others)
+    refiner_prompts = [_encode(plan, p, loaded.refiner, loaded.runtime)
+                       if p.refiner and loaded.refiner is not None else None for p in passes]
+    with loras.applied(host, weighted):
+        prompts = [_Prompts(base=_encode(plan, p, loaded.base, loaded.runtime), refiner=refiner)
+                   for p, refiner in zip(passes, refiner_prompts)]
+        for batch in plan.batches:
+            images, trace = _run_batch(plan, batch, loaded, prompts, prepared, control, progress)
+            generated.extend(images)
+            traces.append(trace)
+            refiner_ran = refiner_ran or bool(trace.get("refiner") or (trace.get("hires") or {}).get("refiner"))
     inference_ms = int((time.monotonic() - t2) * 1000)
 
-    outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp)
+    outcome = Outcome(refiner_ran=refiner_ran, job_timestamp=job_timestamp,
+                      lora_hashes={lora.entry.name: lora.shorthash for lora in loaded.loras})
     info_json, infotexts = make_info(plan, outcome, restore_faces=bool(payload.restore_faces),
                                      styles=payload.styles or [],
                                      seed_resize_from=(payload.seed_resize_from_w, payload.seed_resize_from_h))
-    for image, text in zip(generated, infotexts):
-        image.info["parameters"] = text
+    encoding = payload.image_encoding
+    if encoding.infotext:  # A1111 puts it on the image only with enable_pnginfo
+        for image, text in zip(generated, infotexts):
+            image.info["parameters"] = text
     # sd-webui-controlnet returns each saved map per pass, the hires fix's first
     maps = [m for maps_, u in zip(control, plan.units) if u.save_detected_map for m in reversed(maps_)]
     images = generated + maps if payload.send_images else []
     return Result(
-        images=images, info=info_json, parameters=payload.parameters(), infotexts=infotexts,
+        images=images, info=info_json, parameters=payload.parameters(), infotexts=infotexts, encoding=encoding,
         timings={"modelLoad": model_load_ms, "preprocess": preprocess_ms, "inference": inference_ms,
                  "total": int((time.monotonic() - started) * 1000)},
         trace={"batches": traces, "runtime": cache.runtime.name}, plan=plan,
@@ -162,6 +174,7 @@ class _Loaded:
     refiner: Any | None  # Components
     controlnets: list[Any]
     runtime: Any
+    loras: list[Any]  # loras.Lora, in the plan's order
 
 
 class _Progress:
@@ -193,7 +206,8 @@ def _load_models(plan: Plan, cache) -> _Loaded:
     vae = cache.vae(models.vae) if models.vae is not None else base["vae"]
     refiner = cache.refiner(plan.refiner.entry, base, vae, models.vae) if plan.refiner is not None else None
     controlnets = [cache.controlnet(u.controlnet) for u in plan.units]
-    return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime)
+    loras = [cache.lora(p.entry) for p in plan.loras]
+    return _Loaded(base=base, vae=vae, refiner=refiner, controlnets=controlnets, runtime=cache.runtime, loras=loras)
 
 
 @dataclass
@@ -204,17 +218,15 @@ class _Prompts:
     refiner: Any | None
 
 
-def _encode_prompts(plan: Plan, pass_: Pass, loaded: _Loaded) -> _Prompts:
+def _encode(plan: Plan, pass_: Pass, components: Any, runtime: Any) -> Any:
+    """The batch conditioning (``conditioning.PromptPair``) of one pass's prompts for the model ``components`` (a
+    checkpoint, a refiner)."""
     from img2img_runner import conditioning as C
 
-    def pair(components: Any) -> Any:
-        encoders = C.text_encoders(components.modules, components.entry.architecture, plan.clip_skip_a1111)
-        return C.prompt_pair(pass_.prompt_text, pass_.negative_prompt, encoders,
-                             architecture=components.entry.architecture, batch_size=plan.batch_size,
-                             device=loaded.runtime.device)
-
-    refiner = loaded.refiner if pass_.refiner else None
-    return _Prompts(base=pair(loaded.base), refiner=pair(refiner) if refiner is not None else None)
+    encoders = C.text_encoders(components.modules, components.entry.architecture, plan.clip_skip_a1111)
+    return C.prompt_pair(pass_.prompt_text, pass_.negative_prompt, encoders,
+                         architecture=components.entry.architecture, batch_size=plan.batch_size,
+                         device=runtime.device)
 
 
 def _prepare_init(image: Image.Image, plan: Plan) -> tuple[Image.Image, Image.Image]:

@@ -8,22 +8,24 @@ References are checked *before any request is sent*:
   shared (100.64.0.0/10), multicast, reserved and unspecified addresses are refused, as are IPv4-mapped forms of
   them. The connection then goes to the address that was checked (no second lookup a DNS rebind could change),
   with TLS verified against the host name. Redirects are not followed blindly: each ``Location`` goes through the
-  same checks (at most 3). The body is capped (``IMG2IMG_MAX_IMAGE_BYTES``, default 20 MB) and every read has a
-  timeout. ``IMG2IMG_ALLOW_PRIVATE_HOSTS=1`` lifts the address rule (for a cluster-internal image server).
+  same checks (at most 3). The body is capped (``IMG2IMG_MAX_IMAGE_BYTES``, default 20 MB), and the whole fetch
+  (redirects, retries, connections, TLS handshakes, every read) ends by one deadline, ``IMG2IMG_FETCH_TIMEOUT``
+  seconds (default 20) after it began: a server that answers a byte at a time cannot hold the runner past it.
+  ``IMG2IMG_ALLOW_PRIVATE_HOSTS=1`` lifts the address rule (for a cluster-internal image server).
 - ``s3://bucket/key``: only under an entry of ``IMG2IMG_ALLOWED_S3`` (a JSON list of ``s3://bucket/prefix``;
   unset = none), keys with ``.``/``..``/empty segments refused; read with the runner's S3 credentials, same cap.
   A pool's runner has no such credentials: its assignment maps each ``s3://`` reference the job may read to a
   presigned GET (``presigned``), made by the operator for our S3 endpoint, which is fetched as it is (the address
   rule above is for users' URLs); a reference missing from the map is one the job may not read.
 
-Failures: a reference the job may not use, a 4xx, or data that is not an image -> BadInput (never retried); a
-5xx or a connection failure after retries -> StorageError (the job is retried).
+Failures: a reference the job may not use, a 4xx, or data that is not an image (or not one the input budget
+accepts: ``img2img.api.images.decode_image``) -> BadInput (never retried); a 5xx, a connection failure after
+retries, or no answer by the deadline -> StorageError (the job is retried).
 """
 
 from __future__ import annotations
 
 import http.client
-import io
 import ipaddress
 import json
 import os
@@ -37,8 +39,8 @@ from urllib.parse import urljoin, urlsplit
 from PIL import Image
 
 from img2img.api.addresses import address_refusal
-from img2img.api.images import (ImageError, decode_inline, parse_reference, plain_key, s3_allowed, S3Ref, HttpsRef,
-                                MAX_PIXELS)
+from img2img.api.images import (ImageError, decode_image, decode_inline, parse_reference, plain_key, s3_allowed,
+                                S3Ref, HttpsRef)
 from img2img_runner.errors import BadInput, StorageError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -60,7 +62,7 @@ class FetchPolicy:
     allowed_s3: tuple[str, ...] = ()  # s3://bucket/prefix entries; empty = no S3 reads
     allow_private: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  # seconds one https fetch may take, all of it
     resolver: Resolver = field(default=system_resolver, compare=False)
     ca_file: str | None = None  # extra CA bundle (a private image server's CA)
 
@@ -157,57 +159,72 @@ def load_image(value: str, field_: str, policy: FetchPolicy | None = None, *, s3
     policy = policy or FetchPolicy.from_env()
     try:
         ref = parse_reference(value)
-    except ImageError as exc:
-        raise BadInput(str(exc), field_) from None
-    try:
         if ref is None:
             return decode_inline(value)
-        if isinstance(ref, S3Ref) and presigned is not None:
-            data = _get_presigned(ref, presigned, policy, field_)
-        elif isinstance(ref, S3Ref):
-            check_s3(ref, policy, field_)
-            data = _get_s3(ref, policy, field_, s3_client)
-        else:
-            assert isinstance(ref, HttpsRef)
-            data = fetch_https(ref.url, policy, field_)
-        return _decode(data, str(ref))
     except ImageError as exc:
         raise BadInput(str(exc), field_) from None
-
-
-def _decode(data: bytes, what: str) -> Image.Image:
-    from PIL import UnidentifiedImageError
-
+    if isinstance(ref, S3Ref) and presigned is not None:
+        data = _get_presigned(ref, presigned, policy, field_)
+    elif isinstance(ref, S3Ref):
+        check_s3(ref, policy, field_)
+        data = _get_s3(ref, policy, field_, s3_client)
+    else:
+        assert isinstance(ref, HttpsRef)
+        data = fetch_https(ref.url, policy, field_)
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise ImageError(f"{what}: image of {image.width}x{image.height} pixels is larger than {MAX_PIXELS}")
-        image.load()
-        return image
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{what}: not a decodable image ({type(exc).__name__})") from None
+        return decode_image(data)
+    except ImageError as exc:
+        raise BadInput(f"{ref}: {exc}", field_) from None
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline`` (time.monotonic()); TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the fetch's deadline passed")
+    return left
+
+
+class _DeadlineSocket(ssl.SSLSocket):
+    """A TLS socket whose every wait ends by one ``deadline``: a socket timeout bounds one wait only, and a server
+    that sends a byte now and then would renew it forever."""
+
+    deadline = float("inf")
+
+    def recv_into(self, buffer, nbytes=None, flags=0):  # type: ignore[override]
+        self.settimeout(_remaining(self.deadline))
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data, flags=0):  # type: ignore[override]
+        self.settimeout(_remaining(self.deadline))
+        return super().sendall(data, flags)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a checked address: TCP to ``address``, TLS (SNI, certificate) for ``host``."""
+    """HTTPS to a checked address: TCP to ``address``, TLS (SNI, certificate) for ``host``; connecting, the
+    handshake and every read and write end by ``deadline``."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext):
-        super().__init__(host, port, timeout=timeout, context=context)
+    def __init__(self, host: str, port: int, address: str, deadline: float, context: ssl.SSLContext):
+        super().__init__(host, port, timeout=_remaining(deadline), context=context)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = socket.create_connection((self._address, self.port), _remaining(self._deadline))
+        sock.settimeout(_remaining(self._deadline))  # bounds the TLS handshake as a whole
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock.deadline = self._deadline
 
 
 def fetch_https(url: str, policy: FetchPolicy, field_: str) -> bytes:
+    deadline = time.monotonic() + policy.timeout
     context = ssl.create_default_context(cafile=policy.ca_file) if policy.ca_file else ssl.create_default_context()
+    context.sslsocket_class = _DeadlineSocket
     for _ in range(MAX_REDIRECTS + 1):
         host, port, addresses = check_https(url, policy, field_)
-        status, headers, body = _with_retries(lambda: _get_once(url, host, port, addresses, policy, context), url,
-                                              field_)
+        status, headers, body = _with_retries(
+            lambda: _get_once(url, host, port, addresses, policy, context, deadline), url, field_, deadline,
+            policy.timeout)
         if status in (301, 302, 303, 307, 308):
             location = headers.get("location")
             if not location:
@@ -227,13 +244,15 @@ class _Retry(Exception):
 
 
 def _get_once(url: str, host: str, port: int, addresses: list[str], policy: FetchPolicy,
-              context: ssl.SSLContext) -> tuple[int, dict[str, str], bytes]:
+              context: ssl.SSLContext, deadline: float) -> tuple[int, dict[str, str], bytes]:
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    deadline = time.monotonic() + policy.timeout
     last: Exception | None = None
     for address in addresses:
-        conn = _PinnedHTTPSConnection(host, port, address, policy.timeout, context)
+        try:
+            conn = _PinnedHTTPSConnection(host, port, address, deadline, context)
+        except TimeoutError as exc:
+            raise _Retry(str(exc)) from None
         try:
             conn.request("GET", path, headers={"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": "img2img-runner",
                                                 "Accept": "image/*"})
@@ -248,8 +267,6 @@ def _get_once(url: str, host: str, port: int, addresses: list[str], policy: Fetc
                 raise BadInput(f"{_short(url)}: {length} bytes is more than the {policy.max_bytes} allowed", None)
             chunks, size = [], 0
             while True:
-                if time.monotonic() > deadline:
-                    raise _Retry(f"timed out after {policy.timeout}s")
                 chunk = resp.read(65536)
                 if not chunk:
                     break
@@ -267,7 +284,8 @@ def _get_once(url: str, host: str, port: int, addresses: list[str], policy: Fetc
     raise _Retry(str(last))
 
 
-def _with_retries(call: Callable[[], tuple[int, dict[str, str], bytes]], url: str, field_: str):
+def _with_retries(call: Callable[[], tuple[int, dict[str, str], bytes]], url: str, field_: str, deadline: float,
+                  timeout: float):
     delay = 0.5
     for attempt in range(RETRIES):
         try:
@@ -275,6 +293,9 @@ def _with_retries(call: Callable[[], tuple[int, dict[str, str], bytes]], url: st
         except BadInput as exc:
             raise BadInput(str(exc), field_) from None
         except _Retry as exc:
+            if time.monotonic() + delay >= deadline:
+                raise StorageError(f"{_short(url)}: no complete answer within {timeout:g} s ({exc})", field_) \
+                    from None
             if attempt == RETRIES - 1:
                 raise StorageError(f"{_short(url)}: {exc} (after {RETRIES} attempts)", field_) from None
             time.sleep(delay)

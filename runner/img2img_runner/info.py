@@ -10,7 +10,8 @@ schedule in it ("DPM++ SDE Karras", no "Schedule type") with ``IMG2IMG_SAMPLER_N
 - infotext: ``prompt[\\nNegative prompt: …]\\n`` + ``Key: value`` pairs in ``create_infotext``'s order, None values
   left out, a value containing ``,``, ``:`` or a newline JSON-quoted (infotext_utils.quote).
 - ``extra_generation_params`` in the order A1111 writes them: ControlNet units (CN's ``process``), Denoising strength
-  (img2img ``init``; txt2img's with the hires fix, then its Hires keys), Schedule type (sampling), Refiner and
+  (img2img ``init``; txt2img's with the hires fix, then its Hires keys), Lora hashes (the LoRAs' activation:
+  ``"name: hash, …"``, each name as the tag wrote it without ``:`` and ``,``), Schedule type (sampling), Refiner and
   Refiner switch at (when the refiner takes over). A1111 keeps "Hires prompt" and "Hires negative prompt" as
   functions of the image: the infotext shows their value, the info JSON null (``json.dumps(default=None)``).
 - txt2img: "Size", ``width`` and ``height`` are the first pass's (the request's), also with the hires fix; "Denoising
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from img2img_runner.plan import Plan, UnitPlan
@@ -38,10 +39,11 @@ PER_IMAGE_KEYS = ("Hires prompt", "Hires negative prompt")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What only running the job tells: did the refiner take over, when did the job start."""
+    """What only running the job tells: did the refiner take over, when did the job start, the LoRA files' hashes."""
 
     refiner_ran: bool
     job_timestamp: str  # YYYYMMDDhhmmss
+    lora_hashes: dict[str, str] = field(default_factory=dict)  # catalog name -> A1111's short hash of the file
 
 
 def version() -> str:
@@ -113,6 +115,16 @@ def controlnet_value_legacy(unit: UnitPlan) -> str:
             f"{v('threshold_b', unit.threshold_b_info)})")
 
 
+def lora_hashes(plan: Plan, outcome: Outcome) -> str:
+    """extra_networks_lora's "Lora hashes": ``name: hash`` per LoRA, names as the prompt wrote them, less ``:`` and
+    ``,`` (one entry per name)."""
+    hashes = {p.mentioned.translate(_NOT_IN_LORA_NAMES): outcome.lora_hashes[p.entry.name] for p in plan.loras}
+    return ", ".join(f"{name}: {shorthash}" for name, shorthash in hashes.items())
+
+
+_NOT_IN_LORA_NAMES = str.maketrans("", "", ":,")
+
+
 def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None = None,
                             combined: bool = False) -> dict[str, Any]:
     cn_format = cn_format or controlnet_format()
@@ -121,7 +133,9 @@ def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None 
     for key, value in plan.extra_generation_params.items():
         if key == "Schedule type" and combined:
             continue  # it is in the sampler's name
-        if key in units:
+        if key == "Lora hashes":
+            extra[key] = lora_hashes(plan, outcome)
+        elif key in units:
             unit = units[key]
             if cn_format == "legacy":
                 extra[f"ControlNet {unit.request_index}"] = controlnet_value_legacy(unit)

@@ -1,7 +1,8 @@
 """``img2img run FILE -o DIR``: one job in process, on the runner's code path, no cluster.
 
 FILE is a RunPod request (``{"input": …}``) or an Img2ImgJob manifest, JSON or YAML. The images are written to
-DIR as ``<n>.png`` (generated images, then detect maps; infotext in the PNG ``parameters`` chunk) and the
+DIR as ``<n>.png`` (or the job's ``samples_format``: generated images, then detect maps; infotext in the PNG
+``parameters`` chunk or the JPEG/WebP EXIF UserComment) and the
 RunPod-shaped response is printed: ``{"delayTime", "executionTime", "id", "output": {"images": [paths], "info",
 "parameters"}, "status": "COMPLETED"}``. As RunPod counts it, ``delayTime`` includes the cold start (model loading)
 and ``executionTime`` is the rest. A failure prints ``{"id", "status": "FAILED", "error"}`` and returns the
@@ -54,7 +55,7 @@ def run_command(path: str | os.PathLike, out_dir: str | os.PathLike, catalog=Non
                 raise CatalogError("no model catalog: pass --catalog or set IMG2IMG_CATALOG")
             catalog = Catalog.from_file(location)
         from img2img_runner.execute import execute
-        from img2img_runner.storage import png_files
+        from img2img_runner.storage import image_files
 
         started: dict[str, float] = {}
         # the input as written (not re-serialized): `parameters` echoes the request as received, like A1111
@@ -64,8 +65,8 @@ def run_command(path: str | os.PathLike, out_dir: str | os.PathLike, catalog=Non
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for n, data in enumerate(png_files(result.images)):
-            target = folder / f"{n}.png"
+        for n, data in enumerate(image_files(result.images, result.encoding)):
+            target = folder / f"{n}.{result.encoding.format.extension}"
             target.write_bytes(data)
             paths.append(str(target))
     except Exception as exc:  # noqa: BLE001 - reported as RunPod reports a failed job

@@ -103,12 +103,12 @@ def output_location(input_location: str) -> str:
     return head + "/"
 
 
-def write_local(folder: str, pngs: list[bytes], result: dict[str, Any]) -> tuple[list[str], str]:
+def write_local(folder: str, files: list[bytes], extension: str, result: dict[str, Any]) -> tuple[list[str], str]:
     base = Path(folder.removeprefix("file://"))
     (base / "images").mkdir(parents=True, exist_ok=True)
     paths = []
-    for n, data in enumerate(pngs):
-        path = base / "images" / f"{n}.png"
+    for n, data in enumerate(files):
+        path = base / "images" / f"{n}.{extension}"
         path.write_bytes(data)
         paths.append(str(path))
     body = {**result, "images": paths, "presigned": None}
@@ -147,18 +147,18 @@ def run(env_input: str, catalog_path: str) -> tuple[ExitCode, TerminationMessage
         inference_done = now_ms()
         report.inferenceTime = inference_done - (report.modelsLoadedAt or report.startedAt)
 
-        from img2img_runner.storage import png_files, upload_result
+        from img2img_runner.storage import image_files, upload_result
 
-        pngs = png_files(result.images)
+        files = image_files(result.images, result.encoding)
         output = output_location(env_input)
         body = {"info": result.info, "parameters": result.parameters,
                 "timings": {"startedAt": report.startedAt, "modelsLoadedAt": report.modelsLoadedAt,
                             **result.timings}}
         if output.startswith("s3://"):
             # finishedAt/uploadTime cover the images; result.json (which carries them) is written right after
-            report.result = upload_result(output, pngs, body).result
+            report.result = upload_result(output, files, body, image_format=result.encoding.format).result
         else:
-            _, report.result = write_local(output, pngs, body)
+            _, report.result = write_local(output, files, result.encoding.format.extension, body)
         report.finishedAt = now_ms()
         report.uploadTime = report.finishedAt - inference_done
         log.info("done: %d images, result %s", len(result.images), report.result)

@@ -1,9 +1,9 @@
 """Loading models (cached in-process) and assembling the diffusers pipelines a plan needs.
 
 - ``ModelCache`` loads each catalog entry once and keeps it between jobs (least recently used unloaded first, within
-  a memory budget): checkpoints (as their components), VAEs, ControlNets, refiners. A refiner shares the base's VAE,
-  ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model card's recipe; the refiner repository ships identical
-  copies).
+  a memory budget): checkpoints (as their components), VAEs, ControlNets, refiners, LoRA files (``loras``). A refiner
+  shares the base's VAE, ``text_encoder_2`` and ``tokenizer_2`` (the SDXL model card's recipe; the refiner repository
+  ships identical copies).
 - ``base_pipeline`` / ``refiner_pipeline`` assemble a pipeline object per job from cached components (cheap: no
   weights are copied) with a fresh scheduler, so jobs never share scheduler state. Nothing a job does is written to
   the cached modules (the VAE's upcast is undone in ``encode_images``), so a warm runner gives the same bytes as a
@@ -32,13 +32,14 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
 from img2img.api.samplers import SchedulerSpec
 from img2img_runner.acceleration import Switches, prepare
-from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, Catalog, Entry, ModelError
+from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, LORA_FOR, Catalog, Entry, ModelError
 from img2img_runner.plan import soft_injection_scales
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,10 @@ class ModelCache:
     def controlnet(self, entry: Entry) -> Any:
         return self._get(("controlnet", entry.name), entry.name, lambda: self._load_controlnet(entry))
 
+    def lora(self, entry: Entry) -> Any:
+        """A LoRA's file as read (``loras.Lora``), on the device: applied to a checkpoint per job."""
+        return self._get(("lora", entry.name), entry.name, lambda: self._load_lora(entry))
+
     def refiner(self, entry: Entry, base: Components, vae: Any, vae_entry: Entry | None = None) -> Components:
         """The refiner's components, sharing ``vae`` (the job's VAE: ``vae_entry``, or the base's own when None),
         ``text_encoder_2`` and ``tokenizer_2``."""
@@ -184,7 +189,8 @@ class ModelCache:
 
     def preload(self, names: list[str], field: str = "models") -> None:
         """Load these catalog entries now (a pool's models, at the runner's start). A refiner is loaded for the
-        first SDXL checkpoint of the list, with the list's VAE if it has one. ``field`` names the list in errors."""
+        first SDXL checkpoint of the list, with the list's VAE if it has one; a LoRA's file is read. ``field`` names
+        the list in errors."""
         entries = [self.catalog.get(name, field=field, kinds=ARCHITECTURES, what="model") for name in names]
         self.begin_job()
         checkpoints = [self.checkpoint(e) for e in entries if e.architecture in CHECKPOINTS]
@@ -199,6 +205,8 @@ class ModelCache:
                                             f"list, and {field} names none")
                 vae_entry, vae = vaes[0] if vaes else (None, base["vae"])
                 self.refiner(entry, base, vae, vae_entry)
+            elif entry.architecture in LORA_FOR.values():
+                self.lora(entry)
             elif entry.architecture == "annotator":
                 log.info("annotator %s loads on first use", entry.name)
 
@@ -337,6 +345,30 @@ class ModelCache:
 
         net = self._load(ControlNetModel, entry)
         return weight_bytes([net]), lambda: net.to(self.runtime.device)
+
+    def _load_lora(self, entry: Entry) -> Loading:
+        from img2img_runner import loras
+
+        where, kwargs, single = self._weights(entry)
+        if single:
+            path = Path(where)
+        elif entry.source.kind == "hub":
+            from huggingface_hub import snapshot_download
+
+            subfolder = entry.source.subfolder
+            try:
+                folder = Path(snapshot_download(where, cache_dir=kwargs["cache_dir"], revision=entry.source.revision,
+                                                local_files_only=kwargs["local_files_only"],
+                                                allow_patterns=f"{subfolder}/*.safetensors" if subfolder
+                                                else "*.safetensors"))
+            except (OSError, ValueError) as exc:
+                raise ModelError("prompt", f"cannot load LoRA {entry.name!r} from the hub ({where}): {exc}") from exc
+            path = loras.weights_file(folder / (subfolder or ""), entry)
+        else:
+            path = loras.weights_file(Path(where), entry)
+        log.info("loading LoRA %s from %s", entry.name, path)
+        lora = loras.read(entry, path)
+        return lora.size, lambda: lora.to(self.runtime.device)
 
 
 # --- schedulers --------------------------------------------------------------------------------------------
@@ -477,11 +509,15 @@ def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None
         sigmas = scheduler.sigmas
         if not trees:
             positive = sigmas[sigmas > 0]
-            trees.append(BrownianTreeNoiseSampler(sample, positive.min().item(), sigmas.max().item(), seeds))
+            # The tree lives on the CPU, where its normals are drawn: on a GPU its ~50 draws and bisections a step
+            # would each be a blocking copy and a handful of tiny kernels (2,217 synchronisations a job on an H200)
+            cpu_sample = torch.zeros_like(sample, device="cpu")
+            trees.append(BrownianTreeNoiseSampler(cpu_sample, positive.min().item(), sigmas.max().item(), seeds))
         index = scheduler.step_index if scheduler.step_index is not None else scheduler.begin_index or 0
         sigma, sigma_next = sigmas[index], sigmas[index + 1]
         if sigma_next > 0:
-            noise = trees[0](sigma, sigma_next).to(sample.device, sample.dtype) * spec.s_noise
+            # pageable memory is staged at once: no wait for the GPU's queue
+            noise = trees[0](sigma, sigma_next).to(sample.device, sample.dtype, non_blocking=True) * spec.s_noise
         else:  # the last step lands on sigma 0: k-diffusion returns the denoised sample, no noise
             noise = torch.zeros_like(sample)
         return step(model_output, timestep, sample, generator=generator, variance_noise=noise,

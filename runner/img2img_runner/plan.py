@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from img2img.api import hires as hires_fix
-from img2img.api.prompts import composable_weight
+from img2img.api.prompts import positive_text
 from img2img.api.samplers import SAME_SAMPLER, SchedulerSpec, img2img_t_enc, scheduler_spec, timestep_grid
 from img2img.api.txt2img import Txt2ImgPayload
 from img2img_runner.catalog import Entry, Resolved
@@ -127,6 +127,16 @@ class UnitPlan:
 
 
 @dataclass(frozen=True)
+class LoraPlan:
+    """One LoRA of the prompt, as it is applied: A1111's weights on the text encoders and on the UNet."""
+
+    entry: Entry
+    mentioned: str  # the name as the tag wrote it ("Lora hashes" lists it so)
+    te: float
+    unet: float
+
+
+@dataclass(frozen=True)
 class RefinerPlan:
     entry: Entry
     switch_at: float | None  # None: A1111 switches at the first step (the refiner does the whole job)
@@ -200,6 +210,7 @@ class Plan:
     models: Resolved
     refiner: RefinerPlan | None
     units: tuple[UnitPlan, ...]
+    loras: tuple[LoraPlan, ...] = ()  # applied to the checkpoint for the job (not to the refiner's own UNet)
     extra_generation_params: dict = field(default_factory=dict)  # known before sampling, in A1111's order
     txt2img: bool = False  # /sdapi/v1/txt2img: the first pass starts from noise
     hires: HiresPlan | None = None
@@ -389,7 +400,12 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
     run_h = payload.height - payload.height % LATENT_FACTOR
 
     clip_stop = int(opts.CLIP_stop_at_last_layers) if opts and opts.CLIP_stop_at_last_layers else 1
-    prompt_text, prompt_weight = composable_weight(payload.prompt)
+    prompt_text, prompt_weight = positive_text(payload.prompt)
+    tags = payload.loras
+    if len(models.loras) != len(tags):
+        raise ValueError("resolved LoRAs do not match the prompt's LoRA tags")
+    loras = tuple(LoraPlan(entry=entry, mentioned=tag.name, te=tag.te, unet=tag.unet)
+                  for tag, entry in zip(tags, models.loras))
 
     refiner = None
     if models.refiner is not None and models.refiner.name != models.checkpoint.name:
@@ -417,9 +433,9 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
 
     # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's
-    # process()), then the endpoint's init (img2img: Denoising strength, Noise multiplier; txt2img with the hires
-    # fix: Denoising strength and the Hires keys), then sampling (Eta, Schedule type; the hires pass's sampler
-    # after them); the refiner's keys are added when it runs (info.py)
+    # process()), then the endpoint's init (img2img: Denoising strength; txt2img with the hires fix: Denoising
+    # strength and the Hires keys), the LoRAs (extra networks activated per batch), then sampling (Noise multiplier,
+    # Eta, Schedule type; the hires pass's sampler after them); the refiner's keys are added when it runs (info.py)
     extra: dict = {}
     for u in units:
         extra[f"ControlNet {u.index}"] = None  # the value depends on the infotext format: filled by info.py
@@ -430,6 +446,8 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
         extra["Denoising strength"] = payload.denoising_strength
     if hires is not None:
         extra.update(hires_generation_params(payload, hires, first_schedule_key(spec, schedule)))
+    if loras:
+        extra["Lora hashes"] = None  # the hashes are the files': filled by info.py once they are read
     if noise_multiplier != 1.0:
         extra["Noise multiplier"] = noise_multiplier
     if spec.eta_info is not None:
@@ -448,7 +466,8 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
         subseed_strength=float(payload.subseed_strength), all_seeds=all_seeds, all_subseeds=all_subseeds,
         all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
         batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,
-        refiner=refiner, units=tuple(units), extra_generation_params=extra, txt2img=txt2img, hires=hires,
+        refiner=refiner, units=tuple(units), loras=loras, extra_generation_params=extra, txt2img=txt2img,
+        hires=hires,
     )
 
 
@@ -465,7 +484,7 @@ def hires_plan(payload: Txt2ImgPayload) -> HiresPlan:
     spec = scheduler_spec(sampler, schedule, payload.sampler_params)
     steps = img2img_steps(payload.hires_steps, payload.denoising_strength, spec, fix_steps=True)
     prompt, negative = payload.hires_prompts
-    prompt_text, weight = composable_weight(prompt)
+    prompt_text, weight = positive_text(prompt)
     return HiresPlan(upscaler=payload.hr_upscaler, latent_mode=hires_fix.latent_mode(payload.hr_upscaler),
                      size=payload.hires_size, sampler=sampler, schedule=schedule, scheduler=spec, steps=steps,
                      guidance_scale=float(payload.cfg_scale) * weight, prompt_text=prompt_text,

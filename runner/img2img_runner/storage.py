@@ -1,9 +1,10 @@
 """S3 I/O of the runner: the job input, the result images and result.json, model folders.
 
 - Keys (docs/architecture.md): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/`` holds ``input.json`` (the
-  operator's), ``images/<n>.png`` (generated images, then detect maps, in A1111's order) and ``result.json``
-  (written last: its presence means the upload is complete).
-- PNGs carry the image's infotext in the ``parameters`` tEXt chunk, as A1111 saves them.
+  operator's), ``images/<n>.<png|jpg|jpeg|webp>`` (generated images, then detect maps, in A1111's order, in the
+  job's ``samples_format``) and ``result.json`` (written last: its presence means the upload is complete).
+- Images carry their infotext as A1111's API answer does: PNGs in the ``parameters`` tEXt chunk, JPEG and WebP in
+  the EXIF UserComment.
 - Endpoint and credentials come from the environment as boto3 reads them (``AWS_ENDPOINT_URL``,
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``). Every call is retried with exponential backoff
   on 5xx answers, throttling and connection errors (``IMG2IMG_S3_ATTEMPTS``, default 4); then StorageError, which
@@ -17,6 +18,7 @@ import io
 import json
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,38 +27,62 @@ from typing import Any, Callable, TypeVar
 from PIL import Image, PngImagePlugin
 
 from img2img import split_s3_uri
+from img2img.api.image_formats import PNG, ImageEncoding, ImageFormat
 from img2img.api.times import format_time_ms
 from img2img_runner.errors import JobFailure, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+EXIF_IFD_POINTER, USER_COMMENT = 0x8769, 0x9286  # EXIF tags
+LONG, UNDEFINED = 4, 7  # TIFF field types
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                     "ServiceUnavailable", "RequestTimeTooSkewed", "XMinioServerNotInitialized"}
 
 
-def png_bytes(image: Image.Image, infotext: str | None = None) -> bytes:
-    """PNG with A1111's ``parameters`` text chunk (api.py ``encode_pil_to_base64`` keeps string ``info`` items)."""
-    meta = PngImagePlugin.PngInfo()
-    for key, value in image.info.items():
-        if isinstance(key, str) and isinstance(value, str) and key != "parameters":
-            meta.add_text(key, value)
-    text = infotext if infotext is not None else image.info.get("parameters")
-    if isinstance(text, str):
-        meta.add_text("parameters", text)
+def image_bytes(image: Image.Image, encoding: ImageEncoding = ImageEncoding()) -> bytes:
+    """The image as A1111's API answer encodes it (api.py ``encode_pil_to_base64``): a PNG keeps the image's text
+    items as chunks (the infotext in ``parameters``); a JPEG or WebP, RGB at ``jpeg_quality``, carries the infotext
+    in its EXIF UserComment (empty when the image has none), as A1111 writes it with piexif. ``webp_lossless`` is
+    honoured where A1111's answer ignores it (README, "Where it differs")."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=meta)
+    if encoding.format.pillow == "PNG":
+        meta = PngImagePlugin.PngInfo()
+        for key, value in image.info.items():
+            if isinstance(key, str) and isinstance(value, str):
+                meta.add_text(key, value)
+        image.save(buf, format="PNG", pnginfo=meta)
+        return buf.getvalue()
+    if image.mode in ("RGBA", "P"):
+        image = image.convert("RGB")
+    exif = exif_user_comment(image.info.get("parameters") or "")
+    image.save(buf, format=encoding.format.pillow, exif=exif, quality=encoding.quality,
+               **({"lossless": encoding.lossless} if encoding.format.pillow == "WEBP" else {}))
     return buf.getvalue()
 
 
-def png_files(images: list[Image.Image]) -> list[bytes]:
-    """``png_bytes`` of each image, encoded in parallel: zlib runs outside the GIL, so a job's images (generated
-    images, detect maps) take about as long as the largest one instead of the sum."""
+def exif_user_comment(text: str) -> bytes:
+    """EXIF holding one UserComment, as A1111 writes it with piexif (``UserComment.dump(text, "unicode")``: the
+    UNICODE character code, then UTF-16 big-endian) and reads it back (``read_info_from_image``). Written by hand:
+    Pillow's Exif stores bytes as type BYTE, which piexif reads back as a tuple of numbers; UserComment is UNDEFINED.
+    """
+    comment = b"UNICODE\0" + text.encode("utf-16-be")
+    exif_ifd = 8 + 2 + 12 + 4  # after the TIFF header and IFD0 (one entry, no next IFD)
+    data = exif_ifd + 2 + 12 + 4
+    return (b"Exif\0\0MM\0\x2a" + struct.pack(">I", 8)
+            + struct.pack(">HHHII", 1, EXIF_IFD_POINTER, LONG, 1, exif_ifd) + struct.pack(">I", 0)
+            + struct.pack(">HHHII", 1, USER_COMMENT, UNDEFINED, len(comment), data) + struct.pack(">I", 0)
+            + comment)
+
+
+def image_files(images: list[Image.Image], encoding: ImageEncoding = ImageEncoding()) -> list[bytes]:
+    """``image_bytes`` of each image, encoded in parallel: zlib and libjpeg/libwebp run outside the GIL, so a job's
+    images (generated images, detect maps) take about as long as the largest one instead of the sum."""
     if len(images) < 2:
-        return [png_bytes(image) for image in images]
+        return [image_bytes(image, encoding) for image in images]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:
-        return list(pool.map(png_bytes, images))
+        return list(pool.map(lambda image: image_bytes(image, encoding), images))
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -182,9 +208,9 @@ class Uploaded:
     presigned: list[str] | None
 
 
-def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, client=None,
-                  presign_seconds: int | None = None) -> Uploaded:
-    """Upload ``images/<n>.png`` then ``result.json`` (with ``images`` and ``presigned`` filled in) under
+def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, image_format: ImageFormat = PNG,
+                  client=None, presign_seconds: int | None = None) -> Uploaded:
+    """Upload ``images/<n>.<extension>`` then ``result.json`` (with ``images`` and ``presigned`` filled in) under
     ``output`` (``s3://bucket/prefix/…/``). result.json goes last: readers take its presence as completion."""
     bucket, prefix = split_s3_uri(output, need_key=False)
     client = client or s3_client()
@@ -193,9 +219,9 @@ def upload_result(output: str, images: list[bytes], result: dict[str, Any], *, c
     uris, presigned = [], []
     signed_ms = int(time.time() * 1000)
     for n, data in enumerate(images):
-        key = join_key(prefix, f"images/{n}.png")
-        with_retries(f"uploading s3://{bucket}/{key}",
-                     lambda: client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="image/png"))
+        key = join_key(prefix, f"images/{n}.{image_format.extension}")
+        with_retries(f"uploading s3://{bucket}/{key}", lambda: client.put_object(
+            Bucket=bucket, Key=key, Body=data, ContentType=image_format.content_type))
         uris.append(f"s3://{bucket}/{key}")
         if presign_seconds > 0:
             presigned.append(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},

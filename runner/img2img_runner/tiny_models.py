@@ -13,6 +13,7 @@ real ones.
 | control_v11p_sd15_canny               | SD 1.5 ControlNet; under an SDXL       | diffusers folder         |
 |                                       | checkpoint -> diffusers_xl_canny_mid   |                          |
 | v1-5-pruned-emaonly, deliberate_v2    | SD 1.5 checkpoints (different weights) | diffusers folder         |
+| tiny_lora                             | LoRA for the SDXL base, kohya format   | one .safetensors         |
 
 Both sizes are built by the same code from a configuration per component; only where the configurations come from
 differs:
@@ -28,8 +29,11 @@ differs:
   roles, same 77-token window: the text encoders do the same work).
 
 ControlNets get small random weights in their zero-initialised output convolutions (a new ControlNet is a no-op; the
-tests need the control image to change the picture). Everything is seeded: the same recipe version gives the same
-weights on every machine. The folder holds ``tiny-models.json`` with the recipe version and the size; a second run
+tests need the control image to change the picture). ``tiny_lora`` is a rank-4 LoRA in the format most LoRAs users
+send come in (kohya/A1111 ``.safetensors``: ``lora_unet_…``/``lora_te1_…``/``lora_te2_…`` keys with ``lora_down``,
+``lora_up`` and ``alpha``) on every linear layer of the base's transformer blocks and text-encoder layers, random
+(a trained LoRA's up weights are not zero: it changes the picture). Everything is seeded: the same recipe version
+gives the same weights on every machine. The folder holds ``tiny-models.json`` with the recipe version and the size; a second run
 with the same version does nothing.
 """
 
@@ -46,7 +50,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 MARKER = "tiny-models.json"
 CATALOG = "catalog.yaml"
 SIZES = ("tiny", "full")
@@ -256,6 +260,32 @@ class _Maker:
         return model
 
 
+LORA_RANK = 4
+
+
+def kohya_lora(modules: dict[str, Any], *, rank: int = LORA_RANK, seed: int) -> dict[str, Any]:
+    """A random LoRA in kohya's format for ``modules`` (kohya prefix -> model: ``lora_unet``, ``lora_te1``, …): one
+    ``lora_down``/``lora_up``/``alpha`` triple per linear layer of the UNet's transformer blocks and of the text
+    encoders' layers, the key the module's path with "_" for ".", as kohya's trainer names them (a text encoder's
+    path as transformers 4 writes it, under ``text_model``: transformers 5 flattened CLIPTextModel)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, Any] = {}
+    for prefix, model in modules.items():
+        for path, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or not (".attentions." in path or "encoder.layers." in path):
+                continue
+            if prefix != "lora_unet" and not path.startswith("text_model."):
+                path = f"text_model.{path}"
+            key = f"{prefix}_{path.replace('.', '_')}"
+            down = torch.randn(rank, module.in_features, generator=generator) / module.in_features ** 0.5
+            tensors[f"{key}.lora_down.weight"] = down
+            tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * 0.3
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank) / 2)
+    return {k: v.to(torch.float16) if v.ndim else v for k, v in tensors.items()}
+
+
 def _sdxl_scheduler():
     from diffusers import EulerDiscreteScheduler
 
@@ -320,6 +350,7 @@ def _free() -> None:
 
 def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
     """Write every model and the catalog into ``out`` (which must not exist yet)."""
+    import safetensors.torch
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -350,6 +381,11 @@ def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
     )
     base.save_pretrained(out / "sdxl-base")
     hashes["sd_xl_base_1.0"] = _folder_hash(out / "sdxl-base")
+    (out / "loras").mkdir()
+    lora = kohya_lora({"lora_unet": base_unet, "lora_te1": te, "lora_te2": te2}, seed=14)
+    safetensors.torch.save_file(lora, out / "loras" / "tiny_lora.safetensors", metadata={
+        "ss_network_module": "networks.lora", "ss_network_dim": str(LORA_RANK), "ss_network_alpha": str(LORA_RANK / 2),
+        "ss_base_model_version": "sdxl_base_v1-0"})
     del base, te, base_unet
     _free()
 
@@ -444,6 +480,9 @@ models:
     architecture: sd15
     source: {{path: sd15-deliberate}}
     hash: "{hashes['deliberate_v2']}"
+  tiny_lora:
+    architecture: lora-sdxl
+    source: {{file: loras/tiny_lora.safetensors}}
 """
 
 

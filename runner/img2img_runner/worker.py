@@ -46,7 +46,7 @@ from pydantic import BaseModel
 
 from img2img.api.exitcodes import ExitCode
 from img2img.api.protocol import (DONE, ENV_OPERATOR_URL, ENV_POOL, ENV_POOL_MODELS, ENV_RUNNER_NAME,
-                                  ENV_RUNNER_TOKEN, HEARTBEAT, IMAGE_CONTENT_TYPE, RESULT_CONTENT_TYPE, TAKE,
+                                  ENV_RUNNER_TOKEN, HEARTBEAT, RESULT_CONTENT_TYPE, TAKE,
                                   Assignment, Done, DoneReply, Heartbeat, HeartbeatReply, Outputs, TakeRequest)
 from img2img_runner.main import now_ms, parse_job, setup_logging
 
@@ -225,18 +225,19 @@ class Lease:
             self.request_stop(reply.stop)
 
 
-def upload(outputs: Outputs, pngs: list[bytes], body: dict[str, Any]) -> str:
-    """The images, then result.json (last: its presence means the upload is complete), to the presigned PUTs.
-    Returns result.json's URI."""
+def upload(outputs: Outputs, files: list[bytes], content_type: str, body: dict[str, Any]) -> str:
+    """The images (each PUT with the job's image ``content_type``, which the operator signed them for), then
+    result.json (last: its presence means the upload is complete), to the presigned PUTs. Returns result.json's
+    URI."""
     from img2img_runner import presigned
     from img2img_runner.errors import JobFailure
 
-    if len(pngs) > len(outputs.imageUrls):
-        raise JobFailure(f"the job made {len(pngs)} images and the assignment has upload URLs for "
+    if len(files) > len(outputs.imageUrls):
+        raise JobFailure(f"the job made {len(files)} images and the assignment has upload URLs for "
                          f"{len(outputs.imageUrls)}")
-    for data, url, uri in zip(pngs, outputs.imageUrls, outputs.imageUris):
-        presigned.put(url, data, f"uploading {uri}", content_type=IMAGE_CONTENT_TYPE)
-    result = json.dumps({**body, "images": outputs.imageUris[:len(pngs)]}).encode()
+    for data, url, uri in zip(files, outputs.imageUrls, outputs.imageUris):
+        presigned.put(url, data, f"uploading {uri}", content_type=content_type)
+    result = json.dumps({**body, "images": outputs.imageUris[:len(files)]}).encode()
     presigned.put(outputs.resultUrl, result, f"uploading {outputs.resultUri}", content_type=RESULT_CONTENT_TYPE)
     return outputs.resultUri
 
@@ -300,7 +301,7 @@ class Worker:
         from img2img_runner import presigned
         from img2img_runner.errors import classify
         from img2img_runner.execute import execute
-        from img2img_runner.storage import png_files
+        from img2img_runner.storage import image_files
 
         outcome: dict[str, Any] = {"result": None, "error": None, "startedAt": started, "modelsLoadedAt": None,
                                    "finishedAt": None, "modelLoadTime": None, "inferenceTime": None,
@@ -320,7 +321,8 @@ class Worker:
             lease.check()  # stopped after the last step: the result is not wanted any more
             body = {"info": result.info, "parameters": result.parameters,
                     "timings": {"startedAt": started, "modelsLoadedAt": outcome["modelsLoadedAt"], **result.timings}}
-            outcome["result"] = upload(assignment.outputs, png_files(result.images), body)
+            outcome["result"] = upload(assignment.outputs, image_files(result.images, result.encoding),
+                                       result.encoding.format.content_type, body)
             outcome["finishedAt"] = now_ms()
             outcome["uploadTime"] = outcome["finishedAt"] - inferred
             log.info("done: %d images in %d ms", len(result.images), outcome["finishedAt"] - started)

@@ -89,7 +89,9 @@ def test_running_out_of_gpu_memory_exits_with_cuda_oom(catalog, tmp_path, monkey
     job.write_text(json.dumps({"input": _job(size=(2048, 2048))}))
     monkeypatch.setenv("IMG2IMG_OUTPUT", str(tmp_path / "out"))
     torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(0.001)  # a few hundred MB at most: the models load, the job cannot run
+    # 96 MiB whatever the card (a fraction of an H200's 150 GB would be enough for this job): the tiny models load,
+    # the 2048x2048 job cannot run
+    torch.cuda.set_per_process_memory_fraction((96 << 20) / torch.cuda.get_device_properties(0).total_memory)
     try:
         code, message = main.run(str(job), str(catalog.base_dir / "catalog.yaml"))
     finally:

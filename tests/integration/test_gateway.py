@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -24,14 +25,18 @@ import pytest
 import requests
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from webhook_receiver import Receiver, verify  # noqa: E402
+
 pytestmark = pytest.mark.stack
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_REQUEST = REPO / "examples" / "seed-request.json"
 JS_SDK = "runpod-sdk@1.1.2"
-# the operator as on main, with runner requests small enough for the local node
+# the operator as on main, with runner requests small enough for the local node, and quick webhook retries
 OPERATOR = {"runner": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}},
-            "retryBackoff": {"initialSeconds": 1, "maxSeconds": 2}, "timing": {"tickSeconds": 1}}
+            "retryBackoff": {"initialSeconds": 1, "maxSeconds": 2}, "timing": {"tickSeconds": 1},
+            "webhooks": {"retryBackoff": {"initialSeconds": 1, "maxSeconds": 2}}}
 JOB_SECONDS = 300  # a job on the tiny models, runner start included, on a busy 2-core machine
 
 
@@ -283,15 +288,21 @@ def test_the_js_sdk_runs_a_job_and_reads_its_status(gateway, tmp_path):
 
 
 # ---- jobs that complete: the operator and a runner on the tiny models ----------------------------------------------
+def callers_bucket(stack) -> tuple[str, dict]:
+    """A fresh bucket of the caller's, and the ``s3Config`` that has results copied into it."""
+    theirs = f"caller-{uuid.uuid4().hex[:8]}"
+    stack.s3().create_bucket(Bucket=theirs)
+    env = stack.env
+    return theirs, {"accessId": env["AWS_ACCESS_KEY_ID"], "accessSecret": env["AWS_SECRET_ACCESS_KEY"],
+                    "bucketName": theirs, "endpointUrl": env["AWS_ENDPOINT_URL"], "objectPath": "results"}
+
+
 @needs_completed_job
 def test_run_sync_answers_the_finished_job_with_base64_pngs_also_copied_to_the_callers_bucket(
         runpod, gateway, stack, endpoint_namespace):
     s3 = stack.s3()
-    theirs = f"caller-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=theirs)
     env = stack.env
-    s3_config = {"accessId": env["AWS_ACCESS_KEY_ID"], "accessSecret": env["AWS_SECRET_ACCESS_KEY"],
-                 "bucketName": theirs, "endpointUrl": env["AWS_ENDPOINT_URL"], "objectPath": "results"}
+    theirs, s3_config = callers_bucket(stack)
     endpoint = runpod.Endpoint(gateway.endpoint_id)
     output = endpoint.run_sync({**light_request(), "s3Config": s3_config}, timeout=JOB_SECONDS)
     assert set(output) == {"images", "info", "parameters"}
@@ -306,6 +317,22 @@ def test_run_sync_answers_the_finished_job_with_base64_pngs_also_copied_to_the_c
              if (j["metadata"].get("annotations") or {}).get("img2img.dev/s3config-copy")]
     assert job["metadata"]["annotations"]["img2img.dev/s3config-copy"] == f"s3://{theirs}/{copied['Key']}"
     assert "accessSecret" not in json.dumps(job) and env["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job["spec"])
+
+
+@needs_completed_job
+def test_run_sync_answers_in_the_jobs_samples_format_and_copies_it_with_its_content_type(runpod, gateway, stack):
+    theirs, s3_config = callers_bucket(stack)
+    options = {"sd_model_checkpoint": "sd_xl_base_1.0", "samples_format": "webp", "webp_lossless": True}
+    output = runpod.Endpoint(gateway.endpoint_id).run_sync(
+        {**light_request(override_settings=options), "s3Config": s3_config}, timeout=JOB_SECONDS)
+    [image] = output["images"]
+    data = base64.b64decode(image)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    assert Image.open(io.BytesIO(data)).size == (64, 64)
+    [copied] = stack.s3().list_objects_v2(Bucket=theirs)["Contents"]
+    assert copied["Key"].endswith(".webp")
+    stored = stack.s3().get_object(Bucket=theirs, Key=copied["Key"])
+    assert stored["ContentType"] == "image/webp" and stored["Body"].read() == data
 
 
 @needs_completed_job
@@ -358,3 +385,42 @@ def test_a_txt2img_job_with_the_hires_fix_runs_through_run_and_the_operator(runp
     [stored] = [j for j in cluster_jobs(stack, endpoint_namespace) if j["metadata"]["uid"] == job.job_id]
     assert stored["spec"]["input"]["api"]["endpoint"] == "/sdapi/v1/txt2img"
     assert stored["status"]["status"] == "COMPLETED"
+
+
+def test_the_webhook_gets_the_runpod_status_signed_and_is_retried_after_a_500(runpod, gateway, stack,
+                                                                                endpoint_namespace):
+    receiver = Receiver(script=[500, 200])  # the local stack lets the operator reach loopback (allowPrivateAddresses)
+    try:
+        job = runpod.Endpoint(gateway.endpoint_id).run({**light_request(), "webhook": receiver.url})
+        assert job.output(timeout=JOB_SECONDS) is not None
+        deadline = time.monotonic() + 60
+        while len(receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        receiver.close()
+    first, second = receiver.received
+    assert (first.answered, second.answered) == (500, 200)
+    # the body is what /status answers: RunPod's status object, images as base64 PNGs (the endpoint's output mode)
+    status = http(gateway, "GET", f"status/{job.job_id}").json()
+    sent = json.loads(second.body)
+    assert sent == status and first.body == second.body
+    assert sent["id"] == job.job_id and sent["status"] == "COMPLETED" and sent["executionTime"] > 0
+    assert decode_png(sent["output"]["images"][0]).size == (64, 64)
+    # signed as Standard Webhooks' v1a, with the key the gateway publishes; one id for the delivery and its retry
+    deadline = time.monotonic() + 45  # the gateway reads the operator's key with its API keys (keyRefreshSeconds)
+    while (published := requests.get(f"{gateway.base_url}/webhook-public-key", timeout=10)).status_code == 503 \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    public = published.json()["publicKey"]
+    assert public == stack.get_json("-n", "img2img-system", "configmap", "img2img-webhook-public-key")["data"][
+        "publicKey"]
+    for delivery in (first, second):
+        assert delivery.headers["content-type"] == "application/json"
+        assert verify(delivery.headers, delivery.body, public)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert int(second.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])  # a 1 s back-off
+    # the delivery is recorded in the job's status
+    [created] = [j for j in cluster_jobs(stack, endpoint_namespace) if j["metadata"]["uid"] == job.job_id]
+    record = created["status"]["webhook"]
+    assert record["delivered"] is True and record["attempts"] == 2 and record["lastStatusCode"] == 200
+    assert record["deliveredAt"] >= created["status"]["completedAt"] and "nextAttemptAt" not in record

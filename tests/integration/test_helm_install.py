@@ -7,8 +7,8 @@
    kubeconfig's impersonation fields, a real token is the identity a pod would have), with the configuration file the
    chart renders, and runs the seed's job to COMPLETED.
 3. The chart's RBAC is not more than that: the operator's account can do nothing outside it (jobs where they are
-   watched; runner pods, pools and its token Secret in the release namespace only), and the runner's account can do
-   nothing at all (`kubectl auth can-i --as=system:serviceaccount:…`).
+   watched; runner pods, pools, its key Secrets and the webhook key's ConfigMap in the release namespace only), and
+   the runner's account can do nothing at all (`kubectl auth can-i --as=system:serviceaccount:…`).
 """
 
 from __future__ import annotations
@@ -281,7 +281,13 @@ def test_the_operator_account_gets_exactly_its_rules_in_the_watched_namespace_an
                                ("create", "runnerpools.img2img.dev"), ("delete", "runnerpools.img2img.dev")]:
             assert _can_i(stack, operator, release_ns, verb, resource) == "no", (release_ns, verb, resource)
         assert _can_i(stack, operator, release_ns, "get", "secrets", "img2img-runner-token") == "yes"
+        assert _can_i(stack, operator, release_ns, "get", "secrets", "img2img-webhook-signing-key") == "yes"
         assert _can_i(stack, operator, release_ns, "get", "secrets", "img2img-s3") == "no"
+        # the webhooks' public key: its ConfigMap written by name (created once), no other ConfigMap
+        assert _can_i(stack, operator, release_ns, "patch", "configmaps", "img2img-webhook-public-key") == "yes"
+        assert _can_i(stack, operator, release_ns, "create", "configmaps") == "yes"
+        for verb, name in [("get", None), ("list", None), ("patch", f"{fullname}-config")]:
+            assert _can_i(stack, operator, release_ns, verb, "configmaps", name) == "no", (verb, name)
         other = f"t-other-{uuid.uuid4().hex[:6]}"
         _ensure_namespace(stack, other)
         for verb, resource in [("list", "img2imgjobs.img2img.dev"), ("create", "pods"),

@@ -165,9 +165,11 @@ def ready_runner(stack, pool: str) -> str | None:
     return names[0] if len(names) == 1 and pool_status(stack, pool).get("readyRunners") == 1 else None
 
 
-def runner_log(stack, runner: str) -> str:
-    root = Path(stack.info.state_dir) / "executor" / "pods"
-    return "".join(f.read_text(errors="replace") for f in root.glob(f"{RUNNER_NAMESPACE}_{runner}_*/logs/*"))
+def runner_log(stack, runner: str = "*") -> str:
+    """What runner pod ``runner`` wrote, or every runner pod the node ran (``*``), those deleted since included:
+    the executor keeps a pod's log after the pod is gone (a runner whose lease lapsed is removed, say)."""
+    logs = sorted((Path(stack.info.state_dir) / "executor" / "pods").glob(f"{RUNNER_NAMESPACE}_{runner}_*/logs/*"))
+    return "".join(f.read_text(errors="replace") for f in logs)
 
 
 def stopped_at(stack, runner: str, reason: str) -> list[tuple[int, int]]:
@@ -439,6 +441,50 @@ def test_refused_spec_fails_at_once_with_the_field_named(stack, namespace, warm)
     assert "spec.gpuClass" in final["error"] and final["attempts"] == 0
 
 
+def test_the_namespace_policy_refuses_priority_1000_a_7_day_timeout_and_10_retries(stack, namespace, warm):
+    over = {"priority": {"priority": 1000}, "timeout": {"timeoutSeconds": 7 * 24 * 3600}, "retries": {"retries": 10}}
+    for name, controls in over.items():
+        create(stack, namespace, name, **controls)
+    caps = {"priority": "spec.priority: 1000 is above 100", "timeout": "spec.timeoutSeconds: 604800 is above 21600",
+            "retries": "spec.retries: 10 is above 3"}
+    for name, words in caps.items():
+        final = wait_state(stack, namespace, name, {"FAILED", "COMPLETED"}, timeout=60)
+        assert final["status"] == "FAILED" and final["attempts"] == 0, final
+        assert final["lastFailure"]["reason"] == "InvalidSpec" and words in final["error"], final["error"]
+
+
+def test_a_job_nested_3000_levels_deep_fails_naming_the_field_and_the_operator_goes_on(stack, namespace, warm):
+    # the API server stores it (its JSON limit is 10 000 levels); Python's json parser needs room to read it back
+    deep = light_input()
+    deep["payload"]["script_args"] = ["__DEEP__"]
+    text = json.dumps({"apiVersion": "img2img.dev/v1alpha1", "kind": "Img2ImgJob",
+                       "metadata": {"name": "deep", "namespace": namespace}, "spec": {"input": deep}})
+    stack.kubectl("create", "-f", "-", input=text.replace('"__DEEP__"', "[" * 3000 + "]" * 3000))
+    create(stack, namespace, "after")
+    assert wait_state(stack, namespace, "after", {"COMPLETED", "FAILED"}, timeout=300)["status"] == "COMPLETED"
+    deep_status = json.loads(stack.kubectl("get", "i2i", "deep", "-n", namespace, "-o", "jsonpath={.status}").stdout)
+    assert deep_status["status"] == "FAILED" and deep_status["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.input.payload.script_args: is nested more than 16 levels deep" in deep_status["error"]
+    stack.kubectl("delete", "i2i", "deep", "-n", namespace)  # other tests' clients list every job
+
+
+def test_an_image_the_runner_fetches_outside_the_input_budget_fails_as_bad_input_without_a_retry(
+        stack, namespace, warm):
+    from PIL import Image
+
+    from img2img import uploads_prefix
+
+    buf = io.BytesIO()
+    Image.new("L", (64, 262144)).save(buf, "PNG")  # 16 KB; only its header is read
+    key = f"{uploads_prefix(namespace)}tall.png"
+    stack.s3().put_object(Bucket=stack.bucket, Key=key, Body=buf.getvalue())
+    create(stack, namespace, "tall", retries=3, input=light_input(image=f"s3://{stack.bucket}/{key}"))
+    final = wait_state(stack, namespace, "tall", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "FAILED" and final["attempts"] == 1, final
+    assert final["lastFailure"]["exitCode"] == 2  # BAD_INPUT: never retried
+    assert "input.payload.init_images[0]" in final["error"] and "aspect ratio of 4096:1" in final["error"]
+
+
 def test_a_queue_on_a_pool_of_two_by_priority_with_positions_scaling_up_and_back_to_min_ready(
         stack, namespace, operator):
     # Six jobs queued at once (submitted while no operator runs), a pool of at most two runners of a GPU-less
@@ -518,9 +564,11 @@ def test_operator_killed_at_random_points_every_job_ends_right_and_no_attempt_ru
         # and answering the runner, or killed longer than the runner retries its report)
         assert final["attempts"] == 1 or final["lastFailure"]["reason"] == "RunnerLost", (name, final)
         uids[get(stack, namespace, name)["metadata"]["uid"]] = name
-    logs = "".join(runner_log(stack, p["metadata"]["name"]) for p in runner_pods(stack))
-    assigned = Counter(re.findall(r"assigned \(lease ([0-9a-f-]+)\.(\d+)\.", logs))
-    assert {uid for uid, _ in assigned} >= set(uids)
+    # what every runner pod wrote, those removed since included: the runner of a lost attempt is removed (and
+    # replaced), and it may have run other jobs before
+    assigned = Counter(re.findall(r"assigned \(lease ([0-9a-f-]+)\.(\d+)\.", runner_log(stack)))
+    taken = {uid for uid, _ in assigned}
+    assert taken >= set(uids), [name for uid, name in uids.items() if uid not in taken]
     assert max(n for (uid, _), n in assigned.items() if uid in uids) == 1, "an attempt was handed out twice"
     assert kills >= 2
 
@@ -533,6 +581,29 @@ def test_job_with_a_1_mb_inline_image_completes(stack, namespace, warm):
     assert final["status"] == "COMPLETED", final
     job = get(stack, namespace, "big")
     assert sum(len(v) for v in (job["metadata"].get("annotations") or {}).values()) < 10_000
+
+
+def test_a_job_with_samples_format_jpg_stores_and_fetches_jpeg_files(stack, namespace, warm, tmp_path):
+    from PIL import ExifTags, Image
+
+    from test_cli_submit import cli
+
+    options = {"sd_model_checkpoint": "sd_xl_base_1.0", "samples_format": "jpg", "jpeg_quality": 90}
+    create(stack, namespace, "jpeg", input=light_input(override_settings=options))
+    final = wait_state(stack, namespace, "jpeg", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "COMPLETED", final
+    [uri] = final["output"]["images"]
+    assert uri.endswith("/attempt-1/images/0.jpg")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    stored = stack.s3().get_object(Bucket=bucket, Key=key)
+    data = stored["Body"].read()
+    assert stored["ContentType"] == "image/jpeg" and data.startswith(b"\xff\xd8\xff")
+    # the infotext as A1111 puts it into a JPEG: the EXIF UserComment, UNICODE (UTF-16 big-endian)
+    comment = Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment]
+    assert comment.startswith(b"UNICODE\0") and comment[8:].decode("utf-16-be").startswith("a red circle\nSteps: 2")
+    proc = cli(stack, "fetch", "jpeg", "-n", namespace, "-o", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "0.jpg")] and (tmp_path / "0.jpg").read_bytes() == data
 
 
 def test_metrics_endpoint_reports_the_jobs_and_runners_just_seen(stack, namespace, warm):
@@ -607,3 +678,73 @@ def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, mo
     assert [i["metadata"]["name"] for i in items] == [f"p{i}" for i in range(7)]
     assert all(i["kind"] == "Img2ImgJob" and "managedFields" not in i["metadata"] for i in items)
     assert rv == int(versions[0])  # the pages are one snapshot: its version is the first page's
+
+
+# ---- tenancy: one namespace cannot write, read or impersonate for another (docs/security.md) ------------------------
+def s3_keys(stack, prefix: str) -> list[str]:
+    listed = stack.s3().list_objects_v2(Bucket=stack.bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents") or [])
+
+
+def test_a_job_cannot_write_into_or_read_from_another_namespaces_area(stack, namespace, warm):
+    other = f"t-{random.randrange(16 ** 8):08x}"  # team B: its area jobs/<other>/, one result already there
+    theirs = f"jobs/{other}/theirs/0b5f3c1e/attempt-1/images/0.png"
+    stack.s3().put_object(Bucket=stack.bucket, Key=theirs, Body=base64.b64decode(png_b64()), ContentType="image/png")
+    create(stack, namespace, "into-b", output={"prefix": f"jobs/{other}"})
+    create(stack, namespace, "into-root", output={"prefix": ""})  # its keys would be <namespace>/…: anyone's area
+    create(stack, namespace, "read-b", input=light_input(image=f"s3://{stack.bucket}/{theirs}"))
+    refusals = {
+        "into-b": f"spec.output.prefix: s3://{stack.bucket}/jobs/{other} is not an output location of namespace "
+                  f"'{namespace}'",
+        "into-root": f"spec.output.prefix: s3://{stack.bucket} is not an output location of namespace '{namespace}'",
+        "read-b": f"spec.input.payload.init_images[0]: s3://{stack.bucket}/{theirs}: namespace '{namespace}' may not "
+                  "read it",
+    }
+    for name, refusal in refusals.items():
+        final = wait_state(stack, namespace, name, {"FAILED", "COMPLETED"}, timeout=60)
+        assert final["status"] == "FAILED" and final["attempts"] == 0, final  # refused before any runner saw it
+        assert final["lastFailure"]["reason"] == "InvalidSpec" and refusal in final["error"], final["error"]
+    assert s3_keys(stack, f"jobs/{other}/") == [theirs]  # nothing written in B's area
+    assert s3_keys(stack, f"{namespace}/") == [] and s3_keys(stack, f"jobs/{namespace}/") == []  # nor staged anywhere
+
+
+def test_a_pod_with_the_runner_labels_that_the_operator_did_not_make_gets_nothing(stack, namespace, warm):
+    from img2img.api.protocol import runner_token
+
+    real = next(p for p in runner_pods(stack, WARM) if p["metadata"]["name"] == warm)
+    key = base64.b64decode(stack.kubectl("-n", RUNNER_NAMESPACE, "get", "secret", "img2img-runner-token", "-o",
+                                         "jsonpath={.data.key}").stdout)
+    fake = "warm-fake1"
+    spec = {k: v for k, v in real["spec"].items() if k not in ("nodeName", "serviceAccountName", "serviceAccount")}
+    spec["nodeSelector"] = {"img2img.test/no-such-node": "true"}  # stays Pending: a runner "starting" for the pool
+    # a tenant's pod in its own namespace, and the same in the runner namespace (where a tenant has no rights; the
+    # test, with an admin's, plays one that had them): the runner's labels and spec, its token copied
+    for ns in (namespace, RUNNER_NAMESPACE):
+        stack.kubectl("create", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "spec": spec,
+            "metadata": {"name": fake, "namespace": ns, "labels": real["metadata"]["labels"]}}))
+    try:
+        create(stack, namespace, "job")
+        final = wait_state(stack, namespace, "job", {"COMPLETED", "FAILED"}, timeout=300)
+        assert final["status"] == "COMPLETED" and final["runnerPod"] == warm, final
+        uid = get(stack, namespace, "job")["metadata"]["uid"]
+        before = get(stack, namespace, "job")["metadata"]["resourceVersion"]
+        # it cannot take work nor report for a job: not with the copied token, not with one signed for its own name
+        # (which would need the operator's key)
+        for token in (pod_env(real)["IMG2IMG_RUNNER_TOKEN"], runner_token(key, fake)):
+            for path, body in (("/runner/v1/take", {"runner": fake, "models": [], "waitSeconds": 1}),
+                               ("/runner/v1/heartbeat", {"runner": fake, "lease": f"{uid}.1.0badc0de"}),
+                               ("/runner/v1/done", {"runner": fake, "lease": f"{uid}.1.0badc0de",
+                                                    "outcome": {"result": final["result"], "error": None}})):
+                assert post(stack, path, body, token) == (401, {"error": "unknown runner"}), (path, token[:20])
+        assert get(stack, namespace, "job")["metadata"]["resourceVersion"] == before
+        # the pool counts only its own runner, and the operator leaves the pod alone (it is not its to remove)
+        status = pool_status(stack, WARM)
+        assert (status["readyRunners"], status["startingRunners"]) == (1, 0), status
+        stalled = {c["type"]: c for c in status["conditions"]}["Stalled"]
+        assert stalled["status"] == "False" and fake not in stalled.get("message", ""), stalled
+        assert f"pod/{fake}" in pods_in(stack, RUNNER_NAMESPACE)
+        assert not stack.get_json("-n", RUNNER_NAMESPACE, "pod", fake)["metadata"].get("deletionTimestamp")
+    finally:
+        for ns in (namespace, RUNNER_NAMESPACE):
+            stack.kubectl("-n", ns, "delete", "pod", fake, "--force", "--grace-period=0", check=False)

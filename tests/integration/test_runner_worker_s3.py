@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from fake_operator import FakeOperator, token
-from img2img.api.protocol import IMAGE_CONTENT_TYPE, RESULT_CONTENT_TYPE, Assignment, JobRef, Outputs
+from img2img.api.image_formats import PNG
+from img2img.api.protocol import RESULT_CONTENT_TYPE, Assignment, JobRef, Outputs
 
 pytestmark = [pytest.mark.stack, pytest.mark.models]
 
@@ -72,7 +73,7 @@ def assignment(stack, job_input: dict, *, images: list[str], outputs: int, expir
         inputUrl=sign("get_object", f"{base}/input.json"),
         images={ref: sign("get_object", ref.removeprefix(f"s3://{bucket}/")) for ref in images},
         outputs=Outputs(imageUris=[f"s3://{bucket}/{k}" for k in keys],
-                        imageUrls=[sign("put_object", k, expires, ContentType=IMAGE_CONTENT_TYPE) for k in keys],
+                        imageUrls=[sign("put_object", k, expires, ContentType=PNG.content_type) for k in keys],
                         resultUri=f"s3://{bucket}/{base}/attempt-1/result.json",
                         resultUrl=sign("put_object", f"{base}/attempt-1/result.json", expires,
                                        ContentType=RESULT_CONTENT_TYPE)),
@@ -96,7 +97,7 @@ def test_a_job_through_presigned_urls(stack, worker):
     assert outcome["error"] is None and outcome["result"] == job.outputs.resultUri
     result = json.loads(read(stack, outcome["result"]))
     assert stack.s3().head_object(Bucket=stack.bucket, Key=job.outputs.imageUris[0].split("/", 3)[3])[
-        "ContentType"] == IMAGE_CONTENT_TYPE  # what a browser opening the presigned GET is told
+        "ContentType"] == PNG.content_type  # what a browser opening the presigned GET is told
     assert result["images"] == job.outputs.imageUris
     picture = Image.open(io.BytesIO(read(stack, result["images"][0])))
     assert picture.size == (64, 64) and "Seed: 7," in picture.text["parameters"]

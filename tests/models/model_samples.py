@@ -63,6 +63,6 @@ def canny_unit(**changes) -> dict:
 
 
 def png_bytes(image: Image.Image) -> bytes:
-    from img2img_runner.storage import png_bytes as encode
+    from img2img_runner.storage import image_bytes as encode
 
     return encode(image)

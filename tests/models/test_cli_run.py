@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from PIL import Image
+from PIL import ExifTags, Image
 
 from model_samples import seed_input
 
@@ -59,10 +59,11 @@ def test_the_seed_request_runs_and_writes_its_images(tmp_path, tiny_catalog_path
     assert parameters["alwayson_scripts"]["controlnet"]["args"][0]["model"] == "control_v11p_sd15_canny"
 
 
-def test_an_sd15_manifest_runs_with_the_catalog_flag(tmp_path, tiny_catalog_path):
+def test_an_sd15_manifest_runs_with_the_catalog_flag_and_writes_its_samples_format(tmp_path, tiny_catalog_path):
     manifest = yaml.safe_load((REPO / "examples" / "job-sd15.yaml").read_text())
     payload = manifest["spec"]["input"]["payload"]
     payload.update(width=64, height=64, steps=4, batch_size=2)
+    payload.setdefault("override_settings", {})["samples_format"] = "jpeg"
     file = tmp_path / "job.yaml"
     file.write_text(yaml.safe_dump(manifest))
     out = tmp_path / "images"
@@ -73,9 +74,11 @@ def test_an_sd15_manifest_runs_with_the_catalog_flag(tmp_path, tiny_catalog_path
     assert len(answer["output"]["images"]) == 3  # two pictures, one detect map
     info = json.loads(answer["output"]["info"])
     assert info["sd_model_name"] == "deliberate_v2" and info["all_seeds"] == [1234, 1235]
+    assert [Path(p).name for p in answer["output"]["images"]] == ["0.jpeg", "1.jpeg", "2.jpeg"]
     for path, text in zip(answer["output"]["images"], info["infotexts"]):
-        png = Image.open(path)
-        assert png.size == (64, 64) and png.text["parameters"] == text
+        jpeg = Image.open(path)
+        comment = jpeg.getexif().get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment]
+        assert (jpeg.format, jpeg.size) == ("JPEG", (64, 64)) and comment == b"UNICODE\0" + text.encode("utf-16-be")
     assert "Model: control_v11p_sd15_canny" in info["extra_generation_params"]["ControlNet 0"]
     assert answer["output"]["parameters"]["negative_prompt"] == "blurry, lowres"
 

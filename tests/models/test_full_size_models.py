@@ -108,8 +108,8 @@ def test_the_model_cache_applies_the_switches_and_replaces_them(catalog):
 def test_the_pngs_of_a_job_encoded_in_parallel_are_the_ones_encoded_one_by_one():
     from PIL import Image
 
-    from img2img_runner.storage import png_bytes, png_files
+    from img2img_runner.storage import image_bytes, image_files
 
     images = [Image.effect_noise((96, 64), 40 + 10 * i).convert("RGB") for i in range(3)]
     images[0].info["parameters"] = "an astronaut riding a horse\nSteps: 30"
-    assert png_files(images) == [png_bytes(image) for image in images]
+    assert image_files(images) == [image_bytes(image) for image in images]

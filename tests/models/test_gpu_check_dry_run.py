@@ -33,6 +33,10 @@ def test_the_dry_run_measures_every_phase_through_the_runner(tmp_path):
     assert set(results["unet_it_s"]) == {"base", "refiner", "controlnet"} and min(results["unet_it_s"].values()) > 0
     assert results["checks"]["decoded_finite"] is True
     assert results["checks"]["png_ms"]["images"] == 2  # the generated image and the canny detect map
+    pool = results["pool_runner"]  # the same job through img2img-runner serve, warm
+    assert "failed" not in pool, pool
+    assert pool["runner_cold_start_s"] > 0 and pool["execution_ms"]["n"] == 1
+    assert pool["queued_to_outcome_ms"]["p50"] >= pool["execution_ms"]["p50"] > 0
 
     # a dry run's figures never reach BENCHMARKS.md; a GPU run's do, phase by phase against the target
     assert gpu_report.load(out) is None
@@ -47,5 +51,6 @@ def test_the_dry_run_measures_every_phase_through_the_runner(tmp_path):
     gpu_report.update(markdown, gpu_report.load(gpu_json))  # replaced, not added twice
     text = markdown.read_text()
     assert text.count(gpu_report.BEGIN) == 1 and "kept" in text and "NVIDIA H200" in text
+    assert "warm pool runner" in text
     rows = [line for line in text.splitlines() if line.startswith("| fp16")]
     assert len(rows) == 6 and rows[0].endswith("| met |")

@@ -55,6 +55,13 @@ def test_batch_size_times_n_iter_gives_every_image_with_consecutive_seeds_then_t
     assert np.abs(np.asarray(alone.images[0]).astype(int) - pictures[2]).max() <= 2
 
 
+def test_enable_pnginfo_false_leaves_the_infotext_out_of_the_file_but_not_out_of_info(run):
+    result = run(sd15_input(override_settings={"sd_model_checkpoint": "v1-5-pruned-emaonly", "enable_pnginfo": False},
+                            **FAST))
+    assert "parameters" not in png_text(result.images[0])
+    assert json.loads(result.info)["infotexts"][0].startswith(result.plan.all_prompts[0])
+
+
 def test_sdxl_without_controlnet_or_refiner_gives_width_by_height(run):
     result = run(sd15_input(96, 64, image=picture(80, 80), override_settings={"sd_model_checkpoint": "sd_xl_base_1.0"},
                             **FAST))

@@ -170,3 +170,15 @@ def test_upscalers_are_different_paths(run):
     pictures = [np.asarray(run(txt2img(enable_hr=True, hr_scale=1.5, hr_upscaler=name)).images[0])
                 for name in ("Latent", "Latent (nearest)", "None", "Nearest")]
     assert all(not np.array_equal(a, b) for i, a in enumerate(pictures) for b in pictures[i + 1:])
+
+
+def test_with_hires_the_prompts_lora_runs_and_its_tags_are_no_text_in_either_pass(run):
+    hires = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=3)
+    plain = run(txt2img(prompt="a lighthouse", hr_prompt="a lighthouse in a storm", **hires))
+    zero = run(txt2img(prompt="a lighthouse<lora:tiny_lora:0>", hr_prompt="a lighthouse in a storm<lora:tiny_lora:0>",
+                       **hires))
+    assert zero.images[0].tobytes() == plain.images[0].tobytes()
+    lora = run(txt2img(prompt="a lighthouse<lora:tiny_lora:1>", hr_prompt="a lighthouse in a storm<lora:tiny_lora:1>",
+                       **hires))
+    difference = np.abs(np.asarray(lora.images[0], dtype=np.int16) - np.asarray(plain.images[0], dtype=np.int16))
+    assert difference.mean() > 1 and 'Lora hashes: "tiny_lora: ' in lora.infotexts[0]

@@ -247,6 +247,24 @@ def test_the_same_request_gives_the_same_bytes_whatever_ran_before(fake, start_w
     assert fake.image(rest[-1], 0) != fake.image(before, 0)  # the comparison can tell pictures apart
 
 
+def test_a_job_after_a_lora_job_draws_what_a_fresh_runner_draws(fake, start_worker):
+    """The LoRA is on the checkpoint for its job only: the runner's next job gives the bytes a fresh runner gave, and
+    the runner tells the operator it holds the LoRA (a job naming it is warm there)."""
+    start_worker()
+    request = seed_input(64, 64, seed=5, steps=4, alwayson_scripts={}, refiner_checkpoint=None, refiner_switch_at=None)
+    with_lora = seed_input(64, 64, seed=5, steps=4, alwayson_scripts={}, refiner_checkpoint=None,
+                           refiner_switch_at=None, prompt="an astronaut riding a horse <lora:tiny_lora:0.9>")
+    fresh = fake.submit(request, name="fresh")
+    lora = fake.submit(with_lora, name="lora")
+    again = fake.submit(request, name="again")
+    for job in (fresh, lora, again):
+        assert fake.outcome(job)["error"] is None, fake.outcome(job)["error"]
+    assert fake.image(lora, 0) != fake.image(fresh, 0)
+    assert fake.image(again, 0) == fake.image(fresh, 0)
+    assert 'Lora hashes: "tiny_lora: ' in png_text(fake.image(lora, 0))
+    assert "tiny_lora" in fake.takes[-1].models
+
+
 # --- the model cache's memory budget ---------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from api_samples import seed_request
+from img2img.api.protocol import ENV_RUNNER_TOKEN, runner_token
 from img2img.api.times import format_time_ms, parse_time_ms
 from img2img_operator.config import OperatorConfig, parse_config
 from img2img_operator.controls import check_spec
@@ -23,6 +24,7 @@ RUNNER_NS = "img2img-system"
 POOL = "l4"  # the implicit pool of the default GPU class
 RUNNER = "l4-ab12c"
 ASSIGNED = T0 + 5 * SEC  # when the runner took the job (status.startedAt)
+RUNNER_KEY = b"k" * 32  # the operator's runner-token key
 
 BASE_CONFIG: dict[str, Any] = {
     "s3": {"bucket": "img2img", "prefix": "jobs", "endpoint": "http://minio:9000", "region": "us-east-1",
@@ -73,7 +75,7 @@ def job(status: dict | None = None, *, first_seen_ms: int | None = None, **kw: A
 
 
 def checked(j: JobView, cfg: OperatorConfig = CONFIG):
-    return check_spec(j.spec, cfg)
+    return check_spec(j.spec, j.namespace, cfg)
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +132,9 @@ def runner_pod_body(name: str = RUNNER, phase: str = "Running", *, pool: str = P
         status["conditions"] = conditions
     if container is not None:
         status["containerStatuses"] = [{"name": "runner", **container}]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"nodeName": "gpu-0"}, "status": status}
+    env = [{"name": ENV_RUNNER_TOKEN, "value": runner_token(RUNNER_KEY, name)}]  # as the operator makes it
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": "gpu-0", "containers": [{"name": "runner", "env": env}]}, "status": status}
 
 
 def runner_pod(name: str = RUNNER, phase: str = "Running", **kw: Any) -> PodView:

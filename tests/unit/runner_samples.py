@@ -71,9 +71,7 @@ def plan_for(payload, catalog=None, *, seed: int = 1234, sizes=None):
     from img2img_runner.plan import ImageSizes, make_plan
 
     catalog = catalog or tiny_catalog()
-    enabled = payload.enabled_controlnet_units
-    models = catalog.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
-                             controlnets=[u.model_name for u in enabled])
+    models = catalog.resolve_payload(payload)
     sizes = sizes or ImageSizes(init=((64, 64),) * len(payload.init_images_sent),
                                 units={i: (64, 64) for i, u in enumerate(payload.controlnet_units) if u.image})
     return make_plan(payload, models, sizes, random.Random(seed))

@@ -63,6 +63,15 @@ def test_only_enabled_controlnet_units_naming_a_model_count():
     assert required_models(p, None) == {"sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae", "diffusers_xl_canny_mid"}
 
 
+def test_the_prompts_loras_are_needed_and_not_the_negative_prompts():
+    p = payload(prompt="a cat <lora:Pixel-Art-XL.safetensors:0.8> <lyco:offset:1>", negative_prompt="<lora:blur:1>",
+                refiner_checkpoint=None, alwayson_scripts={})
+    assert required_models(p, None) == {"sd_xl_base_1.0", "sdxl_vae", "pixel-art-xl", "offset"}
+    off = payload(prompt="a cat <lora:pixel:0.8>", disable_extra_networks=True, refiner_checkpoint=None,
+                  alwayson_scripts={})
+    assert required_models(off, None) == {"sd_xl_base_1.0", "sdxl_vae"}
+
+
 def test_output_bound_counts_every_image_and_one_detect_map_per_enabled_unit():
     assert output_image_bound(payload()) == 2  # the seed: one image, one ControlNet unit
     assert output_image_bound(payload(batch_size=4, n_iter=3, alwayson_scripts={})) == 12

@@ -1,5 +1,6 @@
 """override_settings as A1111 1.10 applies them: honoured, accepted where they cannot change the answer, refused by
-name otherwise; an unknown key is refused (A1111's opts.set fails on it)."""
+name otherwise; an unknown key is refused (A1111's opts.set fails on it). The image file options choose how the
+answer's images are written."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pydantic import ValidationError
 
 from api_samples import seed_payload
 from img2img.api.errors import problems
+from img2img.api.image_formats import ImageEncoding, content_type_of
 from img2img.api.payload import Img2ImgPayload
 from runner_samples import plan_for, seed_payload as runner_payload
 
@@ -30,19 +32,68 @@ def test_options_at_their_default_or_without_effect_are_accepted_and_echoed():
 def test_options_that_would_change_the_picture_are_refused_by_name():
     found = refusals({"emphasis": "No norm", "comma_padding_backtrack": 0, "eta_ancestral": 0.5,
                       "sdxl_refiner_high_aesthetic_score": 7, "img2img_color_correction": True,
-                      "randn_source": "NV"})
+                      "randn_source": "NV", "sd_lora": "add_detail", "hypertile_enable_unet": True,
+                      "add_vae_hash_to_info": False, "lora_add_hashes_to_infotext": False})
     assert set(found) == {"emphasis", "comma_padding_backtrack", "eta_ancestral",
-                          "sdxl_refiner_high_aesthetic_score", "img2img_color_correction", "randn_source"}
+                          "sdxl_refiner_high_aesthetic_score", "img2img_color_correction", "randn_source", "sd_lora",
+                          "hypertile_enable_unet", "add_vae_hash_to_info", "lora_add_hashes_to_infotext"}
     assert "'Original'" in found["emphasis"] and "20" in found["comma_padding_backtrack"]
+    assert "'add_detail'" in found["sd_lora"] and "'None'" in found["sd_lora"]
 
 
 def test_unknown_options_are_refused_by_name():
-    assert "not an A1111 1.10 option" in refusals({"sd_model_chekpoint": "x"})["sd_model_chekpoint"]
+    # a typo, and keys A1111 1.10 no longer has (its opts.set fails on them as on any unknown key)
+    found = refusals({"sd_model_chekpoint": "x", "enable_emphasis": True, "k_sched_type": "Automatic"})
+    assert set(found) == {"sd_model_chekpoint", "enable_emphasis", "k_sched_type"}
+    assert all("not an A1111 1.10 option" in reason for reason in found.values())
 
 
-def test_samples_format_is_png_only():
-    assert "PNG" in refusals({"samples_format": "webp"})["samples_format"]
-    Img2ImgPayload.model_validate(seed_payload(override_settings={"samples_format": "png"}))
+def test_options_of_a1111s_built_in_extensions_and_callback_order_are_known():
+    Img2ImgPayload.model_validate(seed_payload(override_settings={
+        "lora_preferred_name": "Filename", "canvas_hotkey_zoom": "Shift", "hypertile_max_tile_unet": 128,
+        "SWIN_tile": 256, "sd3_enable_t5": True, "prioritized_callbacks_app_started": ["a"]}))
+
+
+def encoding(**options) -> ImageEncoding:
+    return Img2ImgPayload.model_validate(seed_payload(override_settings=options or None)).image_encoding
+
+
+def test_the_image_options_choose_format_key_extension_content_type_and_quality():
+    default = encoding()
+    assert (default.format.pillow, default.format.extension, default.format.content_type) == (
+        "PNG", "png", "image/png")
+    assert (default.quality, default.lossless, default.infotext) == (80, False, True)
+    jpg = encoding(samples_format="jpg", jpeg_quality=95)
+    assert (jpg.format.pillow, jpg.format.extension, jpg.format.content_type, jpg.quality) == (
+        "JPEG", "jpg", "image/jpeg", 95)
+    assert encoding(samples_format="jpeg").format.extension == "jpeg"  # A1111 names files with the value as given
+    webp = encoding(samples_format="webp", webp_lossless=True, enable_pnginfo=False)
+    assert (webp.format.pillow, webp.format.content_type, webp.lossless, webp.infotext) == (
+        "WEBP", "image/webp", True, False)
+
+
+def test_image_options_out_of_range_are_refused_by_name():
+    found = refusals({"samples_format": "avif", "jpeg_quality": 0})
+    assert "'png', 'jpg', 'jpeg' or 'webp'" in found["samples_format"]
+    assert "at least 1" in found["jpeg_quality"]
+    assert "at most 100" in refusals({"jpeg_quality": 101})["jpeg_quality"]
+
+
+def test_the_content_type_of_a_stored_image_follows_its_extension():
+    assert content_type_of("jobs/ns/j/uid/attempt-1/images/0.webp") == "image/webp"
+    assert content_type_of("results/abc/1.JPG") == "image/jpeg"
+    assert content_type_of("results/abc/1.jpeg") == "image/jpeg"
+    assert content_type_of("results/abc.d/0") == "application/octet-stream"
+
+
+def test_a_prompt_comment_is_refused_unless_comments_are_off():
+    with pytest.raises(ValidationError) as info:
+        Img2ImgPayload.model_validate(seed_payload(prompt="a cat # on a mat", negative_prompt="#blurry"))
+    found = {p.path: p.reason for p in problems(info.value, "input.payload")}
+    assert set(found) == {"input.payload.prompt", "input.payload.negative_prompt"}
+    assert "enable_prompt_comments" in found["input.payload.prompt"]
+    Img2ImgPayload.model_validate(seed_payload(prompt="a cat # on a mat",
+                                               override_settings={"enable_prompt_comments": False}))
 
 
 def test_the_initial_noise_multiplier_option_applies_when_the_request_has_none():

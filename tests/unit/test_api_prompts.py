@@ -2,6 +2,7 @@
 
 Expected values are worked out by hand from A1111 1.10's rules (modules/prompt_parser.py): "(x)" multiplies by 1.1,
 "[x]" by 1/1.1, "(x:w)" by w, nesting multiplies, unclosed brackets reach the end, equal neighbours are joined.
+LoRA tags as A1111 1.10's extra_networks.parse_prompt and extensions-builtin/Lora/extra_networks_lora.py read them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pydantic import ValidationError
 from api_samples import seed_payload
 from img2img.api.errors import problems
 from img2img.api.payload import Img2ImgPayload
-from img2img.api.prompts import BREAK, composable_weight, parse_emphasis, prompt_edits, refusals
+from img2img.api.prompts import (BREAK, LoraTag, composable_weight, lora_tags, parse_emphasis, positive_text,
+                                 prompt_edits, refusals)
 
 UP, DOWN = 1.1, 1 / 1.1
 
@@ -102,3 +104,51 @@ def test_the_payload_refuses_what_a1111_would_draw_otherwise():
     assert "weight 0.1" in _problems(prompt="a cat:0.1", cfg_scale=7)["input.payload.cfg_scale"]
     ok = Img2ImgPayload.model_validate(seed_payload(prompt="(astronaut:1.3) BREAK [horse], \\[x:1\\]", cfg_scale=1))
     assert ok.prompt.startswith("(astronaut")
+
+
+# --- LoRA tags ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt, tags", [
+    ("<lora:pixel:0.8>", [LoraTag("pixel", 0.8, 0.8)]),  # one weight: text encoders and UNet alike
+    ("<lora:pixel>", [LoraTag("pixel", 1.0, 1.0)]),  # no weight: 1
+    ("<lora:pixel:0.8:0.3>", [LoraTag("pixel", 0.8, 0.3)]),  # TE, then UNet
+    ("<lora:pixel:te=0.2:unet=0.7>", [LoraTag("pixel", 0.2, 0.7)]),
+    ("<lora:pixel:unet=0.5>", [LoraTag("pixel", 1.0, 0.5)]),
+    ("<lora:pixel:unet=0.5:0.8>", [LoraTag("pixel", 0.8, 0.5)]),  # named ones leave the positional order alone
+    ("<lora:pixel:0.8:te=0.1>", [LoraTag("pixel", 0.1, 0.1)]),  # te= wins over TE, and UNet follows TE
+    ("<lora:my style v2.safetensors:1.5>", [LoraTag("my style v2.safetensors", 1.5, 1.5)]),
+    ("<lora:pixel:0.5:0.5:foo=1>", [LoraTag("pixel", 0.5, 0.5)]),  # unknown named arguments: ignored, as A1111
+    ("<LORA:pixel:1> <hypernet:h:1> <embedding:e>", []),  # other kinds (and A1111's kinds are case-sensitive)
+    ("a <lyco:a:0.1> <lora:b:0.2> <lyco:c:0.3>", [LoraTag("a", 0.1, 0.1), LoraTag("c", 0.3, 0.3),
+                                                LoraTag("b", 0.2, 0.2)]),  # grouped by the kind written
+])
+def test_lora_tags_as_a1111_reads_them(prompt, tags):
+    assert lora_tags(prompt) == tags
+
+
+def test_tags_leave_the_prompt_before_its_weight_is_read():
+    assert positive_text("a cat <lora:pixel:0.8>, <hypernet:h> in space:1.2") == ("a cat ,  in space", 1.2)
+    assert positive_text("a cat:1.2 <lora:pixel:1>") == ("a cat", 1.2)
+
+
+@pytest.mark.parametrize("prompt, reason", [
+    ("<lora:pixel:strong>", "<lora:pixel:strong>: the weight 'strong' is not a number"),
+    ("<lora:pixel:te=x>", "<lora:pixel:te=x>: the weight 'x' is not a number"),
+    ("<lora:pixel:inf>", "<lora:pixel:inf>: the weight 'inf' is not a finite number"),
+    ("<lora:unet=1>", "<lora:unet=1>: a LoRA tag needs the LoRA's name first"),
+    ("<lora:pixel:1:1:8>", "<lora:pixel:1:1:8>: dyn (the rank of a DyLoRA) is not supported"),
+    ("<lora:pixel:dyn=8>", "<lora:pixel:dyn=8>: dyn (the rank of a DyLoRA) is not supported"),
+    ("<hypernet:anime:1>", "hypernetworks (<hypernet:anime:1>) are not supported"),
+])
+def test_a_tag_a1111_fails_on_or_the_runner_cannot_apply_is_refused_in_the_prompt(prompt, reason):
+    assert reason in _problems(prompt=f"a cat {prompt}")["input.payload.prompt"]
+
+
+def test_the_payload_lists_the_prompts_loras_and_only_the_prompts():
+    payload = Img2ImgPayload.model_validate(seed_payload(prompt="a cat <lora:pixel:0.8> (sharp:1.2):1.1",
+                                                         negative_prompt="<lora:blur:1>"))
+    assert payload.loras == [LoraTag("pixel", 0.8, 0.8)]  # A1111 does not parse the negative prompt: text there
+    assert payload.prompt == "a cat <lora:pixel:0.8> (sharp:1.2):1.1"  # as sent: info and infotexts show it so
+    off = Img2ImgPayload.model_validate(seed_payload(prompt="a cat <lora:pixel:x>", disable_extra_networks=True))
+    assert off.loras == []  # disabled: A1111 strips the tags and applies nothing (a bad one is not read either)

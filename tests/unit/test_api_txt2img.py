@@ -103,7 +103,15 @@ def test_what_the_job_needs_of_a_runner():
      "PLMS with a refiner is not supported"),
     (dict(enable_hr=True, width=64, height=512, hr_resize_y=256), "hr_resize_y",
      "the second pass would render 32x256; at least 64x64"),
-    (dict(enable_hr=True, hr_prompt="a boat <lora:boats:0.8>"), "hr_prompt", "extra networks (<lora:boats:0.8>)"),
+    # A1111 switches to hr_prompt's LoRAs for the second pass; the runner applies one set for the job
+    (dict(enable_hr=True, hr_prompt="a boat <lora:boats:0.8>"), "hr_prompt",
+     "names other LoRAs (<lora:boats:0.8:0.8>) than the prompt (none)"),
+    (dict(enable_hr=True, prompt="a boat <lora:boats:1>", hr_prompt="a boat at sea <lora:boats:0.5>"), "hr_prompt",
+     "names other LoRAs (<lora:boats:0.5:0.5>) than the prompt (<lora:boats:1:1>)"),
+    (dict(enable_hr=True, prompt="a boat <lora:boats:1>", hr_prompt="a boat at sea"), "hr_prompt",
+     "names other LoRAs (none) than the prompt (<lora:boats:1:1>)"),
+    (dict(enable_hr=True, hr_prompt="a boat <hypernet:waves:1>"), "hr_prompt", "hypernetworks (<hypernet:waves:1>)"),
+    (dict(enable_hr=True, hr_prompt="a boat <lora:boats:x>"), "hr_prompt", "the weight 'x' is not a number"),
     (dict(enable_hr=True, hr_prompt="a [cat:dog:0.5]"), "hr_prompt", "prompt editing"),
     (dict(enable_hr=True, hr_prompt="a boat:0.1", cfg_scale=5), "cfg_scale", "times hr_prompt's weight 0.1"),
     (dict(firstphase_width=256), "firstphase_width", "A1111's pre-1.0 way to size the first pass"),
@@ -118,6 +126,30 @@ def test_what_the_job_needs_of_a_runner():
 def test_what_cannot_run_is_refused_naming_the_field(payload, field, reason):
     found = refusals(**payload)
     assert reason in found[f"input.payload.{field}"], found
+
+
+def test_the_hires_pass_runs_the_prompts_loras_as_a1111_does_with_the_same_tags():
+    prompt = "a boat <lora:boats:0.8> <lyco:waves:te=0.5>"
+    for hr_prompt in ("", "a boat at sea, stormy <lora:boats:0.8> <lyco:waves:te=0.5>"):
+        payload = RunPodInput.model_validate(request(prompt=prompt, enable_hr=True, hr_prompt=hr_prompt)["input"])
+        assert [(t.name, t.te, t.unet) for t in payload.payload.loras] == [("boats", 0.8, 0.8), ("waves", 0.5, 0.5)]
+    # without the hires fix hr_prompt is not read; with disable_extra_networks no LoRA runs in either pass
+    RunPodInput.model_validate(request(prompt=prompt, hr_prompt="<lora:other:1>")["input"])
+    off = request(prompt=prompt, enable_hr=True, hr_prompt="<lora:other:1>", disable_extra_networks=True)
+    assert RunPodInput.model_validate(off["input"]).payload.loras == []
+
+
+def test_the_compute_budget_counts_the_hires_pass():
+    # 1024x1024 x 150 steps x 50 images: 7,864 megapixel-steps, within the budget on its own
+    big = dict(width=1024, height=1024, steps=150, batch_size=5, n_iter=10)
+    RunPodInput.model_validate(request(**big)["input"])
+    # a second pass of 1536x1536 x 20 steps adds 2,359: over
+    found = refusals(**big, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=20)
+    assert found == {"input.payload": "asks for 10,224 megapixel-steps ((1024x1024 pixels x 150 steps + 1536x1536 "
+                                      "pixels x 20 steps) x 50 images), more than 10,000, the most one job may ask "
+                                      "for; ask for fewer images, steps or pixels"}
+    # hr_second_pass_steps 0 is steps: 1152x1152 x 150 steps more
+    assert "1152x1152 pixels x 150 steps" in refusals(**big, enable_hr=True, hr_scale=1.125)["input.payload"]
 
 
 def test_hires_fields_are_not_read_without_enable_hr_as_in_a1111():

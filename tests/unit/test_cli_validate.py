@@ -6,6 +6,9 @@ problem as `path: reason` on stderr and never a traceback.
 
 from __future__ import annotations
 
+import base64
+import collections
+import io
 import json
 import shutil
 import subprocess
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "examples" / "seed-request.json"
@@ -82,6 +86,19 @@ def test_dash_reads_stdin():
     assert proc.returncode != 0 and "not valid JSON" in proc.stderr
 
 
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def image_b64(width: int, height: int, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 BAD_JSON = '{\n  "input": {\n    "api": {"method": "POST",, "endpoint": "/sdapi/v1/img2img"}\n  }\n}\n'
 BAD_YAML = "apiVersion: img2img.dev/v1alpha1\nkind: Img2ImgJob\nspec:\n  input: [unclosed\n  priority: 1\n"
 
@@ -98,6 +115,15 @@ BAD_YAML = "apiVersion: img2img.dev/v1alpha1\nkind: Img2ImgJob\nspec:\n  input: 
     ("image2.json", with_payload(init_images=["aGVsbG8gd29ybGQ="]),  # valid base64 of "hello world"
      ["input.payload.init_images[0]: not a decodable image"]),
     ("list.json", "[1, 2]", ["expected an object"]),
+    # the input budget (img2img.api.limits)
+    ("deep.json", with_payload(script_args=[nested(600)]),
+     ["input.payload.script_args: is nested more than 16 levels deep"]),
+    ("deeper.json", '{"input": ' + "[" * 5000 + "]" * 5000 + "}", ["nested too deeply to read"]),
+    ("deeper.yaml", "input: " + "[" * 5000 + "]" * 5000 + "\n", ["nested too deeply to read"]),
+    ("tall.json", with_payload(init_images=[image_b64(64, 262144)]),
+     ["input.payload.init_images[0]: an image of 64x262144 pixels has an aspect ratio of 4096:1"]),
+    ("tiff.json", with_payload(init_images=[image_b64(32, 32, "TIFF")]),
+     ["input.payload.init_images[0]: TIFF images are not accepted"]),
     ("neither.yaml", "kind: ConfigMap\n", ["apiVersion:"]),
 ])
 def test_malformed_files_fail_with_the_field_and_reason(tmp_path, name, content, expected):
@@ -111,6 +137,36 @@ def test_malformed_files_fail_with_the_field_and_reason(tmp_path, name, content,
     for text in expected:
         assert text in proc.stderr, proc.stderr
     assert " object at 0x" not in proc.stderr  # no Python object reprs in a user's error
+
+
+def catalog_file(tmp_path: Path) -> Path:
+    """The tiny-model catalog (models named as A1111 names them, the LoRA tiny_lora); no weights are read."""
+    from img2img_runner.tiny_models import catalog_yaml
+
+    return write(tmp_path, "catalog.yaml", catalog_yaml(collections.defaultdict(lambda: "00aabbccdd")))
+
+
+def test_with_a_catalog_an_unknown_lora_is_refused_by_name(tmp_path):
+    catalog = catalog_file(tmp_path)
+    unknown = write(tmp_path, "unknown.json", with_payload(prompt="an astronaut <lora:pixel-art-xl:0.8>"))
+    proc = run("validate", str(unknown), "--catalog", str(catalog))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == ("input.payload.prompt: unknown LoRA 'pixel-art-xl'; the model catalog has: "
+                                   "tiny_lora")
+    known = write(tmp_path, "known.json", with_payload(prompt="an astronaut <lora:tiny_lora:0.8>"))
+    proc = run("validate", str(known), "--catalog", str(catalog))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["spec"]["input"]["payload"]["prompt"] == "an astronaut <lora:tiny_lora:0.8>"
+    # without a catalog the names are not checked: the tag is well formed
+    assert run("validate", str(unknown)).returncode == 0
+
+
+def test_with_a_catalog_an_unknown_checkpoint_is_refused_by_name(tmp_path):
+    request = with_payload(override_settings={"sd_model_checkpoint": "juggernaut_xl"})
+    proc = run("validate", str(write(tmp_path, "checkpoint.json", request)), "--catalog", str(catalog_file(tmp_path)))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("input.payload.override_settings.sd_model_checkpoint: unknown checkpoint "
+                                  "'juggernaut_xl'; the model catalog has: ")
 
 
 def test_every_problem_is_reported_one_per_line(tmp_path):
@@ -162,3 +218,19 @@ def test_a_txt2img_request_validates_and_what_it_cannot_run_is_named(tmp_path):
     lines = proc.stderr.splitlines()
     assert any(line.startswith("input.payload.hr_upscaler: upscaler 'R-ESRGAN 4x+' is not available") for line in lines)
     assert any(line.startswith("input.payload.hr_checkpoint_name: a second checkpoint") for line in lines)
+
+
+def test_override_settings_are_refused_by_name_with_the_reason(tmp_path):
+    request = seed()
+    request["input"]["payload"]["override_settings"].update(
+        sd_model_chekpoint="sd_xl_base_1.0", enable_emphasis=False, hypertile_enable_unet=True, samples_format="gif")
+    proc = run("validate", str(write(tmp_path, "options.json", request)))
+    assert proc.returncode != 0
+    lines = dict(line.split(": ", 1) for line in proc.stderr.strip().splitlines())
+    options = "input.payload.override_settings."
+    assert "not an A1111 1.10 option" in lines[options + "sd_model_chekpoint"]  # unknown to A1111 1.10
+    assert "not an A1111 1.10 option" in lines[options + "enable_emphasis"]  # gone since 1.8
+    assert "runs it at False only" in lines[options + "hypertile_enable_unet"]
+    assert "'webp'" in lines[options + "samples_format"]
+    assert set(lines) == {options + k for k in ("sd_model_chekpoint", "enable_emphasis", "hypertile_enable_unet",
+                                                "samples_format")}

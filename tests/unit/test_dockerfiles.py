@@ -1,20 +1,24 @@
 """The two images' Dockerfiles (they cannot be built here: no Docker engine). Linted with hadolint, and read:
-what they copy exists and is not ignored, what they install is a declared extra, what they run is a console script
-of the package, the user is not root, the bases are pinned."""
+what they copy exists and is not ignored, what they install is their extras' lock with hashes, what they run is a
+console script of the package, the user is not root, the bases are pinned by digest."""
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -106,11 +110,61 @@ def test_hadolint_passes():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_the_base_image_is_pinned(image):
+def script(name: str):
+    """A module of scripts/ (not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+base_images = script("base_images")
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_the_base_image_is_pinned_by_digest(image):
     _, instructions = image
-    (base,) = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
-    assert "@sha256:" in base or re.search(r":\d+\.\d+(\.\d+)?[-\w.]*$", base), f"{base}: pin a version tag or digest"
-    assert not base.endswith(":latest")
+    (base,) = [i for i in instructions if i.keyword == "FROM"]
+    ref = base.args.split()[0]
+    literal = re.fullmatch(r"\S+:\d[\w.-]*@sha256:[0-9a-f]{64}", ref)
+    by_arg = re.fullmatch(r"\S+:\d[\w.-]*@\$\{BASE_DIGEST\}", ref)
+    assert literal or by_arg, f"FROM {ref}: pin a version tag and its digest (image:1.2.3@${{BASE_DIGEST}})"
+    if by_arg:  # declared before FROM, without a default: a build without the digest stops, never falls back
+        assert [i.args for i in instructions[:instructions.index(base)]] == ["BASE_DIGEST"]
+
+
+def test_base_images_lock_names_each_dockerfiles_base_and_only_real_digests():
+    locked = base_images.read_lock((REPO / "base-images.lock").read_text())
+    for name, path in DOCKERFILES.items():
+        image, digest = locked[path.name]
+        assert image == base_images.base_image(path.read_text()), f"{path.name}: run make pin-images"
+        assert digest is None or base_images.DIGEST.match(digest)
+
+
+@pytest.mark.parametrize("lock,refusal", [
+    ("Dockerfile.runner nvidia/cuda:12.8.1-runtime-ubuntu24.04\n", "has no digest in base-images.lock"),
+    ("Dockerfile.runner nvidia/cuda:12.8.1-runtime-ubuntu24.04 sha256:abc\n", "has no digest"),
+    (f"Dockerfile.runner nvidia/cuda:12.6.0-runtime-ubuntu24.04 {DIGEST}\n", "base-images.lock pins nvidia/cuda:12.6"),
+    ("", "base-images.lock pins nothing"),
+])
+def test_an_image_without_its_bases_digest_is_not_built(lock, refusal):
+    """`make images` asks scripts/base_images.py for the build argument: a base without a digest stops it."""
+    text = "ARG BASE_DIGEST\nFROM nvidia/cuda:12.8.1-runtime-ubuntu24.04@${BASE_DIGEST}\n"
+    with pytest.raises(base_images.Unpinned, match=re.escape(refusal)):
+        base_images.build_arg("Dockerfile.runner", text, lock)
+    pinned = f"Dockerfile.runner nvidia/cuda:12.8.1-runtime-ubuntu24.04 {DIGEST}\n"
+    assert base_images.build_arg("Dockerfile.runner", text, pinned) == f"BASE_DIGEST={DIGEST}"
+
+
+def test_make_images_refuses_the_committed_lock_until_it_is_pinned():
+    locked = base_images.read_lock((REPO / "base-images.lock").read_text())
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "base_images.py"), "build-arg",
+                           "Dockerfile.operator"], capture_output=True, text=True)
+    if locked["Dockerfile.operator"][1] is None:
+        assert proc.returncode == 2 and "run `make pin-images`" in proc.stderr
+    else:
+        assert proc.returncode == 0 and proc.stdout.strip() == f"BASE_DIGEST={locked['Dockerfile.operator'][1]}"
+    assert "base_images.py build-arg" in (REPO / "Makefile").read_text()
 
 
 def test_it_runs_as_a_numeric_non_root_user(image):
@@ -158,20 +212,49 @@ def test_the_build_context_leaves_out_the_virtualenv_and_caches():
         assert not ignored(path), path
 
 
-IMAGE_EXTRAS = {"operator": "operator,gateway", "runner": "runner"}
+IMAGE_EXTRAS = {"operator": ("operator", "gateway"), "runner": ("runner",)}  # the gateway runs from the operator's
 
 
-def test_each_image_installs_its_own_extra_only(image):
+def lock_of(name: str) -> dict[str, tuple[str, list[str]]]:
+    """requirements/<image>.lock: package name (normalized) -> (version, sha256 hashes)."""
+    text = (REPO / "requirements" / f"{name}.lock").read_text()
+    pins = {}
+    for entry in re.split(r"\n(?=\S)", text):
+        head = entry.split("\\", 1)[0].strip()
+        if not head or head.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)", head)
+        assert match, f"{name}.lock: {head!r} is not pinned with =="
+        pins[canonicalize_name(match[1])] = (match[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return pins
+
+
+def test_each_image_installs_its_lock_with_hashes_then_the_project_alone(image):
     name, instructions = image
-    runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
-    installed = re.findall(r"pip install[^&;]*?\"?/src\[([a-z,]+)\]\"?", runs)
-    # the gateway runs from the operator's image
-    assert installed == [IMAGE_EXTRAS[name]], f"pip install of the package with extras: {installed}"
-    assert name in EXTRAS
-    for extra in installed[0].split(","):
-        assert extra in EXTRAS, f"[{extra}] is not an extra of pyproject.toml"
-    if name == "operator":
-        assert "torch" not in runs and "runner" not in installed[0], "the operator image must not install torch"
+    installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args]
+    lock, project = [re.search(r"pip install[^&]*", run)[0].split() for run in installs]
+    assert {"--require-hashes", "--only-binary=:all:"} <= set(lock) and lock[-2:] == ["-r", f"/tmp/{name}.lock"]
+    assert {"--no-deps", "--no-build-isolation"} <= set(project) and project[-1] == "/src"
+    copied = [i.args.split() for i in instructions if i.keyword == "COPY" and "requirements/" in i.args]
+    assert copied == [[f"requirements/{name}.lock", f"/tmp/{name}.lock"]]
+
+
+def test_each_lock_pins_its_images_extras_with_hashes(image):
+    name, _ = image
+    pins = lock_of(name)
+    header = (REPO / "requirements" / f"{name}.lock").read_text().splitlines()[0]
+    assert f"image's Python packages: {', '.join(IMAGE_EXTRAS[name])} extra(s)" in header
+    wanted = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
+    wanted += [Requirement(r) for extra in IMAGE_EXTRAS[name] for r in EXTRAS[extra]]
+    wanted += [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]  # built without isolation
+    for requirement in wanted:
+        key = canonicalize_name(requirement.name)
+        assert key in pins, f"{name}.lock has no {requirement.name}: run make lock"
+        assert requirement.specifier.contains(pins[key][0], prereleases=True), \
+            f"{name}.lock pins {requirement.name}=={pins[key][0]}, pyproject.toml wants {requirement}: run make lock"
+    for package, (version, hashes) in pins.items():
+        assert hashes, f"{name}.lock: {package}=={version} has no hash"
+    assert ("torch" in pins) == (name == "runner"), "torch only in the runner's image"
 
 
 def test_the_packages_copied_are_those_pyproject_builds(image):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from img2img.api.answer import OutputMode, answer, images_wanted, job_id, output_mode
 from img2img_gateway import discovery
-from img2img_gateway.answers import answer, images_wanted, job_id, output_mode, short_answer
-from img2img_gateway.config import OutputMode
+from img2img_gateway.answers import short_answer
 from img2img_gateway.health import health
 from img2img_gateway.stream import MAX_CHUNKS_KEPT, ProgressLog, stream_answer
 from img2img_runner.catalog import Catalog
@@ -131,6 +131,7 @@ CATALOG = Catalog.from_dict({"default_checkpoint": "sd_xl_base_1.0", "models": {
     "diffusers_xl_canny_mid": {"architecture": "controlnet-sdxl", "source": {"path": "cn"}, "hash": "112a778d"},
     "control_v11p_sd15_canny": {"architecture": "controlnet-sd15", "source": {"path": "cn15"},
                                 "substitutes": {"sdxl": "diffusers_xl_canny_mid"}},
+    "pixel-art-xl.safetensors": {"architecture": "lora-sdxl", "source": {"file": "loras/pixel-art-xl.safetensors"}},
 }})
 
 
@@ -148,7 +149,8 @@ def test_vae_controlnet_and_options_come_from_the_catalog():
         "model_list": ["diffusers_xl_canny_mid [112a778d]", "control_v11p_sd15_canny"]}
     assert discovery.answer("/sdapi/v1/options", CATALOG)["output"]["sd_model_checkpoint"] == \
         "sd_xl_base_1.0 [31e35c80fc]"
-    assert discovery.answer("/sdapi/v1/loras", CATALOG)["output"] == []
+    assert discovery.answer("/sdapi/v1/loras", CATALOG)["output"] == [
+        {"name": "pixel-art-xl", "alias": "pixel-art-xl", "path": "pixel-art-xl.safetensors", "metadata": {}}]
 
 
 def test_samplers_and_schedulers_are_those_the_runner_can_run():

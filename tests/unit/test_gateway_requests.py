@@ -13,7 +13,8 @@ from PIL import Image
 
 from api_samples import seed_request
 from img2img_gateway.auth import Grant, RateLimiter, Refusal, authorize, digest, presented_key
-from img2img_gateway.config import ConfigError, OutputMode, RateLimit, parse_config
+from img2img.api.answer import OutputMode
+from img2img_gateway.config import ConfigError, RateLimit, parse_config
 from img2img_gateway.submission import (
     BadRequest, build_submission, get_endpoint_of, parse_body, retry_manifest,
 )
@@ -97,11 +98,13 @@ def test_the_seed_request_becomes_a_job_in_the_endpoints_namespace_with_its_defa
     job = submission.manifest(submitted_ms=1_700_000_000_123)
     assert job["metadata"]["namespace"] == "team-a" and job["metadata"]["generateName"] == "img2img-"
     assert job["metadata"]["labels"] == {"img2img.dev/endpoint": "sdxl"}
-    assert job["metadata"]["annotations"] == {"img2img.dev/submitted-at": "1700000000123"}
+    # the endpoint's output mode is recorded on the job: its webhook carries the images as its /status does
+    assert job["metadata"]["annotations"] == {"img2img.dev/submitted-at": "1700000000123",
+                                              "img2img.dev/output-mode": "s3"}
     assert job["spec"]["input"] == seed_request()["input"]  # verbatim
     assert {k: v for k, v in job["spec"].items() if k != "input"} == {"gpuClass": "a100", "timeoutSeconds": 600,
                                                                       "priority": 5}
-    assert submission.output_mode is None and submission.s3_config is None
+    assert submission.output_mode is OutputMode.S3 and submission.s3_config is None
 
 
 def test_the_requests_policy_and_webhook_win_over_the_endpoints_defaults():
@@ -142,8 +145,24 @@ def test_an_s3config_to_a_private_endpoint_is_refused_unless_the_gateway_allows_
                          "img2img")
     allowed = build_submission(body, "sdxl", endpoint(), "img2img", allow_private=True)
     assert allowed.s3_config.bucketName == "their-bucket"
+    with pytest.raises(BadRequest, match="must not carry credentials"):  # the URL's form is checked all the same
+        build_submission({**body, "s3Config": {**S3CONFIG, "endpointUrl": "http://u:p@10.0.0.5"}}, "sdxl",
+                         endpoint(), "img2img", allow_private=True)
     assert "s3Config" not in json.dumps(allowed.manifest(0))  # the credentials never reach the job object
     assert "secret" not in json.dumps(allowed.manifest(0))
+
+
+def test_a_webhook_to_a_private_address_is_refused_unless_the_gateway_allows_it():
+    body = {**seed_request(), "webhook": "http://127.0.0.1:8099/hook"}
+    with pytest.raises(BadRequest) as info:
+        build_submission(body, "sdxl", endpoint(), "img2img")
+    assert [str(p) for p in info.value.problems] == ["webhook: 'http://127.0.0.1:8099/hook' must be an https:// URL"]
+    with pytest.raises(BadRequest) as info:
+        build_submission({**body, "webhook": "https://10.1.2.3/hook"}, "sdxl", endpoint(), "img2img")
+    assert [str(p) for p in info.value.problems] == ["webhook: 'https://10.1.2.3/hook' 10.1.2.3 is a private "
+                                                     "address; refused"]
+    allowed = build_submission(body, "sdxl", endpoint(), "img2img", allow_private=True)
+    assert allowed.manifest(0)["spec"]["webhook"] == "http://127.0.0.1:8099/hook"
 
 
 def noisy_png(side: int) -> str:

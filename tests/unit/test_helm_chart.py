@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from helm_support import CHART, EXAMPLES, FULLNAME, RELEASE_NAMESPACE, find, helm, one, operator_config, render
 from img2img.api.crd import POOL, crd
 from img2img.api.pool import RunnerPool
-from img2img_operator.config import parse_config
+from img2img_operator.config import WebhooksConfig, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
@@ -24,11 +25,15 @@ OPERATOR_RULES = {
     ("img2img.dev", "img2imgjobs/status"): {"patch"},
     ("", "events"): {"create"},
 }
-# In the runner namespace (the release's): runner pods, the token key (read by name, created once), the pools.
+# In the runner namespace (the release's): runner pods, the token and webhook signing keys (read by name, created
+# once), the webhook public key's ConfigMap (written by name, created once), the pools.
 RUNNER_NAMESPACE_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "secrets", "img2img-runner-token"): {"get"},
+    ("", "secrets", "img2img-webhook-signing-key"): {"get"},
     ("", "secrets"): {"create"},
+    ("", "configmaps", "img2img-webhook-public-key"): {"patch"},
+    ("", "configmaps"): {"create"},
     ("img2img.dev", "runnerpools"): {"get", "list", "watch", "patch"},
     ("img2img.dev", "runnerpools/status"): {"patch"},
     ("", "events"): {"create"},
@@ -97,6 +102,17 @@ def test_the_default_configuration_is_the_operators_defaults_where_values_say_no
     assert config.s3.credentials_secret is None
     assert config.defaults.timeout_seconds == 3600 and config.defaults.retries == 2
     assert config.metrics_port == 9090 and config.health_port == 8080
+    assert config.webhooks == WebhooksConfig(namespace=RELEASE_NAMESPACE)
+
+
+def test_the_default_values_cap_what_each_namespace_may_ask_for_and_bound_runner_memory():
+    config = parse_config(operator_config(render()))
+    caps = config.policy.of("any-namespace")
+    assert (caps.max_priority, caps.max_timeout_seconds, caps.max_retries, caps.max_concurrent,
+            caps.max_megapixel_steps) == (100, 21600, 3, 8, 2000)
+    assert config.runner.resources.limits == {"memory": "32Gi"}
+    farm = parse_config(operator_config(render(sets=["policy.namespaces.render-farm.maxPriority=500"])))
+    assert farm.policy.of("render-farm").max_priority == 500 and farm.policy.of("render-farm").max_retries == 3
 
 
 def test_the_gpu_cluster_values_become_two_gpu_classes_a_read_only_model_volume_and_irsa():
@@ -140,6 +156,15 @@ def test_a_catalog_in_the_values_replaces_the_default_one_whole(tmp_path):
         "mine": {"architecture": "sdxl", "source": {"path": "/models/mine"}}}}}}))
     catalog = yaml.safe_load(one(render([values]), "ConfigMap", f"{FULLNAME}-catalog")["data"]["catalog.yaml"])
     assert list(catalog["models"]) == ["mine"]
+
+
+def test_output_locations_per_namespace_reach_the_operator(tmp_path):
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"s3": {"allowedOutputLocations": {"team-a": ["s3://team-a-results/img2img"]}}}))
+    s3 = parse_config(operator_config(render([values]))).s3
+    assert s3.output_locations("team-a") == ["s3://img2img/jobs", "s3://team-a-results/img2img"]
+    assert s3.output_locations("team-b") == ["s3://img2img/jobs"]
+    assert parse_config(operator_config(render())).s3.output_locations("team-b") == ["s3://img2img/jobs"]
 
 
 def test_s3_credentials_secret_reaches_the_operator_only():
@@ -219,26 +244,93 @@ def test_only_runner_pods_reach_the_runner_endpoint():
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["policyTypes"] == ["Ingress"]
     runners_rule, open_rule = policy["ingress"]
-    assert runners_rule == {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "runner"}}}],
+    # both labels the operator puts on runner pods, in the release namespace only (no namespaceSelector)
+    assert runners_rule == {"from": [{"podSelector": {"matchLabels": RUNNER_LABELS}}],
                             "ports": [{"port": "runners", "protocol": "TCP"}]}
     assert open_rule == {"ports": [{"port": "health", "protocol": "TCP"}, {"port": "metrics", "protocol": "TCP"}]}
 
 
-def test_runner_pods_reach_only_the_operator_dns_and_https():
-    from img2img_operator.runner_pods import LABEL_COMPONENT, RUNNER_COMPONENT
+# ---- what a NetworkPolicy lets through (its semantics, for the cases below) ------------------------------------------
+RUNNER_LABELS = {"app.kubernetes.io/managed-by": "img2img-operator", "app.kubernetes.io/component": "runner"}
+METADATA = ["169.254.169.254", "fd00:ec2::254", "168.63.129.16", "169.254.170.2"]  # ECS/EKS credentials too
 
-    manifests = render()
+
+def _in(address: str, cidr: str) -> bool:
+    ip, net = ipaddress.ip_address(address), ipaddress.ip_network(cidr)
+    return ip.version == net.version and ip in net
+
+
+def egress_allows(policy: dict, port: int, address: str | None = None, pod: dict | None = None,
+                  protocol: str = "TCP") -> bool:
+    """Whether one of the policy's egress rules lets a connection out to ``address`` (or a pod of the same namespace
+    with labels ``pod``) on ``port``."""
+    for rule in policy["egress"]:
+        ports = rule.get("ports")
+        if ports and not any(p["port"] == port and p.get("protocol", "TCP") == protocol for p in ports):
+            continue
+        if not rule.get("to"):
+            return True
+        for peer in rule["to"]:
+            block = peer.get("ipBlock")
+            if block and address and _in(address, block["cidr"]) and \
+                    not any(_in(address, e) for e in block.get("except", [])):
+                return True
+            selector = peer.get("podSelector")
+            if selector is not None and pod is not None and "namespaceSelector" not in peer and \
+                    selector.get("matchLabels", {}).items() <= pod.items():
+                return True
+    return False
+
+
+def test_runner_pods_reach_the_operator_dns_and_s3_and_never_the_metadata_services():
+    manifests = render(sets=["s3.endpoint=http://minio.storage:9000"])
     policy = one(manifests, "NetworkPolicy", f"{FULLNAME}-runners", RELEASE_NAMESPACE)["spec"]
     # the labels the operator puts on runner pods (img2img_operator.runner_pods)
-    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "img2img-operator",
-                                                    LABEL_COMPONENT: RUNNER_COMPONENT}
+    from img2img_operator.runner_pods import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, RUNNER_COMPONENT
+
+    assert policy["podSelector"]["matchLabels"] == {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: RUNNER_COMPONENT}
     assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["ingress"] == []
-    operator, dns, https = policy["egress"]
-    pod_labels = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
-    assert operator["to"][0]["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    assert operator["ports"] == [{"port": 8081, "protocol": "TCP"}]
-    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
-    assert https == {"ports": [{"port": 443, "protocol": "TCP"}]}
+    operator = one(manifests, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    assert egress_allows(policy, 8081, pod=operator)
+    assert egress_allows(policy, 53, "10.96.0.10", protocol="UDP") and egress_allows(policy, 53, "169.254.20.10")
+    assert egress_allows(policy, 443, "52.216.8.1")  # S3, a model hub, an https:// input image
+    assert egress_allows(policy, 9000, "10.12.0.7")  # the in-cluster S3 endpoint's port
+    for address in METADATA:
+        for port in (80, 443, 9000):
+            assert not egress_allows(policy, port, address), (address, port)
+    assert not egress_allows(policy, 22, "10.12.0.7") and not egress_allows(policy, 5432, "10.12.0.8")
+    assert not egress_allows(policy, 8081, "10.12.0.9")  # the operator by its pod only
+    assert not egress_allows(policy, 80, "52.216.8.1")  # no plain http to the internet with an https S3
+
+
+def test_the_gateway_takes_connections_on_its_port_only_and_reaches_the_api_server_and_s3_only():
+    manifests = render([GATEWAY_VALUES])
+    policy = one(manifests, "NetworkPolicy", GATEWAY, RELEASE_NAMESPACE)["spec"]
+    pod_labels = one(manifests, "Deployment", GATEWAY)["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]  # from anywhere, its port only
+    assert egress_allows(policy, 443, "10.96.0.1") and egress_allows(policy, 6443, "172.18.0.2")  # the API server
+    assert egress_allows(policy, 443, "52.216.8.1") and egress_allows(policy, 53, "10.96.0.10", protocol="UDP")
+    for address in METADATA:
+        assert not egress_allows(policy, 80, address) and not egress_allows(policy, 443, address), address
+    assert not egress_allows(policy, 5432, "10.12.0.8") and not egress_allows(policy, 8081, "10.12.0.9")
+    assert not find(render(), "NetworkPolicy", GATEWAY)  # no gateway, no policy for it
+
+
+def test_the_gateway_may_take_connections_from_the_ingress_controller_only(tmp_path):
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {"gatewayIngressFrom": peers}}))
+    policy = one(render([GATEWAY_VALUES, values]), "NetworkPolicy", GATEWAY)["spec"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": peers}]
+
+
+def test_the_denied_addresses_are_configurable():
+    policy = one(render(sets=["networkPolicy.deniedCidrs={100.100.100.200/32}"]), "NetworkPolicy",
+                 f"{FULLNAME}-runners")["spec"]
+    assert not egress_allows(policy, 443, "100.100.100.200")  # Alibaba Cloud's metadata address
+    assert egress_allows(policy, 443, "169.254.169.254")  # what the values now leave open
 
 
 @pytest.mark.parametrize("endpoint,ports", [
@@ -433,13 +525,29 @@ def test_the_gateway_may_touch_only_jobs_in_its_endpoints_namespaces_pools_and_i
     for ns in ("img2img-jobs", "team-a"):
         assert rules_of(one(manifests, "Role", GATEWAY, ns)) == GATEWAY_JOB_RULES
     assert rules_of(one(manifests, "Role", f"{GATEWAY}-pools")) == {("img2img.dev", "runnerpools"): {"get", "list"}}
-    [secrets] = one(manifests, "Role", f"{GATEWAY}-keys")["rules"]
+    [secrets, public_key] = one(manifests, "Role", f"{GATEWAY}-keys")["rules"]
     assert secrets == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
                        "resourceNames": ["platform-runpod-key", "team-a-runpod-key"]}
+    assert public_key == {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+                          "resourceNames": ["img2img-webhook-public-key"]}
     for binding in [b for b in find(manifests, "RoleBinding") if b["metadata"]["name"].startswith(GATEWAY)]:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": RELEASE_NAMESPACE}]
     cluster_wide = find(manifests, "ClusterRole") + find(manifests, "ClusterRoleBinding")
     assert not [c for c in cluster_wide if c["metadata"]["name"].startswith(GATEWAY)]
+
+
+@pytest.mark.parametrize("sets", [[], ["webhooks.publicKeyConfigMap=hook-key"]], ids=["default", "named"])
+def test_the_gateway_reads_the_webhook_public_key_where_the_operator_publishes_it(sets):
+    from img2img_gateway.config import parse_config as parse_gateway_config
+
+    manifests = render([GATEWAY_VALUES], sets=sets)
+    hooks = parse_config(operator_config(manifests)).webhooks
+    gateway = parse_gateway_config(gateway_config(manifests))
+    assert (gateway.namespace, gateway.webhookPublicKeyConfigMap) == (hooks.namespace, hooks.public_key_config_map)
+    readable = rules_of(one(manifests, "Role", f"{GATEWAY}-keys"))
+    assert readable[("", "configmaps", hooks.public_key_config_map)] == {"get"}
+    writable = rules_of(one(manifests, "Role", f"{FULLNAME}-runners"))
+    assert writable[("", "configmaps", hooks.public_key_config_map)] == {"patch"}
 
 
 def test_the_gateways_ingress_routes_v2_to_its_service_and_the_service_to_its_port():
@@ -481,6 +589,11 @@ BAD_VALUES = {
                        ["additional properties 'minready' not allowed"]),
     "heartbeat of zero": ("runners: {heartbeatSeconds: 0}", ["/runners/heartbeatSeconds"]),
     "take wait over a minute": ("runners: {takeWaitSeconds: 90}", ["/runners/takeWaitSeconds", "maximum"]),
+    "presigned URLs for longer than S3 allows": ("s3: {bucket: img2img, presignExpirySeconds: 2592000}",
+                                                 ["/s3/presignExpirySeconds", "maximum"]),
+    "typo in a policy": ("policy: {default: {maxPriorty: 5}}", ["additional properties 'maxPriorty' not allowed"]),
+    "policy of a namespace not a DNS label": ("policy: {namespaces: {Team_A: {maxPriority: 5}}}",
+                                              ["at '/policy/namespaces'", "'Team_A' not allowed"]),
     "gateway output mode unknown": ("gateway: {endpoints: {sdxl: {namespace: team-a, output: png}}}",
                                     ["/gateway/endpoints/sdxl/output", "base64"]),
     "gateway endpoint without namespace": ("gateway: {endpoints: {sdxl: {output: s3}}}",

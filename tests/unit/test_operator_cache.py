@@ -112,7 +112,7 @@ def test_a_finished_job_is_kept_without_its_input_and_output_and_its_decisions_s
     assert "managedFields" not in cache.job(view.uid)["metadata"]
     assert done["spec"]["input"] and done["status"]["output"]  # the caller's body is not changed
 
-    checked = check_job(view.state, view.spec, CONFIG)
+    checked = check_job(view.state, view.spec, view.namespace, CONFIG)
     assert checked.ok and checked.controls.ttl_seconds_after_finished == 60
     decision = next_step(view, 1_767_225_600_000 + 3_600_000, CONFIG, checked=checked)
     assert [type(a) for a in decision.actions] == [DeleteJob]  # its TTL still applies

@@ -20,17 +20,21 @@ from typing import Any, Callable
 import pytest
 from img2img.api.protocol import Done, Heartbeat, TakeRequest
 from img2img.api.times import format_time_ms
+from img2img.api.webhook_signing import new_secret_key, read_secret_key
 from img2img_operator.cache import Cache
 from img2img_operator.dispatcher import Dispatcher
 from img2img_operator.kube import Conflict, Gone
 from img2img_operator.leases import LeaseTable
 from img2img_operator.metrics import Metrics
 from img2img_operator.runner_api import RunnerApi
+from img2img_operator.runner_pods import made_by_operator
 from img2img_operator.runners import Registry
+from img2img_operator.webhooks import Webhooks
 
 from operator_samples import T0, config, job_body
 
 SEC = 1000
+KEY = b"key"  # the operator's runner-token key
 NS = "team-a"
 RUNNER_NS = "img2img-system"
 HELD = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid",
@@ -57,6 +61,8 @@ class Cluster:
         self.rng = random.Random(seed)
         self.uids = 0
         self.crashing: set[str] = set()  # pools whose runners exit before they take
+        self.unschedulable: set[str] = set()  # pods the kubelet never starts
+        self.signing = new_secret_key()  # the webhook signing key in its Secret
 
     def _bump(self, body: dict) -> dict:
         self.rv += 1
@@ -78,6 +84,12 @@ class Cluster:
         self.jobs[(NS, name)] = self._bump(body)
         self._emit("job", "ADDED", body)
         return uid
+
+    def finish(self, name: str, status: dict) -> None:
+        """The job ended (as a runner's report would have it)."""
+        job = self.jobs[(NS, name)]
+        job["status"] = copy.deepcopy(status)
+        self._emit("job", "MODIFIED", self._bump(job))
 
     def edit(self, name: str, **spec: Any) -> None:
         job = self.jobs[(NS, name)]
@@ -102,6 +114,16 @@ class Cluster:
         self.pools[name] = self._bump(body)
         self._emit("pool", "ADDED", body)
 
+    def labelled_pod(self, name: str, runner: dict, phase: str = "Pending") -> None:
+        """A pod someone other than the operator made in the runner namespace, copying ``runner``'s labels and spec
+        (its environment too: the token of a runner of the operator's)."""
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": RUNNER_NS, "uid": f"pod-{name}",
+                             "creationTimestamp": self.ts(), "labels": dict(runner["metadata"]["labels"])},
+                "spec": copy.deepcopy(runner["spec"]), "status": {"phase": phase}}
+        self.pods[name] = self._bump(body)
+        self._emit("pod", "ADDED", body)
+
     def force_delete_pod(self, name: str) -> None:
         pod = self.pods.pop(name)
         self._emit("pod", "DELETED", self._bump(pod))
@@ -112,7 +134,7 @@ class Cluster:
         for name, pod in list(self.pods.items()):
             if pod["metadata"].get("deletionTimestamp"):
                 self.force_delete_pod(name)
-            elif pod["status"]["phase"] == "Pending":
+            elif pod["status"]["phase"] == "Pending" and name not in self.unschedulable:
                 crash = pod["metadata"]["labels"]["img2img.dev/pool"] in self.crashing
                 pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": "runner", "state": {"terminated": {
                     "exitCode": 3, "reason": "Error", "message": "IMG2IMG_POOL_MODELS: unknown model 'x'"}}}]} \
@@ -145,14 +167,14 @@ class FakeKube:
         self._call()
         name = manifest["metadata"]["name"]
         if name in self.c.pods:
-            return copy.deepcopy(self.c.pods[name]), False
+            return None
         pod = copy.deepcopy(manifest)
         pod["metadata"].update(uid=f"pod-{name}", creationTimestamp=self.c.ts())
         pod["status"] = {"phase": "Pending"}
         self.c.pods[name] = self.c._bump(pod)
         self.c.writes["pod_create"] += 1
         self.c._emit("pod", "ADDED", pod)
-        return copy.deepcopy(pod), True
+        return copy.deepcopy(pod)
 
     async def delete_pod(self, namespace, name, uid, grace):
         self._call()
@@ -235,8 +257,11 @@ class FakeStaging:
     def presign_get(self, uri, seconds):
         return f"https://s3.test/get/{uri}"
 
+    def read(self, uri):
+        return self.c.s3[uri]
+
     def presign_put(self, uri, content_type, seconds):
-        return f"https://s3.test/put/{uri}"
+        return f"https://s3.test/put/{uri}?content-type={content_type}"
 
 
 class Process:
@@ -246,14 +271,16 @@ class Process:
         self.c = cluster
         self.kube = FakeKube(cluster, crash_at)
         clock = lambda: cluster.now / 1000  # noqa: E731
-        self.cache = Cache(clock=clock)
+        self.cache = Cache(clock=clock, is_runner=lambda pod: made_by_operator(pod, KEY))
         staging = FakeStaging(cluster, self.kube)
         leases, registry = LeaseTable(), Registry()
         self.metrics = Metrics()
+        self.webhooks = Webhooks(cfg, self.cache, self.kube, staging, self.metrics, read_secret_key(cluster.signing),
+                                 clock=clock)
         self.dispatcher = Dispatcher(cfg, self.cache, self.kube, staging, self.metrics, leases, registry,
-                                     b"key", clock=clock, rng=random.Random(cluster.rng.random()))
+                                     KEY, self.webhooks, clock=clock, rng=random.Random(cluster.rng.random()))
         self.api = RunnerApi(cfg, self.cache, self.dispatcher, leases, registry, self.kube, staging, self.metrics,
-                             b"key", clock=clock, rng=random.Random(cluster.rng.random()))
+                             KEY, clock=clock, rng=random.Random(cluster.rng.random()))
         self.cursor = len(cluster.events)  # a new watch starts now (after its list)
         self.lag = lag
 
@@ -313,9 +340,10 @@ class Runner:
                 if code is None:
                     uris = a.outputs.imageUris[:1]
                     for url, uri in zip(a.outputs.imageUrls, uris):
-                        assert url == f"https://s3.test/put/{uri}"
+                        assert url == f"https://s3.test/put/{uri}?content-type=image/png"
                         self.c.s3[uri] = b"png"
-                    assert a.outputs.resultUrl == f"https://s3.test/put/{a.outputs.resultUri}"
+                    assert a.outputs.resultUrl == (f"https://s3.test/put/{a.outputs.resultUri}"
+                                                   "?content-type=application/json")
                     self.c.s3[a.outputs.resultUri] = json.dumps({"images": uris, "info": "{}",
                                                                  "parameters": {}}).encode()
                     self.report = {"result": a.outputs.resultUri, "startedAt": self.c.now - 900,
@@ -354,7 +382,8 @@ class Fleet:
 CFG = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 2}},
              retryBackoff={"initialSeconds": 1, "maxSeconds": 2},
              runners={"namespace": RUNNER_NS, "leaseSeconds": 4, "heartbeatSeconds": 1, "takeWaitSeconds": 1,
-                      "implicitPool": {"idleSeconds": 5}})
+                      "implicitPool": {"idleSeconds": 5}},
+             policy={"default": {"maxRetries": 10}})  # operators killed at random lose attempts
 
 
 async def drive(cluster: Cluster, cfg, fleet: Fleet, steps: int = 60, crash_every: tuple[int, int] | None = None,
@@ -671,6 +700,47 @@ def test_a_job_in_progress_whose_runner_does_not_come_back_after_a_restart_is_lo
         {k: v for k, v in s.items() if k != "lastFailure"})
 
 
+def test_a_runner_that_never_got_an_attempt_and_works_on_another_job_is_kept_and_that_job_completes_once():
+    """An operator killed after recording an assignment but before answering the take: the runner never got the job
+    and goes on to take another. The lost attempt lapses and is retried; the runner, heartbeating on the other job,
+    is not removed (that would stop a healthy job and blame it on a crash)."""
+    cluster = Cluster()
+    fleet = Fleet(cluster, steps=30)
+    one_runner = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 2}},
+                        retryBackoff={"initialSeconds": 1, "maxSeconds": 2},
+                        runners={"namespace": RUNNER_NS, "leaseSeconds": 4, "heartbeatSeconds": 1,
+                                 "takeWaitSeconds": 1, "implicitPool": {"idleSeconds": 60, "maxRunners": 1}})
+
+    async def scenario():
+        proc = Process(cluster, one_runner)
+        await proc.start()
+        cluster.submit("lost-on-the-way")
+        for _ in range(8):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        runner = cluster.status("lost-on-the-way")["runnerPod"]
+        fleet.runners[runner].assignment = None  # the take's answer never reached it: it asks again
+        proc = Process(cluster, one_runner)  # the operator that recorded the assignment is gone
+        await proc.start()
+        cluster.submit("next")
+        for _ in range(80):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+            if all(cluster.status(n).get("status") == "COMPLETED" for n in ("lost-on-the-way", "next")):
+                break
+        return runner
+
+    runner = run(scenario())
+    nxt, lost = cluster.status("next"), cluster.status("lost-on-the-way")
+    assert nxt["status"] == "COMPLETED" and nxt["attempts"] == 1 and nxt["runnerPod"] == runner
+    assert lost["status"] == "COMPLETED" and lost["attempts"] == 2 and lost["lastFailure"]["reason"] == "RunnerLost"
+    assert runner in cluster.pods  # kept: it never hung
+
+
 def test_a_stale_decision_is_refused_and_taken_again():
     cluster = Cluster()
     cluster.submit("s")
@@ -729,12 +799,15 @@ def test_ttl_deletes_finished_jobs():
 def test_an_output_bucket_that_does_not_exist_fails_the_job_instead_of_retrying_forever():
     cluster = Cluster()
     cluster.submit("nobucket", output={"bucket": "no-such-bucket"})
+    cfg = config(**{**CFG.model_dump(by_alias=True, exclude_none=True),
+                    "s3": {**CFG.s3.model_dump(by_alias=True, exclude_none=True),
+                           "allowedOutputLocations": {NS: ["s3://no-such-bucket/jobs"]}}})
 
     class NoSuchBucket(Exception):
         response = {"Error": {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"}}
 
     async def scenario():
-        proc = Process(cluster, CFG)
+        proc = Process(cluster, cfg)
         await proc.start()
 
         async def refuse(uri, document):
@@ -787,6 +860,96 @@ def test_finished_jobs_are_passed_over_until_they_change_and_still_counted(monke
         assert set(built) == {"a"} and cluster.status("a")["observedGeneration"] == 2
 
     run(scenario())
+
+
+# ---- webhooks -----------------------------------------------------------------------------------------------------
+HOOKS_CFG = config(**{**CFG.model_dump(by_alias=True), "webhooks": {
+    "allowPrivateAddresses": True, "retryBackoff": {"initialSeconds": 30, "maxSeconds": 60}}})
+ENDED = {"status": "COMPLETED", "attempts": 1, "delayTime": 10, "executionTime": 900,
+         "completedAt": "2026-01-01T00:00:05.000Z",
+         "output": {"images": ["s3://img2img/jobs/0.png"], "info": "{}", "parameters": {"steps": 2}}}
+
+
+async def settled(check: Callable[[], bool], seconds: float = 10) -> None:
+    """Real time for the delivery tasks (a real HTTP receiver) until ``check`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_a_webhook_retry_survives_an_operator_restart_and_a_delivered_one_is_never_sent_again():
+    from webhook_receiver import Receiver, verify
+    from img2img.api.webhook_signing import public_key_text
+
+    receiver = Receiver(script=[500, 200])
+    cluster = Cluster()
+    uid = cluster.submit("hooked", webhook=receiver.url)
+    cluster.finish("hooked", {**ENDED, "id": uid})
+
+    def record() -> dict:
+        return cluster.status("hooked").get("webhook") or {}
+
+    async def scenario():
+        first = Process(cluster, HOOKS_CFG)
+        await first.start()
+        await first.step()
+        await settled(lambda: record().get("attempts") == 1)
+        assert record()["lastStatusCode"] == 500 and not record()["delivered"]
+        assert record()["nextAttemptAt"] == format_time_ms(cluster.now + 30_000)
+        first.kube.dead = True  # the operator dies while its retry waits
+        await first.webhooks.close()
+
+        second = Process(cluster, HOOKS_CFG)
+        await second.start()
+        await second.step()
+        await asyncio.sleep(0.3)
+        assert len(receiver.received) == 1  # the retry waits for its nextAttemptAt, restart or not
+        cluster.now += 30_000
+        await second.webhooks.close()  # (its wait was measured on the old clock)
+        await second.step()
+        await settled(lambda: record().get("delivered") is True)
+        assert record()["attempts"] == 2 and record()["deliveredAt"] == format_time_ms(cluster.now)
+
+        third = Process(cluster, HOOKS_CFG)
+        await third.start()
+        await third.step()
+        await asyncio.sleep(0.3)
+        assert not third.webhooks.tasks
+
+    try:
+        run(scenario())
+    finally:
+        receiver.close()
+    assert len(receiver.received) == 2
+    public = public_key_text(read_secret_key(cluster.signing))
+    ids = set()
+    for delivery in receiver.received:
+        assert verify(delivery.headers, delivery.body, public, now=int(delivery.headers["webhook-timestamp"]))
+        ids.add(delivery.headers["webhook-id"])
+        assert json.loads(delivery.body) == {"id": uid, "status": "COMPLETED", "delayTime": 10, "executionTime": 900,
+                                             "output": ENDED["output"]}
+    assert ids == {uid}  # one delivery, retried: the receiver's idempotency key
+
+
+def test_a_webhook_to_a_private_address_fails_the_job_naming_the_field_and_nothing_is_sent():
+    cluster = Cluster()
+    cluster.submit("private", webhook="https://10.0.0.7/hook")
+
+    async def scenario():
+        proc = Process(cluster, CFG)  # private addresses not allowed: the default
+        await proc.start()
+        await proc.step()  # FAILED
+        await proc.step()  # its webhook: refused, recorded
+        await settled(lambda: "webhook" in cluster.status("private"))
+
+    run(scenario())
+    status = cluster.status("private")
+    assert status["status"] == "FAILED" and status["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.webhook: 'https://10.0.0.7/hook' 10.0.0.7 is a private address; refused" in status["error"]
+    assert status["webhook"] == {"delivered": False, "attempts": 0, "gaveUp": True,
+                                 "lastError": "'https://10.0.0.7/hook' 10.0.0.7 is a private address; refused"}
 
 
 # ---- pools --------------------------------------------------------------------------------------------------------
@@ -860,6 +1023,46 @@ def test_a_pool_whose_runners_crash_before_taking_is_stalled_and_recreates_them_
     assert stalled["status"] == "True" and stalled["reason"] == "RunnerFailedBeforeTake"
     assert "unknown model 'x'" in stalled["message"]
     assert not cluster.pods  # the failed runners' pods are removed
+
+
+def test_pods_with_the_runner_labels_that_the_operator_did_not_make_are_not_runners():
+    """Someone who may create pods in the runner namespace copies a runner's labels and spec: one pod never
+    starts, one fails, one runs and asks for work. None is counted by the pool (which makes its own runner), none
+    is served a job, none is removed by the operator, and the pool does not stall."""
+    cluster = Cluster()
+    cluster.add_pool("warm", minReady=1)
+    fleet = Fleet(cluster, steps=2)
+
+    async def scenario():
+        proc = Process(cluster, CFG)
+        await proc.start()
+        await proc.step()  # the pool's first runner, whose labels and spec are copied
+        (ours,) = cluster.pods
+        copied = copy.deepcopy(cluster.pods[ours])
+        cluster.force_delete_pod(ours)
+        cluster.unschedulable.add("warm-stuck")
+        cluster.labelled_pod("warm-stuck", copied)
+        cluster.labelled_pod("warm-fails", copied, phase="Failed")
+        cluster.labelled_pod("warm-asks", copied, phase="Running")
+        cluster.submit("j")
+        for _ in range(30):
+            cluster.now += 500
+            await proc.step()
+            cluster.kubelet()
+            await fleet.tick(proc.api)
+        return ours
+
+    first = run(scenario())
+    foreign = {"warm-stuck", "warm-fails", "warm-asks"}
+    assert foreign <= set(cluster.pods) and not any(cluster.pods[n]["metadata"].get("deletionTimestamp")
+                                                   for n in foreign)
+    (runner,) = set(cluster.pods) - foreign
+    assert runner != first and cluster.writes["pod_create"] == 2
+    assert cluster.status("j")["status"] == "COMPLETED" and cluster.status("j")["runnerPod"] == runner
+    assert fleet.served() == Counter({("j", 1): 1}) and not fleet.runners["warm-asks"].served
+    status = cluster.pools["warm"]["status"]
+    assert (status["readyRunners"], status["startingRunners"]) == (1, 0)
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Stalled": "False"}
 
 
 def test_a_runner_pool_of_an_unknown_gpu_class_is_stalled_naming_the_field():

@@ -93,3 +93,16 @@ def test_a_lease_of_an_earlier_operator_is_adopted_only_as_the_status_says():
     assert not adoptable(None, lease_id, RUNNER)  # deleted
     assert not adoptable(job(running_status(1)), "not-a-lease", RUNNER)
     assert not adoptable(job(running_status(1)), f"other-uid.1.0000abcd", RUNNER)
+
+
+def test_a_runner_heartbeating_or_taking_on_another_job_is_working_elsewhere_and_a_silent_one_is_not():
+    table = LeaseTable()
+    assert not table.working_elsewhere(RUNNER, UID, T0, LEASE_MS)
+    other = Lease(id="other.1.0000abcd", uid="other", attempt=1, runner=RUNNER, renewed_ms=T0)
+    table.grant(other)
+    assert table.working_elsewhere(RUNNER, UID, T0 + 1 * SEC, LEASE_MS)
+    assert not table.working_elsewhere(RUNNER, "other", T0 + 1 * SEC, LEASE_MS)  # its own job is not elsewhere
+    assert not table.working_elsewhere("l4-another", UID, T0 + 1 * SEC, LEASE_MS)
+    assert not table.working_elsewhere(RUNNER, UID, T0 + LEASE_MS, LEASE_MS)  # that lease lapsed too: silent
+    table.end("other", other.id, T0)
+    assert table.claim("third", RUNNER) and table.working_elsewhere(RUNNER, UID, T0, LEASE_MS)

@@ -294,12 +294,14 @@ def test_the_operators_presigned_urls_reach_the_status():
     assert after["output"]["presigned"] == urls and after["output"]["presignedExpiresAt"] == "2026-01-01T01:00:00.000Z"
 
 
-def test_the_result_is_read_from_the_uri_the_runner_reports():
-    other = "s3://img2img/jobs/team-a/seed/x/attempt-1/elsewhere.json"
+def test_the_result_is_read_from_the_attempts_own_uri_whatever_the_runner_reports():
+    """The operator reads result.json with its own credentials: a runner naming another object (another namespace's
+    result, say) does not make it read that."""
+    other = "s3://img2img/jobs/team-b/theirs/u/attempt-1/result.json"
     d, _ = run(running_status(), done(outcome(result=other)))
-    assert d.fetch_result == other and not d.actions
-    d, _ = run(running_status(), done(outcome(result=other)), result=RESULT)  # a result for another URI
-    assert d.fetch_result == other
+    assert d.fetch_result == RESULT_URI and not d.actions
+    d, after = run(running_status(), done(outcome(result=other)), result=RESULT)
+    assert d.fetch_result is None and after["status"] == "COMPLETED" and after["result"] == RESULT_URI
 
 
 def test_submitted_at_comes_from_a_consistent_annotation_with_milliseconds():
@@ -341,7 +343,8 @@ def test_retry_waits_for_its_back_off_then_is_offered_again():
 
 
 def test_back_off_doubles_up_to_its_maximum():
-    cfg = config(retryBackoff={"initialSeconds": 10, "maxSeconds": 25}, defaults={"retries": 5})
+    cfg = config(retryBackoff={"initialSeconds": 10, "maxSeconds": 25}, defaults={"retries": 5},
+                 policy={"default": {"maxRetries": 5}})
     for attempt, delay in ((1, 10), (2, 20), (3, 25), (4, 25)):
         d, _ = run(running_status(attempt), lapsed(attempt=attempt), cfg=cfg)
         assert d.wake_at == T + delay * SEC

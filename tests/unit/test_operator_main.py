@@ -14,7 +14,7 @@ import pytest
 from img2img_operator.main import NoDiffBase, NoProgress, Runtime, build_registry, build_settings, main
 from img2img_operator.metrics import Metrics
 
-from operator_samples import CONFIG, config, job_body
+from operator_samples import CONFIG, RUNNER_KEY, config, job_body, runner_pod_body
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,9 +54,8 @@ def test_events_feed_the_cache_and_wake_the_dispatcher():
     from img2img_operator.leases import LeaseTable
     from img2img_operator.runners import Registry
 
-    from operator_samples import runner_pod_body
-
     runtime = Runtime(CONFIG)
+    runtime.key = RUNNER_KEY  # as startup reads it
     registry = build_registry(runtime)
     handlers = {h.selector.plural or h.selector.any_name: h.fn for h in registry._watching.get_all_handlers()}
     pool = {"apiVersion": "img2img.dev/v1alpha1", "kind": "RunnerPool",
@@ -66,7 +65,7 @@ def test_events_feed_the_cache_and_wake_the_dispatcher():
     async def scenario():
         # the dispatcher as startup makes it, asleep between passes; nothing it talks to is reached before a pass
         runtime.dispatcher = Dispatcher(CONFIG, runtime.cache, kube=None, staging=None, metrics=runtime.metrics,
-                                        leases=LeaseTable(), registry=Registry(), key=b"k")
+                                        leases=LeaseTable(), registry=Registry(), key=b"k", webhooks=None)
         feeds = [  # kopf's job handler, and what the runner namespace's reflectors call
             lambda: handlers["img2imgjobs"](event={"type": "ADDED", "object": job_body(None)}),
             lambda: runtime.cache.pod_event("ADDED", runner_pod_body("l4-aaaaa")),
@@ -84,6 +83,21 @@ def test_events_feed_the_cache_and_wake_the_dispatcher():
     (job,) = runtime.cache.snapshot()
     assert job.name == "seed" and [p.name for p in runtime.cache.pods()] == ["l4-aaaaa"]
     assert [p["metadata"]["name"] for p in runtime.cache.pools()] == ["warm"]
+
+
+def test_the_runner_namespaces_pods_are_runners_only_if_this_operator_made_them(caplog):
+    runtime = Runtime(CONFIG)
+    runtime.key = RUNNER_KEY
+    foreign = runner_pod_body("l4-fake1")  # the runner labels, no token of its name
+    foreign["spec"]["containers"][0]["env"] = []
+    another_key = runner_pod_body("l4-fake2")  # a token signed by someone else's key
+    another_key["spec"]["containers"][0]["env"][0]["value"] = "l4-fake2.0123"
+    runtime.cache.replace_pods([runner_pod_body("l4-aaaaa"), foreign], list_rv=10)
+    for _ in range(2):
+        runtime.cache.pod_event("ADDED", another_key)
+    assert [p.name for p in runtime.cache.pods()] == ["l4-aaaaa"]
+    warnings = [r.getMessage() for r in caplog.records if "did not make it" in r.getMessage()]
+    assert len(warnings) == 2 and "img2img-system/l4-fake1" in warnings[0]  # once per pod
 
 
 def test_health_reports_a_dead_dispatcher():

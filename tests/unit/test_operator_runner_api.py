@@ -8,18 +8,23 @@ import json
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from img2img.api.protocol import DONE, HEARTBEAT, TAKE, Assignment, runner_token
+from img2img.api.protocol import DONE, ENV_RUNNER_TOKEN, HEARTBEAT, TAKE, Assignment, runner_token
 
 from test_operator_dispatcher import CFG, Cluster, Process
 
 KEY = b"key"  # the simulated operator's key
 
 
-def runner_pod(cluster: Cluster, name: str, phase: str = "Running") -> None:
+def runner_pod(cluster: Cluster, name: str, phase: str = "Running", token: str | None = "signed") -> None:
+    """A pod with the runner labels; ``token``: "signed" = the one the operator gives it (its name under KEY), None =
+    none (a pod someone else made with the labels), else that token."""
+    env = [] if token is None else [{"name": ENV_RUNNER_TOKEN,
+                                     "value": runner_token(KEY, name) if token == "signed" else token}]
     body = {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "img2img-system", "uid": f"pod-{name}",
                          "labels": {"app.kubernetes.io/managed-by": "img2img-operator",
                                     "app.kubernetes.io/component": "runner", "img2img.dev/pool": "l4"}},
+            "spec": {"containers": [{"name": "runner", "env": env}]},
             "status": {"phase": phase}}
     cluster.pods[name] = cluster._bump(body)
     cluster._emit("pod", "ADDED", body)
@@ -50,6 +55,9 @@ def proc():
     cluster = Cluster()
     runner_pod(cluster, "l4-aaaaa")
     runner_pod(cluster, "l4-ended", phase="Failed")
+    # pods someone else made in the runner namespace with the runner labels: none, or a real runner's token
+    runner_pod(cluster, "l4-fake1", token=None)
+    runner_pod(cluster, "l4-fake2", token=runner_token(KEY, "l4-aaaaa"))
     process = Process(cluster, CFG)
     asyncio.run(process.start())
     return process
@@ -65,6 +73,10 @@ TAKE_BODY = {"runner": "l4-aaaaa", "models": [], "waitSeconds": 0.05}
     ("a token of a runner whose pod ended", runner_token(KEY, "l4-ended"), {**TAKE_BODY, "runner": "l4-ended"}),
     ("another runner's token", runner_token(KEY, "l4-ended"), TAKE_BODY),
     ("a token that is not one", "garbage", TAKE_BODY),
+    ("the token copied by a labelled pod", runner_token(KEY, "l4-aaaaa"), {**TAKE_BODY, "runner": "l4-fake2"}),
+    # even a token signed for its name (which only the key can make) does not make a pod the operator did not
+    # create a runner
+    ("a labelled pod the operator did not make", runner_token(KEY, "l4-fake1"), {**TAKE_BODY, "runner": "l4-fake1"}),
 ])
 def test_only_live_runner_pods_the_operator_signed_for_are_served(proc, case, token, body):
     for path, message in ((TAKE, body), (HEARTBEAT, {"runner": body["runner"], "lease": "x.1.y"}),
@@ -96,7 +108,8 @@ def test_an_assignment_grants_exactly_the_jobs_reads_and_its_attempts_writes(pro
     cluster = proc.c
     request = seed_request()["input"]
     request["payload"]["batch_size"] = 2
-    request["payload"]["init_images"] = ["s3://img2img/uploads/team-a/init.png", "s3://elsewhere/x.png"]
+    request["payload"]["override_settings"]["samples_format"] = "jpg"
+    request["payload"]["init_images"] = ["s3://img2img/uploads/team-a/init.png"]
     cluster.submit("s3job", input=request)
     token = runner_token(KEY, "l4-aaaaa")
 
@@ -119,12 +132,16 @@ def test_an_assignment_grants_exactly_the_jobs_reads_and_its_attempts_writes(pro
     base = f"s3://img2img/jobs/team-a/s3job/{uid}/"
     assert a.job.attempt == 1 and a.lease.startswith(f"{uid}.1.")
     assert a.inputUrl == f"https://s3.test/get/{base}input.json" and base + "input.json" in cluster.s3
-    # the namespace's uploads only: another bucket is not granted (the runner then refuses that image)
+    # the image it reads, from the namespace's uploads (a job naming one it may not read never gets here:
+    # test_operator_areas)
     assert a.images == {"s3://img2img/uploads/team-a/init.png":
                         "https://s3.test/get/s3://img2img/uploads/team-a/init.png"}
-    # batch_size 2 + one ControlNet detect map
-    assert a.outputs.imageUris == [f"{base}attempt-1/images/{i}.png" for i in range(3)]
+    # batch_size 2 + one ControlNet detect map, as JPEG files: keys and signed content type follow samples_format
+    assert a.outputs.imageUris == [f"{base}attempt-1/images/{i}.jpg" for i in range(3)]
+    assert a.outputs.imageUrls == [f"https://s3.test/put/{base}attempt-1/images/{i}.jpg?content-type=image/jpeg"
+                                   for i in range(3)]
     assert a.outputs.resultUri == f"{base}attempt-1/result.json"
+    assert a.outputs.resultUrl == f"https://s3.test/put/{base}attempt-1/result.json?content-type=application/json"
     assert (a.leaseSeconds, a.heartbeatSeconds) == (4, 1)
     status = cluster.status("s3job")
     assert (status["status"], status["attempts"], status["runnerPod"]) == ("IN_PROGRESS", 1, "l4-aaaaa")

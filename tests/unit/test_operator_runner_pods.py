@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -9,7 +10,7 @@ import pytest
 from img2img.api.protocol import token_runner
 from img2img_operator.config import parse_config
 from img2img_operator.pool_scaling import Pool
-from img2img_operator.runner_pods import build_pool_runner_pod, pool_selector, runner_name
+from img2img_operator.runner_pods import build_pool_runner_pod, made_by_operator, pool_selector, runner_name
 
 KEY = b"k" * 32
 BASE = {
@@ -113,6 +114,20 @@ def test_gpu_class_resources_placement_and_volumes():
     assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}}
 
 
+def test_a_runner_always_has_a_memory_limit_its_request_unless_one_is_configured():
+    def resources(runner_resources: dict, class_resources: dict) -> dict:
+        cfg = parse_config({**BASE, "runner": {"resources": runner_resources},
+                            "gpuClasses": {"l4": {"resources": class_resources}}})
+        return build_pool_runner_pod(SDXL, "sdxl-a1b2c", KEY, cfg)["spec"]["containers"][0]["resources"]
+
+    gpu = {"nvidia.com/gpu": 1}
+    assert resources({"requests": {"cpu": "2", "memory": "16Gi"}}, gpu)["limits"] == {
+        "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert resources({"requests": {"memory": "16Gi"}, "limits": {"memory": "32Gi"}}, gpu)["limits"]["memory"] == "32Gi"
+    assert resources({"requests": {"memory": "16Gi"}}, {**gpu, "memory": "64Gi"})["limits"]["memory"] == "64Gi"
+    assert parse_config({"s3": {"bucket": "b"}}).runner.resources.requests["memory"] == "4Gi"  # so by default: 4Gi
+
+
 def test_long_lived_restricted_never_restarted_no_api_token():
     spec = build_pool_runner_pod(SDXL, "sdxl-a1b2c", KEY, CONFIG)["spec"]
     assert spec["restartPolicy"] == "Never" and "activeDeadlineSeconds" not in spec
@@ -131,3 +146,18 @@ def test_the_manifest_is_a_valid_pod(pool):
     manifest = build_pool_runner_pod(pool, f"{pool.name}-abcde", KEY, CONFIG)
     api = client.ApiClient()
     assert api.sanitize_for_serialization(api._ApiClient__deserialize(manifest, "V1Pod")) == manifest
+
+
+def test_a_pod_is_one_of_the_operators_runners_only_with_the_token_signed_for_its_own_name():
+    ours = build_pool_runner_pod(SDXL, "sdxl-a1b2c", KEY, CONFIG)
+    assert made_by_operator(ours, KEY)
+    assert not made_by_operator(ours, b"another operator's key")
+    copied = copy.deepcopy(ours)  # someone copies a runner's whole manifest under another name
+    copied["metadata"]["name"] = "sdxl-zzzzz"
+    assert not made_by_operator(copied, KEY)
+    labels_only = {"metadata": {"name": "sdxl-zzzzz", "labels": ours["metadata"]["labels"]},
+                   "spec": {"containers": [{"name": "runner", "image": "evil"}]}}
+    assert not made_by_operator(labels_only, KEY)
+    sidecar = copy.deepcopy(ours)  # the token in another container than the runner's
+    sidecar["spec"]["containers"][0]["name"] = "other"
+    assert not made_by_operator(sidecar, KEY)

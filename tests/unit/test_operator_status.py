@@ -56,13 +56,29 @@ def test_timings_fall_back_on_the_assignment_and_now_when_the_runner_left_them_o
 
 # ---- result.json --------------------------------------------------------------------------------------------------
 def test_result_json_checks():
-    assert check_result("s3://b/r.json", None).problem == "s3://b/r.json does not exist"
-    assert "not valid JSON" in check_result("s3://b/r.json", b"{").problem
-    assert "no list of images" in check_result("s3://b/r.json", b'{"images": "x"}').problem
-    ok = check_result("s3://b/r.json", b'{"images": ["s3://b/0.png"], "info": "{}", "parameters": {"a": 1}}')
-    assert ok.problem is None and ok.output == {"images": ["s3://b/0.png"], "info": "{}", "parameters": {"a": 1}}
-    as_object = check_result("s3://b/r.json", b'{"images": [], "info": {"seed": 1}}')
+    uri = "s3://b/jobs/team-a/j/u/attempt-1/result.json"
+    assert check_result(uri, None).problem == f"{uri} does not exist"
+    assert "not valid JSON" in check_result(uri, b"{").problem
+    assert "no list of images" in check_result(uri, b'{"images": "x"}').problem
+    image = "s3://b/jobs/team-a/j/u/attempt-1/images/0.png"
+    ok = check_result(uri, json.dumps({"images": [image], "info": "{}", "parameters": {"a": 1}}).encode())
+    assert ok.problem is None and ok.output == {"images": [image], "info": "{}", "parameters": {"a": 1}}
+    as_object = check_result(uri, b'{"images": [], "info": {"seed": 1}}')
     assert as_object.output["info"] == '{"seed": 1}'
+
+
+@pytest.mark.parametrize("image", [
+    "s3://b/jobs/team-b/k/v/attempt-1/images/0.png",  # another namespace's result
+    "s3://b/jobs/team-a/j/u/attempt-2/images/0.png",  # another attempt's
+    "s3://b/jobs/team-a/j/u/attempt-1/images/../../../../team-b/k/v/attempt-1/images/0.png",
+    "s3://b/jobs/team-a/j/u/attempt-1/input.json",
+])
+def test_a_result_naming_an_image_outside_its_attempt_is_not_used(image):
+    """The operator copies the images into the tenant's status, and the gateway reads them for the tenant with its own
+    credentials: a runner (or a job that took one over) cannot make them read anything but the attempt's uploads."""
+    uri = "s3://b/jobs/team-a/j/u/attempt-1/result.json"
+    result = check_result(uri, json.dumps({"images": [image]}).encode())
+    assert result.problem == f"{uri} names images outside s3://b/jobs/team-a/j/u/attempt-1/images/: {image}"
 
 
 # ---- patches ------------------------------------------------------------------------------------------------------

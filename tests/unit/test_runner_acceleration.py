@@ -52,3 +52,25 @@ def test_the_gpu_machine_installs_the_runner_requirements_but_never_torch():
     wanted = wheelhouse.requirements()
     assert any(r.startswith("diffusers==") for r in wanted) and any(r.startswith("transformers==") for r in wanted)
     assert not [r for r in wanted if r.split("=")[0].split(">")[0] in ("torch", "torchvision")]
+
+
+def test_the_gpu_machine_installs_from_the_wheelhouse_only_what_it_lacks_at_that_version(tmp_path):
+    from importlib import metadata
+
+    pydantic = metadata.version("pydantic")
+    for name in (f"pydantic-{pydantic}-py3-none-any.whl",  # here at this version: the machine's copy serves
+                 "pydantic-1.0.0-py3-none-any.whl",  # another version: installed
+                 "surely_not_installed_pkg-0.1-py3-none-any.whl",  # missing: installed
+                 "torch-2.0.0-cp312-cp312-manylinux_2_28_x86_64.whl",  # never: the machine's CUDA build stays
+                 "nvidia_cublas-13.0-py3-none-manylinux_2_28_x86_64.whl",
+                 "README.txt"):
+        (tmp_path / name).write_text("")
+    assert [p.name for p in wheelhouse.plan(tmp_path)] == [
+        "pydantic-1.0.0-py3-none-any.whl", "surely_not_installed_pkg-0.1-py3-none-any.whl"]
+
+
+def test_a_lean_wheelhouse_leaves_out_what_cuda_images_carry_but_keeps_the_runners_own_libraries():
+    full = {r.split("==")[0] for r in wheelhouse.closure()}
+    lean = {r.split("==")[0] for r in wheelhouse.closure(lean=True)}
+    assert {"numpy", "scipy", "pillow", "opencv-python-headless"} <= full - lean
+    assert {"diffusers", "transformers", "pydantic", "torchsde", "controlnet-aux"} <= lean

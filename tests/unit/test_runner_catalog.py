@@ -144,3 +144,61 @@ def test_a_runner_serves_what_it_holds_and_what_runs_as_it_under_a_held_checkpoi
     # without an SDXL checkpoint the SD 1.5 ControlNet would run as itself: holding the SDXL one does not serve it
     assert catalog.servable(["diffusers_xl_canny_mid"]) == ["diffusers_xl_canny_mid"]
     assert catalog.servable(["not_in_the_catalog"]) == []
+
+
+# --- LoRAs ---------------------------------------------------------------------------------------------------
+
+
+def lora_catalog() -> Catalog:
+    data = {"default_checkpoint": "sd_xl_base_1.0", "models": {
+        "sd_xl_base_1.0": {"architecture": "sdxl", "source": "base"},
+        "sd_xl_refiner_1.0": {"architecture": "sdxl-refiner", "source": "refiner"},
+        "juggernaut_xl": {"architecture": "sdxl", "source": "juggernaut"},
+        "v1-5-pruned-emaonly": {"architecture": "sd15", "source": "sd15"},
+        "pixel-art-xl.safetensors": {"architecture": "lora-sdxl", "source": "loras/pixel-art-xl.safetensors",
+                                     "hash": "ABCDEF0123456789"},
+        "add_detail": {"architecture": "lora-sd15", "source": "loras/add_detail.safetensors"},
+        "offset_xl": {"architecture": "lora-sdxl", "source": "s3://models/loras/offset/"},
+    }}
+    return Catalog.from_dict(data)
+
+
+def test_loras_resolve_as_a1111_spells_them_in_the_prompts_order():
+    resolved = lora_catalog().resolve(checkpoint="sd_xl_base_1.0", vae=None, refiner="sd_xl_refiner_1.0",
+                                      controlnets=[], loras=["offset_xl", "pixel-art-xl"])
+    assert [e.name for e in resolved.loras] == ["offset_xl", "pixel-art-xl.safetensors"]
+    assert resolved.loras[1].hash == "abcdef012345"  # A1111's "Lora hashes" show 12 hex
+
+
+def test_an_unknown_lora_is_refused_naming_it_and_the_catalogs_loras():
+    with pytest.raises(ModelError) as exc:
+        lora_catalog().resolve(checkpoint=None, vae=None, refiner=None, controlnets=[], loras=["pixel", "cutesexy"])
+    assert exc.value.field == "prompt"
+    assert str(exc.value) == ("unknown LoRA 'pixel'; the model catalog has: add_detail, offset_xl, "
+                              "pixel-art-xl.safetensors")
+    with pytest.raises(ModelError, match="'sd_xl_refiner_1.0' is a sdxl-refiner model, not a LoRA"):
+        lora_catalog().resolve(checkpoint=None, vae=None, refiner=None, controlnets=[], loras=["sd_xl_refiner_1.0"])
+
+
+def test_a_lora_of_another_family_is_refused_naming_both_models():
+    with pytest.raises(ModelError) as exc:
+        lora_catalog().resolve(checkpoint="sd_xl_base_1.0", vae=None, refiner=None, controlnets=[],
+                               loras=["add_detail"])
+    assert exc.value.field == "prompt"
+    assert "add_detail" in str(exc.value) and "lora-sd15" in str(exc.value) and "sd_xl_base_1.0" in str(exc.value)
+
+
+def test_a_lora_named_twice_is_refused():
+    with pytest.raises(ModelError, match="'pixel-art-xl.safetensors' is named twice"):
+        lora_catalog().resolve(checkpoint=None, vae=None, refiner=None, controlnets=[],
+                               loras=["pixel-art-xl", "PIXEL-ART-XL.safetensors"])
+
+
+def test_loras_with_a_base_checkpoint_as_the_refiner_are_refused():
+    # A1111 would apply the LoRAs to that refiner too (its module names are the base's); an SDXL refiner gets none
+    with pytest.raises(ModelError) as exc:
+        lora_catalog().resolve(checkpoint="sd_xl_base_1.0", vae=None, refiner="juggernaut_xl", controlnets=[],
+                               loras=["pixel-art-xl"])
+    assert exc.value.field == "refiner_checkpoint" and "juggernaut_xl" in str(exc.value)
+    assert lora_catalog().resolve(checkpoint="sd_xl_base_1.0", vae=None, refiner="juggernaut_xl",
+                                  controlnets=[]).loras == ()

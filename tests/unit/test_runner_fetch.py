@@ -12,6 +12,7 @@ import io
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,12 @@ FIELD = "init_images[0]"
 
 
 def png() -> bytes:
+    return encoded(Image.new("RGB", (16, 16), "red"), "PNG")
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (16, 16), "red").save(buf, "PNG")
+    image.save(buf, fmt)
     return buf.getvalue()
 
 
@@ -82,6 +87,15 @@ def no_connections(monkeypatch):
     ("https://[::1]/image.png", "loopback"),
     ("https://[::ffff:127.0.0.1]/image.png", "loopback"),
     ("https://0.0.0.0/image.png", "unspecified"),
+    # IPv4 inside IPv6: the IPv4 address decides (a translator or relay would take the connection there)
+    ("https://[2002:a9fe:a9fe::1]/latest/meta-data", "169.254.169.254 in 6to4 form, a link-local"),
+    ("https://[64:ff9b::a9fe:a9fe]/latest/meta-data", "169.254.169.254 in NAT64 form, a link-local"),
+    ("https://[64:ff9b::a00:1]/image.png", "10.0.0.1 in NAT64 form, a private"),
+    ("https://[::ffff:a9fe:a9fe]/latest/meta-data", "169.254.169.254 in IPv4-mapped form"),
+    ("https://[::a9fe:a9fe]/latest/meta-data", "169.254.169.254 in IPv4-compatible form"),
+    ("https://[2001:0:4136:e378:8000:63bf:5601:5601]/x", "169.254.169.254 in Teredo form"),
+    ("https://[fec0::1]/image.png", "site-local"),
+    ("https://168.63.129.16/machine?comp=goalstate", "Azure's wire server"),  # public, yet the cloud's own
 ])
 def test_non_public_addresses_are_refused_before_any_connection(url, reason, no_connections):
     with pytest.raises(BadInput) as exc:
@@ -102,6 +116,9 @@ def test_a_name_resolving_to_a_private_address_is_refused_and_nothing_is_sent(li
     with pytest.raises(BadInput, match="resolves to 127.0.0.1"):
         load_image(f"https://images.example.com:{listener.port}/x.png", FIELD, policy)
     assert not listener.connected()
+    policy = FetchPolicy(resolver=lambda host, port: ["2002:a9fe:a9fe::1"])  # metadata, in 6to4 form
+    with pytest.raises(BadInput, match="resolves to 2002:a9fe:a9fe::1, 169.254.169.254 in 6to4 form"):
+        load_image(f"https://images.example.com:{listener.port}/x.png", FIELD, policy)
 
 
 def test_localhost_by_name_is_refused(listener):
@@ -129,6 +146,9 @@ def test_host_allowlist(no_connections):
 def test_public_addresses_pass():
     assert address_refusal("93.184.216.34") is None
     assert address_refusal("2606:2800:220:1:248:1893:25c8:1946") is None
+    # a public IPv4 address in NAT64 form: how an IPv6-only cluster reaches an IPv4-only server; and in 6to4 form
+    assert address_refusal("64:ff9b::5db8:d822") is None
+    assert address_refusal("2002:5db8:d822::1") is None
 
 
 @pytest.mark.parametrize("uri, allowed, ok", [
@@ -240,6 +260,8 @@ def server(certs):
         "/missing.png": lambda port: (404, {}, b"no"),
         "/broken.png": lambda port: (503, {}, b"busy"),
         "/big.png": lambda port: (200, {"Content-Type": "image/png"}, png() + b"\0" * 5000),
+        "/image.tiff": lambda port: (200, {"Content-Type": "image/tiff"}, encoded(Image.new("RGB", (16, 16)), "TIFF")),
+        "/tall.png": lambda port: (200, {"Content-Type": "image/png"}, encoded(Image.new("L", (64, 262144)), "PNG")),
     }
     s = Server(certs, routes)
     yield s
@@ -247,7 +269,7 @@ def server(certs):
 
 
 def private_policy(certs, **kwargs) -> FetchPolicy:
-    return FetchPolicy(allow_private=True, ca_file=str(certs.ca.cert), timeout=5, **kwargs)
+    return FetchPolicy(**{"allow_private": True, "ca_file": str(certs.ca.cert), "timeout": 5, **kwargs})
 
 
 def test_https_fetch_with_a_verified_certificate(server, certs):
@@ -299,3 +321,58 @@ def test_4xx_is_bad_input_and_5xx_is_retried_then_a_storage_error(server, certs)
     with pytest.raises(StorageError, match="503"):
         load_image(f"https://localhost:{server.port}/broken.png", FIELD, private_policy(certs))
     assert server.requests.count("/broken.png") == 3
+
+
+@pytest.mark.parametrize("path, reason", [("/image.tiff", "TIFF images are not accepted"),
+                                          ("/tall.png", "aspect ratio of 4096:1")])
+def test_a_fetched_image_outside_the_input_budget_is_bad_input_naming_the_field(server, certs, path, reason):
+    with pytest.raises(BadInput, match=reason) as caught:
+        load_image(f"https://localhost:{server.port}{path}", FIELD, private_policy(certs))
+    assert caught.value.path == f"input.payload.{FIELD}"
+
+
+class DrippingServer:
+    """A TLS server that answers a byte a second: its status line and headers (``/headers``), or a body
+    (``/body``); each byte comes well within any read timeout."""
+
+    def __init__(self, certs):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                answer = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 64\r\n\r\n"
+                if self.path == "/body":
+                    self.wfile.write(answer)
+                    answer = b"\x89PNG" + b"\0" * 60
+                try:
+                    for i in range(len(answer)):
+                        self.wfile.write(answer[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(1)
+                except OSError:  # the client gave up
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.serving.cert, certs.serving.key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("path", ["/headers", "/body"])
+def test_a_server_dripping_a_byte_a_second_is_cut_off_at_the_fetch_deadline(certs, path):
+    dripping = DrippingServer(certs)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="no complete answer within 2 s") as caught:
+            load_image(f"https://localhost:{dripping.port}{path}", FIELD, private_policy(certs, timeout=2))
+        assert time.monotonic() - started < 3.5  # each read came within the timeout: only a deadline stops it
+        assert caught.value.path == f"input.payload.{FIELD}"
+    finally:
+        dripping.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import pytest
+import yaml
 
 from runner_samples import plan_for, seed_payload, tiny_catalog, txt2img_payload
 
 from img2img_runner.info import Outcome, controlnet_value, info, quote
+from img2img_runner.tiny_models import catalog_yaml
 
 # Processed.js() in A1111 1.10 (modules/processing.py), in order
 INFO_KEYS = [
@@ -205,3 +208,42 @@ def test_hires_fix_infotext_keeps_the_first_pass_size_and_names_the_second():
         "Denoising strength": 0.55, "Hires prompt": None, "Hires negative prompt": None, "Hires schedule type": None,
         "Hires upscale": 1.5, "Hires steps": 10, "Hires upscaler": "Latent (bicubic antialiased)"}
     assert (obj["width"], obj["height"]) == (512, 512)
+
+
+def test_lora_hashes_follow_the_denoising_strength_as_a1111_writes_them():
+    from img2img_runner.catalog import Catalog
+
+    data = yaml.safe_load(catalog_yaml(collections.defaultdict(lambda: "00aabbccdd")))
+    data["models"]["style,v2"] = {"architecture": "lora-sdxl", "source": {"file": "loras/style_v2.safetensors"}}
+    prompt = "an astronaut <lora:tiny_lora:0.8> riding <lora:style,v2:te=0.5>"
+    plan = plan_for(seed_payload(prompt=prompt, seed=1), Catalog.from_dict(data))
+    text, (infotext,) = info(plan, Outcome(refiner_ran=True, job_timestamp="20230801195301",
+                                           lora_hashes={"tiny_lora": "0123456789ab", "style,v2": "ba9876543210"}))
+    extra = json.loads(text)["extra_generation_params"]
+    assert list(extra) == ["ControlNet 0", "ControlNet 0 substitute", "Denoising strength", "Lora hashes",
+                           "Schedule type", "Refiner", "Refiner switch at"]
+    # the names as the prompt wrote them, without ":" and ","; the value quoted in the infotext
+    assert extra["Lora hashes"] == "tiny_lora: 0123456789ab, stylev2: ba9876543210"
+    assert 'Lora hashes: "tiny_lora: 0123456789ab, stylev2: ba9876543210"' in infotext
+    assert infotext.startswith(prompt + "\n")  # the prompt as sent, tags and all
+
+
+def test_no_lora_hashes_without_loras():
+    _, obj, (text,) = seed_info(prompt="an astronaut <lora:tiny_lora:0.8>", disable_extra_networks=True)
+    assert "Lora hashes" not in obj["extra_generation_params"] and "Lora hashes" not in text
+
+
+def test_a_hires_fix_runs_the_prompts_loras_in_both_passes_and_lists_them_after_the_hires_keys():
+    plan = plan_for(txt2img_payload(seed=5, steps=20, enable_hr=True, hr_scale=1.5,
+                                    prompt="a lighthouse <lora:tiny_lora:0.8>",
+                                    hr_prompt="a lighthouse in a storm <lora:tiny_lora:0.8>"))
+    assert [p.prompt_text for p in plan.passes] == ["a lighthouse", "a lighthouse in a storm"]  # the tags taken out
+    assert [(p.mentioned, p.te, p.unet) for p in plan.loras] == [("tiny_lora", 0.8, 0.8)]
+    text, (infotext,) = info(plan, Outcome(refiner_ran=True, job_timestamp="20230801195301",
+                                           lora_hashes={"tiny_lora": "0123456789ab"}))
+    # A1111: txt2img init writes Denoising strength and the Hires keys, the LoRAs' activation then Lora hashes
+    assert list(json.loads(text)["extra_generation_params"]) == [
+        "Denoising strength", "Hires prompt", "Hires negative prompt", "Hires schedule type", "Hires upscale",
+        "Lora hashes"]
+    assert ('Hires prompt: "a lighthouse in a storm <lora:tiny_lora:0.8>", Hires upscale: 1.5, '
+            'Lora hashes: "tiny_lora: 0123456789ab"') in infotext

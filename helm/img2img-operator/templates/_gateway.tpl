@@ -48,6 +48,7 @@ presignExpirySeconds: {{ .Values.gateway.presignExpirySeconds }}
 keyRefreshSeconds: {{ .Values.gateway.keyRefreshSeconds }}
 imageCacheBytes: {{ .Values.gateway.imageCacheBytes | int64 }}
 allowPrivateAddresses: {{ .Values.gateway.allowPrivateAddresses }}
+webhookPublicKeyConfigMap: {{ .Values.webhooks.publicKeyConfigMap | quote }}
 endpoints:
   {{- toYaml .Values.gateway.endpoints | nindent 2 }}
 keys:

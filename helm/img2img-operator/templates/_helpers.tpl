@@ -93,6 +93,47 @@ app.kubernetes.io/managed-by: img2img-operator
 app.kubernetes.io/component: runner
 {{- end }}
 
+{{/* Network policies ------------------------------------------------------------------------------------------ */}}
+
+{{/* The port of s3.endpoint ("443" without one: AWS). */}}
+{{- define "img2img.s3Port" -}}
+{{- $port := "443" }}
+{{- with .Values.s3.endpoint }}
+{{- $url := urlParse . }}
+{{- $port = ternary "443" "80" (eq $url.scheme "https") }}
+{{- if contains ":" $url.host }}{{ $port = last (splitList ":" $url.host) }}{{ end }}
+{{- end }}
+{{- $port }}
+{{- end }}
+
+{{/* NetworkPolicy peers: every address but networkPolicy.deniedCidrs (cloud metadata), IPv4 and IPv6. */}}
+{{- define "img2img.allowedPeers" -}}
+{{- $v4 := list }}
+{{- $v6 := list }}
+{{- range .Values.networkPolicy.deniedCidrs }}
+{{- if contains ":" . }}{{ $v6 = append $v6 . }}{{ else }}{{ $v4 = append $v4 . }}{{ end }}
+{{- end }}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    {{- with $v4 }}
+    except: {{ toJson . }}
+    {{- end }}
+- ipBlock:
+    cidr: ::/0
+    {{- with $v6 }}
+    except: {{ toJson . }}
+    {{- end }}
+{{- end }}
+
+{{/* DNS, on any address: cluster DNS, and node-local caches at link-local addresses. */}}
+{{- define "img2img.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
 {{/* Checks the schema cannot express; each fails with the value's path and the reason. */}}
 {{- define "img2img.validate" -}}
 {{- $gpuClasses := include "img2img.gpuClasses" . | fromJson }}
@@ -158,7 +199,7 @@ app.kubernetes.io/component: runner
 {{- $_ := set $runner "hubTokenSecret" (dict "name" $v.runner.hubToken.secretName "key" $v.runner.hubToken.key) }}
 {{- end }}
 {{- $s3 := dict "bucket" $v.s3.bucket "prefix" $v.s3.prefix "allowedReadPrefixes" $v.s3.allowedReadPrefixes
-      "presignExpirySeconds" $v.s3.presignExpirySeconds }}
+      "allowedOutputLocations" $v.s3.allowedOutputLocations "presignExpirySeconds" $v.s3.presignExpirySeconds }}
 {{- if $v.s3.endpoint }}{{ $_ := set $s3 "endpoint" $v.s3.endpoint }}{{ end }}
 {{- if $v.s3.region }}{{ $_ := set $s3 "region" $v.s3.region }}{{ end }}
 {{- if $v.s3.credentialsSecret }}{{ $_ := set $s3 "credentialsSecret" $v.s3.credentialsSecret }}{{ end }}
@@ -172,10 +213,7 @@ app.kubernetes.io/component: runner
 {{- $_ := set $classes $name $c }}
 {{- end }}
 {{- $queue := dict }}
-{{- range $key := list "maxConcurrent" "maxConcurrentPerNamespace" }}
-{{- $value := index $v.queue $key }}
-{{- if not (kindIs "invalid" $value) }}{{ $_ := set $queue $key (int64 $value) }}{{ end }}
-{{- end }}
+{{- if not (kindIs "invalid" $v.queue.maxConcurrent) }}{{ $_ := set $queue "maxConcurrent" (int64 $v.queue.maxConcurrent) }}{{ end }}
 {{- $defaults := dict "priority" (int64 $v.defaults.priority) "timeoutSeconds" (int64 $v.defaults.timeoutSeconds)
       "retries" (int64 $v.defaults.retries) }}
 {{- if not (kindIs "invalid" $v.defaults.ttlSecondsAfterFinished) }}
@@ -191,6 +229,15 @@ app.kubernetes.io/component: runner
       "takeWaitSeconds" $v.runners.takeWaitSeconds
       "implicitPool" (dict "idleSeconds" (int64 $v.runners.implicitPool.idleSeconds) "maxRunners" (int64 $v.runners.implicitPool.maxRunners)) }}
 {{- with $v.runners.modelStoreSecret }}{{ $_ := set $runners "modelStoreSecret" . }}{{ end }}
+{{- $webhooks := dict
+      "namespace" .Release.Namespace
+      "signingKeySecret" $v.webhooks.signingKeySecret
+      "publicKeyConfigMap" $v.webhooks.publicKeyConfigMap
+      "allowPrivateAddresses" $v.webhooks.allowPrivateAddresses
+      "maxAttempts" (int64 $v.webhooks.maxAttempts)
+      "retryBackoff" $v.webhooks.retryBackoff
+      "timeoutSeconds" $v.webhooks.timeoutSeconds
+      "presignExpirySeconds" (int64 $v.webhooks.presignExpirySeconds) }}
 {{- $config := dict
       "namespaces" ($v.watch.namespaces | default list)
       "runner" $runner
@@ -198,9 +245,11 @@ app.kubernetes.io/component: runner
       "s3" $s3
       "gpuClasses" $classes
       "queue" $queue
+      "policy" $v.policy
       "defaults" $defaults
       "retryBackoff" $v.retryBackoff
       "timing" $v.timing
+      "webhooks" $webhooks
       "peering" (dict "enabled" $v.peering.enabled "name" $v.peering.name "priority" (int64 $v.peering.priority))
       "logging" $v.logging
       "metricsPort" (ternary (int64 $v.metrics.port) nil $v.metrics.enabled)
