@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> dict:
     models_dir = Path(args.models) / size
     t = time.perf_counter()
     catalog = tiny_models.ensure(models_dir, size, device)
-    results["models"] = {"size": size, "catalog": str(catalog), "build_s": time.perf_counter() - t,
+    results["models"] = {"size": size, "catalog": machine.shown_path(catalog), "build_s": time.perf_counter() - t,
                          "tokenizer": json.loads((models_dir / tiny_models.MARKER).read_text()).get("tokenizer")}
     log(f"models ({size}) ready in {results['models']['build_s']:.0f} s: {catalog}")
     save(results, args.json)

@@ -112,7 +112,7 @@ def sync_sites(bench) -> dict:
             bench.job(bench.cache("fp16"), gpu_check.seed_input(None), on_step=on_step)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    sites = Counter(f"{w.filename.split('site-packages/')[-1]}:{w.lineno}" for w in caught
+    sites = Counter(f"{gpu_check.machine.shown_path(w.filename)}:{w.lineno}" for w in caught
                     if "synchroniz" in str(w.message).lower())
     return {"total": sum(sites.values()), "by_line": dict(sites.most_common(15))}
 

@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -58,3 +59,19 @@ def describe() -> dict:
         "transformers": package_version("transformers"),
         "kopf": package_version("kopf"),
     }
+
+
+def shown_path(path: object) -> str:
+    """A path as a report shows it: under the checkout relative to it, under the home folder as ~/... (no machine's
+    own paths in committed figures)."""
+    text = str(path)
+    repo = str(Path(__file__).resolve().parents[1])
+    home = str(Path.home())
+    for marker in ("site-packages/", ".gpu-site/"):
+        if marker in text:
+            return text.split(marker, 1)[1]
+    if text.startswith(repo + "/"):
+        return text[len(repo) + 1:]
+    if text.startswith(home + "/"):
+        return "~/" + text[len(home) + 1:]
+    return text

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
         catalog_file = build_tiny_models()
     inp = job_input(None if args.full else REDUCED)
     size = f"{inp['payload']['width']}x{inp['payload']['height']}"
-    results: dict = {"parameters": {**vars(args), "size": size, "catalog": str(catalog_file)},
+    results: dict = {"parameters": {**vars(args), "size": size, "catalog": machine.shown_path(catalog_file)},
                      "machine": machine.describe(), "target_ratio": TARGET_RATIO,
                      "torch_threads": torch.get_num_threads(), "device": device_and_dtype()[0]}
 

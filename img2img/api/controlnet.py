@@ -191,6 +191,8 @@ class ControlNetUnit(ApiModel):
     control_mode: int | str = Field("Balanced", description="Balanced | My prompt is more important | "
                                     "ControlNet is more important, or 0-2", json_schema_extra={"maxLength": 32})
     save_detected_map: bool = True
+    inpaint_crop_input_image: bool = Field(True, description="with a mask and inpaint_full_res: cut the input image "
+                                           "to the masked area, as the init image is")
     hr_option: int | str = Field("Both", description="txt2img hires fix: Both | Low res only | High res only, or "
                                  "0-2; no effect elsewhere", json_schema_extra={"maxLength": 32})
 

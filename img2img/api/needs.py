@@ -48,8 +48,8 @@ def output_image_bound(payload: ProcessingPayload) -> int:
 
 
 def s3_image_fields(payload: ProcessingPayload) -> list[tuple[str, S3Ref]]:
-    """Every ``s3://`` image the job reads with its field (``input.payload.init_images[0]``, a ControlNet unit's
-    ``image`` or ``input_image``): init images, then enabled ControlNet units' images."""
+    """Every ``s3://`` image the job reads with its field (``input.payload.init_images[0]``, ``mask``, a ControlNet
+    unit's ``image`` or ``input_image``): init images, the mask, then enabled ControlNet units' images."""
     refs = [(f"input.payload.{field}", parse_reference(v)) for field, v in payload.input_images]
     return [(field, ref) for field, ref in refs if isinstance(ref, S3Ref)]
 

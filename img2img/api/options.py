@@ -38,6 +38,8 @@ PICTURE: dict[str, Any] = {
     # img2img
     "img2img_extra_noise": 0.0, "img2img_color_correction": False, "img2img_background_color": "#ffffff",
     "upscaler_for_img2img": None,
+    # inpainting: the inpainting model's masked-image strength, the overlay of the unmasked pixels, extra images
+    "inpainting_mask_weight": 1.0, "overlay_inpaint": True, "return_mask": False, "return_mask_composite": False,
     # txt2img's hires fix
     "hires_fix_refiner_pass": "second pass", "token_merging_ratio_hr": 0.0, "use_old_hires_fix_width_height": False,
     # optimizations that change the picture
@@ -109,10 +111,10 @@ NO_EFFECT: frozenset[str] = frozenset({
     # the hires pass's conditioning computed under the first pass's extra networks: the hires prompt may name no
     # other LoRAs than the prompt (txt2img), so they are the same
     "hires_fix_use_firstpass_conds",
-    "use_old_scheduling", "auto_backcompat", "inpainting_mask_weight",
-    "return_mask", "return_mask_composite", "img2img_batch_show_results_limit", "img2img_editor_height",
+    "use_old_scheduling", "auto_backcompat",
+    "img2img_batch_show_results_limit", "img2img_editor_height",
     "img2img_sketch_default_brush_color", "img2img_inpaint_mask_brush_color",
-    "img2img_inpaint_sketch_default_brush_color", "overlay_inpaint", "uni_pc_variant", "uni_pc_skip_type",
+    "img2img_inpaint_sketch_default_brush_color", "uni_pc_variant", "uni_pc_skip_type",
     "uni_pc_order", "uni_pc_lower_order_final", "hide_samplers",
     # hypertile's sizes (hypertile itself is off), and its second pass (hires fix only)
     "hypertile_enable_unet_secondpass", "hypertile_max_depth_unet", "hypertile_max_tile_unet",

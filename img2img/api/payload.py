@@ -11,7 +11,10 @@ inpainting knobs without a mask, ``image_cfg_scale`` outside instruct-pix2pix) a
 
 | field(s) | refused when | why |
 |---|---|---|
-| mask, latent_mask | set | inpainting is not supported |
+| latent_mask | set | a latent mask apart from ``mask`` is not supported |
+| width, height | not multiples of 8, with a mask | not supported (A1111 fails too, unless inpaint_full_res) |
+| resize_mode | 3 with a mask, unless inpaint_full_res | A1111 overlays the init image at its own size |
+| mask_blur_x, mask_blur_y | differ, with inpaint_full_res and a ControlNet unit cropping its input | CN fails |
 | restore_faces | true | no face restoration models |
 | tiling | true | not implemented yet |
 | styles | non-empty | there is no styles database; put the text into the prompt |
@@ -380,10 +383,18 @@ class ProcessingPayload(ApiModel):
         return []
 
     @property
+    def mask_sent(self) -> str | None:
+        """The inpainting mask as sent (img2img's); none for txt2img."""
+        return None
+
+    @property
     def input_images(self) -> list[tuple[str, str]]:
-        """Every image the job reads, as sent, with its field: the init images (``init_images[0]``, …), then the
-        enabled ControlNet units' own (``alwayson_scripts.controlnet.args[j].image`` or ``.input_image``)."""
+        """Every image the job reads, as sent, with its field: the init images (``init_images[0]``, …), the mask
+        (``mask``), then the enabled ControlNet units' own (``alwayson_scripts.controlnet.args[j].image`` or
+        ``.input_image``)."""
         found = [(f"init_images[{i}]", v) for i, v in enumerate(self.init_images_sent)]
+        if self.mask_sent is not None:
+            found.append(("mask", self.mask_sent))
         for j, unit in enumerate(self.controlnet_units):
             if unit.enabled and unit.source_image is not None:
                 key = "image" if unit.image is not None else "input_image"
@@ -404,8 +415,9 @@ class ProcessingPayload(ApiModel):
     @property
     def inline_image_chars(self) -> int:
         """Characters of inline (base64) image data in the payload: what counts against etcd's limit."""
-        values = [*self.init_images_sent, *(u.source_image for u in self.controlnet_units if u.source_image)]
-        return sum(len(v) for v in values if is_inline(v))
+        values = [*self.init_images_sent, self.mask_sent,
+                  *(u.source_image for u in self.controlnet_units if u.source_image)]
+        return sum(len(v) for v in values if v and is_inline(v))
 
     def parameters(self) -> dict[str, Any]:
         """The ``parameters`` echo of A1111's answer: every field with its default, as received, ``alwayson_scripts``
@@ -434,17 +446,20 @@ class Img2ImgPayload(ProcessingPayload):
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=2.0)
     include_init_images: bool = False
 
-    # --- inpainting: accepted only as "off" --------------------------------------------------------------------
-    mask: str | None = Field(None, max_length=64, description="not supported: must be absent")
+    # --- inpainting (img2img_runner.inpaint) ---------------------------------------------------------------------
+    mask: ImageStr | None = Field(None, description="inpainting mask (white: inpaint; an RGBA mask that is not "
+                                  "opaque: its alpha): base64, data URI, s3://bucket/key or https:// URL")
     latent_mask: str | None = Field(None, max_length=64, description="not supported: must be absent")
     mask_blur_x: int = Field(4, ge=0, le=64)
     mask_blur_y: int = Field(4, ge=0, le=64)
-    mask_blur: int | None = Field(None, ge=0, le=64)
-    mask_round: bool = True
-    inpainting_fill: int = Field(0, ge=0, le=3)
-    inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = Field(0, ge=0, le=256)
-    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    mask_blur: int | None = Field(None, ge=0, le=64, description="both axes' blur; sets mask_blur_x and _y")
+    mask_round: bool = Field(True, description="round the latent mask to 0 or 1")
+    inpainting_fill: int = Field(0, ge=0, le=3, description="masked content: 0 fill, 1 original, 2 latent noise, "
+                                 "3 latent nothing")
+    inpaint_full_res: bool = Field(True, description="true: only the masked area, at width x height; false: the "
+                                   "whole picture")
+    inpaint_full_res_padding: int = Field(0, ge=0, le=256, description="pixels around the masked area")
+    inpainting_mask_invert: int = Field(0, ge=0, le=1, description="1: inpaint what is not masked")
 
     @classmethod
     def _unknown_key_reason(cls, key: str) -> str:
@@ -453,10 +468,10 @@ class Img2ImgPayload(ProcessingPayload):
         return super()._unknown_key_reason(key)
 
     # mode="before": the refusal is the message, not "too long" or "not a string" (null never gets here)
-    @field_validator("mask", "latent_mask", mode="before")
+    @field_validator("latent_mask", mode="before")
     @classmethod
-    def _no_mask(cls, value: Any) -> None:
-        raise refuse("inpainting is not supported; remove the mask")
+    def _no_latent_mask(cls, value: Any) -> None:
+        raise refuse("a latent mask apart from mask is not supported; remove it (mask is the latent mask too)")
 
     @field_validator("firstpass_image", mode="before")
     @classmethod
@@ -473,17 +488,47 @@ class Img2ImgPayload(ProcessingPayload):
         if len(self.init_images) > self.batch_size:
             found.add("init_images", f"has {len(self.init_images)} images, more than batch_size "
                                      f"({self.batch_size})")
+        if self.mask is not None:
+            self._mask_refusals(found)
+
+    def _mask_refusals(self, found: Refusals) -> None:
+        """Inpainting requests A1111 fails on (nothing to reproduce), and sizes off the 8-pixel grid."""
+        for key in ("width", "height"):
+            if getattr(self, key) % 8:
+                found.add(key, f"{getattr(self, key)} is not a multiple of 8, which inpainting needs here (A1111 "
+                               "itself fails on it unless inpaint_full_res: it overlays the init image at that size "
+                               "on a result rendered at a multiple of 8)")
+        if self.resize_mode == 3 and not self.inpaint_full_res:
+            found.add("resize_mode", "3 (latent upscale) with a mask needs inpaint_full_res: A1111 would overlay the "
+                                     "init image at its own size on a result of width x height")
+        cropping = [u for u in self.enabled_controlnet_units if u.inpaint_crop_input_image]
+        blur_x, blur_y = self.mask_blur_xy
+        if self.inpaint_full_res and cropping and blur_x != blur_y:
+            found.add("mask_blur_x", f"differs from mask_blur_y ({blur_x} vs {blur_y}) with inpaint_full_res and a "
+                                     "ControlNet unit that crops its input to the mask (inpaint_crop_input_image): "
+                                     "sd-webui-controlnet fails on that; send one mask_blur")
+
+    @property
+    def mask_blur_xy(self) -> tuple[int, int]:
+        """(mask_blur_x, mask_blur_y) as A1111 runs them: ``mask_blur``, when sent, sets both."""
+        if self.mask_blur is not None:
+            return self.mask_blur, self.mask_blur
+        return self.mask_blur_x, self.mask_blur_y
 
     @property
     def init_images_sent(self) -> list[str]:
         return list(self.init_images)
 
+    @property
+    def mask_sent(self) -> str | None:
+        return self.mask
+
     def parameters(self) -> dict[str, Any]:
-        """As ``ProcessingPayload.parameters``, with ``init_images`` null unless ``include_init_images`` (A1111
-        api.py)."""
+        """As ``ProcessingPayload.parameters``, with ``init_images`` and ``mask`` null unless ``include_init_images``
+        (A1111 api.py)."""
         params = super().parameters()
         if not self.include_init_images:
-            params["init_images"] = None
+            params["init_images"] = params["mask"] = None
         return params
 
 

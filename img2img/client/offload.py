@@ -27,6 +27,8 @@ def image_slots(payload: dict, prefix: str) -> Iterator[Slot]:
     if isinstance(images, list):
         for i, _ in enumerate(images):
             yield images, i, f"{prefix}.init_images[{i}]"
+    if "mask" in payload:
+        yield payload, "mask", f"{prefix}.mask"
     scripts = payload.get("alwayson_scripts")
     controlnet = scripts.get("controlnet") if isinstance(scripts, dict) else None
     units = controlnet.get("args") if isinstance(controlnet, dict) else None

@@ -12,14 +12,14 @@ from img2img.local.paths import cache_dir
 
 def build_tiny_models() -> Path:
     """Tiny random models in diffusers format and their catalog, built once per recipe version into the cache."""
-    target = cache_dir() / "models" / "tiny"
-    catalog = target / "catalog.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "img2img_runner.tiny_models", str(target)],
+        [sys.executable, "-m", "img2img_runner.tiny_models", "--versioned", str(cache_dir() / "models")],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    if proc.returncode != 0 or not catalog.exists():
+    lines = proc.stdout.strip().splitlines()
+    catalog = Path(lines[-1]) if lines else None
+    if proc.returncode != 0 or catalog is None or not catalog.exists():
         raise RuntimeError(f"building the tiny models failed:\n{proc.stderr[-3000:]}")
     return catalog

@@ -1,8 +1,9 @@
 """Image geometry as A1111 and its ControlNet extension do it (numpy/cv2/Pillow; no torch).
 
 - ``flatten`` / ``rgb_array``: what A1111 and CN do with alpha (composite on white) and EXIF orientation.
-- ``resize_init_image``: A1111 ``images.resize_image`` for img2img ``resize_mode`` 0-2 (LANCZOS; no upscaler model,
-  A1111's default ``upscaler_for_img2img`` is None).
+- ``resize_image``: A1111 ``images.resize_image`` (LANCZOS; no upscaler model, A1111's default
+  ``upscaler_for_img2img`` is None), in the image's own mode (inpainting masks are greyscale);
+  ``resize_init_image``: the same for an init image, flattened, with img2img ``resize_mode`` 3 stretched.
 - ``hires_resize``: the same with the hires fix's plain upscalers ("None", "Lanczos", "Nearest": modules/upscaler.py).
 - ``resize_with_pad``: CN ``resize_image_with_pad``: the short side scaled to the preprocessor resolution
   (INTER_CUBIC up, INTER_AREA down), edge-padded to multiples of 64 for the detector, cropped back after.
@@ -54,9 +55,15 @@ def hwc3(x: np.ndarray) -> np.ndarray:
 
 
 def resize_init_image(image: Image.Image, mode: int, width: int, height: int) -> Image.Image:
-    """A1111 ``resize_image(resize_mode, im, width, height)`` for modes 0 (stretch), 1 (crop), 2 (fill)."""
-    image = flatten(image)
-    if mode == 0 or mode == 3:
+    """A1111 ``resize_image(resize_mode, im, width, height)`` of a flattened init image; mode 3 (latent upscale)
+    stretches, as mode 0."""
+    return resize_image(flatten(image), 0 if mode == 3 else mode, width, height)
+
+
+def resize_image(image: Image.Image, mode: int, width: int, height: int) -> Image.Image:
+    """A1111 ``images.resize_image``: mode 0 stretches, 1 scales to cover and crops the overflow, any other scales to
+    fit and fills the borders by stretching the edge rows/columns."""
+    if mode == 0:
         return image.resize((width, height), resample=LANCZOS)
     ratio = width / height
     src_ratio = image.width / image.height
@@ -67,9 +74,10 @@ def resize_init_image(image: Image.Image, mode: int, width: int, height: int) ->
         src_w = width if ratio < src_ratio else image.width * height // image.height
         src_h = height if ratio >= src_ratio else image.height * width // image.width
     resized = image.resize((src_w, src_h), resample=LANCZOS)
-    out = Image.new("RGB", (width, height))
+    # A1111 pastes onto a black RGB canvas; a greyscale image keeps its mode here (the same values once converted)
+    out = Image.new("L" if image.mode == "L" else "RGB", (width, height))
     out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    if mode == 2:
+    if mode != 1:
         if ratio < src_ratio:
             fill = height // 2 - src_h // 2
             if fill > 0:

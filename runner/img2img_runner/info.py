@@ -37,13 +37,19 @@ RNG_SOURCE = "CPU"
 PER_IMAGE_KEYS = ("Hires prompt", "Hires negative prompt")
 
 
+# A1111's inpainting_mask_weight option: its default, the only value img2img.api.options lets through
+INPAINTING_MASK_WEIGHT = 1.0
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What only running the job tells: did the refiner take over, when did the job start, the LoRA files' hashes."""
+    """What only running the job tells: did the refiner take over, when did the job start, the LoRA files' hashes,
+    did an inpainting checkpoint (a UNet taking the mask and the masked image) draw it."""
 
     refiner_ran: bool
     job_timestamp: str  # YYYYMMDDhhmmss
     lora_hashes: dict[str, str] = field(default_factory=dict)  # catalog name -> A1111's short hash of the file
+    inpainting_conditioning: bool = False
 
 
 def version() -> str:
@@ -149,7 +155,8 @@ def extra_generation_params(plan: Plan, outcome: Outcome, cn_format: str | None 
     return extra
 
 
-def infotext(plan: Plan, index: int, extra: dict[str, Any], combined: bool = False) -> str:
+def infotext(plan: Plan, index: int, extra: dict[str, Any], combined: bool = False,
+             inpainting_conditioning: bool = False) -> str:
     """A1111 ``create_infotext`` for image ``index`` (0-based over all batches)."""
     models = plan.models
     vae = models.vae
@@ -174,7 +181,7 @@ def infotext(plan: Plan, index: int, extra: dict[str, Any], combined: bool = Fal
         "Variation seed strength": None if subseed_strength == 0 else subseed_strength,
         "Seed resize from": None,
         "Denoising strength": extra.get("Denoising strength"),
-        "Conditional mask weight": None,
+        "Conditional mask weight": INPAINTING_MASK_WEIGHT if inpainting_conditioning else None,
         "Clip skip": None if plan.clip_skip_a1111 <= 1 else plan.clip_skip_a1111,
         "ENSD": ensd,
         "Token merging ratio": None,
@@ -199,7 +206,7 @@ def info(plan: Plan, outcome: Outcome, *, restore_faces: bool = False, styles: l
     sampler names (None: ``IMG2IMG_SAMPLER_NAME``)."""
     combined = combined_sampler_names() if combined is None else combined
     extra = extra_generation_params(plan, outcome, cn_format, combined)
-    infotexts = [infotext(plan, i, extra, combined) for i in range(plan.images)]
+    infotexts = [infotext(plan, i, extra, combined, outcome.inpainting_conditioning) for i in range(plan.images)]
     models = plan.models
     vae = models.vae
     obj = {
@@ -233,7 +240,7 @@ def info(plan: Plan, outcome: Outcome, *, restore_faces: bool = False, styles: l
         "styles": list(styles or []),
         "job_timestamp": outcome.job_timestamp,
         "clip_skip": plan.clip_skip_a1111,
-        "is_using_inpainting_conditioning": False,
+        "is_using_inpainting_conditioning": outcome.inpainting_conditioning,
         "version": version(),
     }
     return json.dumps(obj, default=lambda o: None), infotexts

@@ -15,7 +15,8 @@
 - ``install_initial_latents`` replaces a pipeline's ``prepare_latents`` for one call so that the initial noise is
   A1111's: one CPU generator per image seeded with that image's seed, ``torch.randn(4, H/8, W/8)``, times
   ``initial_noise_multiplier``; and ``resize_mode`` 3 (latent upscale) encodes the image at its own size and
-  interpolates the latents.
+  interpolates the latents; an inpainting job's masked content is applied to the encoded latents before the noise
+  (``InitialLatents.transform``, see ``inpaint_sampling``).
 
 GPU when present (fp16 by default, ``IMG2IMG_DTYPE=bf16|fp32`` to change; PyTorch SDPA attention, diffusers'
 default; the speed switches of ``acceleration``, applied to each model as the cache loads it), CPU (fp32) otherwise.
@@ -760,6 +761,8 @@ class InitialLatents:
     latents: torch.Tensor | None = None  # clean latents handed in instead of ``images`` (the hires fix's upscale)
     cut: tuple[int, int] = (0, 0)  # latent cells cut from the clean latents' width and height (the hires fix's)
     noise_only: bool = False  # txt2img with DDIM/PLMS: A1111 starts from the noise itself, not noise at a level
+    # what becomes of the encoded latents before they are noised (inpainting: the masked content)
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def a1111_noise(seeds: list[int] | tuple[int, ...], shape: tuple[int, int, int]) -> tuple[torch.Tensor, list]:
@@ -774,14 +777,20 @@ def a1111_noise(seeds: list[int] | tuple[int, ...], shape: tuple[int, int, int])
 
 def encode_images(pipe: Any, images: list[Any], seeds: list[int], device: Any, dtype: torch.dtype) -> torch.Tensor:
     """VAE-encode PIL images one by one (posterior sampled with a seeded CPU generator), scaled for the UNet."""
-    vae = pipe.vae
+    return encode_pixels(pipe.vae, [pipe.image_processor.preprocess(image) for image in images], seeds, device, dtype)
+
+
+def encode_pixels(vae: Any, pixels: list[torch.Tensor], seeds: list[int], device: Any,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """VAE-encode images given as (1, 3, H, W) tensors in -1..1, one by one (posterior sampled with a seeded CPU
+    generator), scaled for the UNet."""
     upcast = vae.dtype == torch.float16 and vae.config.force_upcast
     if upcast:
         vae.to(dtype=torch.float32)
     try:
         latents = []
-        for image, seed in zip(images, seeds):
-            x = pipe.image_processor.preprocess(image).to(device=device, dtype=vae.dtype)
+        for image, seed in zip(pixels, seeds):
+            x = image.to(device=device, dtype=vae.dtype)
             dist = vae.encode(x).latent_dist
             generator = torch.Generator("cpu").manual_seed(int(seed))
             latents.append(dist.sample(generator=generator))
@@ -842,6 +851,8 @@ def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
         if init.latent_size is not None and tuple(latents.shape[-2:]) != init.latent_size:
             latents = torch.nn.functional.interpolate(latents, size=init.latent_size, mode="bilinear")
         latents = cut_latents(latents, init.cut)
+        if init.transform is not None:
+            latents = init.transform(latents)
         if not add_noise:
             return latents
         return _start(pipe, init, latents, timestep, device, dtype)

@@ -25,6 +25,7 @@ from img2img.api.prompts import positive_text
 from img2img.api.samplers import SAME_SAMPLER, SchedulerSpec, img2img_t_enc, scheduler_spec, timestep_grid
 from img2img.api.txt2img import Txt2ImgPayload
 from img2img_runner.catalog import Entry, Resolved
+from img2img_runner.inpaint import Inpainting
 
 if TYPE_CHECKING:  # the payload types are pydantic models from img2img.api (no torch either)
     from img2img.api.controlnet import ControlNetUnit
@@ -214,6 +215,7 @@ class Plan:
     extra_generation_params: dict = field(default_factory=dict)  # known before sampling, in A1111's order
     txt2img: bool = False  # /sdapi/v1/txt2img: the first pass starts from noise
     hires: HiresPlan | None = None
+    inpainting: Inpainting | None = None  # the request sent a mask (img2img)
 
     @property
     def architecture(self) -> str:
@@ -242,7 +244,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class ImageSizes:
-    """(width, height) of the decoded init images, and of each unit's own image by request index."""
+    """(width, height) of the decoded init images, and of each unit's input image by request index where it is not
+    the first init image as sent (the unit's own image; an input cut to an inpainting mask)."""
 
     init: tuple[tuple[int, int], ...]
     units: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -306,6 +309,15 @@ def pixel_perfect_resolution(image_size: tuple[int, int], target: tuple[int, int
     return int(round(k * min(raw_h, raw_w)))
 
 
+def unit_resize_mode(unit: "ControlNetUnit", init_resize_mode: int | None) -> str:
+    """The resize mode CN applies to the unit's input: the unit's own, or img2img's ``init_resize_mode`` for the init
+    image (``choose_input_image``)."""
+    if unit.source_image is not None:
+        return unit.resize_mode_name
+    assert init_resize_mode is not None, "validation refuses a txt2img unit without its own image"
+    return I2I_TO_CN_RESIZE[init_resize_mode]
+
+
 def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, init_resize_mode: int | None,
               target: tuple[int, int], sizes: ImageSizes, steps: Steps, hires_steps: Steps | None = None,
               sent: dict | None = None) -> UnitPlan:
@@ -315,13 +327,8 @@ def unit_plan(unit: "ControlNetUnit", index: int, request_index: int, resolved, 
     pre = unit.preprocessor
     assert resolved is not None, "validation refuses an enabled unit without a model"
     image = unit.source_image
-    if image is None:
-        assert init_resize_mode is not None, "validation refuses a txt2img unit without its own image"
-        resize_mode = I2I_TO_CN_RESIZE[init_resize_mode]
-        source_size = sizes.init[0]
-    else:
-        resize_mode = unit.resize_mode_name
-        source_size = sizes.units[request_index] if request_index in sizes.units else sizes.init[0]
+    resize_mode = unit_resize_mode(unit, init_resize_mode)
+    source_size = sizes.units[request_index] if request_index in sizes.units else sizes.init[0]
     processor_res = processor_res_info = unit.effective_processor_res
     if unit.pixel_perfect:
         processor_res = pixel_perfect_resolution(source_size, target, resize_mode)
@@ -358,8 +365,9 @@ def _info_threshold(effective: float | None, sent: float) -> float:
 
 
 def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
-              rng: _random.Random | None = None) -> Plan:
-    """Every decision of the job. Raises FieldError for what the runner cannot do as asked."""
+              rng: _random.Random | None = None, inpainting: Inpainting | None = None) -> Plan:
+    """Every decision of the job. Raises FieldError for what the runner cannot do as asked. ``inpainting``: the
+    decisions on img2img's mask (``inpaint.process_mask``)."""
     txt2img = isinstance(payload, Txt2ImgPayload)
     sampler, schedule = payload.effective_sampler()
     spec = scheduler_spec(sampler, schedule, payload.sampler_params)
@@ -433,9 +441,10 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
     ensd = int(opts.eta_noise_seed_delta) if opts and opts.eta_noise_seed_delta else 0
 
     # extra_generation_params known before sampling, in the order A1111 writes them: ControlNet units (CN's
-    # process()), then the endpoint's init (img2img: Denoising strength; txt2img with the hires fix: Denoising
-    # strength and the Hires keys), the LoRAs (extra networks activated per batch), then sampling (Noise multiplier,
-    # Eta, Schedule type; the hires pass's sampler after them); the refiner's keys are added when it runs (info.py)
+    # process()), then the endpoint's init (img2img: Denoising strength and the mask's; txt2img with the hires fix:
+    # Denoising strength and the Hires keys), the LoRAs (extra networks activated per batch), then sampling (Noise
+    # multiplier, Eta, Schedule type; the hires pass's sampler after them); the refiner's keys are added when it runs
+    # (info.py)
     extra: dict = {}
     for u in units:
         extra[f"ControlNet {u.index}"] = None  # the value depends on the infotext format: filled by info.py
@@ -444,6 +453,8 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
                 f"{u.controlnet.name} (catalog substitute for {u.substituted_from.name} under {models.architecture})")
     if not txt2img or hires is not None:
         extra["Denoising strength"] = payload.denoising_strength
+    if inpainting is not None:
+        extra.update(inpainting.extra_generation_params())
     if hires is not None:
         extra.update(hires_generation_params(payload, hires, first_schedule_key(spec, schedule)))
     if loras:
@@ -467,7 +478,7 @@ def make_plan(payload: "ProcessingPayload", models: Resolved, sizes: ImageSizes,
         all_prompts=all_prompts, all_negative_prompts=all_negative, batch_size=batch_size, n_iter=n_iter,
         batches=batches, noise_multiplier=noise_multiplier, eta_noise_seed_delta=ensd, models=models,
         refiner=refiner, units=tuple(units), loras=loras, extra_generation_params=extra, txt2img=txt2img,
-        hires=hires,
+        hires=hires, inpainting=inpainting,
     )
 
 

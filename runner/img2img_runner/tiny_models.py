@@ -14,6 +14,8 @@ real ones.
 |                                       | checkpoint -> diffusers_xl_canny_mid   |                          |
 | v1-5-pruned-emaonly, deliberate_v2    | SD 1.5 checkpoints (different weights) | diffusers folder         |
 | tiny_lora                             | LoRA for the SDXL base, kohya format   | one .safetensors         |
+| sd-v1-5-inpainting (tiny only)        | SD 1.5 inpainting (UNet in_channels 9) | diffusers folder         |
+| sd_xl_base_1.0_inpainting_0.1 (tiny)  | SDXL inpainting (UNet in_channels 9)   | diffusers folder         |
 
 Both sizes are built by the same code from a configuration per component; only where the configurations come from
 differs:
@@ -50,7 +52,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 MARKER = "tiny-models.json"
 CATALOG = "catalog.yaml"
 SIZES = ("tiny", "full")
@@ -157,12 +159,12 @@ def _tiny_vae(scaling_factor: float) -> dict[str, Any]:
     )
 
 
-def _tiny_unet(*, xl: bool, cross_attention_dim: int, time_ids: int) -> dict[str, Any]:
+def _tiny_unet(*, xl: bool, cross_attention_dim: int, time_ids: int, in_channels: int = 4) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         block_out_channels=(32, 64),
         layers_per_block=2,
         sample_size=16,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -196,6 +198,9 @@ _TINY = {
     "sd15-unet": lambda: _tiny_unet(xl=False, cross_attention_dim=_HIDDEN, time_ids=0),
     "sd15-vae": lambda: _tiny_vae(0.18215),
     "sd15-controlnet-canny": lambda: _tiny_controlnet(xl=False, cross_attention_dim=_HIDDEN, time_ids=0),
+    # inpainting checkpoints: the latents, the mask and the masked image's latents (4 + 1 + 4 input channels)
+    "sdxl-inpainting-unet": lambda: _tiny_unet(xl=True, cross_attention_dim=2 * _HIDDEN, time_ids=6, in_channels=9),
+    "sd15-inpainting-unet": lambda: _tiny_unet(xl=False, cross_attention_dim=_HIDDEN, time_ids=0, in_channels=9),
 }
 
 
@@ -429,6 +434,26 @@ def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
     make.controlnet("sd15-controlnet-canny", seed=70).save_pretrained(out / "controlnet-sd15-canny")
     hashes["control_v11p_sd15_canny"] = _folder_hash(out / "controlnet-sd15-canny")
 
+    if size == "tiny":  # the inpainting checkpoints are for the tests; the full size times the seed's job
+        sd_tok = _tokenizer(size)
+        StableDiffusionPipeline(
+            vae=make.diffusers_model(AutoencoderKL, "sd15-vae", seed=80),
+            text_encoder=make.text_encoder(sd_tok, "clip-vit-large-text", with_projection=False, seed=81),
+            tokenizer=sd_tok, unet=make.diffusers_model(UNet2DConditionModel, "sd15-inpainting-unet", seed=82),
+            scheduler=_sd15_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        ).save_pretrained(out / "sd15-inpainting")
+        hashes["sd-v1-5-inpainting"] = _folder_hash(out / "sd15-inpainting")
+        xl_tok, xl_tok2 = _tokenizer(size), _tokenizer(size, pad_token="!")
+        StableDiffusionXLPipeline(
+            vae=make.diffusers_model(AutoencoderKL, "sdxl-vae", seed=90),
+            text_encoder=make.text_encoder(xl_tok, "clip-vit-large-text", with_projection=False, seed=91),
+            text_encoder_2=make.text_encoder(xl_tok2, "sdxl-text-encoder-2", with_projection=True, seed=92),
+            tokenizer=xl_tok, tokenizer_2=xl_tok2,
+            unet=make.diffusers_model(UNet2DConditionModel, "sdxl-inpainting-unet", seed=93),
+            scheduler=_sdxl_scheduler(), force_zeros_for_empty_prompt=True, add_watermarker=False,
+        ).save_pretrained(out / "sdxl-inpainting")
+        hashes["sd_xl_base_1.0_inpainting_0.1"] = _folder_hash(out / "sdxl-inpainting")
+
     (out / CATALOG).write_text(catalog_yaml(hashes, size))
     (out / MARKER).write_text(json.dumps({"recipe": RECIPE_VERSION, "size": size,
                                           "tokenizer": tokenizer_kind(size)}) + "\n")
@@ -436,6 +461,16 @@ def build(out: Path, size: str = "tiny", device: str = "cpu") -> None:
 
 def catalog_yaml(hashes: dict[str, str], size: str = "tiny") -> str:
     """The models' catalog: paths relative to the catalog file."""
+    inpainting = "" if size != "tiny" else f"""\
+  sd-v1-5-inpainting:
+    architecture: sd15
+    source: {{path: sd15-inpainting}}
+    hash: "{hashes['sd-v1-5-inpainting']}"
+  sd_xl_base_1.0_inpainting_0.1:
+    architecture: sdxl
+    source: {{path: sdxl-inpainting}}
+    hash: "{hashes['sd_xl_base_1.0_inpainting_0.1']}"
+"""
     return f"""\
 # Random {size} models (img2img_runner.tiny_models, recipe {RECIPE_VERSION}) under the names A1111 users send.
 # Paths are relative to this file.
@@ -483,7 +518,7 @@ models:
   tiny_lora:
     architecture: lora-sdxl
     source: {{file: loras/tiny_lora.safetensors}}
-"""
+{inpainting}"""
 
 
 def is_built(out: Path, size: str = "tiny") -> bool:
@@ -528,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=SIZES, default="tiny",
                    help="tiny (default; seconds on a CPU) or full (the published architectures, fp16; build on a GPU)")
     p.add_argument("--device", default=None, help="where to build: cuda when available for --size full, else cpu")
+    p.add_argument("--versioned", action="store_true",
+                   help="build into OUT_DIR/SIZE-rRECIPE (checkouts at other recipes then never rebuild each other's "
+                        "folder under a running stack)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = args.device
@@ -535,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         device = "cuda" if args.size == "full" and torch.cuda.is_available() else "cpu"
-    print(ensure(args.out_dir, args.size, device))
+    out = Path(args.out_dir) / f"{args.size}-r{RECIPE_VERSION}" if args.versioned else args.out_dir
+    print(ensure(out, args.size, device))
     return 0
 
 

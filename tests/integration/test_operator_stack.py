@@ -583,6 +583,31 @@ def test_job_with_a_1_mb_inline_image_completes(stack, namespace, warm):
     assert sum(len(v) for v in (job["metadata"].get("annotations") or {}).values()) < 10_000
 
 
+def test_an_inpainting_job_reads_its_mask_from_s3_and_keeps_every_unmasked_pixel(stack, namespace, warm):
+    from PIL import Image
+
+    from img2img import uploads_prefix
+
+    mask = Image.new("L", (64, 64))
+    mask.paste(255, (16, 16, 48, 48))
+    buf = io.BytesIO()
+    mask.save(buf, "PNG")
+    key = f"{uploads_prefix(namespace)}mask.png"  # the tenant's upload area: the operator presigns the runner's read
+    stack.s3().put_object(Bucket=stack.bucket, Key=key, Body=buf.getvalue())
+    init = png_b64()
+    create(stack, namespace, "inpaint", input=light_input(image=init, mask=f"s3://{stack.bucket}/{key}", mask_blur=0))
+    final = wait_state(stack, namespace, "inpaint", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "COMPLETED", final
+    [uri] = final["output"]["images"]
+    bucket, _, image_key = uri.removeprefix("s3://").partition("/")
+    out = Image.open(io.BytesIO(stack.s3().get_object(Bucket=bucket, Key=image_key)["Body"].read())).convert("RGB")
+    before = Image.open(io.BytesIO(base64.b64decode(init))).convert("RGB")
+    outside = [(x, y) for x in range(64) for y in range(64) if not (16 <= x < 48 and 16 <= y < 48)]
+    assert all(out.getpixel(p) == before.getpixel(p) for p in outside)
+    assert "Inpaint area: Only masked" in json.loads(final["output"]["info"])["infotexts"][0]
+    assert final["output"]["parameters"]["mask"] is None
+
+
 def test_a_job_with_samples_format_jpg_stores_and_fetches_jpeg_files(stack, namespace, warm, tmp_path):
     from PIL import ExifTags, Image
 

@@ -165,6 +165,16 @@ def test_with_hires_the_refiner_runs_in_the_second_pass_only(run):
     assert sizes(result) == [(128, 128)] and "Refiner: sd_xl_refiner_1.0" in result.infotexts[0]
 
 
+@pytest.mark.parametrize("checkpoint", ["sd-v1-5-inpainting", "sd_xl_base_1.0_inpainting_0.1"])
+def test_an_inpainting_checkpoint_is_refused_by_name(run, checkpoint):
+    from img2img_runner.catalog import ModelError
+
+    with pytest.raises(ModelError) as exc:
+        run(txt2img(override_settings={"sd_model_checkpoint": checkpoint}))
+    assert exc.value.field == "override_settings.sd_model_checkpoint"
+    assert f"{checkpoint!r} is an inpainting checkpoint" in str(exc.value) and "txt2img" in str(exc.value)
+
+
 def test_upscalers_are_different_paths(run):
     # (at 1.5x "Lanczos" is "None": one LANCZOS resize from 64 to 96 either way, as in A1111)
     pictures = [np.asarray(run(txt2img(enable_hr=True, hr_scale=1.5, hr_upscaler=name)).images[0])

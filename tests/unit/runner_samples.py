@@ -59,7 +59,8 @@ def tiny_catalog(**drop):
     from img2img_runner.tiny_models import catalog_yaml
 
     names = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid",
-             "control_v11p_sd15_canny", "v1-5-pruned-emaonly", "deliberate_v2", "sdxl-vae-fp16-fix.safetensors"]
+             "control_v11p_sd15_canny", "v1-5-pruned-emaonly", "deliberate_v2", "sdxl-vae-fp16-fix.safetensors",
+             "sd-v1-5-inpainting", "sd_xl_base_1.0_inpainting_0.1"]
     hashes = {n: f"{i:02d}aabbccdd" for i, n in enumerate(names)}
     data = yaml.safe_load(catalog_yaml(hashes))
     for name, key in drop.items():
@@ -67,11 +68,11 @@ def tiny_catalog(**drop):
     return Catalog.from_dict(data, base_dir="/models", cache_dir="/tmp/unused")
 
 
-def plan_for(payload, catalog=None, *, seed: int = 1234, sizes=None):
+def plan_for(payload, catalog=None, *, seed: int = 1234, sizes=None, inpainting=None):
     from img2img_runner.plan import ImageSizes, make_plan
 
     catalog = catalog or tiny_catalog()
     models = catalog.resolve_payload(payload)
     sizes = sizes or ImageSizes(init=((64, 64),) * len(payload.init_images_sent),
                                 units={i: (64, 64) for i, u in enumerate(payload.controlnet_units) if u.image})
-    return make_plan(payload, models, sizes, random.Random(seed))
+    return make_plan(payload, models, sizes, random.Random(seed), inpainting)

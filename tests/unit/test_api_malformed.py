@@ -96,7 +96,16 @@ CASES = [
     ("unknown scheduler", request_with(scheduler="karas"), "input.payload.scheduler",
      "unknown scheduler 'karas'; valid: automatic (Automatic), uniform (Uniform), karras (Karras)"),
     # --- payload: what we cannot honour ---
-    ("inpainting mask", request_with(mask=PNG), "input.payload.mask", "inpainting is not supported"),
+    ("latent mask", request_with(latent_mask=PNG), "input.payload.latent_mask",
+     "a latent mask apart from mask is not supported"),
+    ("mask with a width off the 8 grid", request_with(mask=PNG, width=500), "input.payload.width",
+     "500 is not a multiple of 8, which inpainting needs"),
+    ("mask, latent upscale, whole picture", request_with(mask=PNG, resize_mode=3, inpaint_full_res=False),
+     "input.payload.resize_mode", "with a mask needs inpaint_full_res"),
+    ("mask blur axes differ with a cropping unit", request_with(mask=PNG, mask_blur_x=2, mask_blur_y=4),
+     "input.payload.mask_blur_x", "sd-webui-controlnet fails on that"),
+    ("masked content 4", request_with(mask=PNG, inpainting_fill=4), "input.payload.inpainting_fill",
+     "must be at most 3"),
     ("restore faces", request_with(restore_faces=True), "input.payload.restore_faces",
      "face restoration is not supported"),
     ("tiling", request_with(tiling=True), "input.payload.tiling", "tiling is not supported"),
@@ -130,6 +139,9 @@ CASES = [
     ("more images than batch", request_with(init_images=[PNG, PNG], batch_size=1), "input.payload.init_images",
      "more than batch_size"),
     ("bad control image", unit_with(image="not-an-image"), f"{CN}.image", "not a decodable image"),
+    ("bad mask", request_with(mask="not-an-image"), "input.payload.mask", "not a decodable image"),
+    ("mask over plain http", request_with(mask="http://example.com/m.png"), "input.payload.mask",
+     "plain http:// is not accepted"),
     # --- ControlNet units ---
     ("unknown preprocessor", unit_with(module="cany"), f"{CN}.module", "unknown preprocessor 'cany'; valid: none"),
     ("weight above 2", unit_with(weight=2.5), f"{CN}.weight", "must be at most 2"),
@@ -174,12 +186,12 @@ def test_malformed_job_is_refused_naming_the_field(data, path, reason):
 
 
 def test_every_problem_is_reported_at_once():
-    data = request_with(steps=0, cfg_scale="high", stpes=3, mask=PNG,
+    data = request_with(steps=0, cfg_scale="high", stpes=3, latent_mask=PNG,
                         alwayson_scripts={"controlnet": {"args": [seed_unit(module="cany", weight=9)]}})
     with pytest.raises(JobProblems) as info:
         job_from_data(data)
     assert {p.path for p in info.value.problems} == {
-        "input.payload.steps", "input.payload.cfg_scale", "input.payload.stpes", "input.payload.mask",
+        "input.payload.steps", "input.payload.cfg_scale", "input.payload.stpes", "input.payload.latent_mask",
         f"{CN}.module", f"{CN}.weight"}
 
 

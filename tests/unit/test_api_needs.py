@@ -88,3 +88,5 @@ def test_the_s3_images_a_job_reads_each_once_in_order():
                                                                       "enabled": False}))
     assert s3_images(read) == [S3Ref("img2img", "uploads/ns/a.png"), S3Ref("other", "b.png")]
     assert s3_images(payload()) == []  # inline images only
+    masked = payload(init_images=[init], mask="s3://img2img/uploads/ns/mask.png", alwayson_scripts={})
+    assert s3_images(masked) == [S3Ref("img2img", "uploads/ns/a.png"), S3Ref("img2img", "uploads/ns/mask.png")]

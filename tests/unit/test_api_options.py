@@ -41,6 +41,14 @@ def test_options_that_would_change_the_picture_are_refused_by_name():
     assert "'add_detail'" in found["sd_lora"] and "'None'" in found["sd_lora"]
 
 
+def test_inpainting_options_run_at_a1111s_defaults_only():
+    Img2ImgPayload.model_validate(seed_payload(override_settings={
+        "inpainting_mask_weight": 1, "overlay_inpaint": True, "return_mask": False, "return_mask_composite": False}))
+    found = refusals({"inpainting_mask_weight": 0.5, "overlay_inpaint": False, "return_mask": True,
+                      "return_mask_composite": True})
+    assert set(found) == {"inpainting_mask_weight", "overlay_inpaint", "return_mask", "return_mask_composite"}
+
+
 def test_unknown_options_are_refused_by_name():
     # a typo, and keys A1111 1.10 no longer has (its opts.set fails on them as on any unknown key)
     found = refusals({"sd_model_chekpoint": "x", "enable_emphasis": True, "k_sched_type": "Automatic"})

@@ -221,6 +221,47 @@ def test_inline_images_over_the_etcd_budget_together_are_refused():
     assert "s3://bucket/key" in found["input.payload.init_images"]
 
 
+def test_an_inline_mask_counts_against_the_etcd_budget():
+    each = noise_png_b64(450)
+    found = paths(seed_payload(init_images=[each], mask=each))
+    assert "all inline images together" in found["input.payload.init_images"]
+
+
+# --- inpainting ------------------------------------------------------------------------------------------------
+
+
+def test_a_mask_is_accepted_with_a1111s_defaults():
+    payload = Img2ImgPayload.model_validate(seed_payload(mask=PNG))
+    assert payload.mask == PNG and payload.mask_blur_xy == (4, 4)
+    assert (payload.inpainting_fill, payload.inpaint_full_res, payload.inpaint_full_res_padding) == (0, True, 0)
+    assert payload.inpainting_mask_invert == 0 and payload.mask_round is True
+    assert Img2ImgPayload.model_validate(seed_payload(mask="s3://bucket/masks/m.png")).mask == "s3://bucket/masks/m.png"
+
+
+def test_mask_blur_sets_both_axes_as_a1111s_setter_does():
+    payload = Img2ImgPayload.model_validate(seed_payload(mask=PNG, mask_blur=0, mask_blur_x=9, mask_blur_y=2))
+    assert payload.mask_blur_xy == (0, 0)
+    assert Img2ImgPayload.model_validate(seed_payload(mask=PNG, mask_blur_x=9, mask_blur_y=9)).mask_blur_xy == (9, 9)
+
+
+def test_the_echo_nulls_the_mask_unless_the_images_are_asked_for():
+    assert Img2ImgPayload.model_validate(seed_payload(mask=PNG)).parameters()["mask"] is None
+    assert Img2ImgPayload.model_validate(seed_payload(mask=PNG, include_init_images=True)).parameters()["mask"] == PNG
+
+
+def test_what_a1111_fails_on_is_refused_only_with_a_mask():
+    odd = seed_payload(width=500, resize_mode=3, inpaint_full_res=False, mask_blur_x=2)
+    Img2ImgPayload.model_validate(odd)  # no mask: plain img2img, all fine
+    found = paths({**odd, "mask": PNG})
+    assert set(found) == {"input.payload.width", "input.payload.resize_mode"}
+    cropping = paths(seed_payload(mask=PNG, mask_blur_x=2))  # the seed's ControlNet unit crops its input
+    assert "sd-webui-controlnet fails" in cropping["input.payload.mask_blur_x"]
+    no_crop = seed_payload(mask=PNG, mask_blur_x=2)
+    no_crop["alwayson_scripts"]["controlnet"]["args"][0]["inpaint_crop_input_image"] = False
+    Img2ImgPayload.model_validate(no_crop)
+    Img2ImgPayload.model_validate(seed_payload(mask=PNG, mask_blur_x=2, inpaint_full_res=False))
+
+
 def test_seed_placeholder_is_refused_as_not_an_image():
     payload = seed_request()["input"]["payload"]
     payload["init_images"] = ["base64 encoded image content"]

@@ -91,6 +91,8 @@ def test_small_images_stay_inline_and_large_ones_are_offloaded_largest_first():
     payload = {"init_images": [small], "alwayson_scripts": {"controlnet": {"args": [{"image": big}]}}}
     assert paths(payload) == [unit_path]
     assert paths({"init_images": [big, big]}) == ["input.payload.init_images[0]", "input.payload.init_images[1]"]
+    assert paths({"init_images": [small], "mask": big}) == ["input.payload.mask"]
+    assert paths({"init_images": [small], "mask": None}) == []
 
 
 def test_prepare_sets_large_images_aside_and_validates_the_rest(tmp_path):

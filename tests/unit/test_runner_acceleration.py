@@ -74,3 +74,18 @@ def test_a_lean_wheelhouse_leaves_out_what_cuda_images_carry_but_keeps_the_runne
     lean = {r.split("==")[0] for r in wheelhouse.closure(lean=True)}
     assert {"numpy", "scipy", "pillow", "opencv-python-headless"} <= full - lean
     assert {"diffusers", "transformers", "pydantic", "torchsde", "controlnet-aux"} <= lean
+
+
+def test_committed_figures_show_no_machine_paths():
+    import machine
+
+    home, repo = Path.home(), Path(__file__).resolve().parents[2]
+    assert machine.shown_path(home / ".cache/img2img-operator/models/full/catalog.yaml") == \
+        "~/.cache/img2img-operator/models/full/catalog.yaml"
+    assert machine.shown_path(repo / "runner/img2img_runner/pipelines.py") == "runner/img2img_runner/pipelines.py"
+    assert machine.shown_path(repo / ".gpu-site/diffusers/schedulers/x.py") == "diffusers/schedulers/x.py"
+    assert machine.shown_path("/opt/torch/.venv/lib/python3.12/site-packages/torch/cuda/__init__.py") == \
+        "torch/cuda/__init__.py"
+    for committed in ("BENCHMARKS.md", "bench/gpu-check.json", "bench/gpu-profile.json"):
+        text = (repo / committed).read_text()
+        assert str(home) + "/" not in text and str(repo) + "/" not in text, committed

@@ -214,6 +214,16 @@ def test_inline_images_decode_and_bad_ones_name_the_field():
 # --- a real TLS server --------------------------------------------------------------------------------------
 
 
+def serve_tls(handler, certs) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """``handler`` served over TLS with the test certificate on a free loopback port, in a thread."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.serving.cert, certs.serving.key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
 class Server:
     def __init__(self, certs, routes):
         self.requests: list[str] = []
@@ -233,13 +243,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certs.serving.cert, certs.serving.key)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.httpd, self.port = serve_tls(Handler, certs)
 
     def close(self):
         self.httpd.shutdown()
@@ -353,12 +357,7 @@ class DrippingServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certs.serving.cert, certs.serving.key)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.port = serve_tls(Handler, certs)
 
     def close(self):
         self.httpd.shutdown()

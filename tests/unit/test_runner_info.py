@@ -61,6 +61,15 @@ def test_info_values_for_the_seed_request():
     assert obj["version"] == "v1.10.1"
 
 
+def test_an_inpainting_checkpoint_writes_its_conditional_mask_weight():
+    plan = plan_for(seed_payload(seed=1))
+    text, infotexts = info(plan, Outcome(refiner_ran=False, job_timestamp="20240101000000",
+                                         inpainting_conditioning=True))
+    assert json.loads(text)["is_using_inpainting_conditioning"] is True
+    assert "Denoising strength: 0.75, Conditional mask weight: 1.0, RNG: CPU" in infotexts[0]
+    assert "Conditional mask weight" not in info(plan, RAN)[1][0]
+
+
 def test_extra_generation_params_in_a1111s_order_with_the_substitution_said():
     _, obj, _ = seed_info()
     extra = obj["extra_generation_params"]

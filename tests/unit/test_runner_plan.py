@@ -201,6 +201,25 @@ def test_pixel_perfect_resolution():
     assert unit.processor_res == 480 and unit.processor_res_info == 512
 
 
+def test_pixel_perfect_reads_the_input_cut_to_the_inpainting_mask():
+    # the init image is 1000x1000; cut to the mask it is 480x640, the generation's size: a 1:1 map
+    payload = seed_payload(alwayson_scripts=_units(_unit(pixel_perfect=True)))
+    whole = plan_for(payload, sizes=ImageSizes(init=((1000, 1000),)))
+    cut = plan_for(payload, sizes=ImageSizes(init=((1000, 1000),), units={0: (480, 640)}))
+    assert whole.units[0].processor_res == 640 and cut.units[0].processor_res == 480
+
+
+def test_the_masks_infotext_entries_follow_the_denoising_strength():
+    from img2img_runner.inpaint import Inpainting, MaskSettings
+
+    mask = MaskSettings(blur_x=4, blur_y=4, round=True, fill=2, full_res=True, padding=32, invert=True)
+    plan = plan_for(seed_payload(initial_noise_multiplier=0.9), inpainting=Inpainting(mask, crop=(0, 0, 480, 640)))
+    assert list(plan.extra_generation_params.items())[2:] == [
+        ("Denoising strength", 0.75), ("Mask mode", "Inpaint not masked"), ("Mask blur", 4),
+        ("Inpaint area", "Only masked"), ("Masked area padding", 32), ("Masked content", "latent noise"),
+        ("Noise multiplier", 0.9), ("Schedule type", "Karras")]
+
+
 def test_disabled_units_are_skipped_and_indices_count_enabled_ones():
     plan = plan_for(seed_payload(alwayson_scripts=_units(
         _unit(enabled=False), _unit(module="invert"), _unit(module="canny", control_mode="Balanced"))))
