@@ -133,6 +133,10 @@ _RESIZE_ALIASES = {
 }
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 _CONTROL_ALIASES = {0: "Balanced", 1: "My prompt is more important", 2: "ControlNet is more important"}
+# CN's HiResFixOption: which passes of txt2img's hires fix the unit runs in (its value, index or enum name)
+HR_OPTIONS = ("Both", "Low res only", "High res only")
+_HR_ALIASES = {0: "Both", 1: "Low res only", 2: "High res only", "HiResFixOption.BOTH": "Both",
+               "HiResFixOption.LOW_RES_ONLY": "Low res only", "HiResFixOption.HIGH_RES_ONLY": "High res only"}
 
 MAX_UNITS = 8
 
@@ -148,6 +152,10 @@ def resize_mode_name(value: int | str) -> str | None:
 
 def control_mode_name(value: int | str) -> str | None:
     return value if value in CONTROL_MODES else _CONTROL_ALIASES.get(value)
+
+
+def hr_option_name(value: int | str) -> str | None:
+    return value if value in HR_OPTIONS else _HR_ALIASES.get(value)
 
 
 def _choices(canonical: tuple[str, ...], aliases: dict) -> str:
@@ -196,7 +204,8 @@ class ControlNetUnit(ApiModel):
     save_detected_map: bool = True
     inpaint_crop_input_image: bool = Field(True, description="with a mask and inpaint_full_res: cut the input image "
                                            "to the masked area, as the init image is")
-    hr_option: str | None = Field(None, max_length=32, description="hires-fix only; no effect in img2img")
+    hr_option: int | str = Field("Both", description="txt2img hires fix: Both | Low res only | High res only, or "
+                                 "0-2; no effect elsewhere", json_schema_extra={"maxLength": 32})
 
     @field_validator("module")
     @classmethod
@@ -218,6 +227,13 @@ class ControlNetUnit(ApiModel):
     def _known_control_mode(cls, value: int | str) -> int | str:
         if control_mode_name(value) is None:
             raise refuse(f"unknown control mode {value!r}; valid: {_choices(CONTROL_MODES, _CONTROL_ALIASES)}")
+        return value
+
+    @field_validator("hr_option")
+    @classmethod
+    def _known_hr_option(cls, value: int | str) -> int | str:
+        if hr_option_name(value) is None:
+            raise refuse(f"unknown hires-fix option {value!r}; valid: {_choices(HR_OPTIONS, _HR_ALIASES)}")
         return value
 
     @field_validator("mask", "mask_image", mode="before")  # before: the refusal, not "too long"
@@ -271,6 +287,10 @@ class ControlNetUnit(ApiModel):
     @property
     def control_mode_name(self) -> str:
         return control_mode_name(self.control_mode)  # type: ignore[return-value]  # validated
+
+    @property
+    def hr_option_name(self) -> str:
+        return hr_option_name(self.hr_option)  # type: ignore[return-value]  # validated
 
     @property
     def model_name(self) -> str | None:

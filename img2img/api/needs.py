@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from img2img.api.images import S3Ref, parse_reference
-from img2img.api.payload import Img2ImgPayload
+from img2img.api.payload import ProcessingPayload
 
 WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
@@ -45,7 +45,7 @@ def annotator_preprocessor(name: str) -> str | None:
     return name.strip()[len(ANNOTATOR_KEY_PREFIX):] if name.strip().startswith(ANNOTATOR_KEY_PREFIX) else None
 
 
-def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> frozenset[str]:
+def required_models(payload: ProcessingPayload, default_checkpoint: str | None) -> frozenset[str]:
     """The keys of the models the job runs: checkpoint (``default_checkpoint``, the catalog's, when the request
     names none; None = unknown, left out), VAE unless the checkpoint's own, refiner unless off, the model of every
     enabled ControlNet unit that names one, the prompt's LoRAs (a runner holding them skips reading them), and the
@@ -60,25 +60,19 @@ def required_models(payload: Img2ImgPayload, default_checkpoint: str | None) -> 
     return frozenset(keys | {annotator_key(u.preprocessor.name) for u in units if u.preprocessor.annotator_files})
 
 
-def output_image_bound(payload: Img2ImgPayload) -> int:
-    """At most this many images come back: batch_size × n_iter generated, plus one detect map per enabled
-    ControlNet unit (the runner uploads a map only when the unit saves it)."""
-    return payload.images_per_job + len(payload.enabled_controlnet_units)
+def output_image_bound(payload: ProcessingPayload) -> int:
+    """At most this many images come back: batch_size × n_iter generated, plus the detect maps of the enabled
+    ControlNet units (``payload.detect_maps``; the runner uploads a map only when the unit saves it)."""
+    return payload.images_per_job + payload.detect_maps
 
 
-def s3_image_fields(payload: Img2ImgPayload) -> list[tuple[str, S3Ref]]:
+def s3_image_fields(payload: ProcessingPayload) -> list[tuple[str, S3Ref]]:
     """Every ``s3://`` image the job reads with its field (``input.payload.init_images[0]``, ``mask``, a ControlNet
     unit's ``image`` or ``input_image``): init images, the mask, then enabled ControlNet units' images."""
-    found = [(f"input.payload.init_images[{i}]", v) for i, v in enumerate(payload.init_images)]
-    found.append(("input.payload.mask", payload.mask))
-    for j, unit in enumerate(payload.controlnet_units):
-        if unit.enabled and unit.source_image is not None:
-            key = "image" if unit.image is not None else "input_image"
-            found.append((f"input.payload.alwayson_scripts.controlnet.args[{j}].{key}", unit.source_image))
-    refs = [(field, parse_reference(v)) for field, v in found if isinstance(v, str)]
+    refs = [(f"input.payload.{field}", parse_reference(v)) for field, v in payload.input_images]
     return [(field, ref) for field, ref in refs if isinstance(ref, S3Ref)]
 
 
-def s3_images(payload: Img2ImgPayload) -> list[S3Ref]:
+def s3_images(payload: ProcessingPayload) -> list[S3Ref]:
     """The ``s3://`` images the job reads, each once, in order: the reads the operator presigns for the runner."""
     return list(dict.fromkeys(ref for _, ref in s3_image_fields(payload)))

@@ -212,8 +212,8 @@ class Catalog:
         return next((e for e in found if not e.modules), None)
 
     def resolve_payload(self, payload: Any) -> "Resolved":
-        """``resolve`` for an ``Img2ImgPayload``: its checkpoint, VAE, refiner, enabled units' ControlNets and
-        annotator weights, LoRAs. Raises ModelError."""
+        """``resolve`` for a payload (img2img's or txt2img's): its checkpoint, VAE, refiner, enabled units'
+        ControlNets and annotator weights, LoRAs. Raises ModelError."""
         annotators = {i: u.preprocessor for i, u in enumerate(payload.controlnet_units)
                       if u.enabled and u.preprocessor.annotator_files}
         return self.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,

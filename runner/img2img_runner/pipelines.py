@@ -434,15 +434,19 @@ class ModelCache:
 # --- schedulers --------------------------------------------------------------------------------------------
 
 
-def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0) -> Any:
+def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0, *,
+                   from_noise: bool = False) -> Any:
     """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config, drawing its fresh
     noise as A1111 does for the batch's ``seeds`` (``sampler_noise``). PLMS starts its multistep history at
-    ``first_index`` of the schedule (``_plms``)."""
+    ``first_index`` of the schedule (``_plms``). ``from_noise``: DDIM and PLMS step over A1111's whole timestep grid
+    (``timestep_grid``), as txt2img does, whose top timestep diffusers' own schedule may lack."""
     import inspect
 
     import diffusers
 
     cls = _plms() if spec.class_name == "PNDMScheduler" else getattr(diffusers, spec.class_name)
+    if spec.timestep_sampler:
+        cls = _a1111_grid(cls, from_noise)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the model config may have set one
     kwargs.update(spec.kwargs)
@@ -504,12 +508,41 @@ def _plms() -> type:
 
         def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
             super().set_timesteps(num_inference_steps, device)
+            self._windowed(device)
+
+        def _windowed(self, device: Any) -> None:
             grid = self._timesteps[::-1]  # one per step, from the top
             at = self.first_index + 1
             self.plms_timesteps = np.concatenate([grid[:at], grid[at:at + 1], grid[at:]])
             self.timesteps = torch.from_numpy(self.plms_timesteps.astype(np.int64)).to(device)
 
     return WindowedPLMS
+
+
+@functools.cache
+def _a1111_grid(cls: type, whole: bool) -> type:
+    """``cls`` (DDIM, or the windowed PLMS) over A1111's timestep grid (``whole``), else as it is.
+
+    diffusers' "leading" schedule of n steps is A1111's grid without its top timesteps where n does not divide 1000
+    (30 steps: diffusers tops at 958, A1111 at 991); each step still goes down 1000 // n, as in A1111.
+    """
+    if not whole:
+        return cls
+    import numpy as np
+
+    from img2img.api.samplers import timestep_grid
+
+    class A1111Grid(cls):
+        def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
+            super().set_timesteps(num_inference_steps, device)
+            grid = np.asarray(timestep_grid(num_inference_steps), dtype=np.int64)
+            if hasattr(self, "_windowed"):  # PLMS: its doubled first step over the whole grid
+                self._timesteps = grid
+                self._windowed(device)
+            else:
+                self.timesteps = torch.from_numpy(grid[::-1].copy()).to(device)
+
+    return A1111Grid
 
 
 def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None:
@@ -719,8 +752,10 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
 # --- pipelines ---------------------------------------------------------------------------------------------
 
 
-def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None) -> Any:
-    """The pipeline that runs the checkpoint: with ControlNet units (a ``control_units`` object) or without."""
+def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None, *, txt2img: bool = False) -> Any:
+    """The pipeline that runs the checkpoint: img2img's (from an image or handed latents) or txt2img's (from noise),
+    with ControlNet units (a ``control_units`` object) or without. Built from the cached modules: no weights are
+    copied."""
     import diffusers
 
     m = base.modules
@@ -730,7 +765,11 @@ def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None)
                       force_zeros_for_empty_prompt=base.flags.get("force_zeros_for_empty_prompt", True),
                       add_watermarker=False)
         if units is not None:
-            pipe = diffusers.StableDiffusionXLControlNetImg2ImgPipeline(controlnet=units, **common)
+            cls = diffusers.StableDiffusionXLControlNetPipeline if txt2img else \
+                diffusers.StableDiffusionXLControlNetImg2ImgPipeline
+            pipe = cls(controlnet=units, **common)
+        elif txt2img:
+            pipe = diffusers.StableDiffusionXLPipeline(**common)
         else:
             pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
                 requires_aesthetics_score=base.flags.get("requires_aesthetics_score", False), **common)
@@ -738,7 +777,11 @@ def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None)
         common = dict(vae=vae, text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
                       scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if units is not None:
-            pipe = diffusers.StableDiffusionControlNetImg2ImgPipeline(controlnet=units, **common)
+            cls = diffusers.StableDiffusionControlNetPipeline if txt2img else \
+                diffusers.StableDiffusionControlNetImg2ImgPipeline
+            pipe = cls(controlnet=units, **common)
+        elif txt2img:
+            pipe = diffusers.StableDiffusionPipeline(**common)
         else:
             pipe = diffusers.StableDiffusionImg2ImgPipeline(**common)
     pipe.set_progress_bar_config(disable=True)
@@ -763,9 +806,10 @@ def refiner_pipeline(refiner: Components, scheduler: Any) -> Any:
 
 @dataclass
 class InitialLatents:
-    """What ``prepare_latents`` builds for one batch: encoded init images + A1111 noise at the start timestep."""
+    """What ``prepare_latents`` builds for one batch: the clean latents (encoded init images, handed-in latents, or
+    none for txt2img) noised with A1111's noise at the start timestep."""
 
-    images: list[Any]  # PIL images, one per batch element (already at the render size, or original for mode 3)
+    images: list[Any]  # PIL images to encode, one per batch element (at the render size, or original for mode 3)
     noise: torch.Tensor  # (B, C, h, w), float32, CPU
     noise_multiplier: float
     vae_seeds: list[int]  # generator seeds for sampling the VAE posterior, one per image
@@ -773,6 +817,9 @@ class InitialLatents:
     # the schedule index whose noise level the latents get; None = the first executed step's (DDIM/PLMS: the one
     # above it, as A1111 noises to timesteps[t_enc] and steps from timesteps[t_enc - 1])
     noise_index: int | None = None
+    latents: torch.Tensor | None = None  # clean latents handed in instead of ``images`` (the hires fix's upscale)
+    cut: tuple[int, int] = (0, 0)  # latent cells cut from the clean latents' width and height (the hires fix's)
+    noise_only: bool = False  # txt2img with DDIM/PLMS: A1111 starts from the noise itself, not noise at a level
     # what becomes of the encoded latents before they are noised (inpainting: the masked content)
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -819,8 +866,33 @@ def encode_pixels(vae: Any, pixels: list[torch.Tensor], seeds: list[int], device
     return z * config.scaling_factor
 
 
+def cut_latents(latents: torch.Tensor, cut: tuple[int, int]) -> torch.Tensor:
+    """A1111's hires truncation: ``cut`` = (cells of width, cells of height), half on each side, the odd one on the
+    right and bottom."""
+    x, y = cut
+    return latents[:, :, y // 2:latents.shape[2] - (y + 1) // 2, x // 2:latents.shape[3] - (x + 1) // 2]
+
+
+def upscale_latents(latents: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool) -> torch.Tensor:
+    """A1111's latent upscale (``sample_hr_pass``): ``F.interpolate`` to ``size`` = (h, w) cells, in float32."""
+    up = torch.nn.functional.interpolate(latents.float(), size=size, mode=mode, antialias=antialias)
+    return up.to(latents.dtype)
+
+
+def _start(pipe: Any, init: InitialLatents, clean: torch.Tensor, timestep: Any, device: Any,
+           dtype: torch.dtype) -> torch.Tensor:
+    """``clean`` noised with the batch's A1111 noise where sampling starts (``timestep``, or ``init.noise_index``)."""
+    noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
+    if init.noise_only:
+        return noise
+    if init.noise_index is not None:
+        timestep = pipe.scheduler.timesteps[init.noise_index].repeat(clean.shape[0])
+    return pipe.scheduler.add_noise(clean, noise, timestep)
+
+
 def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
-    """Make ``pipe`` start from ``init`` on its next call (instance attribute; removed by ``remove_initial_latents``).
+    """Make an img2img ``pipe`` start from ``init`` on its next call (instance attribute; removed by
+    ``remove_initial_latents``).
 
     diffusers' own ``prepare_latents`` samples the VAE and the noise from the one ``generator``; A1111 draws the
     noise first from a per-image generator. The replacement keeps diffusers' timestep and noising (scheduler
@@ -831,17 +903,29 @@ def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
                         add_noise=True):
         if getattr(image, "ndim", 0) == 4 and image.shape[1] == 4 and not add_noise:
             return image  # latents handed over (refiner after the base)
-        latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
+        if init.latents is not None:
+            latents = init.latents.to(device=device, dtype=dtype)
+        else:
+            latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
         if init.latent_size is not None and tuple(latents.shape[-2:]) != init.latent_size:
             latents = torch.nn.functional.interpolate(latents, size=init.latent_size, mode="bilinear")
+        latents = cut_latents(latents, init.cut)
         if init.transform is not None:
             latents = init.transform(latents)
         if not add_noise:
             return latents
-        noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
-        if init.noise_index is not None:
-            timestep = pipe.scheduler.timesteps[init.noise_index].repeat(latents.shape[0])
-        return pipe.scheduler.add_noise(latents, noise, timestep)
+        return _start(pipe, init, latents, timestep, device, dtype)
+
+    pipe.prepare_latents = prepare_latents
+
+
+def install_noise_latents(pipe: Any, init: InitialLatents) -> None:
+    """Make a txt2img ``pipe`` start from ``init``'s A1111 noise alone: at the schedule's first noise level (k-diffusion
+    samplers: noise times sigma_max, as A1111's ``x * sigmas[0]``), or the noise itself (DDIM, PLMS)."""
+
+    def prepare_latents(batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None):
+        clean = torch.zeros(init.noise.shape, device=device, dtype=dtype)
+        return _start(pipe, init, clean, pipe.scheduler.timesteps[:1].repeat(clean.shape[0]), device, dtype)
 
     pipe.prepare_latents = prepare_latents
 

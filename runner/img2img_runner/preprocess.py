@@ -102,13 +102,14 @@ def unit_field(unit: UnitPlan) -> str:
     return f"alwayson_scripts.controlnet.args[{unit.request_index}].module"
 
 
-def detect_map(unit: UnitPlan, image: Image.Image, width: int, height: int, *, cache: ModelCache,
-               seed: int = 0) -> np.ndarray:
-    """The unit's detected map at width x height (HxWx3 uint8): the control image and the detect map. A detector
-    with annotator weights comes from ``cache`` (loaded once per runner)."""
+def detect_maps(unit: UnitPlan, image: Image.Image, sizes: list[tuple[int, int]], *, cache: ModelCache,
+                seed: int = 0) -> list[np.ndarray]:
+    """The unit's detected map at each (width, height) of ``sizes`` (HxWx3 uint8), from one preprocessor run: the
+    control image and the detect map of each pass (txt2img's hires fix has two). A detector with annotator weights
+    comes from ``cache`` (loaded once per runner)."""
     img = rgb_array(image)
     detected = run_preprocessor(unit, img, cache=cache, seed=seed)
-    return detectmap_resize(detected, unit.resize_mode, width, height)
+    return [detectmap_resize(detected, unit.resize_mode, width, height) for width, height in sizes]
 
 
 def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, cache: ModelCache, seed: int = 0) -> np.ndarray:
