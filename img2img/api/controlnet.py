@@ -46,6 +46,7 @@ class Preprocessor:
     threshold_b: Slider | None = None
     needs_model: bool = True  # reference_* work by attention injection, without a ControlNet model
     unsupported: str | None = None  # why the runner cannot run it (an enabled unit with it is refused)
+    annotator_files: tuple[str, ...] = ()  # the lllyasviel/Annotators weights it loads (from an annotator entry)
 
 
 _NO_AUX = "it has no controlnet-aux detector (the runner's preprocessor library)"
@@ -53,41 +54,50 @@ _DWPOSE = "DWPose needs onnxruntime/mmpose models that are not part of the runne
 _SAMPLER_HOOK = "colour-fix tiles change the sampler's prediction, which the runner does not hook"
 _ATTENTION = "reference preprocessors work by attention injection, which the runner does not do"
 
+# the lllyasviel/Annotators files controlnet-aux's detectors load (``from_pretrained`` of a folder holding them)
+_MIDAS = ("dpt_hybrid-midas-501f0c75.pt",)
+_LERES = ("res101.pth", "latest_net_G.pth")
+_OPENPOSE = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
+_LINEART = ("sk_model.pth", "sk_model2.pth")
+_HED = ("ControlNetHED.pth",)
+_PIDINET = ("table5_pidinet.pth",)
+
 # Mikubill/sd-webui-controlnet preprocessors (scripts/preprocessor/*, legacy/preprocessor_compiled.py):
 # name, label, and the meaning of threshold_a/threshold_b. The runner decides which it can run.
 PREPROCESSORS: tuple[Preprocessor, ...] = (
     Preprocessor("none", "none"),
     Preprocessor("canny", "canny", Slider("Low Threshold", 1, 255, 100), Slider("High Threshold", 1, 255, 200)),
-    Preprocessor("depth", "depth_midas"),
+    Preprocessor("depth", "depth_midas", annotator_files=_MIDAS),
     Preprocessor("depth_leres", "depth_leres", Slider("Remove Near %", 0, 100, 0),
-                 Slider("Remove Background %", 0, 100, 0)),
+                 Slider("Remove Background %", 0, 100, 0), annotator_files=_LERES),
     Preprocessor("depth_leres++", "depth_leres++", Slider("Remove Near %", 0, 100, 0),
-                 Slider("Remove Background %", 0, 100, 0)),
-    Preprocessor("depth_zoe", "depth_zoe"),
+                 Slider("Remove Background %", 0, 100, 0), annotator_files=_LERES),
+    Preprocessor("depth_zoe", "depth_zoe", annotator_files=("ZoeD_M12_N.pt",)),
     Preprocessor("depth_anything", "depth_anything", unsupported=_NO_AUX),
     Preprocessor("depth_anything_v2", "depth_anything_v2", unsupported=_NO_AUX),
-    Preprocessor("openpose", "openpose"),
-    Preprocessor("openpose_face", "openpose_face"),
-    Preprocessor("openpose_faceonly", "openpose_faceonly"),
-    Preprocessor("openpose_hand", "openpose_hand"),
-    Preprocessor("openpose_full", "openpose_full"),
+    Preprocessor("openpose", "openpose", annotator_files=_OPENPOSE),
+    Preprocessor("openpose_face", "openpose_face", annotator_files=_OPENPOSE),
+    Preprocessor("openpose_faceonly", "openpose_faceonly", annotator_files=_OPENPOSE),
+    Preprocessor("openpose_hand", "openpose_hand", annotator_files=_OPENPOSE),
+    Preprocessor("openpose_full", "openpose_full", annotator_files=_OPENPOSE),
     Preprocessor("dw_openpose_full", "dw_openpose_full", unsupported=_DWPOSE),
-    Preprocessor("lineart", "lineart_realistic"),
-    Preprocessor("lineart_coarse", "lineart_coarse"),
-    Preprocessor("lineart_anime", "lineart_anime"),
+    Preprocessor("lineart", "lineart_realistic", annotator_files=_LINEART),
+    Preprocessor("lineart_coarse", "lineart_coarse", annotator_files=_LINEART),
+    Preprocessor("lineart_anime", "lineart_anime", annotator_files=("netG.pth",)),
     Preprocessor("lineart_anime_denoise", "lineart_anime_denoise", unsupported=_NO_AUX),
     Preprocessor("lineart_standard", "lineart_standard"),
-    Preprocessor("hed", "softedge_hed"),
-    Preprocessor("hed_safe", "softedge_hedsafe"),
-    Preprocessor("pidinet", "softedge_pidinet"),
-    Preprocessor("pidinet_safe", "softedge_pidisafe"),
-    Preprocessor("scribble_hed", "scribble_hed"),
-    Preprocessor("pidinet_scribble", "scribble_pidinet"),
+    Preprocessor("hed", "softedge_hed", annotator_files=_HED),
+    Preprocessor("hed_safe", "softedge_hedsafe", annotator_files=_HED),
+    Preprocessor("pidinet", "softedge_pidinet", annotator_files=_PIDINET),
+    Preprocessor("pidinet_safe", "softedge_pidisafe", annotator_files=_PIDINET),
+    Preprocessor("scribble_hed", "scribble_hed", annotator_files=_HED),
+    Preprocessor("pidinet_scribble", "scribble_pidinet", annotator_files=_PIDINET),
     Preprocessor("scribble_xdog", "scribble_xdog", Slider("XDoG Threshold", 1, 64, 32)),
     Preprocessor("mlsd", "mlsd", Slider("MLSD Value Threshold", 0.01, 2.0, 0.1),
-                 Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1)),
-    Preprocessor("normal_bae", "normal_bae"),
-    Preprocessor("normal_map", "normal_midas", Slider("Normal Background Threshold", 0, 1, 0.4)),
+                 Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1), annotator_files=("mlsd_large_512_fp32.pth",)),
+    Preprocessor("normal_bae", "normal_bae", annotator_files=("scannet.pt",)),
+    Preprocessor("normal_map", "normal_midas", Slider("Normal Background Threshold", 0, 1, 0.4),
+                 annotator_files=_MIDAS),
     Preprocessor("segmentation", "seg_ufade20k", unsupported=_NO_AUX),
     Preprocessor("oneformer_ade20k", "seg_ofade20k", unsupported=_NO_AUX),
     Preprocessor("oneformer_coco", "seg_ofcoco", unsupported=_NO_AUX),
@@ -108,6 +118,7 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
     Preprocessor("invert", "invert (from white bg & black line)"),
 )
 _PREPROCESSOR_BY_KEY = {key: p for p in PREPROCESSORS for key in (p.name, p.label)}
+WEIGHTED_PREPROCESSORS = tuple(p.name for p in PREPROCESSORS if p.annotator_files)
 
 # CN's processor resolution slider: outside it (the API's -1 included) the default applies.
 PROCESSOR_RES = Slider("Preprocessor Resolution", 64, 2048, 512)
@@ -122,6 +133,10 @@ _RESIZE_ALIASES = {
 }
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 _CONTROL_ALIASES = {0: "Balanced", 1: "My prompt is more important", 2: "ControlNet is more important"}
+# CN's HiResFixOption: which passes of txt2img's hires fix the unit runs in (its value, index or enum name)
+HR_OPTIONS = ("Both", "Low res only", "High res only")
+_HR_ALIASES = {0: "Both", 1: "Low res only", 2: "High res only", "HiResFixOption.BOTH": "Both",
+               "HiResFixOption.LOW_RES_ONLY": "Low res only", "HiResFixOption.HIGH_RES_ONLY": "High res only"}
 
 MAX_UNITS = 8
 
@@ -137,6 +152,10 @@ def resize_mode_name(value: int | str) -> str | None:
 
 def control_mode_name(value: int | str) -> str | None:
     return value if value in CONTROL_MODES else _CONTROL_ALIASES.get(value)
+
+
+def hr_option_name(value: int | str) -> str | None:
+    return value if value in HR_OPTIONS else _HR_ALIASES.get(value)
 
 
 def _choices(canonical: tuple[str, ...], aliases: dict) -> str:
@@ -185,7 +204,8 @@ class ControlNetUnit(ApiModel):
     save_detected_map: bool = True
     inpaint_crop_input_image: bool = Field(True, description="with a mask and inpaint_full_res: cut the input image "
                                            "to the masked area, as the init image is")
-    hr_option: str | None = Field(None, max_length=32, description="hires-fix only; no effect in img2img")
+    hr_option: int | str = Field("Both", description="txt2img hires fix: Both | Low res only | High res only, or "
+                                 "0-2; no effect elsewhere", json_schema_extra={"maxLength": 32})
 
     @field_validator("module")
     @classmethod
@@ -207,6 +227,13 @@ class ControlNetUnit(ApiModel):
     def _known_control_mode(cls, value: int | str) -> int | str:
         if control_mode_name(value) is None:
             raise refuse(f"unknown control mode {value!r}; valid: {_choices(CONTROL_MODES, _CONTROL_ALIASES)}")
+        return value
+
+    @field_validator("hr_option")
+    @classmethod
+    def _known_hr_option(cls, value: int | str) -> int | str:
+        if hr_option_name(value) is None:
+            raise refuse(f"unknown hires-fix option {value!r}; valid: {_choices(HR_OPTIONS, _HR_ALIASES)}")
         return value
 
     @field_validator("mask", "mask_image", mode="before")  # before: the refusal, not "too long"
@@ -260,6 +287,10 @@ class ControlNetUnit(ApiModel):
     @property
     def control_mode_name(self) -> str:
         return control_mode_name(self.control_mode)  # type: ignore[return-value]  # validated
+
+    @property
+    def hr_option_name(self) -> str:
+        return hr_option_name(self.hr_option)  # type: ignore[return-value]  # validated
 
     @property
     def model_name(self) -> str | None:

@@ -9,6 +9,9 @@ How a pydantic JSON schema becomes a structural OpenAPI v3 schema:
   null as absent (see base.py), so both sides agree;
 - ``int | str`` becomes ``x-kubernetes-int-or-string``; ``Any`` and open objects (``override_settings``'s unknown
   keys, ``output.parameters``) become ``x-kubernetes-preserve-unknown-fields``;
+- a union of models (``payload``: img2img's or txt2img's, by endpoint) becomes one object with the fields of both;
+  a field both define must have one schema, a field is required only where both require it, and their rules are
+  kept (the pydantic model of the endpoint checks the rest);
 - defaults are left out: the stored spec is what the user sent, defaults apply when it is read (A1111's defaults in
   the payload, the operator configuration's for the controls);
 - titles are dropped, descriptions kept (``kubectl explain``).
@@ -75,6 +78,8 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out = {"x-kubernetes-int-or-string": True}
             out.update(_kept(outer))
             return out
+        if len(branches) > 1 and all("$ref" in b for b in branches):
+            return {**merged([structural(b, defs) for b in branches]), **_kept(outer)}
         if len(branches) != 1:
             raise ValueError(f"no structural form for anyOf {node['anyOf']}")
         # the branch's own description (a type's) yields to the field's
@@ -103,6 +108,26 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["additionalProperties"] = structural(extra, defs)
     elif kind == "array":
         out["items"] = structural(node.get("items") or {}, defs)
+    return out
+
+
+def merged(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Structural object schemas -> one object accepting each: every property of any, required where all require
+    it, every rule of each; a property two of them define differently is an error."""
+    properties: dict[str, Any] = {}
+    for obj in objects:
+        if obj.get("type") != "object":
+            raise ValueError(f"no structural form for a union with {obj.get('type')}")
+        for name, schema in (obj.get("properties") or {}).items():
+            if properties.setdefault(name, schema) != schema:
+                raise ValueError(f"union members define {name!r} differently")
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    required = set.intersection(*(set(obj.get("required") or ()) for obj in objects))
+    if required:
+        out["required"] = sorted(required)
+    rules = [rule for obj in objects for rule in obj.get("x-kubernetes-validations") or ()]
+    if rules:
+        out["x-kubernetes-validations"] = rules
     return out
 
 

@@ -1,8 +1,9 @@
 """The RunPod A1111 worker's envelope: ``{"input": {"api": {"method", "endpoint"}, "payload": {…}}}``.
 
 ``spec.input`` of an Img2ImgJob is this ``input`` object verbatim; the request's ``webhook`` and ``policy`` become
-the job's controls. Only ``POST /sdapi/v1/img2img`` is supported; any
-other endpoint the RunPod worker knows (txt2img, options, …) is refused by name until it is supported.
+the job's controls. ``POST /sdapi/v1/img2img`` and ``POST /sdapi/v1/txt2img`` are supported, each with its own
+payload model (``PAYLOADS``); any other endpoint the RunPod worker knows (options, extras, …) is refused by name
+until it is supported.
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from img2img.api.addresses import URL_MAX, url_refusal
 from img2img.api.base import ApiModel
 from img2img.api.errors import refuse
-from img2img.api.payload import Img2ImgPayload
+from img2img.api.payload import Img2ImgPayload, ProcessingPayload
+from img2img.api.txt2img import Txt2ImgPayload
 
 SUPPORTED_METHOD = "POST"
-SUPPORTED_ENDPOINT = "/sdapi/v1/img2img"
-SUPPORTED = f"{SUPPORTED_METHOD} {SUPPORTED_ENDPOINT}"
+IMG2IMG = "/sdapi/v1/img2img"
+TXT2IMG = "/sdapi/v1/txt2img"
+# endpoint -> the model of its payload
+PAYLOADS: dict[str, type[ProcessingPayload]] = {IMG2IMG: Img2ImgPayload, TXT2IMG: Txt2ImgPayload}
+SUPPORTED = ", ".join(f"{SUPPORTED_METHOD} {endpoint}" for endpoint in PAYLOADS)
 # RunPod's policy limits (ms)
 MIN_EXECUTION_TIMEOUT_MS = 5_000
 MIN_TTL_MS = 10_000
@@ -57,7 +62,8 @@ WebhookUrl = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={"patter
 
 class Api(ApiModel):
     method: str = Field(..., max_length=16, description="POST")
-    endpoint: str = Field(..., max_length=256, description="/sdapi/v1/img2img (the leading slash is optional)")
+    endpoint: str = Field(..., max_length=256, description="/sdapi/v1/img2img or /sdapi/v1/txt2img (the leading "
+                          "slash is optional)")
 
     @field_validator("method")
     @classmethod
@@ -68,17 +74,44 @@ class Api(ApiModel):
 
     @field_validator("endpoint")
     @classmethod
-    def _img2img(cls, value: str) -> str:
-        if normalize_endpoint(value) != SUPPORTED_ENDPOINT:
+    def _supported(cls, value: str) -> str:
+        if normalize_endpoint(value) not in PAYLOADS:
             raise refuse(f"{normalize_endpoint(value)} is not supported; supported: {SUPPORTED}")
         return value
 
+    @property
+    def path(self) -> str:
+        """The endpoint, normalized: "/sdapi/v1/img2img" or "/sdapi/v1/txt2img"."""
+        return normalize_endpoint(self.endpoint)
+
 
 class RunPodInput(ApiModel):
-    """The RunPod request's ``input``: which A1111 endpoint, and its body."""
+    """The RunPod request's ``input``: which A1111 endpoint, and its body (validated as that endpoint's payload)."""
+
+    # img2img needs its init images: the API server checks that much itself (CEL; the endpoint's other fields are
+    # the operator's to check, since one structural schema holds both payloads' fields)
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.payload.init_images) || !self.api.endpoint.endsWith('img2img')",
+         "fieldPath": ".payload.init_images", "message": "is required for /sdapi/v1/img2img"},
+    ]})
 
     api: Api
-    payload: Img2ImgPayload
+    payload: Img2ImgPayload | Txt2ImgPayload = Field(..., description="the A1111 request body: "
+                                                     "StableDiffusionImg2ImgProcessingAPI for /sdapi/v1/img2img, "
+                                                     "StableDiffusionTxt2ImgProcessingAPI for /sdapi/v1/txt2img")
+
+    @field_validator("payload", mode="wrap")
+    @classmethod
+    def _payload_of_endpoint(cls, value: Any, handler: Any, info: ValidationInfo) -> ProcessingPayload:
+        api = info.data.get("api")
+        if api is None:  # the endpoint is refused: there is no model to check its payload against
+            return value
+        model = PAYLOADS[api.path]
+        return value if isinstance(value, model) else model.model_validate(value, context=info.context)
+
+    @property
+    def txt2img(self) -> bool:
+        return self.api.path == TXT2IMG
 
 
 class Policy(ApiModel):

@@ -16,8 +16,9 @@ Per image (the header decides, before a pixel is decoded):
 
 Per job:
 
-- compute: width × height × steps × images (``batch_size × n_iter``), in megapixel-steps, at most
-  ``MAX_MEGAPIXEL_STEPS``; a namespace's policy may allow less (the operator's ``policy``).
+- compute: width × height × steps × images (``batch_size × n_iter``), in megapixel-steps, summed over the sampling
+  passes (txt2img's hires fix adds its second pass's size × steps), at most ``MAX_MEGAPIXEL_STEPS``; a namespace's
+  policy may allow less (the operator's ``policy``).
 - prompts: at most ``PROMPT_MAX_CHARS`` characters and ``MAX_PROMPT_BREAKS`` ``BREAK`` words each: each BREAK starts
   a new 77-token chunk, and every chunk lengthens the context every cross-attention layer reads at every step.
 - nesting: lists and objects (``script_args``, ``comments``, options) at most ``MAX_NESTING_DEPTH`` levels deep; a
@@ -90,22 +91,22 @@ def prompt_refusal(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class Compute:
-    """The sampling work a job asks for: pixels x steps x images (an upper bound: img2img runs
-    ``steps x denoising_strength`` of them)."""
+    """The sampling work a job asks for: pixels x steps of each sampling pass (txt2img's hires fix has two), times
+    images (an upper bound: img2img runs ``steps x denoising_strength`` of them)."""
 
-    width: int
-    height: int
-    steps: int
+    passes: tuple[tuple[int, int, int], ...]  # (width, height, steps) of each pass
     images: int
 
     @property
     def megapixel_steps(self) -> float:
-        return self.width * self.height * self.steps * self.images / 1e6
+        return sum(width * height * steps for width, height, steps in self.passes) * self.images / 1e6
 
     def refusal(self, cap: float, whose: str) -> str | None:
         """Why the job is over ``cap`` megapixel-steps (``whose`` limit: for the message), or None."""
         if self.megapixel_steps <= cap:
             return None
-        return (f"asks for {self.megapixel_steps:,.0f} megapixel-steps ({self.width}x{self.height} pixels x "
-                f"{self.steps} steps x {self.images} images), more than {cap:,.0f}, {whose}; ask for fewer "
-                "images, steps or pixels")
+        work = " + ".join(f"{width}x{height} pixels x {steps} steps" for width, height, steps in self.passes)
+        if len(self.passes) > 1:
+            work = f"({work})"
+        return (f"asks for {self.megapixel_steps:,.0f} megapixel-steps ({work} x {self.images} images), more than "
+                f"{cap:,.0f}, {whose}; ask for fewer images, steps or pixels")

@@ -1,5 +1,5 @@
 """A1111 1.10's options (``override_settings`` keys): which the runner honours, which it runs at their default only,
-which cannot change an img2img answer here, and what is refused (pure).
+which cannot change an answer here, and what is refused (pure).
 
 A1111 applies ``override_settings`` with ``opts.set``, which fails on a key it does not know; so is an unknown key
 refused here, by name. A known option is:
@@ -12,7 +12,7 @@ refused here, by name. A known option is:
 - ``PICTURE`` (changes the picture or the answer): accepted at A1111's default, which is what the runner runs;
   another value is refused, naming the key;
 - ``NO_EFFECT`` (saving, paths, user interface, training, live previews, caches, what only acts on something the
-  runner refuses anyway…): nothing in an img2img answer depends on it here, so it is accepted, as A1111 accepts it.
+  runner refuses anyway…): nothing in an answer depends on it here, so it is accepted, as A1111 accepts it.
 
 Sources: modules/shared_options.py of A1111 v1.10.1 and the options its built-in extensions add (Lora, hypertile,
 canvas-zoom-and-pan, extra-options-section, LDSR, ScuNET, SwinIR, prompt comments), and sd-webui-controlnet's
@@ -40,6 +40,8 @@ PICTURE: dict[str, Any] = {
     "upscaler_for_img2img": None,
     # inpainting: the inpainting model's masked-image strength, the overlay of the unmasked pixels, extra images
     "inpainting_mask_weight": 1.0, "overlay_inpaint": True, "return_mask": False, "return_mask_composite": False,
+    # txt2img's hires fix
+    "hires_fix_refiner_pass": "second pass", "token_merging_ratio_hr": 0.0, "use_old_hires_fix_width_height": False,
     # optimizations that change the picture
     "s_min_uncond": 0.0, "s_min_uncond_all": False, "token_merging_ratio": 0.0, "token_merging_ratio_img2img": 0.0,
     "pad_cond_uncond": False, "pad_cond_uncond_v0": False, "skip_early_cond": 0.0,
@@ -105,8 +107,10 @@ NO_EFFECT: frozenset[str] = frozenset({
     "sd_checkpoints_limit", "sd_checkpoints_keep_in_cpu", "sd_checkpoint_cache", "sd_vae_checkpoint_cache",
     "sd_vae_overrides_per_model_preferences", "auto_vae_precision", "auto_vae_precision_bfloat16", "upcast_attn",
     "cross_attention_optimization", "sd_vae_explanation", "sd3_enable_t5",
-    "persistent_cond_cache", "batch_cond_uncond", "hires_fix_refiner_pass", "sd_checkpoint_hash",
-    "token_merging_ratio_hr", "use_old_hires_fix_width_height", "hires_fix_use_firstpass_conds",
+    "persistent_cond_cache", "batch_cond_uncond", "sd_checkpoint_hash",
+    # the hires pass's conditioning computed under the first pass's extra networks: the hires prompt may name no
+    # other LoRAs than the prompt (txt2img), so they are the same
+    "hires_fix_use_firstpass_conds",
     "use_old_scheduling", "auto_backcompat",
     "img2img_batch_show_results_limit", "img2img_editor_height",
     "img2img_sketch_default_brush_color", "img2img_inpaint_mask_brush_color",

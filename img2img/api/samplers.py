@@ -366,13 +366,14 @@ def img2img_t_enc(steps: int, denoising_strength: float, fix_steps: bool = False
     return steps, int(ds * steps)
 
 
-def timestep_sampler_refusals(spec: SchedulerSpec, t_enc: int, refiner: bool) -> dict[str, str]:
-    """DDIM/PLMS requests that A1111 runs in a way the runner does not: field -> reason. ``refiner``: the request
-    switches to a refiner during sampling."""
+def timestep_sampler_refusals(spec: SchedulerSpec, t_enc: int | None, refiner: bool) -> dict[str, str]:
+    """DDIM/PLMS requests that A1111 runs in a way the runner does not: field -> reason. ``t_enc``: the img2img
+    pass's (None for a pass from noise, txt2img's first); ``refiner``: the request switches to a refiner while this
+    sampler runs."""
     if not spec.timestep_sampler:
         return {}
     found = {}
-    if t_enc < 2:
+    if t_enc is not None and t_enc < 2:
         found["denoising_strength"] = (f"{spec.sampler} runs t_enc - 1 = {t_enc - 1} steps here (t_enc = "
                                        "denoising_strength x steps, rounded down): A1111 returns the noised image "
                                        "unsampled; raise steps or denoising_strength")
@@ -380,6 +381,59 @@ def timestep_sampler_refusals(spec: SchedulerSpec, t_enc: int, refiner: bool) ->
         found["refiner_checkpoint"] = ("PLMS with a refiner is not supported: A1111 carries PLMS's multistep "
                                        "history across the switch; use DDIM, a k-diffusion sampler or no refiner")
     return found
+
+
+def timestep_grid(steps: int) -> tuple[int, ...]:
+    """The timesteps A1111's DDIM and PLMS step over for a ``steps`` schedule, ascending (sd_samplers_timesteps.py
+    ``get_timesteps``): range(0, 1000, 1000 // steps) + 1, clipped to 999. That is ``steps`` timesteps when
+    ``steps`` divides 1000, else more at the top (30 steps: 1, 34, …, 991, thirty-one). A1111's loop takes a step
+    from every one but the first (timesteps[0] = 1)."""
+    return tuple(min(t + 1, 999) for t in range(0, 1000, 1000 // steps))
+
+
+def txt2img_timestep_refusal(spec: SchedulerSpec, steps: int) -> str | None:
+    """Why a DDIM/PLMS pass from noise (txt2img's first) cannot run as A1111 runs it; None when it can. At 1 step
+    A1111 takes none (it never steps from timestep 1) and returns the noise. Where A1111 clips its top timestep to
+    999 (steps = 3, 9, 27, 36, 37, 101 to 111), its first step goes to the next timestep of its list, which is not
+    the one diffusers steps to (999 - 1000 // steps)."""
+    grid = timestep_grid(steps)
+    if not spec.timestep_sampler:
+        return None
+    if len(grid) < 2:
+        return f"{spec.sampler} at 1 step: A1111 takes no step and returns the noise; use 2 or more"
+    if grid[-1] - grid[-2] != 1000 // steps:
+        return (f"{spec.sampler} at {steps} steps: A1111 clips its first timestep to 999 and steps from there to "
+                f"{grid[-2]}, which diffusers' {spec.class_name} cannot do; use another step count")
+    return None
+
+
+SAME_SAMPLER = "Use same sampler"  # A1111's UI choice for "the first pass's sampler" (hr_sampler_name)
+SAME_SCHEDULER = "Use same scheduler"
+
+
+def hires_resolve(sampler_name: str | None, sampler_index: str | None, scheduler: str | None,
+                  hr_sampler_name: str | None, hr_scheduler: str | None) -> Resolved:
+    """The hires fix's second-pass sampler and schedule, as A1111 1.10 picks them; FieldError for unknown names.
+
+    The sampler is ``hr_sampler_name``, else the first pass's. The schedule is ``hr_scheduler``, else the first
+    pass's as A1111's API keeps it: the request's ``scheduler``, or a legacy name's suffix unless that suffix is the
+    sampler's own default ("DPM++ 2M Karras" keeps none: its Automatic is Karras). Automatic then means the
+    second-pass sampler's default. The UI's "Use same sampler" / "Use same scheduler" mean absent.
+    """
+    first = resolve(sampler_name, sampler_index, scheduler)
+    kept = scheduler or None
+    requested = sampler_name or sampler_index or SAMPLERS[0].name
+    if kept is None and find_sampler(requested) is None:
+        suffix = split_schedule_suffix(requested)[1]
+        if suffix is not None and suffix.name != first.sampler.default_scheduler:
+            kept = suffix.label
+    sampler = hr_sampler_name if hr_sampler_name not in (None, "", SAME_SAMPLER) else first.sampler.name
+    schedule = hr_scheduler if hr_scheduler not in (None, "", SAME_SCHEDULER) else kept
+    try:
+        return resolve(sampler, None, schedule)
+    except FieldError as exc:  # the first pass's names resolved above: a hires name is at fault
+        raise FieldError({"sampler_name": "hr_sampler_name", "scheduler": "hr_scheduler"}[exc.field],
+                         str(exc)) from None
 
 
 def supported_pairs() -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from img2img.api.image_formats import ImageFormat
 from img2img.api.images import S3Ref, plain_key, s3_allowed
 from img2img.api.job import Img2ImgJobSpec
 from img2img.api.needs import output_image_bound, required_models, s3_image_fields, s3_images
-from img2img.api.payload import Img2ImgPayload
+from img2img.api.payload import ProcessingPayload
 from img2img.api.status import TERMINAL
 
 from .config import NamespacePolicy, OperatorConfig
@@ -121,7 +121,7 @@ def check_spec(spec: Mapping[str, Any], namespace: str, config: OperatorConfig) 
     return Checked(controls, tuple(found), needs if not found else None)
 
 
-def policy_problems(controls: Controls, payload: Img2ImgPayload, caps: NamespacePolicy,
+def policy_problems(controls: Controls, payload: ProcessingPayload, caps: NamespacePolicy,
                     namespace: str) -> list[Problem]:
     """What a valid job asks for beyond its namespace's caps (the defaults of left-out controls are within them:
     the configuration is checked for that)."""
@@ -141,7 +141,7 @@ def policy_problems(controls: Controls, payload: Img2ImgPayload, caps: Namespace
     return found
 
 
-def area_problems(controls: Controls, payload: Img2ImgPayload, namespace: str, config: OperatorConfig
+def area_problems(controls: Controls, payload: ProcessingPayload, namespace: str, config: OperatorConfig
                   ) -> list[Problem]:
     """Where a valid job would write or read outside its namespace's S3 areas: an output location the namespace may
     not use (``S3Config.output_refusal``), an ``s3://`` image it may not read (``S3Config.allowed_reads``)."""

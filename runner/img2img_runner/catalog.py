@@ -24,9 +24,10 @@ A catalog is a YAML (or JSON) file, usually mounted from a ConfigMap (``IMG2IMG_
         architecture: controlnet-sd15
         source: {path: /models/control_v11p_sd15_canny}
         substitutes: {sdxl: diffusers_xl_canny_mid}  # under an SDXL checkpoint, run this instead (said in info)
-      annotators:
-        architecture: annotator            # ControlNet preprocessor weights (lllyasviel/Annotators layout)
-        source: {path: /models/annotators}
+      lllyasviel/Annotators:
+        architecture: annotator            # ControlNet preprocessor weights: a folder (path, s3, hub) with the
+        source: {path: /models/annotators} # lllyasviel/Annotators files (body_pose_model.pth, sk_model.pth, …)
+        modules: [openpose, lineart]       # optional: the preprocessors it serves (none listed: all)
       add_detail:                          # <lora:add_detail:0.8> in a prompt
         architecture: lora-sd15            # a LoRA for SD 1.5 checkpoints (lora-sdxl: for SDXL ones)
         source: {file: /models/loras/add_detail.safetensors}  # kohya/A1111 or diffusers format; a folder source
@@ -49,7 +50,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from img2img import split_s3_uri
+from img2img.api.controlnet import WEIGHTED_PREPROCESSORS, Preprocessor, find_preprocessor
 from img2img.api.errors import FieldError
+from img2img.api.needs import annotator_preprocessor
 
 ARCHITECTURES = ("sd15", "sdxl", "sdxl-refiner", "controlnet-sd15", "controlnet-sdxl", "vae", "annotator",
                  "lora-sd15", "lora-sdxl")
@@ -154,7 +157,12 @@ class Catalog:
     # --- lookup ----------------------------------------------------------------------------------------------
 
     def find(self, name: str) -> Entry | None:
-        """The entry A1111 would pick for ``name`` ("sd_xl_base_1.0 [31e35c80fc]", "x.safetensors", "X")."""
+        """The entry A1111 would pick for ``name`` ("sd_xl_base_1.0 [31e35c80fc]", "x.safetensors", "X"); for
+        ``annotator:<preprocessor>`` the annotator entry serving that preprocessor."""
+        module = annotator_preprocessor(name)
+        if module is not None:
+            preprocessor = find_preprocessor(module)
+            return self.annotator(preprocessor.name) if preprocessor is not None else None
         for candidate in _name_variants(name):
             if candidate in self.entries:
                 return self.entries[candidate]
@@ -169,16 +177,19 @@ class Catalog:
 
     def servable(self, held: Iterable[str]) -> list[str]:
         """The names a runner holding the entries ``held`` serves without loading anything: those entries, their
-        aliases, and the entries that run as one of them under a held checkpoint (substitutes: the SD 1.5 canny
-        ControlNet of RunPod's example, run as the SDXL one under an SDXL checkpoint). What a runner reports when it
+        aliases, the entries that run as one of them under a held checkpoint (substitutes: the SD 1.5 canny
+        ControlNet of RunPod's example, run as the SDXL one under an SDXL checkpoint), and the preprocessors whose
+        detectors the runner holds (``annotator:<preprocessor>``, ``ModelCache.held``). What a runner reports when it
         asks for work, so that the operator's routing (``img2img.api.needs.model_key``) sees a job naming any of
         these as warm."""
+        held = list(held)
         entries = [self.entries[name] for name in held if name in self.entries]
         names = {e.name for e in entries}
         architectures = {e.architecture for e in entries if e.architecture in CHECKPOINTS}
         served = set(names) | {alias for e in entries for alias in e.aliases}
         served |= {e.name for e in self.entries.values()
                    if any(e.substitutes.get(arch) in names for arch in architectures)}
+        served |= {name for name in held if annotator_preprocessor(name) is not None and self.find(name) is not None}
         return sorted(served)
 
     def get(self, name: str, *, field: str, kinds: Iterable[str], what: str) -> Entry:
@@ -201,19 +212,23 @@ class Catalog:
         return next((e for e in found if not e.modules), None)
 
     def resolve_payload(self, payload: Any) -> "Resolved":
-        """``resolve`` for an ``Img2ImgPayload``: its checkpoint, VAE, refiner, enabled units' ControlNets and
-        LoRAs. Raises ModelError."""
+        """``resolve`` for a payload (img2img's or txt2img's): its checkpoint, VAE, refiner, enabled units'
+        ControlNets and annotator weights, LoRAs. Raises ModelError."""
+        annotators = {i: u.preprocessor for i, u in enumerate(payload.controlnet_units)
+                      if u.enabled and u.preprocessor.annotator_files}
         return self.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
                             controlnets=[u.model_name for u in payload.enabled_controlnet_units],
-                            loras=[t.name for t in payload.loras])
+                            loras=[t.name for t in payload.loras], annotators=annotators)
 
     def resolve(self, *, checkpoint: str | None, vae: str | None, refiner: str | None,
-                controlnets: list[str | None], loras: list[str] = ()) -> "Resolved":
+                controlnets: list[str | None], loras: list[str] = (),
+                annotators: dict[int, Preprocessor] | None = None) -> "Resolved":
         """Which models a job runs: the checkpoint, its VAE, its refiner, one ControlNet per enabled unit, the
-        prompt's LoRAs.
+        prompt's LoRAs, the annotator weights of the units' preprocessors.
 
         ``controlnets`` are the units' model names (None = the unit names no model); ``loras`` the names of the
-        prompt's LoRA tags. Raises ModelError.
+        prompt's LoRA tags; ``annotators`` the preprocessors that need annotator weights, by the unit's position
+        in ``alwayson_scripts.controlnet.args``. Raises ModelError.
         """
         if checkpoint is None:
             if self.default_checkpoint is None:
@@ -279,7 +294,18 @@ class Catalog:
                                            "name it once, with the weight you want")
             lora_entries.append(entry)
         return Resolved(checkpoint=base, vae=vae_entry, refiner=refiner_entry, controlnets=units,
-                        loras=tuple(lora_entries))
+                        loras=tuple(lora_entries),
+                        annotators={i: self._annotator_for(i, pre) for i, pre in (annotators or {}).items()})
+
+    def _annotator_for(self, request_index: int, preprocessor: Preprocessor) -> Entry:
+        entry = self.annotator(preprocessor.name)
+        if entry is None:
+            raise ModelError(f"alwayson_scripts.controlnet.args[{request_index}].module",
+                             f"preprocessor {preprocessor.name!r} needs annotator weights "
+                             f"({', '.join(preprocessor.annotator_files)}, from lllyasviel/Annotators) and the model "
+                             "catalog has no entry for them: add one with architecture 'annotator' and a source "
+                             "holding these files (listing the preprocessor in its modules, or no modules)")
+        return entry
 
     # --- where the weights are -------------------------------------------------------------------------------
 
@@ -317,6 +343,7 @@ class Resolved:
     refiner: Entry | None
     controlnets: list[ResolvedControlNet | None]
     loras: tuple[Entry, ...] = ()  # in the order of the prompt's LoRA tags
+    annotators: dict[int, Entry] = field(default_factory=dict)  # unit position in the request -> its weights
 
     @property
     def architecture(self) -> str:
@@ -333,6 +360,14 @@ def _entry(name: str, spec: Any, base: Path) -> Entry:
     if arch not in ARCHITECTURES:
         raise CatalogError(f"model {name!r}: architecture {arch!r} is not one of {', '.join(ARCHITECTURES)}")
     source = _source(name, spec.get("source")) if spec.get("source") is not None else None
+    if arch == "annotator" and (source is None or source.kind == "file"):
+        raise CatalogError(f"model {name!r}: an annotator entry's source is a folder holding the lllyasviel/"
+                           "Annotators files (path, s3 or hub)")
+    modules = [find_preprocessor(str(m)) for m in spec.get("modules") or ()]
+    unknown = [str(m) for m, p in zip(spec.get("modules") or (), modules) if p is None or not p.annotator_files]
+    if unknown:
+        raise CatalogError(f"model {name!r}: modules {unknown} are not preprocessors that need annotator weights "
+                           f"({', '.join(WEIGHTED_PREPROCESSORS)})")
     substitutes = spec.get("substitutes") or {}
     if not isinstance(substitutes, dict):
         raise CatalogError(f"model {name!r}: substitutes must map a checkpoint architecture to a model name")
@@ -345,10 +380,9 @@ def _entry(name: str, spec: Any, base: Path) -> Entry:
             raise CatalogError(f"model {name!r}: hash {hash_!r} is not hexadecimal")
         hash_ = hash_[:LORA_HASH_LENGTH if arch in LORA_FOR.values() else 10].lower()
     aliases = spec.get("aliases") or ()
-    modules = spec.get("modules") or ()
     return Entry(name=name, architecture=arch, source=source, hash=hash_, fp16_fix=bool(spec.get("fp16_fix", False)),
                  substitutes={str(k): str(v) for k, v in substitutes.items()},
-                 modules=tuple(str(m) for m in modules), aliases=tuple(str(a) for a in aliases))
+                 modules=tuple(p.name for p in modules), aliases=tuple(str(a) for a in aliases))
 
 
 def _source(name: str, spec: Any) -> Source:

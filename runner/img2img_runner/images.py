@@ -4,6 +4,7 @@
 - ``resize_image``: A1111 ``images.resize_image`` (LANCZOS; no upscaler model, A1111's default
   ``upscaler_for_img2img`` is None), in the image's own mode (inpainting masks are greyscale);
   ``resize_init_image``: the same for an init image, flattened, with img2img ``resize_mode`` 3 stretched.
+- ``hires_resize``: the same with the hires fix's plain upscalers ("None", "Lanczos", "Nearest": modules/upscaler.py).
 - ``resize_with_pad``: CN ``resize_image_with_pad``: the short side scaled to the preprocessor resolution
   (INTER_CUBIC up, INTER_AREA down), edge-padded to multiples of 64 for the detector, cropped back after.
 - ``detectmap_resize``: CN ``detectmap_proc``: the detected map brought to the generation size with the unit's resize
@@ -20,6 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 LANCZOS = Image.Resampling.LANCZOS
+# A1111's plain upscalers (modules/upscaler.py UpscalerLanczos, UpscalerNearest): the filter each upscales with
+PLAIN_UPSCALE_FILTERS = {"Lanczos": LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 
 def flatten(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -88,6 +91,35 @@ def resize_image(image: Image.Image, mode: int, width: int, height: int) -> Imag
                 out.paste(resized.resize((fill, height), box=(resized.width, 0, resized.width, height)),
                           box=(fill + src_w, 0))
     return out
+
+
+def hires_resize(image: Image.Image, upscaler: str, width: int, height: int) -> Image.Image:
+    """A1111 ``resize_image(0, image, width, height, upscaler_name)`` with a plain upscaler: "None" is one LANCZOS
+    resize; "Lanczos" and "Nearest" first upscale by max(width / w, height / h) with their filter to a multiple of 8
+    (``Upscaler.upscale``), then LANCZOS brings the image to width x height."""
+    if upscaler == "None":
+        return image.resize((width, height), resample=LANCZOS)
+    scale = max(width / image.width, height / image.height)
+    if scale > 1.0:
+        image = _plain_upscale(image, scale, PLAIN_UPSCALE_FILTERS[upscaler])
+    if image.size != (width, height):
+        image = image.resize((width, height), resample=LANCZOS)
+    return image
+
+
+def _plain_upscale(image: Image.Image, scale: float, resample: Image.Resampling) -> Image.Image:
+    """A1111 ``Upscaler.upscale``, its ``do_upscale`` one resize by ``scale`` with ``resample``."""
+    dest = (int(image.width * scale // 8 * 8), int(image.height * scale // 8 * 8))
+    for i in range(3):
+        if image.width >= dest[0] and image.height >= dest[1] and (i > 0 or scale != 1):
+            break
+        shape = image.size
+        image = image.resize((int(image.width * scale), int(image.height * scale)), resample=resample)
+        if image.size == shape:
+            break
+    if image.size != dest:
+        image = image.resize(dest, resample=LANCZOS)
+    return image
 
 
 def resize_with_pad(img: np.ndarray, resolution: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -10,8 +10,12 @@ schedule in it ("DPM++ SDE Karras", no "Schedule type") with ``IMG2IMG_SAMPLER_N
 - infotext: ``prompt[\\nNegative prompt: …]\\n`` + ``Key: value`` pairs in ``create_infotext``'s order, None values
   left out, a value containing ``,``, ``:`` or a newline JSON-quoted (infotext_utils.quote).
 - ``extra_generation_params`` in the order A1111 writes them: ControlNet units (CN's ``process``), Denoising strength
-  (img2img ``init``), Lora hashes (the LoRAs' activation: ``"name: hash, …"``, each name as the tag wrote it without
-  ``:`` and ``,``), Schedule type (sampling), Refiner and Refiner switch at (when the refiner takes over).
+  (img2img ``init``; txt2img's with the hires fix, then its Hires keys), Lora hashes (the LoRAs' activation:
+  ``"name: hash, …"``, each name as the tag wrote it without ``:`` and ``,``), Schedule type (sampling), Refiner and
+  Refiner switch at (when the refiner takes over). A1111 keeps "Hires prompt" and "Hires negative prompt" as
+  functions of the image: the infotext shows their value, the info JSON null (``json.dumps(default=None)``).
+- txt2img: "Size", ``width`` and ``height`` are the first pass's (the request's), also with the hires fix; "Denoising
+  strength" is in the infotext only with the hires fix (``info``'s ``denoising_strength`` is the request's).
 - "RNG: CPU": the initial noise is drawn on the CPU on every device (so a seed gives the same picture on any GPU
   class); A1111 writes that key whenever its noise source is not the GPU.
 - "Version": the A1111 version whose format this is (``IMG2IMG_INFOTEXT_VERSION``, default v1.10.1), so infotext
@@ -29,6 +33,8 @@ from img2img_runner.plan import Plan, UnitPlan
 
 A1111_VERSION = "v1.10.1"
 RNG_SOURCE = "CPU"
+# extra_generation_params A1111 holds as functions of the image (txt2img init): null in the info JSON
+PER_IMAGE_KEYS = ("Hires prompt", "Hires negative prompt")
 
 
 # A1111's inpainting_mask_weight option: its default, the only value img2img.api.options lets through
@@ -174,7 +180,7 @@ def infotext(plan: Plan, index: int, extra: dict[str, Any], combined: bool = Fal
         "Variation seed": None if subseed_strength == 0 else plan.all_subseeds[index],
         "Variation seed strength": None if subseed_strength == 0 else subseed_strength,
         "Seed resize from": None,
-        "Denoising strength": plan.denoising_strength,
+        "Denoising strength": extra.get("Denoising strength"),
         "Conditional mask weight": INPAINTING_MASK_WEIGHT if inpainting_conditioning else None,
         "Clip skip": None if plan.clip_skip_a1111 <= 1 else plan.clip_skip_a1111,
         "ENSD": ensd,
@@ -228,7 +234,7 @@ def info(plan: Plan, outcome: Outcome, *, restore_faces: bool = False, styles: l
         "seed_resize_from_w": seed_resize_from[0],
         "seed_resize_from_h": seed_resize_from[1],
         "denoising_strength": plan.denoising_strength,
-        "extra_generation_params": extra,
+        "extra_generation_params": {k: None if k in PER_IMAGE_KEYS else v for k, v in extra.items()},
         "index_of_first_image": 0,
         "infotexts": infotexts,
         "styles": list(styles or []),

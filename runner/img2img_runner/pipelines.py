@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from img2img.api.controlnet import WEIGHTED_PREPROCESSORS, find_preprocessor
+from img2img.api.needs import annotator_key, annotator_preprocessor
 from img2img.api.samplers import SchedulerSpec
 from img2img_runner.acceleration import Switches, prepare
 from img2img_runner.catalog import ARCHITECTURES, CHECKPOINTS, LORA_FOR, Catalog, Entry, ModelError
@@ -126,10 +128,11 @@ class _Held:
 class ModelCache:
     """Loaded models, kept between jobs: one least-recently-used cache of catalog entries within a memory budget.
 
-    Checkpoints (as their components), refiners, VAEs and ControlNets. A model is measured (bytes of its weights)
-    once loaded, before it moves to the device; when it does not fit in the budget, the least recently used models
-    are unloaded first, never one that the current job uses (``begin_job``). A refiner shares its base's
-    ``text_encoder_2`` and the job's VAE: it goes when either goes.
+    Checkpoints (as their components), refiners, VAEs, ControlNets, LoRAs and ControlNet preprocessors' detectors
+    (annotators). A model is measured (bytes of its weights; a detector: of its files) once loaded, before it moves to
+    the device; when it does not fit in the budget, the least recently used models are unloaded first, never one that
+    the current job uses (``begin_job``). A refiner shares its base's ``text_encoder_2`` and the job's VAE: it goes
+    when either goes.
 
     ``budget``: bytes (``IMG2IMG_MODEL_MEMORY_BUDGET``); default unlimited on CPU, 90 % of the GPU's memory on CUDA.
     ``loads`` / ``load_seconds`` count the models loaded and the time spent loading them (a warm job adds nothing).
@@ -161,6 +164,12 @@ class ModelCache:
     def controlnet(self, entry: Entry) -> Any:
         return self._get(("controlnet", entry.name), entry.name, lambda: self._load_controlnet(entry))
 
+    def annotator(self, entry: Entry, class_name: str, files: tuple[str, ...], field: str = "models") -> Any:
+        """A controlnet-aux detector (``class_name``) reading ``files`` from an annotator entry's folder: one per
+        entry and class, however many preprocessors use it (openpose and openpose_hand share one)."""
+        return self._get(("annotator", entry.name, class_name), entry.name,
+                         lambda: self._load_annotator(entry, class_name, files, field))
+
     def lora(self, entry: Entry) -> Any:
         """A LoRA's file as read (``loras.Lora``), on the device: applied to a checkpoint per job."""
         return self._get(("lora", entry.name), entry.name, lambda: self._load_lora(entry))
@@ -173,9 +182,18 @@ class ModelCache:
         return self._get(key, entry.name, lambda: self._load_refiner(entry, base, vae), needs=needs)
 
     def held(self) -> list[str]:
-        """The catalog names of the models loaded now (what a runner tells the operator it holds)."""
+        """The catalog names of the models loaded now (what a runner tells the operator it holds), and
+        ``annotator:<preprocessor>`` for each preprocessor whose detector is loaded with the weights the catalog
+        gives it."""
+        from img2img_runner import preprocess
+
         with self._lock:
-            return sorted({held.name for held in self._held.values()})
+            names = {held.name for held in self._held.values()}
+            detectors = {(key[1], key[2]) for key in self._held if key[0] == "annotator"}
+        served = {annotator_key(module) for module in WEIGHTED_PREPROCESSORS
+                  if (getattr(self.catalog.annotator(module), "name", None), preprocess.detector_class(module))
+                  in detectors}
+        return sorted(names | served)
 
     def used_bytes(self) -> int:
         with self._lock:
@@ -196,7 +214,7 @@ class ModelCache:
         self.begin_job()
         checkpoints = [self.checkpoint(e) for e in entries if e.architecture in CHECKPOINTS]
         vaes = [(e, self.vae(e)) for e in entries if e.architecture == "vae"]
-        for entry in entries:
+        for name, entry in zip(names, entries):
             if entry.architecture.startswith("controlnet-"):
                 self.controlnet(entry)
             elif entry.architecture == "sdxl-refiner":
@@ -209,7 +227,21 @@ class ModelCache:
             elif entry.architecture in LORA_FOR.values():
                 self.lora(entry)
             elif entry.architecture == "annotator":
-                log.info("annotator %s loads on first use", entry.name)
+                self._preload_annotator(name, entry, field)
+
+    def _preload_annotator(self, name: str, entry: Entry, field: str) -> None:
+        """The detectors of ``annotator:<preprocessor>``, or of the preprocessors the entry lists."""
+        from img2img_runner import preprocess
+
+        modules = [annotator_preprocessor(name)] if annotator_preprocessor(name) else list(entry.modules)
+        if not modules:
+            raise ModelError(field, f"annotator entry {entry.name!r} lists no modules: name the preprocessors to "
+                                    "preload as annotator:<preprocessor> (annotator:openpose)")
+        for module in modules:
+            preprocessor = find_preprocessor(module)
+            if preprocessor is None or not preprocessor.annotator_files:
+                raise ModelError(field, f"{module!r} is not a preprocessor that needs annotator weights")
+            self.annotator(entry, preprocess.detector_class(preprocessor.name), preprocessor.annotator_files, field)
 
     # --- the cache -----------------------------------------------------------------------------------------
 
@@ -347,6 +379,33 @@ class ModelCache:
         net = self._load(ControlNetModel, entry)
         return weight_bytes([net]), lambda: net.to(self.runtime.device)
 
+    def _load_annotator(self, entry: Entry, class_name: str, files: tuple[str, ...], field: str) -> Loading:
+        import controlnet_aux
+
+        source = entry.source
+        assert source is not None, "the catalog refuses an annotator entry without a source"
+        if source.kind == "hub":
+            from huggingface_hub import snapshot_download
+
+            where, kwargs, _ = self._weights(entry)
+            try:
+                folder = Path(snapshot_download(where, cache_dir=kwargs["cache_dir"], revision=source.revision,
+                                                local_files_only=kwargs["local_files_only"],
+                                                allow_patterns=list(files)))
+            except (OSError, ValueError) as exc:
+                raise ModelError(field, f"cannot read annotator weights {', '.join(files)} of {entry.name!r} from "
+                                        f"the hub ({where}): {exc}") from exc
+        else:
+            folder = Path(self._weights(entry)[0])  # s3: synced to the local cache folder first
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise ModelError(field, f"annotator weights {', '.join(missing)} not found in the catalog's annotator "
+                                    f"entry {entry.name!r} ({folder})")
+        log.info("loading annotator %s (%s) from %s", entry.name, class_name, folder)
+        detector = getattr(controlnet_aux, class_name).from_pretrained(str(folder))
+        size = sum((folder / f).stat().st_size for f in files)
+        return size, lambda: detector.to(self.runtime.device)
+
     def _load_lora(self, entry: Entry) -> Loading:
         from img2img_runner import loras
 
@@ -375,15 +434,19 @@ class ModelCache:
 # --- schedulers --------------------------------------------------------------------------------------------
 
 
-def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0) -> Any:
+def make_scheduler(template: Any, spec: SchedulerSpec, seeds: Iterable[int] = (), first_index: int = 0, *,
+                   from_noise: bool = False) -> Any:
     """A fresh diffusers scheduler of ``spec``'s class from the checkpoint's scheduler config, drawing its fresh
     noise as A1111 does for the batch's ``seeds`` (``sampler_noise``). PLMS starts its multistep history at
-    ``first_index`` of the schedule (``_plms``)."""
+    ``first_index`` of the schedule (``_plms``). ``from_noise``: DDIM and PLMS step over A1111's whole timestep grid
+    (``timestep_grid``), as txt2img does, whose top timestep diffusers' own schedule may lack."""
     import inspect
 
     import diffusers
 
     cls = _plms() if spec.class_name == "PNDMScheduler" else getattr(diffusers, spec.class_name)
+    if spec.timestep_sampler:
+        cls = _a1111_grid(cls, from_noise)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {flag: False for flag in _SIGMA_FLAGS if flag in accepted}  # the model config may have set one
     kwargs.update(spec.kwargs)
@@ -445,12 +508,41 @@ def _plms() -> type:
 
         def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
             super().set_timesteps(num_inference_steps, device)
+            self._windowed(device)
+
+        def _windowed(self, device: Any) -> None:
             grid = self._timesteps[::-1]  # one per step, from the top
             at = self.first_index + 1
             self.plms_timesteps = np.concatenate([grid[:at], grid[at:at + 1], grid[at:]])
             self.timesteps = torch.from_numpy(self.plms_timesteps.astype(np.int64)).to(device)
 
     return WindowedPLMS
+
+
+@functools.cache
+def _a1111_grid(cls: type, whole: bool) -> type:
+    """``cls`` (DDIM, or the windowed PLMS) over A1111's timestep grid (``whole``), else as it is.
+
+    diffusers' "leading" schedule of n steps is A1111's grid without its top timesteps where n does not divide 1000
+    (30 steps: diffusers tops at 958, A1111 at 991); each step still goes down 1000 // n, as in A1111.
+    """
+    if not whole:
+        return cls
+    import numpy as np
+
+    from img2img.api.samplers import timestep_grid
+
+    class A1111Grid(cls):
+        def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
+            super().set_timesteps(num_inference_steps, device)
+            grid = np.asarray(timestep_grid(num_inference_steps), dtype=np.int64)
+            if hasattr(self, "_windowed"):  # PLMS: its doubled first step over the whole grid
+                self._timesteps = grid
+                self._windowed(device)
+            else:
+                self.timesteps = torch.from_numpy(grid[::-1].copy()).to(device)
+
+    return A1111Grid
 
 
 def sampler_noise(scheduler: Any, spec: SchedulerSpec, seeds: list[int]) -> None:
@@ -660,8 +752,10 @@ def control_units(controlnets: list[Any], soft: list[bool], cfg_injection: list[
 # --- pipelines ---------------------------------------------------------------------------------------------
 
 
-def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None) -> Any:
-    """The pipeline that runs the checkpoint: with ControlNet units (a ``control_units`` object) or without."""
+def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None, *, txt2img: bool = False) -> Any:
+    """The pipeline that runs the checkpoint: img2img's (from an image or handed latents) or txt2img's (from noise),
+    with ControlNet units (a ``control_units`` object) or without. Built from the cached modules: no weights are
+    copied."""
     import diffusers
 
     m = base.modules
@@ -671,7 +765,11 @@ def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None)
                       force_zeros_for_empty_prompt=base.flags.get("force_zeros_for_empty_prompt", True),
                       add_watermarker=False)
         if units is not None:
-            pipe = diffusers.StableDiffusionXLControlNetImg2ImgPipeline(controlnet=units, **common)
+            cls = diffusers.StableDiffusionXLControlNetPipeline if txt2img else \
+                diffusers.StableDiffusionXLControlNetImg2ImgPipeline
+            pipe = cls(controlnet=units, **common)
+        elif txt2img:
+            pipe = diffusers.StableDiffusionXLPipeline(**common)
         else:
             pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
                 requires_aesthetics_score=base.flags.get("requires_aesthetics_score", False), **common)
@@ -679,7 +777,11 @@ def base_pipeline(base: Components, vae: Any, scheduler: Any, units: Any | None)
         common = dict(vae=vae, text_encoder=m["text_encoder"], tokenizer=m["tokenizer"], unet=m["unet"],
                       scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if units is not None:
-            pipe = diffusers.StableDiffusionControlNetImg2ImgPipeline(controlnet=units, **common)
+            cls = diffusers.StableDiffusionControlNetPipeline if txt2img else \
+                diffusers.StableDiffusionControlNetImg2ImgPipeline
+            pipe = cls(controlnet=units, **common)
+        elif txt2img:
+            pipe = diffusers.StableDiffusionPipeline(**common)
         else:
             pipe = diffusers.StableDiffusionImg2ImgPipeline(**common)
     pipe.set_progress_bar_config(disable=True)
@@ -704,9 +806,10 @@ def refiner_pipeline(refiner: Components, scheduler: Any) -> Any:
 
 @dataclass
 class InitialLatents:
-    """What ``prepare_latents`` builds for one batch: encoded init images + A1111 noise at the start timestep."""
+    """What ``prepare_latents`` builds for one batch: the clean latents (encoded init images, handed-in latents, or
+    none for txt2img) noised with A1111's noise at the start timestep."""
 
-    images: list[Any]  # PIL images, one per batch element (already at the render size, or original for mode 3)
+    images: list[Any]  # PIL images to encode, one per batch element (at the render size, or original for mode 3)
     noise: torch.Tensor  # (B, C, h, w), float32, CPU
     noise_multiplier: float
     vae_seeds: list[int]  # generator seeds for sampling the VAE posterior, one per image
@@ -714,6 +817,9 @@ class InitialLatents:
     # the schedule index whose noise level the latents get; None = the first executed step's (DDIM/PLMS: the one
     # above it, as A1111 noises to timesteps[t_enc] and steps from timesteps[t_enc - 1])
     noise_index: int | None = None
+    latents: torch.Tensor | None = None  # clean latents handed in instead of ``images`` (the hires fix's upscale)
+    cut: tuple[int, int] = (0, 0)  # latent cells cut from the clean latents' width and height (the hires fix's)
+    noise_only: bool = False  # txt2img with DDIM/PLMS: A1111 starts from the noise itself, not noise at a level
     # what becomes of the encoded latents before they are noised (inpainting: the masked content)
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -760,8 +866,33 @@ def encode_pixels(vae: Any, pixels: list[torch.Tensor], seeds: list[int], device
     return z * config.scaling_factor
 
 
+def cut_latents(latents: torch.Tensor, cut: tuple[int, int]) -> torch.Tensor:
+    """A1111's hires truncation: ``cut`` = (cells of width, cells of height), half on each side, the odd one on the
+    right and bottom."""
+    x, y = cut
+    return latents[:, :, y // 2:latents.shape[2] - (y + 1) // 2, x // 2:latents.shape[3] - (x + 1) // 2]
+
+
+def upscale_latents(latents: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool) -> torch.Tensor:
+    """A1111's latent upscale (``sample_hr_pass``): ``F.interpolate`` to ``size`` = (h, w) cells, in float32."""
+    up = torch.nn.functional.interpolate(latents.float(), size=size, mode=mode, antialias=antialias)
+    return up.to(latents.dtype)
+
+
+def _start(pipe: Any, init: InitialLatents, clean: torch.Tensor, timestep: Any, device: Any,
+           dtype: torch.dtype) -> torch.Tensor:
+    """``clean`` noised with the batch's A1111 noise where sampling starts (``timestep``, or ``init.noise_index``)."""
+    noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
+    if init.noise_only:
+        return noise
+    if init.noise_index is not None:
+        timestep = pipe.scheduler.timesteps[init.noise_index].repeat(clean.shape[0])
+    return pipe.scheduler.add_noise(clean, noise, timestep)
+
+
 def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
-    """Make ``pipe`` start from ``init`` on its next call (instance attribute; removed by ``remove_initial_latents``).
+    """Make an img2img ``pipe`` start from ``init`` on its next call (instance attribute; removed by
+    ``remove_initial_latents``).
 
     diffusers' own ``prepare_latents`` samples the VAE and the noise from the one ``generator``; A1111 draws the
     noise first from a per-image generator. The replacement keeps diffusers' timestep and noising (scheduler
@@ -772,17 +903,29 @@ def install_initial_latents(pipe: Any, init: InitialLatents) -> None:
                         add_noise=True):
         if getattr(image, "ndim", 0) == 4 and image.shape[1] == 4 and not add_noise:
             return image  # latents handed over (refiner after the base)
-        latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
+        if init.latents is not None:
+            latents = init.latents.to(device=device, dtype=dtype)
+        else:
+            latents = encode_images(pipe, init.images, init.vae_seeds, device, dtype)
         if init.latent_size is not None and tuple(latents.shape[-2:]) != init.latent_size:
             latents = torch.nn.functional.interpolate(latents, size=init.latent_size, mode="bilinear")
+        latents = cut_latents(latents, init.cut)
         if init.transform is not None:
             latents = init.transform(latents)
         if not add_noise:
             return latents
-        noise = (init.noise * init.noise_multiplier).to(device=device, dtype=dtype)
-        if init.noise_index is not None:
-            timestep = pipe.scheduler.timesteps[init.noise_index].repeat(latents.shape[0])
-        return pipe.scheduler.add_noise(latents, noise, timestep)
+        return _start(pipe, init, latents, timestep, device, dtype)
+
+    pipe.prepare_latents = prepare_latents
+
+
+def install_noise_latents(pipe: Any, init: InitialLatents) -> None:
+    """Make a txt2img ``pipe`` start from ``init``'s A1111 noise alone: at the schedule's first noise level (k-diffusion
+    samplers: noise times sigma_max, as A1111's ``x * sigmas[0]``), or the noise itself (DDIM, PLMS)."""
+
+    def prepare_latents(batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None):
+        clean = torch.zeros(init.noise.shape, device=device, dtype=dtype)
+        return _start(pipe, init, clean, pipe.scheduler.timesteps[:1].repeat(clean.shape[0]), device, dtype)
 
     pipe.prepare_latents = prepare_latents
 

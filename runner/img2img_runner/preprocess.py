@@ -8,99 +8,113 @@ ControlNet sees and the detect map appended to the answer.
 
 Detectors come from controlnet-aux. Those that need no weights run anywhere (canny, lineart_standard, shuffle, plus
 the few CN computes with plain cv2: none, invert, threshold, blur_gaussian, scribble_xdog, tile_resample). Those that
-need annotator weights (depth, openpose, hed, …) load them from the catalog's ``annotator`` entry (lllyasviel/
-Annotators file names) and otherwise fail naming the module and the missing file.
+need annotator weights (depth, openpose, lineart, hed, …) load them from the catalog's ``annotator`` entry that
+``Catalog.resolve_payload`` chose (a folder of lllyasviel/Annotators files), once per runner (``ModelCache``); a
+catalog without one refuses the job at validation, naming the entry it lacks.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from img2img.api.controlnet import find_preprocessor
 from img2img.api.errors import FieldError
-from img2img_runner.catalog import Catalog, ModelError
 from img2img_runner.images import detectmap_resize, hwc3, resize_with_pad, rgb_array
 from img2img_runner.plan import UnitPlan
+
+if TYPE_CHECKING:
+    from img2img_runner.pipelines import ModelCache
 
 
 @dataclass(frozen=True)
 class WeightedDetector:
     """A controlnet-aux detector that needs annotator weights."""
 
-    class_name: str  # in controlnet_aux
-    files: tuple[str, ...]  # files from_pretrained reads from the annotator folder (lllyasviel/Annotators names)
+    class_name: str  # in controlnet_aux; from_pretrained(folder) reads the preprocessor's annotator_files
     call: Callable[[UnitPlan], dict[str, Any]]  # keyword arguments of __call__ for a unit
-    load: dict[str, Any] | None = None  # extra from_pretrained arguments
+
+
+def _openpose(body: bool, hand: bool, face: bool) -> WeightedDetector:
+    return WeightedDetector("OpenposeDetector", lambda u: {"include_body": body, "include_hand": hand,
+                                                          "include_face": face})
 
 
 _WEIGHTED: dict[str, WeightedDetector] = {
-    "depth": WeightedDetector("MidasDetector", ("dpt_hybrid-midas-501f0c75.pt",), lambda u: {}),
-    "normal_map": WeightedDetector("MidasDetector", ("dpt_hybrid-midas-501f0c75.pt",),
-                                   lambda u: {"depth_and_normal": True, "bg_th": u.threshold_a}),
-    "depth_leres": WeightedDetector("LeresDetector", ("res101.pth", "latest_net_G.pth"),
-                                    lambda u: {"thr_a": u.threshold_a, "thr_b": u.threshold_b}),
-    "depth_leres++": WeightedDetector("LeresDetector", ("res101.pth", "latest_net_G.pth"),
+    "depth": WeightedDetector("MidasDetector", lambda u: {}),
+    "normal_map": WeightedDetector("MidasDetector", lambda u: {"depth_and_normal": True, "bg_th": u.threshold_a}),
+    "depth_leres": WeightedDetector("LeresDetector", lambda u: {"thr_a": u.threshold_a, "thr_b": u.threshold_b}),
+    "depth_leres++": WeightedDetector("LeresDetector",
                                       lambda u: {"thr_a": u.threshold_a, "thr_b": u.threshold_b, "boost": True}),
-    "depth_zoe": WeightedDetector("ZoeDetector", ("ZoeD_M12_N.pt",), lambda u: {}),
-    "openpose": WeightedDetector("OpenposeDetector", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-                                 lambda u: {"include_body": True, "include_hand": False, "include_face": False}),
-    "openpose_face": WeightedDetector("OpenposeDetector", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-                                      lambda u: {"include_body": True, "include_hand": False, "include_face": True}),
-    "openpose_faceonly": WeightedDetector("OpenposeDetector",
-                                          ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-                                          lambda u: {"include_body": False, "include_hand": False,
-                                                     "include_face": True}),
-    "openpose_hand": WeightedDetector("OpenposeDetector", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-                                      lambda u: {"include_body": True, "include_hand": True, "include_face": False}),
-    "openpose_full": WeightedDetector("OpenposeDetector", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
-                                      lambda u: {"include_body": True, "include_hand": True, "include_face": True}),
-    "lineart": WeightedDetector("LineartDetector", ("sk_model.pth", "sk_model2.pth"), lambda u: {"coarse": False}),
-    "lineart_coarse": WeightedDetector("LineartDetector", ("sk_model.pth", "sk_model2.pth"), lambda u: {"coarse": True}),
-    "lineart_anime": WeightedDetector("LineartAnimeDetector", ("netG.pth",), lambda u: {}),
-    "hed": WeightedDetector("HEDdetector", ("ControlNetHED.pth",), lambda u: {"safe": False}),
-    "hed_safe": WeightedDetector("HEDdetector", ("ControlNetHED.pth",), lambda u: {"safe": True}),
-    "scribble_hed": WeightedDetector("HEDdetector", ("ControlNetHED.pth",), lambda u: {"scribble": True}),
-    "pidinet": WeightedDetector("PidiNetDetector", ("table5_pidinet.pth",), lambda u: {"safe": False}),
-    "pidinet_safe": WeightedDetector("PidiNetDetector", ("table5_pidinet.pth",), lambda u: {"safe": True}),
-    "pidinet_scribble": WeightedDetector("PidiNetDetector", ("table5_pidinet.pth",),
-                                         lambda u: {"scribble": True, "safe": True}),
-    "mlsd": WeightedDetector("MLSDdetector", ("mlsd_large_512_fp32.pth",),
-                             lambda u: {"thr_v": u.threshold_a, "thr_d": u.threshold_b}),
-    "normal_bae": WeightedDetector("NormalBaeDetector", ("scannet.pt",), lambda u: {}),
+    "depth_zoe": WeightedDetector("ZoeDetector", lambda u: {}),
+    "openpose": _openpose(body=True, hand=False, face=False),
+    "openpose_face": _openpose(body=True, hand=False, face=True),
+    "openpose_faceonly": _openpose(body=False, hand=False, face=True),
+    "openpose_hand": _openpose(body=True, hand=True, face=False),
+    "openpose_full": _openpose(body=True, hand=True, face=True),
+    "lineart": WeightedDetector("LineartDetector", lambda u: {"coarse": False}),
+    "lineart_coarse": WeightedDetector("LineartDetector", lambda u: {"coarse": True}),
+    "lineart_anime": WeightedDetector("LineartAnimeDetector", lambda u: {}),
+    "hed": WeightedDetector("HEDdetector", lambda u: {"safe": False}),
+    "hed_safe": WeightedDetector("HEDdetector", lambda u: {"safe": True}),
+    "scribble_hed": WeightedDetector("HEDdetector", lambda u: {"scribble": True}),
+    "pidinet": WeightedDetector("PidiNetDetector", lambda u: {"safe": False}),
+    "pidinet_safe": WeightedDetector("PidiNetDetector", lambda u: {"safe": True}),
+    "pidinet_scribble": WeightedDetector("PidiNetDetector", lambda u: {"scribble": True, "safe": True}),
+    "mlsd": WeightedDetector("MLSDdetector", lambda u: {"thr_v": u.threshold_a, "thr_d": u.threshold_b}),
+    "normal_bae": WeightedDetector("NormalBaeDetector", lambda u: {}),
 }
 
 NO_WEIGHTS = ("none", "invert", "canny", "threshold", "tile_resample", "shuffle", "blur_gaussian", "scribble_xdog",
               "lineart_standard")
 
-_loaded: dict[tuple[str, str], Any] = {}
 
-
-def check_supported(unit: UnitPlan, catalog: Catalog) -> None:
+def check_supported(unit: UnitPlan) -> None:
     """Fail before any model loads when a unit's module cannot run here."""
-    field = f"alwayson_scripts.controlnet.args[{unit.request_index}].module"
-    if unit.module in _WEIGHTED:
-        _annotator_folder(unit, catalog)
-    elif unit.module not in NO_WEIGHTS:
-        raise FieldError(field, f"preprocessor {unit.module!r} is not supported")
+    if unit.module not in _WEIGHTED and unit.module not in NO_WEIGHTS:
+        raise FieldError(unit_field(unit), f"preprocessor {unit.module!r} is not supported")
 
 
-def detect_map(unit: UnitPlan, image: Image.Image, width: int, height: int, *, catalog: Catalog,
-               seed: int = 0, device: str = "cpu") -> np.ndarray:
-    """The unit's detected map at width x height (HxWx3 uint8): the control image and the detect map."""
+def detector(unit: UnitPlan, cache: ModelCache) -> Any | None:
+    """The unit's controlnet-aux detector with the annotator weights the catalog resolved for it
+    (``unit.annotator``), from ``cache``; None when its preprocessor needs no weights."""
+    if unit.module not in _WEIGHTED:
+        return None
+    assert unit.annotator is not None, "Catalog.resolve_payload gives a weighted preprocessor its annotator"
+    return cache.annotator(unit.annotator, detector_class(unit.module), annotator_files(unit), field=unit_field(unit))
+
+
+def detector_class(module: str) -> str:
+    """The controlnet-aux class of a preprocessor that needs annotator weights."""
+    return _WEIGHTED[module].class_name
+
+
+def annotator_files(unit: UnitPlan) -> tuple[str, ...]:
+    preprocessor = find_preprocessor(unit.module)
+    return preprocessor.annotator_files if preprocessor is not None else ()
+
+
+def unit_field(unit: UnitPlan) -> str:
+    return f"alwayson_scripts.controlnet.args[{unit.request_index}].module"
+
+
+def detect_maps(unit: UnitPlan, image: Image.Image, sizes: list[tuple[int, int]], *, cache: ModelCache,
+                seed: int = 0) -> list[np.ndarray]:
+    """The unit's detected map at each (width, height) of ``sizes`` (HxWx3 uint8), from one preprocessor run: the
+    control image and the detect map of each pass (txt2img's hires fix has two). A detector with annotator weights
+    comes from ``cache`` (loaded once per runner)."""
     img = rgb_array(image)
-    detected = run_preprocessor(unit, img, catalog=catalog, seed=seed, device=device)
-    return detectmap_resize(detected, unit.resize_mode, width, height)
+    detected = run_preprocessor(unit, img, cache=cache, seed=seed)
+    return [detectmap_resize(detected, unit.resize_mode, width, height) for width, height in sizes]
 
 
-def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, catalog: Catalog, seed: int = 0,
-                     device: str = "cpu") -> np.ndarray:
+def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, cache: ModelCache, seed: int = 0) -> np.ndarray:
     """The preprocessor's own output (before the resize to the generation size)."""
-    check_supported(unit, catalog)
+    check_supported(unit)
     module, res = unit.module, unit.processor_res
     if module == "none":
         return img
@@ -141,7 +155,8 @@ def run_preprocessor(unit: UnitPlan, img: np.ndarray, *, catalog: Catalog, seed:
     elif module == "shuffle":
         return shuffle(padded[:h, :w], seed)
     else:
-        out = _weighted(unit, padded, catalog=catalog, device=device, side=side)
+        out = detector(unit, cache)(padded, detect_resolution=side, image_resolution=side, output_type="np",
+                                    **_WEIGHTED[module].call(unit))
     out = hwc3(np.asarray(out))
     if out.shape[:2] != padded.shape[:2]:
         import cv2
@@ -179,46 +194,3 @@ def _numpy_seed(seed: int):
         yield
     finally:
         np.random.set_state(state)
-
-
-def _annotator_folder(unit: UnitPlan, catalog: Catalog) -> Path:
-    spec = _WEIGHTED[unit.module]
-    field = f"alwayson_scripts.controlnet.args[{unit.request_index}].module"
-    entry = catalog.annotator(unit.module)
-    needs = ", ".join(spec.files)
-    if entry is None:
-        raise ModelError(field, f"preprocessor {unit.module!r} needs annotator weights ({needs}, from "
-                                "lllyasviel/Annotators) and the model catalog has no entry with architecture "
-                                "'annotator'")
-    assert entry.source is not None
-    folder = catalog.local_path(entry.source)
-    if entry.source.kind in ("path", "file"):
-        missing = [f for f in spec.files[:1] if not (folder / f).exists()]
-        if missing:
-            raise ModelError(field, f"preprocessor {unit.module!r} needs annotator weights {', '.join(missing)} in "
-                                    f"the catalog's annotator entry {entry.name!r} ({folder}); not found")
-    return folder
-
-
-def _weighted(unit: UnitPlan, padded: np.ndarray, *, catalog: Catalog, device: str, side: int) -> np.ndarray:
-    spec = _WEIGHTED[unit.module]
-    entry = catalog.annotator(unit.module)
-    folder = _annotator_folder(unit, catalog)
-    if entry is not None and entry.source is not None and entry.source.kind == "s3":
-        from img2img_runner.storage import sync_prefix
-
-        sync_prefix(entry.source.location, folder)
-    key = (spec.class_name, str(folder))
-    detector = _loaded.get(key)
-    if detector is None:
-        import controlnet_aux
-
-        try:
-            detector = getattr(controlnet_aux, spec.class_name).from_pretrained(str(folder), **(spec.load or {}))
-        except (OSError, FileNotFoundError) as exc:
-            raise ModelError(f"alwayson_scripts.controlnet.args[{unit.request_index}].module",
-                             f"preprocessor {unit.module!r}: cannot load annotator weights from {folder}: {exc}")
-        if hasattr(detector, "to"):
-            detector = detector.to(device) or detector
-        _loaded[key] = detector
-    return detector(padded, detect_resolution=side, image_resolution=side, output_type="np", **spec.call(unit))

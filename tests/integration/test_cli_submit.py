@@ -192,10 +192,9 @@ def test_a_malformed_request_names_the_fields_and_creates_nothing(stack, namespa
     request = seed()
     request["input"]["payload"].update(steps=0, denoising_strength=2,
                                        init_images=[noise_png_b64(500_000, seed=3)[:-10] + "!!!!"])
-    request["input"]["api"]["endpoint"] = "/sdapi/v1/txt2img"
     proc = cli(stack, "submit", write(tmp_path, "bad.json", request), "-n", namespace)
     assert proc.returncode == 1
-    for path in ("input.api.endpoint", "input.payload.steps", "input.payload.denoising_strength"):
+    for path in ("input.payload.init_images[0]", "input.payload.steps", "input.payload.denoising_strength"):
         assert f"\n{path}: " in "\n" + proc.stderr, (path, proc.stderr)
     assert "nothing submitted" in proc.stderr
     assert jobs_in(stack, namespace) == [] and uploads_in(stack, namespace) == []

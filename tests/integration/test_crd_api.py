@@ -128,3 +128,18 @@ def test_null_values_are_pruned_as_the_models_expect(stack, namespace):
     create(stack, namespace, with_payload("nulls", eta=None, styles=None, mask=None), check=True)
     payload = stack.get_json("-n", namespace, "i2i", "nulls")["spec"]["input"]["payload"]
     assert "eta" not in payload and "mask" not in payload and "styles" not in payload
+
+
+def test_txt2img_jobs_are_stored_and_img2img_still_needs_its_init_images(stack, namespace):
+    txt2img = manifest(name="txt2img")
+    txt2img["spec"]["input"] = {"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
+                                "payload": {"prompt": "a lighthouse", "enable_hr": True, "hr_scale": 1.5,
+                                            "hr_upscaler": "Latent (nearest)", "hr_second_pass_steps": 10}}
+    create(stack, namespace, txt2img, check=True)
+    assert stack.get_json("-n", namespace, "i2i", "txt2img")["spec"]["input"] == txt2img["spec"]["input"]
+    no_images = manifest(name="no-images")
+    del no_images["spec"]["input"]["payload"]["init_images"]
+    proc = create(stack, namespace, no_images)
+    assert proc.returncode != 0
+    assert "spec.input.payload.init_images: Invalid value" in proc.stderr and "is required for /sdapi/v1/img2img" \
+        in proc.stderr, proc.stderr

@@ -367,6 +367,26 @@ def test_a_failed_job_is_retried_under_the_same_id(runpod, gateway):
 
 
 @needs_completed_job
+def test_a_txt2img_job_with_the_hires_fix_runs_through_run_and_the_operator(runpod, gateway, stack,
+                                                                            endpoint_namespace):
+    body = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
+                      "payload": {"prompt": "a lighthouse at dusk", "steps": 3, "width": 64, "height": 64, "seed": 5,
+                                  "enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 2,
+                                  "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"}}}}
+    job = runpod.Endpoint(gateway.endpoint_id).run(body)
+    output = job.output(timeout=JOB_SECONDS)
+    assert job.status() == "COMPLETED"
+    [image] = output["images"]
+    assert decode_png(image).size == (96, 96)  # 64 x 1.5, the second pass's size
+    info = json.loads(output["info"])
+    assert (info["width"], info["height"], info["seed"]) == (64, 64, 5)
+    assert "Hires upscale: 1.5, Hires steps: 2" in info["infotexts"][0]
+    assert output["parameters"]["enable_hr"] is True and "init_images" not in output["parameters"]
+    [stored] = [j for j in cluster_jobs(stack, endpoint_namespace) if j["metadata"]["uid"] == job.job_id]
+    assert stored["spec"]["input"]["api"]["endpoint"] == "/sdapi/v1/txt2img"
+    assert stored["status"]["status"] == "COMPLETED"
+
+
 def test_the_webhook_gets_the_runpod_status_signed_and_is_retried_after_a_500(runpod, gateway, stack,
                                                                                 endpoint_namespace):
     receiver = Receiver(script=[500, 200])  # the local stack lets the operator reach loopback (allowPrivateAddresses)

@@ -107,3 +107,27 @@ def test_without_a_catalog_it_says_how_to_give_one(tmp_path):
 
     assert proc.returncode == 2
     assert "--catalog" in proc.stderr and "IMG2IMG_CATALOG" in proc.stderr
+
+
+def test_the_txt2img_example_runs_with_its_hires_fix_controlnet_and_refiner(tmp_path, tiny_catalog_path):
+    request = json.loads((REPO / "examples" / "txt2img-request.json").read_text())
+    request["input"]["payload"].update(width=64, height=96, steps=4, hr_second_pass_steps=3, seed=8)
+    file = tmp_path / "request.json"
+    file.write_text(json.dumps(request))
+    out = tmp_path / "out"
+
+    proc = img2img_run(file, out, "--catalog", str(tiny_catalog_path))
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = json.loads(proc.stdout)["output"]
+    images = [Image.open(p) for p in output["images"]]
+    # the picture at 1.5x, then the unit's detect maps: the second pass's, the first's
+    assert [im.size for im in images] == [(96, 144), (96, 144), (64, 96)]
+    info = json.loads(output["info"])
+    assert info["seed"] == 8 and (info["width"], info["height"]) == (64, 96)
+    text = info["infotexts"][0]
+    assert images[0].text["parameters"] == text
+    for key in ("Size: 64x96", "Denoising strength: 0.5", "Hires upscale: 1.5", "Hires steps: 3",
+                "Hires upscaler: Latent (bicubic antialiased)", "Refiner: sd_xl_refiner_1.0", "ControlNet 0: "):
+        assert key in text, (key, text)
+    assert "init_images" not in output["parameters"] and output["parameters"]["enable_hr"] is True

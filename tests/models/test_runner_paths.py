@@ -133,27 +133,6 @@ def test_a_preprocessor_needing_weights_the_catalog_lacks_fails_naming_module_an
     assert "annotator" in failure.message
 
 
-def test_an_annotator_entry_without_the_file_fails_naming_the_missing_file(tiny_catalog_path, tmp_path):
-    import yaml
-
-    from img2img.api.exitcodes import ExitCode
-    from img2img_runner.catalog import Catalog
-    from img2img_runner.errors import classify
-    from img2img_runner.execute import execute
-
-    (tmp_path / "annotators").mkdir()
-    data = yaml.safe_load(tiny_catalog_path.read_text())
-    data["models"]["annotators"] = {"architecture": "annotator", "source": {"path": str(tmp_path / "annotators")}}
-    catalog = Catalog.from_dict(data, base_dir=tiny_catalog_path.parent)
-    with pytest.raises(Exception) as exc:
-        execute(sd15_input(alwayson_scripts={"controlnet": {"args": [canny_unit(module="openpose")]}}, **FAST),
-                catalog)
-    failure = classify(exc.value)
-    assert failure.code == ExitCode.MODEL
-    assert failure.field == "input.payload.alwayson_scripts.controlnet.args[0].module"
-    assert "body_pose_model.pth" in failure.message and "not found" in failure.message
-
-
 @pytest.mark.parametrize("module, reason", [
     ("depth_anything", "no controlnet-aux detector"),
     ("reference_only", "not supported"),

@@ -43,6 +43,16 @@ def seed_payload(**payload_changes):
     return RunPodInput.model_validate(seed_input(**payload_changes)).payload
 
 
+def txt2img_payload(**payload):
+    """A /sdapi/v1/txt2img payload on the tiny SDXL base: the request's keys, A1111's defaults for the rest."""
+    from img2img.api.envelope import RunPodInput
+
+    payload = {"prompt": "a lighthouse at dusk", "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"},
+               **payload}
+    return RunPodInput.model_validate({"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
+                                       "payload": payload}).payload
+
+
 def tiny_catalog(**drop):
     """The tiny-model catalog as the builder writes it (fixed hashes), optionally without some keys per entry."""
     from img2img_runner.catalog import Catalog
@@ -63,5 +73,6 @@ def plan_for(payload, catalog=None, *, seed: int = 1234, sizes=None, inpainting=
 
     catalog = catalog or tiny_catalog()
     models = catalog.resolve_payload(payload)
-    sizes = sizes or ImageSizes(init=((64, 64),) * len(payload.init_images))
+    sizes = sizes or ImageSizes(init=((64, 64),) * len(payload.init_images_sent),
+                                units={i: (64, 64) for i, u in enumerate(payload.controlnet_units) if u.image})
     return make_plan(payload, models, sizes, random.Random(seed), inpainting)

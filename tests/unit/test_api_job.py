@@ -116,15 +116,23 @@ def test_validate_prints_the_normalized_job_and_exits_0(tmp_path):
 
 def test_validate_lists_every_problem_one_per_line_and_exits_1(tmp_path):
     request = seed_request()
-    request["input"]["payload"].update(steps=0, sampler_name="Eulr")
-    request["input"]["api"]["endpoint"] = "/sdapi/v1/txt2img"
+    request["input"]["payload"].update(steps=0, sampler_name="Eulr", width=8)
     code, out, err = run_validate(tmp_path, json.dumps(request))
     assert code == 1 and out == ""
     lines = err.splitlines()
     assert "input.payload.steps: must be at least 1" in lines
     assert any(line.startswith("input.payload.sampler_name: unknown sampler 'Eulr'") for line in lines)
-    assert "input.api.endpoint: /sdapi/v1/txt2img is not supported; supported: POST /sdapi/v1/img2img" in lines
+    assert "input.payload.width: must be at least 64" in lines
     assert len(lines) == 3
+
+
+def test_an_unsupported_endpoint_is_refused_naming_the_supported_ones(tmp_path):
+    request = seed_request()
+    request["input"]["api"]["endpoint"] = "/sdapi/v1/extra-single-image"
+    code, out, err = run_validate(tmp_path, json.dumps(request))
+    assert code == 1 and out == ""
+    assert err.splitlines() == ["input.api.endpoint: /sdapi/v1/extra-single-image is not supported; supported: "
+                                "POST /sdapi/v1/img2img, POST /sdapi/v1/txt2img"]
 
 
 def test_validate_malformed_json_gives_the_line_not_a_traceback(tmp_path):
@@ -140,7 +148,7 @@ def test_validate_missing_file(tmp_path):
 
 
 def test_validate_the_committed_examples():
-    for example in ("examples/seed-request.json",):
+    for example in ("examples/seed-request.json", "examples/txt2img-request.json"):
         out, err = io.StringIO(), io.StringIO()
         assert validate_command(str(REPO / example), out, err) == 0, err.getvalue()
 

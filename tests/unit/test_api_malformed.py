@@ -34,8 +34,8 @@ CN = "input.payload.alwayson_scripts.controlnet.args[0]"
 
 CASES = [
     # --- the envelope ---
-    ("txt2img endpoint", envelope_with(endpoint="/sdapi/v1/txt2img"), "input.api.endpoint",
-     "/sdapi/v1/txt2img is not supported; supported: POST /sdapi/v1/img2img"),
+    ("extras endpoint", envelope_with(endpoint="/sdapi/v1/extra-single-image"), "input.api.endpoint",
+     "/sdapi/v1/extra-single-image is not supported; supported: POST /sdapi/v1/img2img, POST /sdapi/v1/txt2img"),
     ("GET method", envelope_with(method="GET"), "input.api.method", "GET is not supported"),
     ("options endpoint without slash", envelope_with(endpoint="sdapi/v1/options"), "input.api.endpoint",
      "/sdapi/v1/options is not supported"),

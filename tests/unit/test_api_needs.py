@@ -35,6 +35,13 @@ def test_the_seed_request_needs_base_refiner_vae_and_its_controlnet():
         "sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae", "control_v11p_sd15_canny"}
 
 
+def test_a_preprocessor_with_annotator_weights_needs_them_by_its_canonical_name():
+    job = payload(alwayson_scripts=units({"module": "lineart_realistic"}, {"module": "canny"},
+                                         {"module": "openpose_full", "enabled": False}))
+    assert required_models(job, None) == {
+        "sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae", "control_v11p_sd15_canny", "annotator:lineart"}
+
+
 def test_no_checkpoint_named_means_the_catalogs_default():
     plain = payload(override_settings=None, refiner_checkpoint=None, alwayson_scripts={})
     assert required_models(plain, "sd_xl_base_1.0") == {"sd_xl_base_1.0"}

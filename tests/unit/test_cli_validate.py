@@ -106,7 +106,7 @@ BAD_YAML = "apiVersion: img2img.dev/v1alpha1\nkind: Img2ImgJob\nspec:\n  input: 
 @pytest.mark.parametrize("name, content, expected", [
     ("bad.json", BAD_JSON, ["not valid JSON", "line 3, column"]),
     ("bad.yaml", BAD_YAML, ["not valid YAML", "(line "]),
-    ("endpoint.json", None, ["input.api.endpoint: /sdapi/v1/txt2img is not supported"]),
+    ("endpoint.json", None, ["input.api.endpoint: /sdapi/v1/extra-single-image is not supported"]),
     ("steps.json", with_payload(steps=0), ["input.payload.steps: must be at least 1"]),
     ("sampler.json", with_payload(sampler_name="Euler Z", sampler_index="Euler Z"),
      ["input.payload.sampler_name: unknown sampler 'Euler Z'"]),
@@ -129,7 +129,7 @@ BAD_YAML = "apiVersion: img2img.dev/v1alpha1\nkind: Img2ImgJob\nspec:\n  input: 
 def test_malformed_files_fail_with_the_field_and_reason(tmp_path, name, content, expected):
     if content is None:
         content = seed()
-        content["input"]["api"]["endpoint"] = "/sdapi/v1/txt2img"
+        content["input"]["api"]["endpoint"] = "/sdapi/v1/extra-single-image"
     path = write(tmp_path, name, content)
     proc = run("validate", str(path))
     assert proc.returncode != 0
@@ -169,13 +169,28 @@ def test_with_a_catalog_an_unknown_checkpoint_is_refused_by_name(tmp_path):
                                   "'juggernaut_xl'; the model catalog has: ")
 
 
+def test_with_a_catalog_a_preprocessor_without_annotator_weights_is_refused_naming_the_entry_it_needs(tmp_path):
+    request = seed()
+    request["input"]["payload"]["alwayson_scripts"]["controlnet"]["args"][0]["module"] = "openpose_full"
+    proc = run("validate", str(write(tmp_path, "openpose.json", request)), "--catalog", str(catalog_file(tmp_path)))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("input.payload.alwayson_scripts.controlnet.args[0].module: preprocessor "
+                                  "'openpose_full' needs annotator weights (body_pose_model.pth, hand_pose_model.pth, "
+                                  "facenet.pth, from lllyasviel/Annotators)")
+    assert "architecture 'annotator'" in proc.stderr
+    # with an annotator entry in the catalog it passes (the weights are read on the runner, not here)
+    with_entry = catalog_file(tmp_path).read_text() + (
+        "  lllyasviel/Annotators:\n    architecture: annotator\n    source: {path: annotators}\n")
+    catalog = write(tmp_path, "with-annotators.yaml", with_entry)
+    assert run("validate", str(tmp_path / "openpose.json"), "--catalog", str(catalog)).returncode == 0
+
+
 def test_every_problem_is_reported_one_per_line(tmp_path):
     request = with_payload(steps=0, cfg_scale="seven", sampler_name="Euler Z", init_images=["bad image"])
-    request["input"]["api"]["endpoint"] = "/sdapi/v1/options"
     proc = run("validate", str(write(tmp_path, "many.json", request)))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    for path in ("input.api.endpoint", "input.payload.steps", "input.payload.cfg_scale",
+    for path in ("input.payload.steps", "input.payload.cfg_scale",
                  "input.payload.sampler_name", "input.payload.init_images[0]"):
         assert any(line.startswith(f"{path}: ") for line in lines), (path, lines)
 
@@ -207,6 +222,18 @@ def test_a_1mb_inline_image_is_valid(tmp_path):
     request["input"]["payload"]["init_images"] = [noise_png_b64(1_000_000)]
     proc = run("validate", str(write(tmp_path, "big.json", request)))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_txt2img_request_validates_and_what_it_cannot_run_is_named(tmp_path):
+    request = json.loads((REPO / "examples" / "txt2img-request.json").read_text())
+    proc = run("validate", str(write(tmp_path, "txt2img.json", request)))
+    assert proc.returncode == 0 and json.loads(proc.stdout)["spec"]["input"]["payload"]["enable_hr"] is True
+    request["input"]["payload"].update(hr_upscaler="R-ESRGAN 4x+", hr_checkpoint_name="deliberate_v2")
+    proc = run("validate", str(write(tmp_path, "refused.json", request)))
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("input.payload.hr_upscaler: upscaler 'R-ESRGAN 4x+' is not available") for line in lines)
+    assert any(line.startswith("input.payload.hr_checkpoint_name: a second checkpoint") for line in lines)
 
 
 def test_override_settings_are_refused_by_name_with_the_reason(tmp_path):

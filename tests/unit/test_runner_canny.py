@@ -11,8 +11,9 @@ from PIL import Image
 
 from runner_samples import plan_for, seed_payload, tiny_catalog
 
+from img2img_runner.pipelines import ModelCache
 from img2img_runner.plan import ImageSizes
-from img2img_runner.preprocess import detect_map
+from img2img_runner.preprocess import detect_maps
 
 CANNY = Path(__file__).resolve().parents[1] / "data" / "canny"
 
@@ -25,7 +26,7 @@ def canny(image: Image.Image, width: int, height: int, *, res: int, threshold: f
     payload = seed_payload(width=width, height=height, resize_mode=1,  # Crop and Resize
                            alwayson_scripts={"controlnet": {"args": [unit]}})
     (planned,) = plan_for(payload, sizes=ImageSizes(init=(image.size,))).units
-    out = detect_map(planned, image, width, height, catalog=tiny_catalog())
+    [out] = detect_maps(planned, image, [(width, height)], cache=ModelCache(tiny_catalog()))
     assert out.shape == (height, width, 3) and (out[:, :, 0] == out[:, :, 2]).all()
     return out[:, :, 0]
 

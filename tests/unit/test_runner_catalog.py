@@ -137,6 +137,78 @@ def test_annotator_lookup():
     assert catalog.annotator("hed").name == "annotators"
 
 
+def annotator_catalog() -> Catalog:
+    return Catalog.from_dict({"default_checkpoint": "v1-5-pruned-emaonly", "models": {
+        "v1-5-pruned-emaonly": {"architecture": "sd15", "source": "sd15"},
+        "control_v11p_sd15_canny": {"architecture": "controlnet-sd15", "source": "canny"},
+        "lllyasviel/Annotators": {"architecture": "annotator", "source": "s3://models/annotators/"},
+        "pose": {"architecture": "annotator", "source": "pose", "modules": ["openpose", "openpose_hand"]},
+    }})
+
+
+def unit(module: str, enabled: bool = True) -> dict:
+    return {"module": module, "model": "control_v11p_sd15_canny", "enabled": enabled}
+
+
+def annotator_payload(*units: dict):
+    from img2img.api.payload import Img2ImgPayload
+
+    return Img2ImgPayload.model_validate({"init_images": ["s3://inputs/a.png"],
+                                          "alwayson_scripts": {"controlnet": {"args": list(units)}}})
+
+
+def test_a_units_annotator_weights_resolve_by_its_position_in_the_request():
+    resolved = annotator_catalog().resolve_payload(annotator_payload(
+        unit("openpose", enabled=False), unit("lineart_realistic"), unit("canny"), unit("openpose_hand")))
+    assert {i: e.name for i, e in resolved.annotators.items()} == {1: "lllyasviel/Annotators", 3: "pose"}
+
+
+def test_without_an_annotator_entry_the_refusal_names_the_unit_the_weights_and_the_entry_kind():
+    catalog = Catalog.from_dict({"models": {"v1-5-pruned-emaonly": {"architecture": "sd15", "source": "sd15"},
+                                            "control_v11p_sd15_canny": {"architecture": "controlnet-sd15",
+                                                                        "source": "canny"},
+                                            "pose": {"architecture": "annotator", "source": "pose",
+                                                     "modules": ["openpose"]}},
+                                 "default_checkpoint": "v1-5-pruned-emaonly"})
+    with pytest.raises(ModelError) as exc:
+        catalog.resolve_payload(annotator_payload(unit("canny", enabled=False), unit("openpose"), unit("lineart")))
+    assert exc.value.field == "alwayson_scripts.controlnet.args[2].module"
+    assert "'lineart'" in str(exc.value) and "sk_model.pth, sk_model2.pth" in str(exc.value)
+    assert "architecture 'annotator'" in str(exc.value)
+
+
+def test_annotator_keys_name_the_entry_serving_the_preprocessor():
+    catalog = annotator_catalog()
+    assert catalog.find("annotator:openpose").name == "pose"
+    assert catalog.find("annotator:lineart_realistic").name == "lllyasviel/Annotators"  # CN's label
+    assert catalog.find("annotator:no_such_preprocessor") is None
+
+
+def test_a_runner_serves_the_preprocessors_whose_detectors_it_holds():
+    held = ["lllyasviel/Annotators", "annotator:lineart", "annotator:lineart_coarse", "pose", "annotator:openpose"]
+    assert annotator_catalog().servable(held) == sorted(held)
+    # a key the catalog cannot serve (no preprocessor of that name) is not reported
+    assert annotator_catalog().servable(["annotator:no_such_preprocessor"]) == []
+
+
+def test_every_preprocessor_with_annotator_weights_has_a_detector():
+    from img2img.api.controlnet import WEIGHTED_PREPROCESSORS
+    from img2img_runner.preprocess import NO_WEIGHTS, detector_class
+
+    assert all(detector_class(module) for module in WEIGHTED_PREPROCESSORS)
+    assert not set(NO_WEIGHTS) & set(WEIGHTED_PREPROCESSORS)
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ({"architecture": "annotator", "source": {"file": "sk_model.pth"}}, "a folder"),
+    ({"architecture": "annotator", "source": "ann", "modules": ["canny"]}, "['canny'] are not preprocessors"),
+])
+def test_an_annotator_entry_is_a_folder_serving_weighted_preprocessors(spec, reason):
+    with pytest.raises(CatalogError) as exc:
+        Catalog.from_dict({"models": {"ann": spec}})
+    assert "'ann'" in str(exc.value) and reason in str(exc.value)
+
+
 def test_a_runner_serves_what_it_holds_and_what_runs_as_it_under_a_held_checkpoint():
     catalog = tiny_catalog()
     held = ["sd_xl_base_1.0", "sd_xl_refiner_1.0", "sdxl_vae.safetensors", "diffusers_xl_canny_mid"]

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from img2img_runner.images import detectmap_resize, flatten, high_quality_resize, resize_init_image, resize_with_pad
+from img2img_runner.images import (
+    detectmap_resize,
+    flatten,
+    high_quality_resize,
+    hires_resize,
+    resize_init_image,
+    resize_with_pad,
+)
 
 
 def halves(width: int, height: int) -> Image.Image:
@@ -95,3 +102,34 @@ def test_an_upscaled_filled_binary_map_is_not_thinned():
     block[8:24, 8:24] = 255  # thick: the opening keeps it, so it is no one-pixel edge map
     out = high_quality_resize(block, (64, 64))[:, :, 0]
     assert abs(int((out > 0).sum()) - 32 * 32) <= 2 * 32 * 2  # still a filled square, twice the side
+
+
+# --- the hires fix's plain upscalers (A1111 images.resize_image with upscaler_name, modules/upscaler.py) ----------
+
+
+def checker(side: int) -> Image.Image:
+    a = (np.indices((side, side)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    return Image.fromarray(np.stack([a] * 3, axis=2))
+
+
+def test_nearest_upscales_by_repeating_pixels():
+    out = np.asarray(hires_resize(checker(4), "Nearest", 8, 8))
+    # 2x, a multiple of 8 already: NEAREST alone, each pixel a 2x2 block, nothing resampled after it
+    assert out[:, :, 0].tolist() == np.kron(np.asarray(checker(4))[:, :, 0], np.ones((2, 2), np.uint8)).tolist()
+
+
+def test_none_is_one_lanczos_resize_and_lanczos_matches_it_on_whole_multiples_of_8():
+    image = halves(64, 64)
+    plain = np.asarray(hires_resize(image, "None", 96, 96))
+    assert np.array_equal(plain, np.asarray(image.resize((96, 96), resample=Image.Resampling.LANCZOS)))
+    assert np.array_equal(np.asarray(hires_resize(image, "Lanczos", 96, 96)), plain)
+
+
+def test_an_upscale_to_a_size_off_the_8_grid_goes_through_the_grid_first():
+    # 64 -> 100 (x1.5625): the upscaler's own target is int(100 // 8 * 8) = 96, then LANCZOS to 100; "Nearest"
+    # first repeats pixels (int(64 * 1.5625) = 100, then LANCZOS down to 96 and up to 100 again)
+    nearest = hires_resize(checker(64), "Nearest", 100, 100)
+    direct = checker(64).resize((100, 100), resample=Image.Resampling.LANCZOS)
+    assert nearest.size == (100, 100) and not np.array_equal(np.asarray(nearest), np.asarray(direct))
+    down = checker(64).resize((40, 40), resample=Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(hires_resize(checker(64), "Nearest", 40, 40)), np.asarray(down))  # LANCZOS alone

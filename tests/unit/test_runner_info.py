@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from runner_samples import plan_for, seed_payload, tiny_catalog
+from runner_samples import plan_for, seed_payload, tiny_catalog, txt2img_payload
 
 from img2img_runner.info import Outcome, controlnet_value, info, quote
 from img2img_runner.tiny_models import catalog_yaml
@@ -187,6 +187,38 @@ def test_version_is_configurable(monkeypatch, version):
     assert obj["version"] == version and text.endswith(f"Version: {version}")
 
 
+# --- txt2img ---------------------------------------------------------------------------------------------------
+
+
+def test_txt2img_info_has_a1111s_keys_and_no_denoising_strength_in_its_infotext():
+    plan = plan_for(txt2img_payload(seed=5, steps=20, width=640, height=384))
+    obj = json.loads(info(plan, RAN)[0])
+    assert list(obj) == INFO_KEYS
+    assert (obj["width"], obj["height"], obj["steps"], obj["sampler_name"]) == (640, 384, 20, "Euler")
+    assert obj["denoising_strength"] == 0.75  # Processed.js reads p.denoising_strength: A1111's default
+    assert obj["extra_generation_params"] == {}
+    (text,) = obj["infotexts"]
+    assert text.startswith("a lighthouse at dusk\nSteps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: "
+                           "7.0, Seed: 5, Size: 640x384, ")
+    assert "Denoising strength" not in text  # create_infotext reads it from extra_generation_params only
+
+
+def test_hires_fix_infotext_keeps_the_first_pass_size_and_names_the_second():
+    plan = plan_for(txt2img_payload(seed=5, steps=20, width=512, height=512, enable_hr=True, hr_scale=1.5,
+                                    hr_upscaler="Latent (bicubic antialiased)", hr_second_pass_steps=10,
+                                    denoising_strength=0.55, hr_prompt="a lighthouse in a storm, dramatic"))
+    obj = json.loads(info(plan, RAN)[0])
+    (text,) = obj["infotexts"]
+    assert ("Size: 512x512, Model hash: " in text and ", Denoising strength: 0.55, RNG: CPU, "
+            'Hires prompt: "a lighthouse in a storm, dramatic", Hires upscale: 1.5, Hires steps: 10, '
+            "Hires upscaler: Latent (bicubic antialiased), Version: v1.10.1") in text, text
+    # A1111 keeps Hires prompt / negative prompt as functions (null in the JSON) and Hires schedule type as None
+    assert obj["extra_generation_params"] == {
+        "Denoising strength": 0.55, "Hires prompt": None, "Hires negative prompt": None, "Hires schedule type": None,
+        "Hires upscale": 1.5, "Hires steps": 10, "Hires upscaler": "Latent (bicubic antialiased)"}
+    assert (obj["width"], obj["height"]) == (512, 512)
+
+
 def test_lora_hashes_follow_the_denoising_strength_as_a1111_writes_them():
     from img2img_runner.catalog import Catalog
 
@@ -208,3 +240,19 @@ def test_lora_hashes_follow_the_denoising_strength_as_a1111_writes_them():
 def test_no_lora_hashes_without_loras():
     _, obj, (text,) = seed_info(prompt="an astronaut <lora:tiny_lora:0.8>", disable_extra_networks=True)
     assert "Lora hashes" not in obj["extra_generation_params"] and "Lora hashes" not in text
+
+
+def test_a_hires_fix_runs_the_prompts_loras_in_both_passes_and_lists_them_after_the_hires_keys():
+    plan = plan_for(txt2img_payload(seed=5, steps=20, enable_hr=True, hr_scale=1.5,
+                                    prompt="a lighthouse <lora:tiny_lora:0.8>",
+                                    hr_prompt="a lighthouse in a storm <lora:tiny_lora:0.8>"))
+    assert [p.prompt_text for p in plan.passes] == ["a lighthouse", "a lighthouse in a storm"]  # the tags taken out
+    assert [(p.mentioned, p.te, p.unet) for p in plan.loras] == [("tiny_lora", 0.8, 0.8)]
+    text, (infotext,) = info(plan, Outcome(refiner_ran=True, job_timestamp="20230801195301",
+                                           lora_hashes={"tiny_lora": "0123456789ab"}))
+    # A1111: txt2img init writes Denoising strength and the Hires keys, the LoRAs' activation then Lora hashes
+    assert list(json.loads(text)["extra_generation_params"]) == [
+        "Denoising strength", "Hires prompt", "Hires negative prompt", "Hires schedule type", "Hires upscale",
+        "Lora hashes"]
+    assert ('Hires prompt: "a lighthouse in a storm <lora:tiny_lora:0.8>", Hires upscale: 1.5, '
+            'Lora hashes: "tiny_lora: 0123456789ab"') in infotext

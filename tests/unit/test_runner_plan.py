@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from runner_samples import plan_for, seed_payload, tiny_catalog
+from runner_samples import plan_for, png_b64, seed_payload, tiny_catalog, txt2img_payload
 
 from img2img.api.samplers import scheduler_spec
 from img2img_runner.plan import (
@@ -256,3 +256,96 @@ def test_catalog_without_the_mapping_cannot_plan_the_seed():
 ])
 def test_random_preprocessors_are_seeded_as_controlnet_seeds_numpy(seed, subseed, expected):
     assert plan_for(seed_payload(seed=seed, subseed=subseed)).preprocessor_seed == expected
+
+
+# --- txt2img and its hires fix --------------------------------------------------------------------------------
+
+
+def _image_unit(**changes):
+    return _unit(image=png_b64(), **changes)
+
+
+def test_txt2img_without_hires_is_one_pass_from_noise():
+    plan = plan_for(txt2img_payload(steps=20, width=100, height=64, batch_size=3, n_iter=2, seed=7))
+    (only,) = plan.passes
+    assert only.from_noise and only.refiner and plan.hires is None
+    assert (only.steps.executed, only.steps.first_index) == (20, 0)
+    assert (only.run_width, only.run_height, only.size_condition) == (96, 64, (100, 64))
+    assert plan.batch_size == 3 and plan.all_seeds == (7, 8, 9, 10, 11, 12)
+    assert all(b.init_image_indices == () for b in plan.batches)
+    assert plan.noise_multiplier == 1.0
+    assert "Denoising strength" not in plan.extra_generation_params  # A1111 writes it for txt2img's hires fix only
+
+
+def test_the_hires_pass_of_a_plan():
+    plan = plan_for(txt2img_payload(steps=20, width=512, height=512, enable_hr=True, hr_resize_x=1024,
+                                    hr_resize_y=768, hr_second_pass_steps=12, denoising_strength=0.35,
+                                    hr_upscaler="Lanczos", hr_prompt="a lighthouse, storm:1.5", cfg_scale=4))
+    first, second = plan.passes
+    assert not first.refiner and second.refiner and not second.from_noise
+    assert (first.run_width, first.run_height) == (512, 512)
+    # 1024 x 1024 upscaled, 32 latent cells of height cut: 1024 x 768, conditioned on the upscale target
+    assert (second.run_width, second.run_height, second.size_condition) == (1024, 768, (1024, 1024))
+    # 12 steps over int(12 / 0.35) = 34: from index 22
+    assert (second.steps.schedule, second.steps.executed, second.steps.first_index) == (34, 12, 22)
+    assert plan.hires.latent_mode is None and plan.hires.upscaler == "Lanczos"
+    assert (second.prompt_text, second.guidance_scale, first.guidance_scale) == ("a lighthouse, storm", 6.0, 4.0)
+    assert (plan.width, plan.height) == (512, 512)  # A1111 reports the first pass's size
+
+
+def test_hires_generation_params_in_a1111s_order():
+    plan = plan_for(txt2img_payload(enable_hr=True, sampler_name="DDIM", hr_sampler_name="DPM++ 2M",
+                                    hr_prompt="a lighthouse in fog", hr_second_pass_steps=10,
+                                    hr_upscaler="Latent (nearest)", alwayson_scripts=_units(_image_unit())))
+    extra = plan.extra_generation_params
+    assert list(extra) == ["ControlNet 0", "Denoising strength", "Hires sampler", "Hires prompt",
+                           "Hires negative prompt", "Hires schedule type", "Hires upscale", "Hires steps",
+                           "Hires upscaler"]
+    assert extra["Hires sampler"] == "DPM++ 2M" and extra["Hires prompt"] == "a lighthouse in fog"
+    assert extra["Hires negative prompt"] is None  # the first pass's: A1111's function returns None
+    assert extra["Hires schedule type"] == "Karras"  # DPM++ 2M's own; DDIM's pass wrote no "Schedule type"
+    assert (extra["Hires upscale"], extra["Hires steps"], extra["Hires upscaler"]) == (2.0, 10, "Latent (nearest)")
+    assert plan.hires.latent_mode == ("nearest", False)
+
+
+def test_the_same_schedule_in_both_passes_is_written_once():
+    extra = plan_for(txt2img_payload(enable_hr=True, sampler_name="DPM++ 2M", hr_resize_x=640)
+                     ).extra_generation_params
+    assert extra["Hires schedule type"] is None and extra["Schedule type"] == "Karras"
+    assert extra["Hires resize"] == "640x0" and "Hires upscale" not in extra
+    assert "Hires sampler" not in extra and "Hires steps" not in extra and "Hires upscaler" not in extra
+    assert list(extra).index("Hires resize") < list(extra).index("Schedule type")
+
+
+@pytest.mark.parametrize("option, first, hires", [
+    ("Both", (True,) * 8, (True,) * 6),
+    ("Low res only", (True,) * 8, None),
+    ("High res only", None, (True,) * 6),
+])
+def test_controlnet_hr_option_picks_the_passes(option, first, hires):
+    # 8 first-pass steps; the second pass: 6 steps (t_enc 5) over int(6 / 0.75) = 8
+    plan = plan_for(txt2img_payload(steps=8, enable_hr=True, hr_second_pass_steps=6,
+                                    alwayson_scripts=_units(_image_unit(hr_option=option))))
+    (unit,) = plan.units
+    assert (unit.window, unit.hires_window) == (first, hires)
+    assert [len(p.units) for p in plan.passes] == [first is not None, hires is not None]
+
+
+def test_hr_option_counts_only_with_the_hires_fix():
+    plan = plan_for(txt2img_payload(steps=4, alwayson_scripts=_units(_image_unit(hr_option="High res only"))))
+    (unit,) = plan.units
+    assert unit.window == (True,) * 4 and unit.hires_window is None
+
+
+def test_a_txt2img_units_pixel_perfect_target_is_the_first_pass():
+    plan = plan_for(txt2img_payload(width=480, height=640, enable_hr=True,
+                                    alwayson_scripts=_units(_image_unit(pixel_perfect=True))),
+                    sizes=ImageSizes(init=(), units={0: (240, 320)}))
+    # CN's get_target_dimensions: max(640 / 320, 480 / 240) * min(320, 240) = 480; at the second pass's 960 x 1280
+    # it would be 960
+    assert plan.units[0].processor_res == 480
+
+
+def test_the_refiner_runs_in_the_hires_pass_only():
+    plan = plan_for(txt2img_payload(enable_hr=True, refiner_checkpoint="sd_xl_refiner_1.0", refiner_switch_at=0.5))
+    assert [p.refiner for p in plan.passes] == [False, True] and plan.refiner.switch_at == 0.5
