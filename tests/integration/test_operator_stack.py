@@ -713,6 +713,19 @@ def test_an_inpainting_job_reads_its_mask_from_s3_and_keeps_every_unmasked_pixel
     assert final["output"]["parameters"]["mask"] is None
 
 
+def test_a_lora_job_runs_on_the_warm_pool_runner_and_names_its_lora(stack, namespace, warm):
+    """LoRA end to end: the tag parsed from the prompt, the catalog's tiny_lora loaded on the pool's runner, its hash
+    in the infotext as A1111 writes it; the prompt in info keeps the tag as sent."""
+    create(stack, namespace, "lora", input=light_input(prompt="a red circle <lora:tiny_lora:0.8>"))
+    final = wait_state(stack, namespace, "lora", {"COMPLETED", "FAILED"}, timeout=300)
+    assert final["status"] == "COMPLETED", final
+    info = json.loads(final["output"]["info"])
+    assert 'Lora hashes: "tiny_lora: ' in info["infotexts"][0] and "<lora:tiny_lora:0.8>" in info["prompt"]
+    create(stack, namespace, "unknown-lora", input=light_input(prompt="a red circle <lora:nope:1>"))
+    refused = wait_state(stack, namespace, "unknown-lora", {"COMPLETED", "FAILED"}, timeout=120)
+    assert refused["status"] == "FAILED" and "nope" in refused["error"] and refused["attempts"] == 1, refused
+
+
 def test_a_job_with_samples_format_jpg_stores_and_fetches_jpeg_files(stack, namespace, warm, tmp_path):
     from PIL import ExifTags, Image
 
