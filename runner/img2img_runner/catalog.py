@@ -216,19 +216,22 @@ class Catalog:
         ControlNets and annotator weights, LoRAs. Raises ModelError."""
         annotators = {i: u.preprocessor for i, u in enumerate(payload.controlnet_units)
                       if u.enabled and u.preprocessor.annotator_files}
+        enabled = [i for i, u in enumerate(payload.controlnet_units) if u.enabled]
         return self.resolve(checkpoint=payload.checkpoint, vae=payload.vae, refiner=payload.refiner,
                             controlnets=[u.model_name for u in payload.enabled_controlnet_units],
-                            loras=[t.name for t in payload.loras], annotators=annotators)
+                            loras=[t.name for t in payload.loras], annotators=annotators, unit_positions=enabled)
 
     def resolve(self, *, checkpoint: str | None, vae: str | None, refiner: str | None,
                 controlnets: list[str | None], loras: list[str] = (),
-                annotators: dict[int, Preprocessor] | None = None) -> "Resolved":
+                annotators: dict[int, Preprocessor] | None = None,
+                unit_positions: list[int] | None = None) -> "Resolved":
         """Which models a job runs: the checkpoint, its VAE, its refiner, one ControlNet per enabled unit, the
         prompt's LoRAs, the annotator weights of the units' preprocessors.
 
         ``controlnets`` are the units' model names (None = the unit names no model); ``loras`` the names of the
         prompt's LoRA tags; ``annotators`` the preprocessors that need annotator weights, by the unit's position
-        in ``alwayson_scripts.controlnet.args``. Raises ModelError.
+        in ``alwayson_scripts.controlnet.args``; ``unit_positions`` each enabled unit's position there (a refusal
+        names the unit as sent: disabled units before it count). Raises ModelError.
         """
         if checkpoint is None:
             if self.default_checkpoint is None:
@@ -259,7 +262,8 @@ class Catalog:
             if name is None:
                 units.append(None)
                 continue
-            field_ = f"alwayson_scripts.controlnet.args[{index}].model"
+            position = unit_positions[index] if unit_positions is not None else index
+            field_ = f"alwayson_scripts.controlnet.args[{position}].model"
             requested = self.get(name, field=field_, kinds=("controlnet-sd15", "controlnet-sdxl"),
                                  what="ControlNet model")
             runs = requested

@@ -274,3 +274,14 @@ def test_loras_with_a_base_checkpoint_as_the_refiner_are_refused():
     assert exc.value.field == "refiner_checkpoint" and "juggernaut_xl" in str(exc.value)
     assert lora_catalog().resolve(checkpoint="sd_xl_base_1.0", vae=None, refiner="juggernaut_xl",
                                   controlnets=[]).loras == ()
+
+
+def test_an_unknown_controlnet_is_refused_naming_the_unit_as_sent_when_a_disabled_unit_comes_first():
+    from runner_samples import seed_input, seed_payload
+
+    unit = seed_input()["payload"]["alwayson_scripts"]["controlnet"]["args"][0]
+    payload = seed_payload(alwayson_scripts={"controlnet": {"args": [{**unit, "enabled": False},
+                                                                     {**unit, "model": "nope"}]}})
+    with pytest.raises(ModelError) as exc:
+        tiny_catalog().resolve_payload(payload)
+    assert exc.value.field == "alwayson_scripts.controlnet.args[1].model" and "nope" in str(exc.value)
