@@ -8,6 +8,9 @@ run. The GPU figures need a GPU machine (`bench/gpu_check.sh`): the GPU section 
 
 Run it on a quiet machine: the figures are wall-clock times on whatever else the machine is doing (the load average
 at the start is recorded next to them).
+
+Each benchmark's figures are also kept in `bench/last/<name>.json` (committed, with when they were taken), so that
+`--skip-…` reruns only some: a skipped benchmark's section is rendered from its last run and says when that was.
 """
 
 from __future__ import annotations
@@ -36,6 +39,37 @@ import warm_pool  # noqa: E402
 
 def log(msg: str) -> None:
     print(f"[run_all {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+LAST = BENCH / "last"  # each benchmark's figures of its last run
+
+
+def keep_last(name: str, figures: dict, info: dict) -> None:
+    """Keep a run's figures, with when they were taken and on what load, for later partial reruns."""
+    LAST.mkdir(exist_ok=True)
+    parameters = {k: v for k, v in (figures.get("parameters") or {}).items() if k not in ("json", "state_dir")}
+    figures = {**figures, "parameters": parameters}  # without this machine's paths
+    taken = {"taken_at": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "load_average_at_start":
+             info["load_average_at_start"]}
+    (LAST / f"{name}.json").write_text(json.dumps({**figures, "_taken": taken}, indent=1, sort_keys=True) + "\n")
+
+
+def last_run(name: str) -> dict | None:
+    """The figures of the benchmark's last run, if any were kept."""
+    try:
+        return json.loads((LAST / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def taken_note(figures: dict | None) -> list[str]:
+    """Under a section rendered from an earlier run: when that was."""
+    taken = (figures or {}).get("_taken")
+    if not taken:
+        return []
+    load = taken["load_average_at_start"]
+    return [f"_Figures of the run of {taken['taken_at']} (load average at its start {load[0]:.2f}); this section "
+            f"was not rerun._", ""]
 
 
 def run_child(script: str, argv: list[str], timeout: float) -> tuple[dict | None, float, str | None]:
@@ -334,13 +368,13 @@ def write_markdown(path: Path, info: dict, scale: dict | None, overhead: dict | 
     if failures:
         lines.append("")
     if scale:
-        lines += scale_section(scale)
+        lines += scale_section(scale) + taken_note(scale)
     if pools:
-        lines += pools_section(pools)
+        lines += pools_section(pools) + taken_note(pools)
     if overhead:
-        lines += overhead_section(overhead)
+        lines += overhead_section(overhead) + taken_note(overhead)
     if gateway:
-        lines += gateway_section(gateway)
+        lines += gateway_section(gateway) + taken_note(gateway)
     lines += gpu_report.section(gpu_report.load())
     lines += [
         "",
@@ -419,6 +453,17 @@ def main(argv: list[str] | None = None) -> int:
         gateway, seconds, why = run_child("gateway.py", [], args.timeout)
         if why:
             failures.append(f"gateway: {why}")
+    fresh = {"operator_scale": scale, "warm_pool": pools, "runner_overhead": overhead, "gateway": gateway}
+    for name, figures in fresh.items():
+        if figures:
+            keep_last(name, figures, info)
+    skipped = {"operator_scale": args.skip_scale, "warm_pool": args.skip_pools, "runner_overhead": args.skip_overhead,
+               "gateway": args.skip_gateway}
+    earlier = {name: last_run(name) if skipped[name] else figures for name, figures in fresh.items()}
+    scale, pools, overhead, gateway = (earlier[k] for k in ("operator_scale", "warm_pool", "runner_overhead",
+                                                            "gateway"))
+    if scale:
+        info["kube_apiserver"] = scale["machine"].get("kube_apiserver", "?")
     info.setdefault("kube_apiserver", kube_apiserver_version())
     output = Path(args.output)
     write_markdown(output, info, scale, overhead, failures, argv, pools, gateway)
