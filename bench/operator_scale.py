@@ -55,7 +55,7 @@ if str(BENCH) not in sys.path:
 
 import kubeapi  # noqa: E402
 import machine  # noqa: E402
-from stats import fmt, publish, summary  # noqa: E402
+from stats import fmt, publish, stack_run_arguments, summary  # noqa: E402
 
 from img2img import API_GROUP, API_VERSION, PLURAL  # noqa: E402
 from img2img.api.needs import required_models  # noqa: E402
@@ -835,10 +835,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kcm-qps", type=int, default=None,
                    help="raise kube-controller-manager's client rate limit (QPS = burst) for the Job comparison "
                         "(default: its own, 20 QPS / burst 30)")
-    p.add_argument("--state-dir", help="stack state folder (default: a temporary one, removed at the end)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs) at the end")
-    p.add_argument("--json", help="also write every figure to this file")
-    return p
+    return stack_run_arguments(p)
 
 
 def main(argv: list[str] | None = None) -> int:

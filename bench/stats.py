@@ -1,7 +1,8 @@
-"""Summaries of measured samples: percentiles and their one-line rendering."""
+"""Summaries of measured samples: percentiles and their one-line rendering; what every stack benchmark shares."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -45,3 +46,11 @@ def publish(results: dict, print_report: Callable[[dict], None], json_path: str 
     if json_path:
         Path(json_path).write_text(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def stack_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every benchmark on the embedded stack shares: where its state goes, and its figures' file."""
+    p.add_argument("--state-dir", help="stack state folder (default: a temporary one, removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs) at the end")
+    p.add_argument("--json", help="also write every figure to this file")
+    return p

@@ -39,7 +39,7 @@ if str(BENCH) not in sys.path:
 import kubeapi  # noqa: E402
 import machine  # noqa: E402
 import operator_scale as scale  # noqa: E402
-from stats import fmt, publish, summary  # noqa: E402
+from stats import fmt, publish, stack_run_arguments, summary  # noqa: E402
 
 from img2img.kube import Kube, connect, job_path  # noqa: E402
 from img2img.local.bootstrap import TINY_POOL, TINY_POOL_MODELS, pool_manifest  # noqa: E402
@@ -283,10 +283,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="concurrent create requests of a burst (default 8)")
     p.add_argument("--skip-sequential", action="store_true", help="only the bursts on no-op runners")
     p.add_argument("--skip-throughput", action="store_true", help="only the sequential jobs on the real runner")
-    p.add_argument("--state-dir", help="stack state folder (default: a temporary one, removed at the end)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary state folder (logs) at the end")
-    p.add_argument("--json", help="also write every figure to this file")
-    return p
+    return stack_run_arguments(p)
 
 
 def main(argv: list[str] | None = None) -> int:
