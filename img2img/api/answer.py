@@ -96,4 +96,7 @@ def answer(job: dict[str, Any], images: list[str] | None = None) -> dict[str, An
         if images is not None:
             shaped["images"] = images
         view["output"] = shaped
+        if output.get("omitted"):
+            view["outputOmitted"] = {"fields": list(output["omitted"]),
+                                     "result": (job.get("status") or {}).get("result")}
     return view
