@@ -163,6 +163,11 @@ class S3Config(_Camel):
     allowed_output_locations: dict[str, list[str]] = Field(default_factory=dict)
     # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
     presign_expiry_seconds: int = Field(0, ge=0, le=PRESIGN_MAX_SECONDS)
+    # What becomes of a job's objects (input.json, every attempt's images and result.json: its area
+    # <location>/<namespace>/<job>/<uid>/, under s3.prefix or its spec.output location) once the job is deleted, by a
+    # user or at ttlSecondsAfterFinished: Delete (the operator removes them: it made them, and deleting a job is how
+    # a user says it is done with it) or Retain (kept; a bucket lifecycle rule may expire them: docs/storage.md).
+    reclaim_policy: Literal["Delete", "Retain"] = "Delete"
 
     @model_validator(mode="after")
     def _areas_apart(self) -> S3Config:
