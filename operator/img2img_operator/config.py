@@ -403,6 +403,11 @@ class RunnersConfig(_Camel):
     lease_seconds: float = Field(15, gt=0)  # a lease not renewed for this long lapses: the attempt is lost
     heartbeat_seconds: float = Field(3, gt=0)  # how often a working runner renews its lease
     take_wait_seconds: float = Field(25, gt=0, le=MAX_WAIT_SECONDS)  # how long a take waits for work
+    # A runner pod that is still Pending (not scheduled: no node fits; or pulling its image) or Unknown (its node lost)
+    # this long after its creation, never having asked for work, is removed: a Warning event on its pool and the pool's
+    # Stalled condition say why, the pool makes the next one after a back-off, and jobs stay queued (their deadline
+    # starts at assignment). Long enough for a cluster autoscaler to add a GPU node and pull the image; None = no limit.
+    max_pending_seconds: int | None = Field(900, ge=1)
     # A Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the runner namespace with read access to the
     # model store, for catalogs that read models from S3. None = no S3 credentials in runner pods.
     model_store_secret: str | None = Field(None, min_length=1, max_length=253)

@@ -176,6 +176,12 @@ def test_deleted_jobs_objects_are_deleted_unless_the_values_retain_them():
     assert retained.s3.reclaim_policy == "Retain"
 
 
+def test_the_limit_on_a_runner_pods_time_pending_reaches_the_operator_and_null_lifts_it():
+    assert parse_config(operator_config(render())).runners.max_pending_seconds == 900
+    lifted = parse_config(operator_config(render(sets=["runners.maxPendingSeconds=null"])))
+    assert lifted.runners.max_pending_seconds is None
+
+
 def test_s3_credentials_secret_reaches_the_operator_only():
     manifests = render(sets=["s3.credentialsSecret=img2img-s3", "s3.endpoint=http://minio.storage:9000"])
     config = parse_config(operator_config(manifests))

@@ -233,6 +233,7 @@ app.kubernetes.io/component: runner
       "leaseSeconds" $v.runners.leaseSeconds
       "heartbeatSeconds" $v.runners.heartbeatSeconds
       "takeWaitSeconds" $v.runners.takeWaitSeconds
+      "maxPendingSeconds" $v.runners.maxPendingSeconds
       "implicitPool" (dict "idleSeconds" (int64 $v.runners.implicitPool.idleSeconds) "maxRunners" (int64 $v.runners.implicitPool.maxRunners)) }}
 {{- with $v.runners.modelStoreSecret }}{{ $_ := set $runners "modelStoreSecret" . }}{{ end }}
 {{- $webhooks := dict
