@@ -67,8 +67,8 @@ def sweep_roots(config: OperatorConfig) -> list[tuple[str, str]]:
         return []
     s3 = config.s3
     if config.all_namespaces:
-        everywhere = [s3.default_location, *(loc for ns in s3.allowed_output_locations for loc in s3.output_locations(ns))]
-        return [(location, f"{location}/") for location in dict.fromkeys(everywhere)]
+        everywhere = dict.fromkeys(loc for ns in ["*", *s3.allowed_output_locations] for loc in s3.output_locations(ns))
+        return [(location, f"{location}/") for location in everywhere]
     return [(location, f"{location}/{ns}/") for ns in config.namespaces for location in s3.output_locations(ns)]
 
 

@@ -137,8 +137,9 @@ class Cluster:
                 self.force_delete_pod(name)
             elif pod["metadata"]["labels"]["img2img.dev/pool"] in self.no_room:
                 if not pod["status"].get("conditions"):
-                    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+                    pod["status"]["conditions"] = [{
+                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
                     self._emit("pod", "MODIFIED", self._bump(pod))
             elif pod["status"]["phase"] == "Pending" and name not in self.unschedulable:
                 crash = pod["metadata"]["labels"]["img2img.dev/pool"] in self.crashing
