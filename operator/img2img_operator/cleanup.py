@@ -61,15 +61,19 @@ def job_area(body: Mapping[str, Any], config: OperatorConfig) -> str | None:
 
 
 def sweep_roots(config: OperatorConfig) -> list[tuple[str, str]]:
-    """Where the start-of-leadership sweep lists: (location, the listed prefix) for every output location of every
-    watched namespace (``<location>/<namespace>/``), or for every location whole when every namespace is watched."""
+    """Where the start-of-leadership sweep lists: (location, the listed prefix). A location every namespace may use
+    is listed whole when every namespace is watched; otherwise, and for a location of some namespaces only, each
+    such watched namespace's area in it (``<location>/<namespace>/``)."""
     if config.s3.reclaim_policy != "Delete":
         return []
     s3 = config.s3
-    if config.all_namespaces:
-        everywhere = dict.fromkeys(loc for ns in ["*", *s3.allowed_output_locations] for loc in s3.output_locations(ns))
-        return [(location, f"{location}/") for location in everywhere]
-    return [(location, f"{location}/{ns}/") for ns in config.namespaces for location in s3.output_locations(ns)]
+    if not config.all_namespaces:
+        return [(loc, f"{loc}/{ns}/") for ns in config.namespaces for loc in s3.output_locations(ns)]
+    shared = s3.output_locations("*")
+    roots = [(loc, f"{loc}/") for loc in shared]
+    roots += [(loc, f"{loc}/{ns}/") for ns in s3.allowed_output_locations if ns != "*"
+              for loc in s3.output_locations(ns) if loc not in shared]
+    return roots
 
 
 def area_of_key(location: str, key: str) -> tuple[str, str] | None:

@@ -37,9 +37,11 @@ def test_nothing_goes_under_an_output_location_the_namespace_may_not_use_nor_whe
     assert job_area(job_body(), config(s3={"reclaimPolicy": "Retain"})) is None
 
 
-def test_the_sweep_lists_every_location_whole_or_only_the_watched_namespaces_areas():
-    assert sweep_roots(config(s3=TEAM_BUCKET)) == [
-        ("s3://img2img/jobs", "s3://img2img/jobs/"), ("s3://team-a-results/img2img", "s3://team-a-results/img2img/")]
+def test_the_sweep_lists_the_shared_locations_whole_and_otherwise_only_the_namespaces_areas():
+    shared = {"allowedOutputLocations": {"*": ["s3://results/all"], NS: ["s3://team-a-results/img2img"]}}
+    assert sweep_roots(config(s3=shared)) == [  # team-a's own location: only team-a's area in it
+        ("s3://img2img/jobs", "s3://img2img/jobs/"), ("s3://results/all", "s3://results/all/"),
+        ("s3://team-a-results/img2img", f"s3://team-a-results/img2img/{NS}/")]
     watched = config(s3=TEAM_BUCKET, namespaces=[NS, "team-b"])
     assert sweep_roots(watched) == [
         ("s3://img2img/jobs", f"s3://img2img/jobs/{NS}/"),
