@@ -8,6 +8,11 @@ job's ``samples_format`` says otherwise), as RunPod's A1111 workers return them,
 gateway records each request's mode on its job (the annotation ``img2img.dev/output-mode``); a job without it
 (kubectl, ``img2img submit``) answers the s3:// URIs where the gateway does not decide for it (its endpoint's
 ``output``).
+
+When the job's status could not hold the whole answer (``output.omitted``: the operator bounds the status), the
+answer says so beside ``output``, whose shape stays RunPod's: ``outputOmitted: {"fields": [...], "result":
+"s3://…/result.json"}`` names what is missing and where the whole answer is. RunPod clients ignore keys they do not
+know; one that needs ``output.info`` finds it absent, never empty.
 """
 
 from __future__ import annotations
@@ -96,4 +101,7 @@ def answer(job: dict[str, Any], images: list[str] | None = None) -> dict[str, An
         if images is not None:
             shaped["images"] = images
         view["output"] = shaped
+        if output.get("omitted"):
+            view["outputOmitted"] = {"fields": list(output["omitted"]),
+                                     "result": (job.get("status") or {}).get("result")}
     return view

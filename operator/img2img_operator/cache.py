@@ -55,8 +55,10 @@ def _newer(incoming: Body, stored: Body | None) -> bool:
 class _Store:
     """Objects of one kind by key, newest wins, with tombstones for deleted ones."""
 
-    def __init__(self, key: Callable[[Body], str], clock: Callable[[], float], keep: Callable[[Body], Body] = dict):
+    def __init__(self, key: Callable[[Body], str], clock: Callable[[], float], keep: Callable[[Body], Body] = dict,
+                 gone: Callable[[Body], None] = lambda body: None):
         self.items: dict[str, Body] = {}
+        self._gone = gone  # told the last body of an object that is forgotten
         self._tombstones: dict[str, tuple[int | None, float]] = {}  # key → (resourceVersion, when)
         self._key = key
         self._keep = keep
@@ -79,7 +81,9 @@ class _Store:
         return key
 
     def forget(self, key: str, rv: int | None) -> None:
-        self.items.pop(key, None)
+        body = self.items.pop(key, None)
+        if body is not None:
+            self._gone(body)
         self._tombstones[key] = (rv, self._clock())
         horizon = self._clock() - TOMBSTONE_SECONDS
         for old in [k for k, (_, when) in self._tombstones.items() if when < horizon]:
@@ -109,7 +113,9 @@ class _Store:
 class Cache:
     def __init__(self, on_change: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
                  is_runner: Callable[[Body], bool] = lambda body: True):
-        self._jobs = _Store(lambda b: _meta(b, "uid"), clock, keep=kept_of_job)
+        self._jobs = _Store(lambda b: _meta(b, "uid"), clock, keep=kept_of_job, gone=self._job_gone)
+        # told the last body of every job that goes (deleted, or missing from a full list): the leader's ``cleanup``
+        self.on_job_gone: Callable[[Body], None] | None = None
         self._pods = _Store(lambda b: _meta(b, "name"), clock)
         self._pools = _Store(lambda b: _meta(b, "name"), clock)
         self._first_seen: dict[str, int] = {}
@@ -145,6 +151,10 @@ class Cache:
         self._jobs.forget(uid, rv)
         self._first_seen.pop(uid, None)
         self.touch(uid)
+
+    def _job_gone(self, body: Body) -> None:
+        if self.on_job_gone is not None:
+            self.on_job_gone(body)
 
     def touch(self, uid: str) -> None:
         """Something about the job changed (its attempt's lease, say): decide on it in the next pass."""

@@ -163,6 +163,11 @@ class S3Config(_Camel):
     allowed_output_locations: dict[str, list[str]] = Field(default_factory=dict)
     # Lifetime of the presigned result URLs the operator adds to a completed job's status.output; 0 = none.
     presign_expiry_seconds: int = Field(0, ge=0, le=PRESIGN_MAX_SECONDS)
+    # What becomes of a job's objects (input.json, every attempt's images and result.json: its area
+    # <location>/<namespace>/<job>/<uid>/, under s3.prefix or its spec.output location) once the job is deleted, by a
+    # user or at ttlSecondsAfterFinished: Delete (the operator removes them: it made them, and deleting a job is how
+    # a user says it is done with it) or Retain (kept; a bucket lifecycle rule may expire them: docs/storage.md).
+    reclaim_policy: Literal["Delete", "Retain"] = "Delete"
 
     @model_validator(mode="after")
     def _areas_apart(self) -> S3Config:
@@ -398,6 +403,11 @@ class RunnersConfig(_Camel):
     lease_seconds: float = Field(15, gt=0)  # a lease not renewed for this long lapses: the attempt is lost
     heartbeat_seconds: float = Field(3, gt=0)  # how often a working runner renews its lease
     take_wait_seconds: float = Field(25, gt=0, le=MAX_WAIT_SECONDS)  # how long a take waits for work
+    # A runner pod that is still Pending (not scheduled: no node fits; or pulling its image) or Unknown (its node lost)
+    # this long after its creation, never having asked for work, is removed: a Warning event on its pool and the pool's
+    # Stalled condition say why, the pool makes the next one after a back-off, and jobs stay queued (their deadline
+    # starts at assignment). Long enough for a cluster autoscaler to add a GPU node and pull the image; None = no limit.
+    max_pending_seconds: int | None = Field(900, ge=1)
     # A Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the runner namespace with read access to the
     # model store, for catalogs that read models from S3. None = no S3 credentials in runner pods.
     model_store_secret: str | None = Field(None, min_length=1, max_length=253)

@@ -61,7 +61,7 @@ from .queue import Limits, admit
 from .report import check_result
 from .routing import Candidate
 from .runner_pods import build_pool_runner_pod, runner_name
-from .runners import Registry, runner_view, why_ended
+from .runners import Registry, overdue_start, runner_view, why_ended
 from .staging import Staging, StagingRefused, input_document, input_uri
 from .status import applied
 from .views import JobView, PodView
@@ -487,6 +487,15 @@ class Dispatcher:
                 continue
             if pod.deleting:
                 continue
+            overdue = overdue_start(pod, seen, now, self.config.runners.max_pending_seconds)
+            if overdue is not None:  # counts as a runner that ended before it asked for work
+                self._ended_pods.add(pod.name)
+                self._failed_before_take.setdefault(pod.pool, []).append((pod.name, overdue, now))
+                self._retiring.add(pod.name)
+                log.warning("runner %s of pool %s %s", pod.name, pod.pool, overdue)
+                work += [self._remove_runner(pod, grace=0), self._pool_event(pod, "RunnerNotStarted",
+                                                                             f"runner {pod.name} {overdue}")]
+                continue
             view = runner_view(pod, seen, pod.name in busy_runners, now, wait_ms)
             if view is None:
                 continue
@@ -568,6 +577,21 @@ class Dispatcher:
         if body is not None:
             self.cache.put_pod(body)
         log.info("removing runner %s of pool %s", pod.name, pod.pool)
+
+    async def _pool_event(self, pod: PodView, reason: str, message: str) -> None:
+        """A Warning event on the runner's RunnerPool (on the pod itself for an implicit pool: it has no object)."""
+        pool = self.pools.get(pod.pool)
+        if pool is not None and pool.uid:
+            about = {"apiVersion": POOL_API_VERSION, "kind": POOL_KIND,
+                     "metadata": {"name": pool.name, "namespace": self.config.runners.namespace, "uid": pool.uid}}
+        else:
+            about = {"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid}}
+        try:
+            await self.kube.post_event(about, "Warning", reason, message)
+            self.metrics.write("event")
+        except Exception as e:  # events are a convenience; the pool's status is the record
+            log.debug("cannot post event %s: %s", reason, e)
 
     async def _write_pool_statuses(self, pools: list[Pool], problems: dict[str, str],
                                    runners: dict[str, list[Runner]], queued: dict[str, int], now: int) -> None:

@@ -374,7 +374,8 @@ class Kube:
 
     # ---- events -----------------------------------------------------------------------------------------------
     async def post_event(self, job: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the job. Best effort: events are a convenience, the status is the record."""
+        """A core/v1 Event on the job (or on the object ``job`` names by ``apiVersion`` and ``kind``: a RunnerPool).
+        Best effort: events are a convenience, the status is the record."""
         meta = job.get("metadata") or {}
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
@@ -382,8 +383,8 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
             "involvedObject": {
-                "apiVersion": f"{API_GROUP}/{API_VERSION}",
-                "kind": KIND,
+                "apiVersion": job.get("apiVersion") or f"{API_GROUP}/{API_VERSION}",
+                "kind": job.get("kind") or KIND,
                 "name": meta.get("name"),
                 "namespace": meta.get("namespace"),
                 "uid": meta.get("uid"),

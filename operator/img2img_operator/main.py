@@ -32,6 +32,7 @@ from img2img.api.webhook_signing import PUBLIC_ENTRY, SECRET_ENTRY, new_secret_k
 from img2img.kube_async import read_objects_of_any_depth
 
 from .cache import Cache
+from .cleanup import Cleanup
 from .config import ConfigError, OperatorConfig, load_config
 from .dispatcher import Dispatcher
 from .elector import Elector, exit_process
@@ -117,6 +118,7 @@ class Runtime:
         self.elector: Elector | None = None
         self.leading: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
+        self.cleaning: asyncio.Task | None = None  # deletes the S3 areas of deleted jobs (``cleanup``)
         self.reflectors: list[asyncio.Task] = []
         self.started = time.monotonic()
         self.key: bytes | None = None  # signs runner tokens: read (or made) at startup
@@ -162,7 +164,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Start acting (the leader only): the keys (made when missing; the signing key's public key published), the
-        runner endpoint, the dispatcher with the webhook deliveries, the reflectors of the runner namespace."""
+        runner endpoint, the dispatcher with the webhook deliveries, the deletion of deleted jobs' S3 areas, the
+        reflectors of the runner namespace."""
         assert self.kube is not None
         kube = self.kube
         runners = self.config.runners
@@ -178,6 +181,10 @@ class Runtime:
                                     self.metrics, key)
         await self.runner_api.start()
         self.task = asyncio.create_task(self.dispatcher.run(), name="img2img dispatcher")
+        cleanup = Cleanup(self.config, self.cache, staging, leases.holds)
+        self.cache.on_job_gone = cleanup.job_gone
+        dispatcher = self.dispatcher
+        self.cleaning = asyncio.create_task(cleanup.run(lambda: dispatcher.synced), name="S3 cleanup")
         self.reflectors = [
             asyncio.create_task(kube.reflect(kube.pods_path(runners.namespace), kube.POD_QUERY,
                                              self.cache.replace_pods, self.cache.pod_event), name="runner pods"),
@@ -203,7 +210,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop renewing the Lease and acting, then release the Lease (a standby takes over at once)."""
-        for task in [self.leading, *self.reflectors, self.task]:
+        for task in [self.leading, *self.reflectors, self.task, self.cleaning]:
             if task is not None:
                 task.cancel()
                 try:

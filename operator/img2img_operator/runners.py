@@ -94,6 +94,18 @@ def waiting_reason(pod: PodView) -> tuple[str | None, str]:
     return None, ""
 
 
+def overdue_start(pod: PodView, seen: Seen | None, now: int, limit_seconds: int | None) -> str | None:
+    """Why a runner's pod is removed for not starting: still Pending (unscheduled, or its image not pulled) or Unknown
+    (its node lost) ``limit_seconds`` after its creation, and it never asked for work; None while it is not."""
+    if (limit_seconds is None or seen is not None or not pod.live or pod.phase not in ("Pending", "Unknown")
+            or pod.created_ms is None or now < pod.created_ms + limit_seconds * 1000):
+        return None
+    reason, message = waiting_reason(pod)
+    why = f"{reason}: {message}" if reason and message else reason or pod.reason or "no reason given"
+    return (f"removed: still {pod.phase} {(now - pod.created_ms) // 1000} s after its creation (runners."
+            f"maxPendingSeconds: {limit_seconds}): {why}")
+
+
 def why_ended(pod: PodView) -> str:
     """Why a runner's pod ended, in a line: its exit (code, reason, the end of what it said), or the pod's reason."""
     term = pod.container.terminated if pod.container else None

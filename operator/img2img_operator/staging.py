@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from img2img import split_s3_uri
@@ -27,6 +28,9 @@ from .views import JobView
 # S3 errors that another try will not cure: the job cannot be staged where its output should go.
 PERMANENT_S3_ERRORS = {"NoSuchBucket", "AccessDenied", "InvalidBucketName", "AllAccessDisabled", "InvalidAccessKeyId",
                        "SignatureDoesNotMatch", "AccountProblem"}
+
+
+DELETE_BATCH = 1000  # S3's most keys in one DeleteObjects
 
 
 class StagingRefused(Exception):
@@ -64,6 +68,17 @@ def input_document(job: JobView) -> bytes:
     doc = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "input": job.spec.get("input"),
            "submittedAt": submitted_at_ms(job)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def batches(keys: Iterable[str], size: int = DELETE_BATCH) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class Staging:
@@ -138,3 +153,27 @@ class Staging:
         bucket, key = split_s3_uri(uri)
         return self._s3().generate_presigned_url(
             "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": content_type}, ExpiresIn=seconds)
+
+    def keys_under(self, uri: str) -> Iterator[str]:
+        """Every key under the s3:// prefix ``uri`` (blocking: in a worker thread); none when the bucket does not
+        exist."""
+        bucket, prefix = split_s3_uri(uri, need_key=False)
+        s3 = self._s3()
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for listed in page.get("Contents") or []:
+                    yield listed["Key"]
+        except s3.exceptions.NoSuchBucket:
+            return
+
+    def delete_keys(self, bucket: str, keys: Iterable[str]) -> None:
+        """Delete ``keys`` of ``bucket`` (blocking: in a worker thread), up to 1000 in one DeleteObjects; an error
+        naming the first key S3 did not delete, if any."""
+        s3 = self._s3()
+        for batch in batches(keys):
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise RuntimeError(f"S3 did not delete {len(errors)} of {len(batch)} objects, e.g. "
+                                   f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')}")

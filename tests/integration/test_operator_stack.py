@@ -893,3 +893,30 @@ def test_a_pod_with_the_runner_labels_that_the_operator_did_not_make_gets_nothin
     finally:
         for ns in (namespace, RUNNER_NAMESPACE):
             stack.kubectl("-n", ns, "delete", "pod", fake, "--force", "--grace-period=0", check=False)
+
+
+# ---- cleanup: a deleted job's S3 area goes with it (docs/storage.md) -------------------------------------------------
+def test_a_deleted_jobs_objects_are_deleted_even_while_no_operator_ran_and_another_jobs_stay(stack, namespace, warm):
+    for name in ("kept", "gone", "gone-while-down"):
+        create(stack, namespace, name)
+    areas = {}
+    for name in ("kept", "gone", "gone-while-down"):
+        final = wait_state(stack, namespace, name, {"COMPLETED", "FAILED"})
+        assert final["status"] == "COMPLETED", final
+        areas[name] = f"jobs/{namespace}/{name}/{get(stack, namespace, name)['metadata']['uid']}/"
+    kept = s3_keys(stack, areas["kept"])
+    assert [k[len(areas["kept"]):] for k in kept] == ["attempt-1/images/0.png", "attempt-1/result.json", "input.json"]
+
+    stack.kubectl("delete", "i2i", "gone", "-n", namespace)
+    wait_for("the deleted job's area to be empty", lambda: s3_keys(stack, areas["gone"]) == [], timeout=60)
+    assert s3_keys(stack, areas["kept"]) == kept
+
+    stack.stop_operator()  # deleted while no operator runs: the next leader's sweep finds it
+    try:
+        stack.kubectl("delete", "i2i", "gone-while-down", "-n", namespace)
+        assert len(s3_keys(stack, areas["gone-while-down"])) == 3
+    finally:
+        stack.start_operator(FAST)
+    wait_for("the area of the job deleted while no operator ran to be empty",
+             lambda: s3_keys(stack, areas["gone-while-down"]) == [], timeout=60)
+    assert s3_keys(stack, areas["kept"]) == kept

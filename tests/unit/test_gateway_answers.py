@@ -38,6 +38,15 @@ def test_a_completed_job_answers_exactly_runpods_keys_with_the_images_in_place()
     assert list(made) == ["id", "status", "delayTime", "executionTime", "output"]  # RunPod's order
 
 
+def test_an_answer_the_status_could_not_hold_says_what_is_missing_and_where_the_whole_answer_is():
+    bounded = {**COMPLETED, "output": {"images": ["s3://img2img/jobs/0.png"], "parameters": PARAMETERS,
+                                       "omitted": ["info"]}}
+    made = answer(job(bounded), ["aW1hZ2Uw"])
+    assert made["output"] == {"images": ["aW1hZ2Uw"], "parameters": PARAMETERS}  # RunPod's keys only, no info
+    assert made["outputOmitted"] == {"fields": ["info"], "result": "s3://img2img/jobs/r.json"}
+    assert "outputOmitted" not in answer(job(COMPLETED))  # a whole answer says nothing more
+
+
 def test_images_are_read_only_for_a_completed_job_in_a1111s_order():
     assert images_wanted(job(COMPLETED)) == ["s3://img2img/jobs/0.png", "s3://img2img/jobs/1.png"]
     assert images_wanted(job({"status": "IN_PROGRESS", "progress": {"step": 3, "steps": 10}})) == []

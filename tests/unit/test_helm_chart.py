@@ -170,6 +170,18 @@ def test_output_locations_per_namespace_reach_the_operator(tmp_path):
     assert parse_config(operator_config(render())).s3.output_locations("team-b") == ["s3://img2img/jobs"]
 
 
+def test_deleted_jobs_objects_are_deleted_unless_the_values_retain_them():
+    assert parse_config(operator_config(render())).s3.reclaim_policy == "Delete"
+    retained = parse_config(operator_config(render(sets=["s3.reclaimPolicy=Retain"])))
+    assert retained.s3.reclaim_policy == "Retain"
+
+
+def test_the_limit_on_a_runner_pods_time_pending_reaches_the_operator_and_null_lifts_it():
+    assert parse_config(operator_config(render())).runners.max_pending_seconds == 900
+    lifted = parse_config(operator_config(render(sets=["runners.maxPendingSeconds=null"])))
+    assert lifted.runners.max_pending_seconds is None
+
+
 def test_s3_credentials_secret_reaches_the_operator_only():
     manifests = render(sets=["s3.credentialsSecret=img2img-s3", "s3.endpoint=http://minio.storage:9000"])
     config = parse_config(operator_config(manifests))
@@ -607,6 +619,8 @@ BAD_VALUES = {
                        ["additional properties 'minready' not allowed"]),
     "heartbeat of zero": ("runners: {heartbeatSeconds: 0}", ["/runners/heartbeatSeconds"]),
     "take wait over a minute": ("runners: {takeWaitSeconds: 90}", ["/runners/takeWaitSeconds", "maximum"]),
+    "a reclaim policy that is neither Delete nor Retain": ("s3: {bucket: img2img, reclaimPolicy: Keep}",
+                                                           ["/s3/reclaimPolicy", "must be one of"]),
     "presigned URLs for longer than S3 allows": ("s3: {bucket: img2img, presignExpirySeconds: 2592000}",
                                                  ["/s3/presignExpirySeconds", "maximum"]),
     "typo in a policy": ("policy: {default: {maxPriorty: 5}}", ["additional properties 'maxPriorty' not allowed"]),

@@ -90,6 +90,16 @@ def test_the_body_is_the_jobs_runpod_status_with_its_images_as_asked():
     assert b" " not in body(hooked, None)  # compact: the bytes signed are the bytes sent
 
 
+def test_a_body_whose_answer_the_status_could_not_hold_points_at_result_json():
+    bounded = {**COMPLETED, "result": "s3://img2img/jobs/ns/j/uid-1/attempt-1/result.json",
+               "output": {"images": ["s3://img2img/jobs/0.png"], "parameters": {"steps": 2},
+                          "omitted": ["info", "parameters.init_images"]}}
+    sent = json.loads(body(job_body(bounded, uid="uid-1", webhook=HOOK), None))
+    assert sent["output"] == {"images": ["s3://img2img/jobs/0.png"], "parameters": {"steps": 2}}
+    assert sent["outputOmitted"] == {"fields": ["info", "parameters.init_images"],
+                                     "result": "s3://img2img/jobs/ns/j/uid-1/attempt-1/result.json"}
+
+
 def test_a_finished_job_asks_for_its_delivery_and_its_ttl_waits_for_it():
     cfg = config()
     ended = {**COMPLETED, "observedGeneration": 1}

@@ -62,6 +62,7 @@ class Cluster:
         self.uids = 0
         self.crashing: set[str] = set()  # pools whose runners exit before they take
         self.unschedulable: set[str] = set()  # pods the kubelet never starts
+        self.no_room: set[str] = set()  # pools whose pods no node fits (the scheduler says so)
         self.signing = new_secret_key()  # the webhook signing key in its Secret
 
     def _bump(self, body: dict) -> dict:
@@ -134,6 +135,12 @@ class Cluster:
         for name, pod in list(self.pods.items()):
             if pod["metadata"].get("deletionTimestamp"):
                 self.force_delete_pod(name)
+            elif pod["metadata"]["labels"]["img2img.dev/pool"] in self.no_room:
+                if not pod["status"].get("conditions"):
+                    pod["status"]["conditions"] = [{
+                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+                    self._emit("pod", "MODIFIED", self._bump(pod))
             elif pod["status"]["phase"] == "Pending" and name not in self.unschedulable:
                 crash = pod["metadata"]["labels"]["img2img.dev/pool"] in self.crashing
                 pod["status"] = {"phase": "Failed", "containerStatuses": [{"name": "runner", "state": {"terminated": {
@@ -1050,6 +1057,25 @@ def test_a_pool_whose_runners_crash_before_taking_is_stalled_and_recreates_them_
     assert stalled["status"] == "True" and stalled["reason"] == "RunnerFailedBeforeTake"
     assert "unknown model 'x'" in stalled["message"]
     assert not cluster.pods  # the failed runners' pods are removed
+
+
+def test_a_runner_no_node_fits_is_removed_after_max_pending_seconds_and_its_pool_says_why_while_jobs_wait():
+    cfg = config(**{**CFG.model_dump(by_alias=True),
+                    "runners": {**CFG.model_dump(by_alias=True)["runners"], "maxPendingSeconds": 10}})
+    cluster = Cluster()
+    cluster.add_pool("big", minReady=1)
+    cluster.no_room.add("big")
+    cluster.submit("j")
+    run(drive(cluster, cfg, Fleet(cluster), steps=16))  # 8 s: within the limit, the runner waits
+    (first,) = cluster.pods
+    assert cluster.writes["pod_create"] == 1 and ("big", "RunnerNotStarted") not in cluster.posted
+    run(drive(cluster, cfg, Fleet(cluster), steps=10))  # 13 s
+    assert first not in cluster.pods and ("big", "RunnerNotStarted") in cluster.posted
+    stalled = next(c for c in cluster.pools["big"]["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True", stalled
+    assert f"runner {first} ended before it asked for work: removed: still Pending" in stalled["message"]
+    assert "(runners.maxPendingSeconds: 10): Unschedulable: 0/3 nodes are available" in stalled["message"]
+    assert cluster.status("j")["status"] == "IN_QUEUE"  # the job waits; its deadline has not started
 
 
 def test_pods_with_the_runner_labels_that_the_operator_did_not_make_are_not_runners():

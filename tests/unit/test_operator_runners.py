@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from img2img_operator.runners import Registry, runner_view, why_ended
+from img2img_operator.runners import Registry, overdue_start, runner_view, why_ended
 
 from operator_samples import SEC, T0, runner_pod, terminated, waiting
 
@@ -58,3 +58,22 @@ def test_why_a_runner_ended():
     assert why_ended(killed) == "exit code 137 (OOMKilled)"
     evicted = runner_pod(phase="Failed", reason="Evicted", message="The node was low on resource: memory.")
     assert why_ended(evicted) == "Evicted: The node was low on resource: memory."
+
+
+def test_a_runner_pod_not_running_max_pending_seconds_after_its_creation_is_overdue_saying_why():
+    pulling = runner_pod("l4-aaaaa", "Pending", created=T0, container=waiting("ImagePullBackOff", "back-off pulling"))
+    assert overdue_start(pulling, None, T0 + 899 * SEC, 900) is None
+    assert overdue_start(pulling, None, T0 + 900 * SEC, 900) == (
+        "removed: still Pending 900 s after its creation (runners.maxPendingSeconds: 900): ImagePullBackOff: "
+        "back-off pulling")
+    node_lost = runner_pod("l4-bbbbb", "Unknown", created=T0, reason="NodeLost")
+    assert overdue_start(node_lost, None, T0 + 901 * SEC, 900).endswith("still Unknown 901 s after its creation "
+                                                                         "(runners.maxPendingSeconds: 900): NodeLost")
+
+
+def test_a_runner_that_runs_asked_for_work_or_has_no_limit_is_never_overdue():
+    late = T0 + 3600 * SEC
+    assert overdue_start(runner_pod("r", "Running", created=T0), None, late, 900) is None  # loading its models
+    seen = Registry().taking("r", [], T0 + SEC)
+    assert overdue_start(runner_pod("r", "Unknown", created=T0), seen, late, 900) is None  # its lease covers it
+    assert overdue_start(runner_pod("r", "Pending", created=T0), None, late, None) is None

@@ -204,7 +204,8 @@ app.kubernetes.io/component: runner
 {{- $_ := set $runner "hubTokenSecret" (dict "name" $v.runner.hubToken.secretName "key" $v.runner.hubToken.key) }}
 {{- end }}
 {{- $s3 := dict "bucket" $v.s3.bucket "prefix" $v.s3.prefix "allowedReadPrefixes" $v.s3.allowedReadPrefixes
-      "allowedOutputLocations" $v.s3.allowedOutputLocations "presignExpirySeconds" $v.s3.presignExpirySeconds }}
+      "allowedOutputLocations" $v.s3.allowedOutputLocations "presignExpirySeconds" $v.s3.presignExpirySeconds
+      "reclaimPolicy" $v.s3.reclaimPolicy }}
 {{- if $v.s3.endpoint }}{{ $_ := set $s3 "endpoint" $v.s3.endpoint }}{{ end }}
 {{- if $v.s3.region }}{{ $_ := set $s3 "region" $v.s3.region }}{{ end }}
 {{- if $v.s3.credentialsSecret }}{{ $_ := set $s3 "credentialsSecret" $v.s3.credentialsSecret }}{{ end }}
@@ -232,6 +233,7 @@ app.kubernetes.io/component: runner
       "leaseSeconds" $v.runners.leaseSeconds
       "heartbeatSeconds" $v.runners.heartbeatSeconds
       "takeWaitSeconds" $v.runners.takeWaitSeconds
+      "maxPendingSeconds" $v.runners.maxPendingSeconds
       "implicitPool" (dict "idleSeconds" (int64 $v.runners.implicitPool.idleSeconds) "maxRunners" (int64 $v.runners.implicitPool.maxRunners)) }}
 {{- with $v.runners.modelStoreSecret }}{{ $_ := set $runners "modelStoreSecret" . }}{{ end }}
 {{- $webhooks := dict
