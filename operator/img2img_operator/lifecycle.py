@@ -15,8 +15,9 @@ Attempts (a job is never handed out twice, and only one attempt's end counts):
 - Cancel and deadline (counted from ``startedAt``, the assignment) end the job at once (CANCELLED, TIMED_OUT); the
   runner is told to stop at its next heartbeat (``stop_reason``) and its lease ends when it reports.
 
-Happy path writes: IN_QUEUE (once its verdict is in) → IN_PROGRESS (the take) → COMPLETED, and one Event "Completed": 3 status
-writes and an Event (plus progress, at most one write a second; plus the delete with ``ttlSecondsAfterFinished``).
+Happy path writes: IN_QUEUE (once its verdict is in) → IN_PROGRESS (the take) → COMPLETED, and one Event
+"Completed": 3 status writes and an Event (plus progress, at most one write a second; plus the delete with
+``ttlSecondsAfterFinished``).
 """
 
 from __future__ import annotations
