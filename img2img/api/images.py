@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from typing import Annotated
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, ValidationInfo, WithJsonSchema
 
 from img2img.api.errors import refuse
 from img2img.api.limits import ACCEPTED_FORMATS, ACCEPTED_FORMATS_TEXT, image_size_refusal
@@ -39,6 +39,11 @@ MAX_INLINE_TOTAL_CHARS = 1_450_000
 # One image field: the total budget bounds it; this is the CRD's maxLength for any image string.
 MAX_IMAGE_CHARS = MAX_INLINE_TOTAL_CHARS
 MAX_REFERENCE_CHARS = 2048  # an s3:// or https:// reference
+
+# The validation context key (``model_validate(..., context=…)``) that says the inline images were decoded by an
+# earlier check of the very same values: their form and size are checked again, their pixels are not (the operator
+# re-checks a job it already queued without decoding every image again after a restart).
+IMAGES_DECODED = "imagesDecoded"
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w/+.-]*)(?P<params>(;[\w=.+-]+)*);base64,", re.IGNORECASE)
 # S3 bucket names: 3-63 chars of lowercase letters, digits, dots and hyphens.
@@ -172,12 +177,14 @@ def is_inline(value: str) -> bool:
     return parse_reference(value) is None
 
 
-def check_image(value: str) -> str:
-    """Validate one image field's value: a well-formed reference, or inline data that decodes. Returns it as sent."""
+def check_image(value: str, decode: bool = True) -> str:
+    """Validate one image field's value: a well-formed reference, or inline data that decodes (unless ``decode`` is
+    False: then only its size is checked). Returns it as sent."""
     if parse_reference(value) is None:
         if len(value) > MAX_IMAGE_CHARS:
             raise ImageError(too_large_message(len(value)))
-        decode_inline(value)
+        if decode:
+            decode_inline(value)
     return value
 
 
@@ -187,9 +194,9 @@ def too_large_message(chars: int) -> str:
             "s3://bucket/key instead (`img2img submit` does this by itself)")
 
 
-def _image(value: str) -> str:
+def _image(value: str, info: ValidationInfo) -> str:
     try:
-        return check_image(value)
+        return check_image(value, decode=not (info.context or {}).get(IMAGES_DECODED))
     except ImageError as exc:
         raise refuse(str(exc)) from None
 

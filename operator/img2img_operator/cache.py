@@ -18,25 +18,28 @@ from typing import Any
 
 from img2img.api.status import TERMINAL
 
-from .views import JobView, PodView, resource_version
+from .status import json_size
+from .views import INPUT_BYTES, JobView, PodView, resource_version
 
 Body = Mapping[str, Any]
+Key = tuple[str, int]  # a job's (uid, generation)
 TOMBSTONE_SECONDS = 600
 
 
-def kept_of_job(body: Body) -> Body:
-    """What the operator keeps of a job in memory. Never ``managedFields``; of a finished job, not its input nor its
-    output either (tens of KB each, an inline image and A1111's echo): every decision about a finished job reads only
-    its metadata, controls and the rest of its status (its TTL, observedGeneration). With 10,000 finished jobs
-    present this is most of the operator's memory."""
+def kept_of_job(body: Body, input_bytes: int | None = None) -> Body:
+    """What the operator keeps of a job in memory. Never ``managedFields`` nor ``spec.input`` (inline images, up to
+    1.5 MB a job: it is read when the job's verdict is reached, ``verdicts``); of an active job, the input's size as
+    JSON (``INPUT_BYTES``, ``input_bytes`` when known: the status's budget counts it); of a finished job, not its
+    output either (tens of KB, A1111's echo). With 10,000 jobs present this is most of the operator's memory."""
     meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
     status = body.get("status") or {}
     finished = status.get("status") in TERMINAL
-    if "managedFields" not in meta and not finished:
-        return body
-    kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
+            "spec": {k: v for k, v in spec.items() if k != "input"}}
+    if "input" in spec and not finished:
+        kept[INPUT_BYTES] = json_size(spec["input"]) if input_bytes is None else input_bytes
     if finished:
-        kept["spec"] = {k: v for k, v in (body.get("spec") or {}).items() if k != "input"}
         kept["status"] = {k: v for k, v in status.items() if k != "output"}
     return kept
 
@@ -113,7 +116,7 @@ class _Store:
 class Cache:
     def __init__(self, on_change: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
                  is_runner: Callable[[Body], bool] = lambda body: True):
-        self._jobs = _Store(lambda b: _meta(b, "uid"), clock, keep=kept_of_job, gone=self._job_gone)
+        self._jobs = _Store(lambda b: _meta(b, "uid"), clock, keep=self.keep_job, gone=self._job_gone)
         # told the last body of every job that goes (deleted, or missing from a full list): the leader's ``cleanup``
         self.on_job_gone: Callable[[Body], None] | None = None
         self._pods = _Store(lambda b: _meta(b, "name"), clock)
@@ -123,6 +126,9 @@ class Cache:
         self._on_change = on_change or (lambda: None)
         self._clock = clock
         self._is_runner = is_runner
+        # where an active job's input goes as it arrives, before the cache drops it: the leader's dispatcher holds
+        # it until the job's verdict is reached (``verdicts.Verdicts.arrived``); None: dropped (a standby)
+        self.on_input: Callable[[Key, Any, int], None] | None = None
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -160,6 +166,23 @@ class Cache:
         """Something about the job changed (its attempt's lease, say): decide on it in the next pass."""
         self._changed.add(uid)
         self._on_change()
+
+    def keep_job(self, body: Body) -> Body:
+        """What the cache keeps of ``body`` (``kept_of_job``); an active job's input handed to ``on_input`` first.
+        The input's size is measured once a generation (JSON of a megabyte of images takes milliseconds)."""
+        spec_input = (body.get("spec") or {}).get("input")
+        meta = body.get("metadata") or {}
+        if spec_input is None or (body.get("status") or {}).get("status") in TERMINAL:
+            return kept_of_job(body)
+        key = (meta.get("uid") or "", int(meta.get("generation") or 1))
+        stored = self._jobs.items.get(key[0])
+        same = stored is not None and int((stored.get("metadata") or {}).get("generation") or 1) == key[1]
+        size = stored.get(INPUT_BYTES) if same else None
+        if size is None:
+            size = json_size(spec_input)
+        if self.on_input is not None and not meta.get("deletionTimestamp"):
+            self.on_input(key, spec_input, size)
+        return kept_of_job(body, size)
 
     def job(self, uid: str) -> Body | None:
         return self._jobs.items.get(uid)

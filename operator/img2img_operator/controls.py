@@ -19,11 +19,10 @@ from pydantic import ValidationError
 from img2img.api.envelope import private_addresses
 from img2img.api.errors import Problem, problems
 from img2img.api.image_formats import ImageFormat
-from img2img.api.images import S3Ref, plain_key, s3_allowed
+from img2img.api.images import IMAGES_DECODED, S3Ref, plain_key, s3_allowed
 from img2img.api.job import Img2ImgJobSpec
 from img2img.api.needs import output_image_bound, required_models, s3_image_fields, s3_images
 from img2img.api.payload import ProcessingPayload
-from img2img.api.status import TERMINAL
 
 from .config import NamespacePolicy, OperatorConfig
 
@@ -92,22 +91,16 @@ def controls_from(spec: Mapping[str, Any], config: OperatorConfig) -> Controls:
     )
 
 
-def check_job(state: str | None, spec: Mapping[str, Any], namespace: str, config: OperatorConfig) -> Checked:
-    """A finished job's spec is not checked again (nothing of it runs any more, and the operator keeps no input of
-    it): its controls are all that its decisions read."""
-    if state in TERMINAL:
-        return Checked(controls_from(spec, config))
-    return check_spec(spec, namespace, config)
-
-
-def check_spec(spec: Mapping[str, Any], namespace: str, config: OperatorConfig) -> Checked:
+def check_spec(spec: Mapping[str, Any], namespace: str, config: OperatorConfig,
+               decode_images: bool = True) -> Checked:
     """Validate ``spec`` with the shared models, the configuration (GPU classes; whether a webhook may reach a
-    private address), ``namespace``'s policy and its S3 areas."""
+    private address), ``namespace``'s policy and its S3 areas. ``decode_images``: False when an earlier check of
+    this very spec decoded its inline images (their sizes are still checked, their pixels not decoded again)."""
     controls = controls_from(spec, config)
     found: list[Problem] = []
     needs = None
     try:
-        context = private_addresses(config.webhooks.allow_private_addresses)
+        context = {**private_addresses(config.webhooks.allow_private_addresses), IMAGES_DECODED: not decode_images}
         payload = Img2ImgJobSpec.model_validate(dict(spec), context=context).input.payload
         needs = Needs(required_models(payload, None), output_image_bound(payload), payload.image_encoding.format,
                       tuple(s3_images(payload)))

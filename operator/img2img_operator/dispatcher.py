@@ -1,9 +1,10 @@
 """The task that decides: a pass over every job and every pool, then sleep until an event, a deadline, or the tick.
 
-A pass: check each job's spec (memoized per generation) → the attempt of each job from its lease → admission over
+A pass: each job's verdict (``verdicts``: reached per generation in a worker thread, its input staged with it; a
+job whose verdict is not in yet is left for a later pass) → the attempt of each job from its lease → admission over
 all jobs (``queue.admit``) → ``lifecycle.next_step`` per job → the actions, jobs in parallel (bounded), each job's
-actions in order → the jobs offered to runners (admitted, input staged) → each pool scaled (``pool_scaling``) and
-its status written. A job whose action failed is left alone for a back-off (1 s doubling to 60 s) while the others
+actions in order → the jobs offered to runners (admitted) → each pool scaled (``pool_scaling``) and its status
+written. A job whose action failed is left alone for a back-off (1 s doubling to 60 s) while the others
 go on. The runner endpoint (``runner_api``) hands offered jobs to runners and records leases; a runner's ``done``
 has its job decided at once (``settle``), so that the runner hears "accepted" only once the end is in the status.
 A finished job whose webhook is owed has its delivery started (``webhooks``), which runs beside the passes.
@@ -25,9 +26,9 @@ from img2img.api.pool import POOL_API_VERSION, POOL_KIND, RunnerPool
 from img2img.api.status import TERMINAL
 from img2img.api.times import format_time_ms
 
-from .cache import Cache, kept_of_job
+from .cache import Cache
 from .config import OperatorConfig
-from .controls import Checked, check_job
+from .controls import Checked, check_spec, controls_from
 from .kube import Conflict, Gone, Kube, Refused, api_message
 from .leases import DONE, LAPSED, LeaseState, LeaseTable, lease_state
 from .lifecycle import (
@@ -64,6 +65,7 @@ from .runner_pods import build_pool_runner_pod, runner_name
 from .runners import Registry, overdue_start, runner_view, why_ended
 from .staging import Staging, StagingRefused, input_document, input_uri
 from .status import applied
+from .verdicts import Key, Verdicts, already_checked, key_of, without_input
 from .views import JobView, PodView
 from .webhooks import Webhooks
 
@@ -73,6 +75,7 @@ ERROR_BACKOFF_MS = (1_000, 2_000, 4_000, 8_000, 15_000, 30_000, 60_000)
 # a pool whose runners end before they ask for work gets its next runner after this (by failures in a row)
 CRASH_BACKOFF_MS = (5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000)
 BATCH_SECONDS = 0.05  # after a wake-up, let a burst of events land before the pass
+VALIDATIONS = 4  # verdicts reached at once (each a read of the job when its input is not held, a check, a staging)
 
 
 def limits_of(config: OperatorConfig) -> Limits:
@@ -124,8 +127,11 @@ class Dispatcher:
         self.pools: dict[str, Pool] = {}  # by name: what the runner endpoint serves
         self._offers: dict[str, list[Candidate]] = {}  # GPU class → jobs offered to its runners, in queue order
         self._offers_changed = asyncio.Event()
-        self._checked: dict[tuple[str, int], Checked] = {}
-        self._staged: set[tuple[str, int]] = set()  # (uid, generation) whose input.json is written
+        self.verdicts = Verdicts()
+        cache.on_input = self.verdicts.arrived  # inputs arriving are held (within a budget) until their verdict
+        self._validating: dict[Key, asyncio.Task] = {}  # verdicts being reached
+        self._validators = asyncio.Semaphore(VALIDATIONS)
+        self._offered: set[Key] = set()  # (uid, generation) whose Offer ran: its IN_QUEUE written
         self._errors: dict[str, tuple[int, int]] = {}  # uid → (failures in a row, not before ms)
         # finished jobs with nothing to do until they change, or until ``wake_at`` (a TTL): uid → (wake_at ms,
         # state, gpu class). A pass builds no view of them: with thousands of finished jobs present, a pass costs
@@ -178,7 +184,7 @@ class Dispatcher:
         ns = self.config.runners.namespace
         pods, pods_rv = await self.kube.list_pods(ns)
         pools, pools_rv = await self.kube.list_pools(ns)
-        jobs, jobs_rv = await self.kube.list_jobs(self.config.namespaces, keep=kept_of_job)
+        jobs, jobs_rv = await self.kube.list_jobs(self.config.namespaces, keep=self.cache.keep_job)
         self.cache.replace_pods(pods, pods_rv)
         self.cache.replace_pools(pools, pools_rv)
         self.cache.replace_jobs(jobs, jobs_rv)
@@ -227,12 +233,57 @@ class Dispatcher:
             await asyncio.sleep(BATCH_SECONDS)
 
     # ---- one pass ---------------------------------------------------------------------------------------------
-    def check(self, job: JobView) -> Checked:
-        key = (job.uid, job.generation)
-        checked = self._checked.get(key)
-        if checked is None:
-            checked = self._checked[key] = check_job(job.state, job.spec, job.namespace, self.config)
+    def check(self, job: JobView) -> Checked | None:
+        """The job's verdict; None until it is reached (``_validate`` started now, unless under way or backing off
+        after a failure)."""
+        key = key_of(job)
+        checked = without_input(job, self.config) or self.verdicts.get(key)
+        if checked is None and key not in self._validating and self._errors.get(job.uid, (0, 0))[1] <= self.now_ms():
+            self._validating[key] = asyncio.create_task(self._validate(job), name=f"validate {job.key}")
         return checked
+
+    async def _validate(self, job: JobView) -> None:
+        """Reach the job's verdict off the event loop: its input as it arrived (``verdicts``), else read again; the
+        spec checked in a worker thread, its images decoded unless an earlier verdict on this generation did that
+        (``already_checked``); a valid job's input.json staged, unless that verdict did. Then a pass decides on it."""
+        key = key_of(job)
+        step = "read_job"
+        try:
+            async with self._validators:
+                spec_input = self.verdicts.take_input(key)
+                if spec_input is None:
+                    body = await self.kube.read_job(job.namespace, job.name)
+                    fresh = JobView.from_body(body) if body is not None else None
+                    if fresh is None or fresh.uid != job.uid:
+                        self.cache.forget_job(job.uid)
+                        return
+                    if fresh.generation != job.generation:  # it changed: the new generation's verdict is due
+                        self.cache.put_job(body)
+                        return
+                    spec_input = fresh.spec.get("input")
+                step = "validate"
+                decode = not already_checked(job)
+                checked = await asyncio.to_thread(check_spec, {**job.spec, "input": spec_input}, job.namespace,
+                                                  self.config, decode)
+                if checked.ok and decode:
+                    step = "stage_input"
+                    try:
+                        await self.staging.stage_input(input_uri(job, checked.controls, self.config),
+                                                       input_document(job, spec_input))
+                    except StagingRefused as refused:
+                        log.warning("cannot stage the job: %s", refused.message, extra=_ctx(job))
+                        failed = staging_refused(job, self.now_ms(), self.config, checked, refused.reason,
+                                                 refused.message)
+                        await self._guarded(asyncio.Semaphore(1), job, checked, Slot(), None, failed)
+                        return
+        except Exception as e:
+            self._back_off(job, step, e)
+            return
+        finally:
+            self._validating.pop(key, None)
+        self.verdicts.record(key, checked)
+        self._errors.pop(job.uid, None)
+        self.poke()
 
     def _still_settled(self, uid: str, now: int) -> bool:
         settled = self._settled.get(uid)
@@ -255,11 +306,19 @@ class Dispatcher:
         for uid in self.cache.take_changed():
             self._settled.pop(uid, None)
         jobs = self.cache.snapshot(skip=lambda uid: self._still_settled(uid, now))
-        items = [(job, self.check(job)) for job in jobs]
-        live = {(job.uid, job.generation) for job, _ in items}
-        for key in [k for k in self._checked if k not in live]:
-            del self._checked[key]
+        self.verdicts.keep_only(key_of(job) for job in jobs)
+        items: list[tuple[JobView, Checked]] = []
+        unchecked: list[JobView] = []  # decided on once their verdict is in
         next_wake: int | None = None
+        for job in jobs:
+            checked = self.check(job)
+            if checked is not None:
+                items.append((job, checked))
+                continue
+            unchecked.append(job)
+            not_before = self._errors.get(job.uid, (0, 0))[1]
+            if not_before > now:  # its validation failed: tried again then
+                next_wake = _min(next_wake, not_before)
         for wake_at, _, _ in self._settled.values():
             next_wake = _min(next_wake, wake_at)
 
@@ -298,6 +357,7 @@ class Dispatcher:
         states = [(job.state or "NEW", checked.controls.gpu_class) for job, checked in items
                   if job.uid not in self._settled]
         states += [(state, gpu_class) for _, state, gpu_class in self._settled.values()]
+        states += [(job.state or "NEW", controls_from(job.spec, self.config).gpu_class) for job in unchecked]
         waiting = Counter(e.gpu_class for e in entries if e.uid in admission.positions)
         self.metrics.observe_jobs(states, waiting)
         return next_wake
@@ -320,9 +380,9 @@ class Dispatcher:
     def _set_offers(self, admitted: list[tuple[JobView, Checked]]) -> None:
         offers: dict[str, list[Candidate]] = {}
         for job, checked in admitted:
-            if (job.uid, job.generation) in self._staged and checked.needs is not None:
+            if key_of(job) in self._offered and checked.needs is not None:
                 offers.setdefault(checked.controls.gpu_class, []).append(Candidate(job.uid, checked.needs.models))
-        self._staged = {(uid, generation) for uid, generation in self._staged
+        self._offered = {(uid, generation) for uid, generation in self._offered
                          if (job := self.cache.job_view(uid)) is not None and job.generation == generation
                          and job.state not in TERMINAL}
         if offers != self._offers:
@@ -339,6 +399,8 @@ class Dispatcher:
         if job.state not in TERMINAL and job.state != IN_PROGRESS:
             return
         checked = self.check(job)
+        if checked is None:  # after a restart, before its verdict is in: the runner asks again
+            return
         attempt = self.attempt(job, now)
         decision = next_step(job, now, self.config, checked=checked, attempt=attempt, ended_ms=self._ended(job))
         if decision.actions or decision.fetch_result:
@@ -360,12 +422,16 @@ class Dispatcher:
             except Gone:
                 self.cache.forget_job(job.uid)
             except Exception as e:
-                failures = self._errors.get(job.uid, (0, 0))[0] + 1
-                delay = ERROR_BACKOFF_MS[min(failures, len(ERROR_BACKOFF_MS)) - 1]
-                self._errors[job.uid] = (failures, self.now_ms() + delay)
-                self.metrics.error(step)
-                log.warning("%s failed (%s: %s); trying again in %.0f s", step, type(e).__name__, e, delay / 1000,
-                            extra=_ctx(job, job.attempts or None))
+                self._back_off(job, step, e)
+
+    def _back_off(self, job: JobView, step: str, e: Exception) -> None:
+        """The job is left alone for a while after ``step`` failed: longer with each failure in a row."""
+        failures = self._errors.get(job.uid, (0, 0))[0] + 1
+        delay = ERROR_BACKOFF_MS[min(failures, len(ERROR_BACKOFF_MS)) - 1]
+        self._errors[job.uid] = (failures, self.now_ms() + delay)
+        self.metrics.error(step)
+        log.warning("%s failed (%s: %s); trying again in %.0f s", step, type(e).__name__, e, delay / 1000,
+                    extra=_ctx(job, job.attempts or None))
 
     async def _act(self, job: JobView, checked: Checked, slot: Slot, attempt: LeaseState | None,
                    decision: Decision, refusable: bool = True) -> str:
@@ -407,18 +473,7 @@ class Dispatcher:
                 self._log_transition(current, action.patch)
                 current = JobView.from_body(body, job.first_seen_ms)
             elif isinstance(action, Offer):
-                step = "stage_input"
-                key = (job.uid, job.generation)
-                if key not in self._staged:
-                    try:
-                        await self.staging.stage_input(input_uri(job, checked.controls, self.config),
-                                                       input_document(current))
-                    except StagingRefused as refused:
-                        log.warning("cannot stage the job: %s", refused.message, extra=_ctx(job))
-                        failed = staging_refused(current, self.now_ms(), self.config, checked, refused.reason,
-                                                 refused.message)
-                        return await self._act(current, checked, slot, attempt, failed)
-                    self._staged.add(key)
+                self._offered.add(key_of(job))  # its input was staged when its verdict was reached
             elif isinstance(action, EndLease):
                 self.leases.end(job.uid, action.lease, self.now_ms())
                 self.poke()  # the runner is free: the pool's state moves

@@ -2,10 +2,10 @@
 
 Attempts (a job is never handed out twice, and only one attempt's end counts):
 
-- ``status.attempts`` = attempts started. A queued job that admission lets start is offered to runners (``Offer``:
-  its input staged, then a runner's take may pick it). Attempt n starts when a runner takes the job: the take
-  writes IN_PROGRESS, ``attempts: n``, ``runnerPod`` and ``startedAt`` (``assignment_status``) under the job's
-  resourceVersion before the runner hears of it.
+- ``status.attempts`` = attempts started. A queued job that admission lets start is offered to runners (``Offer``;
+  its input was staged when its verdict was reached, ``verdicts``), and a runner's take may pick it. Attempt n
+  starts when a runner takes the job: the take writes IN_PROGRESS, ``attempts: n``, ``runnerPod`` and
+  ``startedAt`` (``assignment_status``) under the job's resourceVersion before the runner hears of it.
 - While IN_PROGRESS the attempt is seen through its lease (``leases.lease_state``): running (with progress, written
   at most once a second), done (the runner's outcome), or lapsed (``RunnerLost``). ``EndLease`` forgets a lease once
   the attempt's end is recorded in the status.
@@ -15,8 +15,9 @@ Attempts (a job is never handed out twice, and only one attempt's end counts):
 - Cancel and deadline (counted from ``startedAt``, the assignment) end the job at once (CANCELLED, TIMED_OUT); the
   runner is told to stop at its next heartbeat (``stop_reason``) and its lease ends when it reports.
 
-Happy path writes: IN_QUEUE (first sight) → IN_PROGRESS (the take) → COMPLETED, and one Event "Completed": 3 status
-writes and an Event (plus progress, at most one write a second; plus the delete with ``ttlSecondsAfterFinished``).
+Happy path writes: IN_QUEUE (once its verdict is in) → IN_PROGRESS (the take) → COMPLETED, and one Event
+"Completed": 3 status writes and an Event (plus progress, at most one write a second; plus the delete with
+``ttlSecondsAfterFinished``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class WriteStatus:
 
 @dataclass(frozen=True)
 class Offer:
-    """Stage the job's input (once), then offer the job to runners until one takes it."""
+    """Offer the job to runners until one takes it (its input was staged with its verdict)."""
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ class RunnerApi:
                 continue
             try:
                 checked = self.dispatcher.check(job)
-                if checked.needs is None:
+                if checked is None or checked.needs is None:
                     continue
                 attempt = job.attempts + 1
                 assignment = self._assignment(job, checked, attempt, new_lease_id(job.uid, attempt, self.rng))

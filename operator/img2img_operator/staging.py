@@ -1,6 +1,6 @@
-"""The job's S3 area: the operator writes input.json when the job is admitted, presigns the runner's reads and
-writes, reads result.json when the runner is done (and the images a webhook carries). Runners hold no credentials
-to it.
+"""The job's S3 area: the operator writes input.json when it reaches a valid job's verdict (``verdicts``),
+presigns the runner's reads and writes, reads result.json when the runner is done (and the images a webhook
+carries). Runners hold no credentials to it.
 
 Keys (docs/architecture.md, "Operator → runner"): ``s3://<bucket>/<prefix>/<namespace>/<job>/<uid>/input.json``;
 each attempt's results under ``…/<uid>/attempt-<n>/`` (``images/<i>.png``, or the extension of the job's
@@ -63,9 +63,10 @@ def result_uri(location: str, attempt: int) -> str:
     return f"{location}attempt-{attempt}/result.json"
 
 
-def input_document(job: JobView) -> bytes:
-    """input.json (docs/architecture.md): deterministic bytes, so staging it again writes the same object."""
-    doc = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "input": job.spec.get("input"),
+def input_document(job: JobView, spec_input: Any) -> bytes:
+    """input.json (docs/architecture.md) of the job's ``spec_input`` (the cache keeps no input: the dispatcher
+    passes it as it reached the verdict): deterministic bytes, so staging it again writes the same object."""
+    doc = {"namespace": job.namespace, "name": job.name, "uid": job.uid, "input": spec_input,
            "submittedAt": submitted_at_ms(job)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 

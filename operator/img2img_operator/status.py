@@ -45,10 +45,11 @@ def json_size(value: object) -> int:
 
 def output_budget(job: JobView) -> int:
     """The bytes of JSON the job's ``status.output`` may take: OUTPUT_BUDGET, or less when the rest of the job (a
-    spec with a megabyte of inline images) leaves less room under OBJECT_BUDGET."""
+    spec with a megabyte of inline images, counted by ``input_bytes`` when the view has no input) leaves less room
+    under OBJECT_BUDGET."""
     rest = {"spec": job.spec, "annotations": job.annotations,
             "status": {k: v for k, v in job.status.items() if k != "output"}}
-    return max(0, min(OUTPUT_BUDGET, OBJECT_BUDGET - json_size(rest)))
+    return max(0, min(OUTPUT_BUDGET, OBJECT_BUDGET - json_size(rest) - job.input_bytes))
 
 
 def condition_time(now: int) -> str:

@@ -22,6 +22,8 @@ LABEL_GPU_CLASS = f"{API_GROUP}/gpu-class"
 LABEL_LEADER = f"{API_GROUP}/leader"  # "true" on the leading operator's pod: the runner endpoint's Service selects it
 ANNOTATION_SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 RUNNER_CONTAINER = "runner"
+# the size of a job's spec.input as JSON, on the body the cache keeps instead of the input (``cache.kept_of_job``)
+INPUT_BYTES = "inputBytes"
 
 
 def resource_version(body: Mapping[str, Any]) -> int | None:
@@ -47,6 +49,7 @@ class JobView:
     deleting: bool = False
     first_seen_ms: int | None = None  # when this operator process first saw the job on a live watch event
     resource_version: str | None = None
+    input_bytes: int = 0  # of spec.input as JSON, when the spec comes without it (the cache keeps no input)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], first_seen_ms: int | None = None) -> JobView:
@@ -63,6 +66,7 @@ class JobView:
             deleting=bool(meta.get("deletionTimestamp")),
             first_seen_ms=first_seen_ms,
             resource_version=meta.get("resourceVersion"),
+            input_bytes=int(body.get(INPUT_BYTES) or 0),
         )
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from img2img_operator.cache import Cache
 
 from operator_samples import CONFIG, UID, job_body, runner_pod_body
@@ -91,16 +93,20 @@ def test_objects_without_identity_are_ignored():
     assert cache.snapshot() == [] and cache.pods() == [] and not changes
 
 
-def test_a_finished_job_is_kept_without_its_input_and_output_and_its_decisions_still_work():
-    from img2img_operator.controls import check_job
+def test_no_job_is_kept_with_its_input_and_a_finished_one_not_with_its_output_and_decisions_still_work():
     from img2img_operator.lifecycle import DeleteJob, next_step
+    from img2img_operator.verdicts import without_input
 
     cache, _, _ = make()
+    handed = []  # what the leader's dispatcher gets to hold until the job's verdict
+    cache.on_input = lambda key, spec_input, size: handed.append((key, spec_input, size))
     running = job_body({"status": "IN_PROGRESS"}, rv="10", ttlSecondsAfterFinished=60)
     running["metadata"]["managedFields"] = [{"manager": "img2img-operator", "fieldsV1": {"f:status": {}}}]
     cache.job_event("MODIFIED", running)
     (view,) = cache.snapshot()
-    assert view.spec["input"]["payload"]  # an active job keeps what its runner needs
+    size = len(json.dumps(running["spec"]["input"], separators=(",", ":")))  # the seed input is ASCII
+    assert "input" not in view.spec and view.input_bytes == size  # the status's budget still counts it
+    assert handed == [((UID, 1), running["spec"]["input"], size)]
     done = job_body({"status": "COMPLETED", "completedAt": "2026-01-01T00:00:05.000Z", "observedGeneration": 1,
                      "output": {"images": ["s3://b/k/0.png"], "info": "{}", "parameters": {"prompt": "x"}}},
                     rv="11", ttlSecondsAfterFinished=60)
@@ -111,8 +117,9 @@ def test_a_finished_job_is_kept_without_its_input_and_output_and_its_decisions_s
     assert view.spec["ttlSecondsAfterFinished"] == 60
     assert "managedFields" not in cache.job(view.uid)["metadata"]
     assert done["spec"]["input"] and done["status"]["output"]  # the caller's body is not changed
+    assert len(handed) == 1  # a finished job's input is nobody's business
 
-    checked = check_job(view.state, view.spec, view.namespace, CONFIG)
-    assert checked.ok and checked.controls.ttl_seconds_after_finished == 60
+    checked = without_input(view, CONFIG)
+    assert checked is not None and checked.ok and checked.controls.ttl_seconds_after_finished == 60
     decision = next_step(view, 1_767_225_600_000 + 3_600_000, CONFIG, checked=checked)
     assert [type(a) for a in decision.actions] == [DeleteJob]  # its TTL still applies

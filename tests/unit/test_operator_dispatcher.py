@@ -306,8 +306,18 @@ class Process:
         self.cursor = upto
 
     async def step(self) -> None:
+        """Events in, a pass; once the verdicts it started are in (worker threads), the pass their poke brings."""
         self.deliver()
+        self.dispatcher.wake.clear()
         await self.dispatcher.pass_once()
+        await validated(self.dispatcher)
+        if self.dispatcher.wake.is_set():
+            await self.dispatcher.pass_once()
+
+
+async def validated(dispatcher: Dispatcher) -> None:
+    """Wait until the verdicts being reached are in."""
+    await asyncio.gather(*dispatcher._validating.values())
 
 
 class Runner:
@@ -760,7 +770,7 @@ def test_a_stale_decision_is_refused_and_taken_again():
         job = cluster.job("s")
         job["metadata"].setdefault("labels", {})["x"] = "y"
         cluster._bump(job)
-        await proc.dispatcher.pass_once()
+        await proc.step()  # its verdict, then the decision on it
         assert cluster.writes["status"] == 0
         await proc.dispatcher.pass_once()  # the fresh job was read after the conflict
         assert cluster.writes["status"] == 1

@@ -116,8 +116,7 @@ def test_an_assignment_grants_exactly_the_jobs_reads_and_its_attempts_writes(pro
     async def go():
         client = await client_of(proc)
         try:
-            proc.deliver()
-            await proc.dispatcher.pass_once()
+            await proc.step()
             take = asyncio.create_task(client.post(TAKE, data=json.dumps(TAKE_BODY),
                                                    headers={"Authorization": f"Bearer {token}"}))
             response = await take
