@@ -92,6 +92,8 @@ def whoami(stack, token: str) -> str:
 
 
 def test_helm_installed_replicas_the_leader_sigkilled_mid_batch_the_other_takes_over(stack, namespace, tmp_path):
+    from kubernetes import client
+
     from img2img.local.bootstrap import TINY_POOL_MODELS, pool_manifest
     from img2img.local.components import NOOP_IMAGE, OPERATOR_IMAGE
     from img2img.local.executor.pod_network import NETWORK_ANNOTATION
@@ -182,11 +184,9 @@ def test_helm_installed_replicas_the_leader_sigkilled_mid_batch_the_other_takes_
         # restarted under the same name, which would lead again at once; the ReplicaSet makes a new standby.
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-        from kubernetes import client
-
         client.CoreV1Api(api).delete_namespaced_pod(leader_name, release_ns, grace_period_seconds=0)
-        wait_for("the standby to take the Lease", lambda: lease_holder() == standby["metadata"]["name"],
-                 timeout=60, every=0.2)
+        wait_for("the standby to take the Lease", lambda: poll() and lease_holder() == standby["metadata"]["name"],
+                 timeout=60, every=0.1)
         took = time.monotonic() - killed
         # the lease runs out leaseDurationSeconds after the standby last saw it renewed (within a retry period of
         # the kill), and the standby looks every retryPeriodSeconds; plus room for this loaded machine's polling

@@ -145,8 +145,8 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
     values_file.write_text(yaml.safe_dump(stack_values(stack, namespace, health_port, metrics_port, runners_port)))
     manifests = render([values_file], namespace=release_ns)
 
-    # What a cluster admin gets from `helm install`, less the Deployment (no kubelet runs the operator's image here:
-    # the operator runs as a local process below, with the same configuration and the same identity).
+    # What a cluster admin gets from `helm install`, less the Deployment: the operator runs as a local process below,
+    # with the same configuration and the same identity (test_helm_ha.py runs the Deployment's pods themselves).
     installed = [m for m in manifests if m["kind"] not in ABSENT_KINDS | {"Deployment", "Service"}]
     assert {m["kind"] for m in installed} >= {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
     stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_as_list(installed))
