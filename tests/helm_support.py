@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,31 @@ def operator_config(manifests: list[dict]) -> dict:
     """The operator's configuration file as the chart renders it into its ConfigMap."""
     cm = one(manifests, "ConfigMap", f"{FULLNAME}-config")
     return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def stack_values(stack, job_namespace: str, health_port: int, metrics_port: int, runners_port: int) -> dict:
+    """The chart's values for the embedded stack: its S3, its runner image, its node, its tiny models."""
+    catalog = yaml.safe_load(stack.catalog.read_text())
+    base = stack.catalog.parent
+    for entry in catalog["models"].values():  # the ConfigMap is mounted elsewhere: make the paths absolute
+        source = entry["source"]
+        for key in ("path", "file", "config"):
+            if key in source and not os.path.isabs(source[key]):
+                source[key] = str(base / source[key])
+    env = stack.env
+    return {
+        "watch": {"namespaces": [job_namespace]},
+        "operator": {"healthPort": health_port},
+        "metrics": {"port": metrics_port},
+        "runners": {"port": runners_port},
+        "runner": {
+            "image": {"repository": "img2img/runner", "tag": "local"},
+            "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}},
+            "modelCache": {"enabled": False},
+        },
+        "s3": {"bucket": stack.bucket, "endpoint": env["AWS_ENDPOINT_URL"], "region": env["AWS_REGION"],
+               "credentialsSecret": "img2img-s3"},
+        "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 1}},
+        "catalog": {"content": catalog},
+        "defaults": {"timeoutSeconds": 900},
+    }

@@ -13,10 +13,16 @@ from img2img.local.paths import REPO_ROOT
 
 NODE_NAME = "local-gpu-0"
 RUNNER_IMAGE = "img2img/runner:local"
+OPERATOR_IMAGE = "img2img/operator:local"  # the chart's operator image, as `operator.image` names it here
+NOOP_IMAGE = "img2img/noop:local"  # a runner without model work (bench/noop-image)
+NOOP_BIN = REPO_ROOT / "bench" / "noop-image" / "bin"
 
 # The controllers this stack has no other way to get: owner references cascade, namespaces finish deleting,
-# service accounts and their tokens exist, pods of vanished nodes are collected; Job for comparisons.
+# service accounts and their tokens exist, pods of vanished nodes are collected; Job for comparisons; Deployment and
+# ReplicaSet for the chart's operator, installed with `helm install` and run by the executor.
 CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
     "garbage-collector-controller",
     "namespace-controller",
     "serviceaccount-controller",
@@ -116,8 +122,15 @@ def python_image() -> dict:
     return {"pathPrepend": [str(Path(sys.executable).parent)], "paths": sorted(paths)}
 
 
-def executor_config(state_dir: Path, gpus: int) -> dict:
-    """The executor's configuration: one node with ``gpus`` GPUs, whose images are this Python environment."""
+def noop_image() -> dict:
+    """This Python environment with the no-op runner first on PATH."""
+    image = python_image()
+    return {**image, "pathPrepend": [str(NOOP_BIN), *image["pathPrepend"]]}
+
+
+def executor_config(state_dir: Path, gpus: int, host_ports: list[int] = ()) -> dict:
+    """The executor's configuration: one node with ``gpus`` GPUs, whose images are this Python environment;
+    ``host_ports`` (S3) are reached from the pods with a network of their own (the API server's is always)."""
     return {
         "nodeName": NODE_NAME,
         "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110", "nvidia.com/gpu": str(gpus)},
@@ -126,8 +139,10 @@ def executor_config(state_dir: Path, gpus: int) -> dict:
         # The image name picks the local environment a container runs in, as a registry would pick its layers.
         "images": {
             "img2img/runner:*": python_image(),
-            "img2img/noop:*": python_image(),
+            "img2img/operator:*": python_image(),
+            "img2img/noop:*": noop_image(),
         },
+        "hostPorts": list(host_ports),
     }
 
 

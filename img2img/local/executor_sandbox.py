@@ -4,11 +4,13 @@ Run by the executor as `python -I -S .../executor_sandbox.py SPEC.json` in a new
 What it does, in order (the part a container runtime does between "create" and "start"):
 
 1. `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the container dies if the executor dies (survives the exec).
-2. If the spec asks for it: open every mount source (O_PATH), `unshare(CLONE_NEWNS)`, make `/` recursively private,
+2. If the spec names one (`netns`: a pod with a network of its own, see executor/pod_network.py), join that network
+   namespace.
+3. If the spec asks for it: open every mount source (O_PATH), `unshare(CLONE_NEWNS)`, make `/` recursively private,
    then bind-mount every volume onto its mountPath (sorted by depth; targets created when missing; read-only
    remounts) — so the process sees `/dev/termination-log`, emptyDirs, Secrets... exactly where a container would.
-3. chdir to the working directory (created when missing, as runc does).
-4. Resolve the executable with the container's PATH and `execve` it with the container's environment.
+4. chdir to the working directory (created when missing, as runc does).
+5. Resolve the executable with the container's PATH and `execve` it with the container's environment.
 
 Failures before the exec (a mount, an executable not found) are reported as JSON on the `status_fd` pipe and the
 launcher exits 128: the executor turns that into the runtime's `StartError`. The pipe is close-on-exec, so a
@@ -29,6 +31,7 @@ import sys
 import tempfile
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
@@ -129,6 +132,10 @@ def launch(spec: dict) -> int:
         libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != spec.get("parent_pid", os.getppid()):
             return START_ERROR_EXIT  # the executor died while we were starting
+        if spec.get("netns"):
+            netns_fd = os.open(spec["netns"], os.O_RDONLY)
+            _check(libc().setns(netns_fd, CLONE_NEWNET), f"setns({spec['netns']})")
+            os.close(netns_fd)
         workdir = spec["workdir"]
         # The executor's own folders (mount sources, the default working dir) may lie under a mountPath (an emptyDir
         # on /tmp while the state dir is in /tmp): hold them by file descriptor before anything is mounted.

@@ -162,7 +162,8 @@ class Stack(Supervisor):
 
     def _start_executor(self, state: dict, info: StackInfo) -> None:
         config_file = self.state_dir / "executor.yaml"
-        config_file.write_text(yaml.safe_dump(executor_config(self.state_dir, self.gpus), sort_keys=False))
+        config = executor_config(self.state_dir, self.gpus, host_ports=[state["ports"]["minio"]])
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.spawn(state, "executor", executor_argv(info.kubeconfig, config_file))
 
         def schedulable() -> bool:

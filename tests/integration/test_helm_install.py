@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helm_support import EXAMPLES, FULLNAME, operator_config, render
+from helm_support import EXAMPLES, FULLNAME, operator_config, render, stack_values
 
 pytestmark = pytest.mark.stack
 
@@ -89,34 +89,6 @@ def test_the_crd_shipped_in_the_chart_is_the_one_the_api_server_serves(stack, cr
 
 
 # ---- 2. the operator under the chart's ServiceAccount -------------------------------------------------------------
-def _stack_values(stack, job_namespace: str, health_port: int, metrics_port: int, runners_port: int) -> dict:
-    """The chart's values for the embedded stack: its S3, its runner image, its node, its tiny models."""
-    catalog = yaml.safe_load(stack.catalog.read_text())
-    base = stack.catalog.parent
-    for entry in catalog["models"].values():  # the ConfigMap is mounted elsewhere: make the paths absolute
-        source = entry["source"]
-        for key in ("path", "file", "config"):
-            if key in source and not os.path.isabs(source[key]):
-                source[key] = str(base / source[key])
-    env = stack.env
-    return {
-        "watch": {"namespaces": [job_namespace]},
-        "operator": {"healthPort": health_port},
-        "metrics": {"port": metrics_port},
-        "runners": {"port": runners_port},
-        "runner": {
-            "image": {"repository": "img2img/runner", "tag": "local"},
-            "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}},
-            "modelCache": {"enabled": False},
-        },
-        "s3": {"bucket": stack.bucket, "endpoint": env["AWS_ENDPOINT_URL"], "region": env["AWS_REGION"],
-               "credentialsSecret": "img2img-s3"},
-        "gpuClasses": {"local": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 1}},
-        "catalog": {"content": catalog},
-        "defaults": {"timeoutSeconds": 900},
-    }
-
-
 def _token_kubeconfig(stack, namespace: str, service_account: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount itself (a bound token from the TokenRequest API)."""
     token = stack.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h").stdout.strip()
@@ -170,11 +142,11 @@ def test_the_operator_runs_the_seed_job_under_the_charts_service_account(stack, 
     _ensure_namespace(stack, release_ns, restricted=True)
     health_port, metrics_port, runners_port = free_port(), free_port(), free_port()
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(_stack_values(stack, namespace, health_port, metrics_port, runners_port)))
+    values_file.write_text(yaml.safe_dump(stack_values(stack, namespace, health_port, metrics_port, runners_port)))
     manifests = render([values_file], namespace=release_ns)
 
-    # What a cluster admin gets from `helm install`, less the Deployment (no kubelet runs the operator's image here:
-    # the operator runs as a local process below, with the same configuration and the same identity).
+    # What a cluster admin gets from `helm install`, less the Deployment: the operator runs as a local process below,
+    # with the same configuration and the same identity (test_helm_ha.py runs the Deployment's pods themselves).
     installed = [m for m in manifests if m["kind"] not in ABSENT_KINDS | {"Deployment", "Service"}]
     assert {m["kind"] for m in installed} >= {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
     stack.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_as_list(installed))

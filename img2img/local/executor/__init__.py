@@ -14,6 +14,9 @@ through the same API calls they make, so the operator cannot tell the difference
   (SIGTERM, grace, SIGKILL, then DELETE with grace 0), the Eviction API, and node-pressure eviction on demand
   (kills.py): annotate a pod `local.img2img.dev/evict: "true"` (or a resource name such as `"memory"`) and it is
   killed and marked Failed/Evicted with `DisruptionTarget` (`TerminationByKubelet`).
+- **Network** (pod_network.py): pods share this host's network, except those annotated `local.img2img.dev/network:
+  pod`, which get a network namespace of their own; Services that select them are proxied from this host's loopback
+  (kube-proxy's part), and every container's /etc/hosts names the Services (cluster DNS's part).
 
 The modules without I/O (scheduling, quantities, pod_status, exits, kills, env, images, kube_time) hold the
 decisions, on plain API dicts; the others do the I/O around them: main.py (the command line and the controller loop),

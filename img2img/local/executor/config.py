@@ -13,6 +13,8 @@
     shutdownGracePeriodSeconds: 5   # cap on each pod's grace period when the executor stops
     mountNamespace: auto            # auto | true | false (false: the non-root fallback, see processes.py)
     hostIP: 127.0.0.1               # also podIP (podIP: ...)
+    hostPorts: [9000]               # this host's loopback ports that pods with a network of their own reach on their
+                                    # 127.0.0.1 (the API server's always; see pod_network.py)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Config:
     scheduler_name: str = DEFAULT_SCHEDULER
     shutdown_grace_seconds: float = 5.0
     mount_namespace: str = "auto"  # auto | true | false
+    host_ports: list[int] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, raw: dict) -> Config:
@@ -76,6 +79,7 @@ class Config:
         cfg.scheduler_name = get("schedulerName", "scheduler_name", default=cfg.scheduler_name)
         cfg.shutdown_grace_seconds = float(get("shutdownGracePeriodSeconds", "shutdown_grace_seconds",
                                                default=cfg.shutdown_grace_seconds))
+        cfg.host_ports = [int(p) for p in get("hostPorts", "host_ports", default=[])]
         cfg.mount_namespace = str(get("mountNamespace", "mount_namespace", default="auto")).lower()
         return cfg
 

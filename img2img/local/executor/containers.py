@@ -39,6 +39,7 @@ from img2img.local.executor.exits import (
 )
 from img2img.local.executor.images import image_id, image_pull_error, match_image
 from img2img.local.executor.kube_time import utcnow
+from img2img.local.executor.pod_network import has_own_network
 from img2img.local.executor.pod_status import ContainerRun, recover_runs
 from img2img.local.executor.processes import (
     kill_group, read_start_report, read_tail, start_launcher, start_time, wait_container,
@@ -86,6 +87,7 @@ class PodContainers:
         self.volume_retry_at: dt.datetime | None = None
         self.last_mount_error = ""
         self.sandbox_ready = False
+        self.netns: str | None = None  # the pod's network namespace, when it has one (pod_network.py)
 
     def recover(self, status: dict) -> None:
         """Containers the API shows as started, which this (new) executor process cannot have: they are gone."""
@@ -127,6 +129,17 @@ class PodContainers:
         if self.volume_retry_at and now < self.volume_retry_at:
             return False
         cfg = self.kubelet.cfg
+        try:
+            if has_own_network(pod):
+                self.netns = self.kubelet.networks.create(self.uid)
+        except OSError as e:
+            msg = f"Failed to create pod sandbox: setting up its network namespace: {e}"
+            if msg != self.last_mount_error:
+                log.warning("pod %s: %s", self.key, msg)
+                self.event("Warning", "FailedCreatePodSandBox", msg)
+                self.last_mount_error = msg
+            self.volume_retry_at = now + dt.timedelta(seconds=2)
+            return False
         try:
             self.volumes = prepare_volumes(pod, self.dir / "volumes", kube=self.kubelet.kube,
                                            pvc_root=cfg.state_dir / "pvc", pod_ip=cfg.pod_ip, host_ip=cfg.host_ip,
@@ -230,6 +243,9 @@ class PodContainers:
         mounts = []
         if self.kubelet.mount_namespace:
             mounts = container_mounts(c, self.volumes or {}, term_file)
+            hosts = cdir / "hosts"  # the Services' names (pod_network.py)
+            hosts.write_text(self.kubelet.networks.hosts())
+            mounts.append({"source": str(hosts), "target": "/etc/hosts", "read_only": True})
         else:
             env = {**env, "IMG2IMG_TERMINATION_LOG": str(term_file)}
             if c.get("volumeMounts"):
@@ -237,7 +253,8 @@ class PodContainers:
                             self.key, r.name)
         spec = {"argv": argv, "env": env, "workdir": c.get("workingDir") or str(self.dir / "work"),
                 "workdir_is_host_path": not c.get("workingDir"), "mounts": mounts,
-                "image_paths": entry.get("paths", []), "mount_namespace": self.kubelet.mount_namespace}
+                "image_paths": entry.get("paths", []), "mount_namespace": self.kubelet.mount_namespace,
+                "netns": self.netns}
         try:
             proc, offset, status_r = start_launcher(spec, cdir / f"launch-{cid[:12]}.json",
                                                     self.dir / "logs" / f"{r.name}.log", self.dir)

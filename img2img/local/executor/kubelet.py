@@ -31,6 +31,7 @@ from img2img.local.executor.env import kubernetes_service_env
 from img2img.local.executor.events import EventRecorder
 from img2img.local.executor.kills import MIN_KILL_GRACE
 from img2img.local.executor.node import NodeAgent
+from img2img.local.executor.pod_network import HTTPS_PORT, PodNetworks
 from img2img.local.executor.pod_status import is_terminal, was_started
 from img2img.local.executor.pod_worker import PodWorker
 from img2img.local.executor.processes import Processes, cleanup_leftovers, probe_mount_namespace
@@ -46,6 +47,8 @@ class Kubelet:
         self.processes = Processes()
         self.mount_namespace = False
         self.service_env = kubernetes_service_env(kube.host)
+        api_port = int(self.service_env["KUBERNETES_SERVICE_PORT"])
+        self.networks = PodNetworks({api_port: api_port, HTTPS_PORT: api_port, **{p: p for p in cfg.host_ports}})
         self.workers: dict[str, PodWorker] = {}
         self.done: dict[str, Path] = {}  # uid -> pod dir, for pods this process finished
         self.finalized: set[str] = set()
@@ -119,6 +122,7 @@ class Kubelet:
         for uid in [u for u in self.done if u not in live]:
             volumes = self.done.pop(uid) / "volumes"
             shutil.rmtree(volumes, ignore_errors=True)
+            self.networks.delete(uid)
             with self.lock:
                 self.finalized.discard(uid)
 
@@ -141,3 +145,4 @@ class Kubelet:
             if w.thread.is_alive():
                 w.thread.join(max(deadline - time.monotonic(), 0.01))
         self.processes.kill_all()
+        self.networks.close()

@@ -42,6 +42,7 @@ class Executor:
         self.events = EventRecorder(self.kube, cfg.node_name, self.stop)
         self.pods = Informer(lambda: connect(kubeconfig), "/api/v1/pods", "pods", self.notify, self.stop)
         self.nodes = Informer(lambda: connect(kubeconfig), "/api/v1/nodes", "nodes", self.notify, self.stop)
+        self.services = Informer(lambda: connect(kubeconfig), "/api/v1/services", "services", self.notify, self.stop)
         self.node = NodeAgent(cfg, self.kube, self.nodes, self.stop)
         self.kubelet = Kubelet(cfg, self.kube, self.events, self.node, self.notify)
         self.scheduler = Scheduler(cfg.scheduler_name, self.kube, self.events) if cfg.scheduler else None
@@ -59,6 +60,7 @@ class Executor:
             time.sleep(0.02)  # let bursts of watch events coalesce
             try:
                 pods = self.pods.snapshot()
+                self.kubelet.networks.sync(pods, self.services.snapshot())
                 self.kubelet.sync(pods)
                 if self.scheduler is not None:
                     self.scheduler.schedule_pending(pods, self.nodes.snapshot())
@@ -76,7 +78,8 @@ class Executor:
         self.node.start_heartbeat()
         self.pods.start()
         self.nodes.start()
-        while not (self.pods.synced.wait(0.5) and self.nodes.synced.wait(0.5)):
+        self.services.start()
+        while not all(i.synced.wait(0.5) for i in (self.pods, self.nodes, self.services)):
             if self.stop.is_set():
                 return
         self.controller = threading.Thread(target=self._controller, name="controller", daemon=True)
@@ -129,5 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         executor.shutdown()
     finally:
         processes.kill_all()
+        executor.kubelet.networks.close()
     log.info("executor stopped")
     return 0
