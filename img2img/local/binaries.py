@@ -156,7 +156,27 @@ class Binaries:
     helm: Path
 
 
+# Host commands the local executor runs that a minimal machine may lack, and the Debian package of each: `ip` makes a
+# pod's own network namespace (executor/pod_network.py).
+HOST_COMMANDS = {"ip": "iproute2"}
+
+
+def ensure_host_commands() -> None:
+    """Install the missing host commands from Debian's packages when this is root on Debian; else say what is missing."""
+    missing = sorted({package for command, package in HOST_COMMANDS.items() if shutil.which(command) is None})
+    if not missing:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"installing {', '.join(missing)} (apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+        return
+    raise SystemExit(f"the local stack needs these packages installed: {', '.join(missing)}")
+
+
 def ensure_all() -> Binaries:
+    ensure_host_commands()
     k8s = build_group(K8S)
     minio = build_group(MINIO)
     tools = kubectl_helm_dir()
