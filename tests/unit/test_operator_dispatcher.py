@@ -25,6 +25,7 @@ from img2img_operator.cache import Cache
 from img2img_operator.dispatcher import Dispatcher
 from img2img_operator.kube import Conflict, Gone, Refused
 from img2img_operator.leases import LeaseTable
+from img2img_operator.lifecycle import QUEUED_WRITE_AFTER_MS
 from img2img_operator.metrics import Metrics
 from img2img_operator.runner_api import RunnerApi
 from img2img_operator.runner_pods import made_by_operator
@@ -448,7 +449,8 @@ def test_a_batch_runs_each_job_once_with_at_most_two_at_a_time_by_priority():
         assert s["result"].endswith("/attempt-1/result.json") and "progress" not in s
 
 
-def test_happy_path_costs_three_status_writes_and_an_event_per_job_on_a_warm_runner():
+def test_happy_path_costs_two_status_writes_and_an_event_per_job_on_a_warm_runner():
+    """IN_PROGRESS (the take) and COMPLETED: a job taken at once is never written IN_QUEUE."""
     cluster = Cluster()
     cluster.add_pool("warm", models=["sd_xl_base_1.0"], minReady=1)
     fleet = Fleet(cluster, steps=0)
@@ -459,7 +461,7 @@ def test_happy_path_costs_three_status_writes_and_an_event_per_job_on_a_warm_run
     run(drive(cluster, CFG, fleet, steps=8))
     assert states(cluster) == {"only": "COMPLETED"}
     writes = cluster.writes - before
-    assert writes["status"] == 3 and writes["event"] == 1 and writes["pod_create"] == 0 and writes["pod_delete"] == 0
+    assert writes["status"] == 2 and writes["event"] == 1 and writes["pod_create"] == 0 and writes["pod_delete"] == 0
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -745,6 +747,7 @@ def test_a_runner_that_never_got_an_attempt_and_works_on_another_job_is_kept_and
 def test_a_stale_decision_is_refused_and_taken_again():
     cluster = Cluster()
     cluster.submit("s")
+    cluster.now += QUEUED_WRITE_AFTER_MS  # no runner took it: its IN_QUEUE status is due
 
     async def scenario():
         proc = Process(cluster, CFG)
