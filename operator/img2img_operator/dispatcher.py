@@ -284,6 +284,8 @@ class Dispatcher:
             decision = next_step(job, now, self.config, checked=checked, slot=slot, attempt=attempt,
                                  ended_ms=self._ended(job))
             next_wake = _min(next_wake, decision.wake_at)
+            if decision.actions == (Offer(),) and (job.uid, job.generation) in self._staged:
+                continue  # offered already: a waiting job costs a pass no task
             if decision.actions or decision.fetch_result:
                 work.append(self._guarded(semaphore, job, checked, slot, attempt, decision))
             elif job.state in TERMINAL and not job.deleting and attempt is None:
