@@ -191,8 +191,10 @@ def throughput(kube: Kube, stack: scale.BenchStack, info: StackInfo, args: argpa
         scale.remove_pool(kube, stack, info, pool)
     job_input = scale.seed_input()
     out: dict[str, Any] = {"phases": {}}
-    for key, gpu_class, overrides in (("warm", WARM_CLASS, scale.operator_overrides(limit, classes=(WARM_CLASS,))),
-                                      ("cold", COLD_CLASS, cold_path_overrides(limit))):
+    paths = [("warm", WARM_CLASS, scale.operator_overrides(limit, classes=(WARM_CLASS,)))]
+    if not args.skip_cold:
+        paths.append(("cold", COLD_CLASS, cold_path_overrides(limit)))
+    for key, gpu_class, overrides in paths:
         stack.stop("operator")
         stack.start_operator(info, overrides)
         if key == "warm":
@@ -260,6 +262,8 @@ def print_report(results: dict, out=sys.stdout) -> None:
     if tp:
         for key, label in (("warm", f"{results['parameters']['runners']} warm no-op runners"),
                            ("cold", "cold path (a fresh runner per job)")):
+            if key not in tp:
+                continue
             phase, f = tp["phases"][key], tp[key]
             line(f"burst, {label}: {phase['completed']}/{phase['jobs']} COMPLETED, {f['jobs_per_s']:.1f} jobs/s; "
                  f"operator CPU {f['operator_cpu_ms_per_job']:.1f} ms/job; runner pods created "
@@ -283,6 +287,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="concurrent create requests of a burst (default 8)")
     p.add_argument("--skip-sequential", action="store_true", help="only the bursts on no-op runners")
     p.add_argument("--skip-throughput", action="store_true", help="only the sequential jobs on the real runner")
+    p.add_argument("--skip-cold", action="store_true", help="the burst on warm no-op runners only, not the cold path")
     return stack_run_arguments(p)
 
 

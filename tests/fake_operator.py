@@ -44,6 +44,7 @@ class FakeOperator:
     port: int = 0  # 0: any free port
     heartbeat_seconds: float = 0.05
     done_status: int = 200  # 409: refuse every outcome (a lease that is no longer current)
+    next_in_done: bool = False  # answer a done that carries models with the next queued assignment, if any
     stop_when: Callable[[Heartbeat], str | None] = lambda beat: None  # the heartbeat answer's ``stop``
     pending: queue.Queue = field(default_factory=queue.Queue)  # assignments to hand out, in order
     objects: dict[str, bytes] = field(default_factory=dict)  # key -> bytes (the presigned-style URLs)
@@ -51,6 +52,7 @@ class FakeOperator:
     takes: list[TakeRequest] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
     dones: list[Done] = field(default_factory=list)
+    handed_in_done: list[str] = field(default_factory=list)  # leases handed out with the answer to a done
     authorizations: set[str] = field(default_factory=set)  # Authorization headers seen
 
     def __post_init__(self) -> None:
@@ -141,6 +143,13 @@ class FakeOperator:
                 self._done.notify_all()
             if self.done_status == 409:
                 return 409, {"accepted": False, "reason": "the lease is not current"}
+            if self.next_in_done and data.get("models") is not None:
+                try:
+                    following = self.pending.get_nowait()
+                except queue.Empty:
+                    return 200, {"accepted": True}
+                self.handed_in_done.append(following.lease)
+                return 200, {"accepted": True, "assignment": following.model_dump()}
             return 200, {"accepted": True}
         return 404, {"error": path}
 

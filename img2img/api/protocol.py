@@ -12,7 +12,9 @@ the token in their environment) can take jobs.
   the lease or says ``stop`` (the job was cancelled, ran past its deadline, or the lease was lost): the runner
   interrupts at the next step and goes back to ``take``.
 - ``done``: the outcome. Only the current lease holder's outcome counts (fencing): a late answer from a lost lease is
-  refused with 409 and changes nothing.
+  refused with 409 and changes nothing. A runner that wants more work says which models it holds (``models``, as in
+  ``take``): an accepted outcome is then answered with its next assignment when a job waits for it (recorded as a
+  take records it), saving a take; without one (or from an operator that predates this), it takes as usual.
 
 The runner holds no credentials to tenants' S3 areas: the assignment carries presigned URLs for exactly that
 attempt's input and outputs, and for the ``s3://`` images the job refers to.
@@ -100,11 +102,14 @@ class Done(Message):
     runner: str
     lease: str
     outcome: dict[str, Any] = Field(..., description="the attempt's outcome (see img2img.api.termination)")
+    models: list[str] | None = Field(None, description="catalog names the runner holds loaded, when it wants its "
+                                                       "next job in the answer (None: it will take)")
 
 
 class DoneReply(Message):
     accepted: bool
     reason: str | None = None
+    assignment: Assignment | None = Field(None, description="the runner's next job (only when it sent models)")
 
 
 # ---- runner identity ----------------------------------------------------------------------------------------------

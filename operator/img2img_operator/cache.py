@@ -122,6 +122,9 @@ class Cache:
         self._pods = _Store(lambda b: _meta(b, "name"), clock)
         self._pools = _Store(lambda b: _meta(b, "name"), clock)
         self._first_seen: dict[str, int] = {}
+        # the view of each unfinished job's stored body, kept while that body is the stored one: a pass and every
+        # take read each waiting job, and building a view costs more than the decision that reads it
+        self._views: dict[str, tuple[Body, JobView]] = {}
         self._changed: set[str] = set()  # job uids whose job changed (or whose attempt did) since take_changed()
         self._on_change = on_change or (lambda: None)
         self._clock = clock
@@ -156,6 +159,7 @@ class Cache:
     def forget_job(self, uid: str, rv: int | None = None) -> None:
         self._jobs.forget(uid, rv)
         self._first_seen.pop(uid, None)
+        self._views.pop(uid, None)
         self.touch(uid)
 
     def _job_gone(self, body: Body) -> None:
@@ -189,7 +193,18 @@ class Cache:
 
     def job_view(self, uid: str) -> JobView | None:
         body = self._jobs.items.get(uid)
-        return JobView.from_body(body, self._first_seen.get(uid)) if body is not None else None
+        return self._view(uid, body) if body is not None else None
+
+    def _view(self, uid: str, body: Body) -> JobView:
+        kept = self._views.get(uid)
+        if kept is not None and kept[0] is body:
+            return kept[1]
+        view = JobView.from_body(body, self._first_seen.get(uid))
+        if view.state in TERMINAL:  # decided once, then settled: not worth the memory with thousands present
+            self._views.pop(uid, None)
+        else:
+            self._views[uid] = (body, view)
+        return view
 
     def replace_jobs(self, items: Iterable[Body], list_rv: int | None) -> None:
         stored, dropped = self._jobs.replace(items, list_rv)
@@ -197,6 +212,7 @@ class Cache:
             self._changed.add(uid)
         for uid in dropped:
             self._first_seen.pop(uid, None)
+            self._views.pop(uid, None)
         self._on_change()
 
     # ---- runner pods and pools (the runner namespace) ---------------------------------------------------------
@@ -243,8 +259,7 @@ class Cache:
     # ---- reading ----------------------------------------------------------------------------------------------
     def snapshot(self, skip: Callable[[str], bool] | None = None) -> list[JobView]:
         """Every job but those ``skip(uid)`` passes over (views are built only for the rest)."""
-        return [JobView.from_body(body, self._first_seen.get(uid)) for uid, body in self._jobs.items.items()
-                if skip is None or not skip(uid)]
+        return [self._view(uid, body) for uid, body in self._jobs.items.items() if skip is None or not skip(uid)]
 
     def take_changed(self) -> set[str]:
         """The uids of the jobs that changed (or went) since the last call."""

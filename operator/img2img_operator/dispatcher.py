@@ -57,6 +57,7 @@ from .pool_scaling import (
     pool_status,
     problem_status,
     queue_shares,
+    status_write_at,
 )
 from .queue import Limits, admit
 from .report import check_result
@@ -141,6 +142,7 @@ class Dispatcher:
         self._failed_before_take: dict[str, list[tuple[str, str, int]]] = {}  # pool → (runner, why, when)
         self._ended_pods: set[str] = set()  # runner pods seen ended (and being removed)
         self._pool_errors: dict[str, int] = {}  # pool → not before ms (creating its runners failed)
+        self._pool_written: dict[str, int] = {}  # pool → when its status was last written (ms)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -341,6 +343,8 @@ class Dispatcher:
             decision = next_step(job, now, self.config, checked=checked, slot=slot, attempt=attempt,
                                  ended_ms=self._ended(job))
             next_wake = _min(next_wake, decision.wake_at)
+            if decision.actions == (Offer(),) and (job.uid, job.generation) in self._offered:
+                continue  # offered already: a waiting job costs a pass no task
             if decision.actions or decision.fetch_result:
                 work.append(self._guarded(semaphore, job, checked, slot, attempt, decision))
             elif job.state in TERMINAL and not job.deleting and attempt is None:
@@ -599,7 +603,7 @@ class Dispatcher:
         if work:
             await asyncio.gather(*work)
 
-        await self._write_pool_statuses(pools, problems, runners, queued, now)
+        wake = _min(wake, await self._write_pool_statuses(pools, problems, runners, queued, now))
         self.metrics.observe_pools(
             Counter((name, r.state) for name, rs in runners.items() for r in rs), queued)
         return wake
@@ -649,8 +653,11 @@ class Dispatcher:
             log.debug("cannot post event %s: %s", reason, e)
 
     async def _write_pool_statuses(self, pools: list[Pool], problems: dict[str, str],
-                                   runners: dict[str, list[Runner]], queued: dict[str, int], now: int) -> None:
+                                   runners: dict[str, list[Runner]], queued: dict[str, int], now: int) -> int | None:
+        """Each pool's status written if it changed (``status_write_at``); the next moment one is due."""
         bodies = {(b.get("metadata") or {}).get("name"): b for b in self.cache.pools()}
+        self._pool_written = {name: ms for name, ms in self._pool_written.items() if name in bodies}
+        wake = None
         for name, body in bodies.items():
             stored = body.get("status") or {}
             generation = (body.get("metadata") or {}).get("generation")
@@ -664,17 +671,21 @@ class Dispatcher:
                                      previous_conditions=previous, failed_before_take=failed)
             else:
                 continue
-            if wanted == stored:
+            at = status_write_at(wanted, stored, self._pool_written.get(name), now)
+            if at is None or at > now:
+                wake = _min(wake, at)
                 continue
             try:
                 fresh = await self.kube.patch_pool_status(self.config.runners.namespace, name, wanted)
                 self.cache.put_pool(fresh)
+                self._pool_written[name] = now
                 self.metrics.write("pool_status")
             except Gone:
                 pass
             except Exception as e:
                 self.metrics.error("pool_status")
                 log.warning("cannot write the status of pool %s: %s", name, e)
+        return wake
 
     @staticmethod
     async def _quietly(coro: Any) -> Any:

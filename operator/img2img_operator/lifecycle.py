@@ -3,9 +3,10 @@
 Attempts (a job is never handed out twice, and only one attempt's end counts):
 
 - ``status.attempts`` = attempts started. A queued job that admission lets start is offered to runners (``Offer``;
-  its input was staged when its verdict was reached, ``verdicts``), and a runner's take may pick it. Attempt n
-  starts when a runner takes the job: the take writes IN_PROGRESS, ``attempts: n``, ``runnerPod`` and
-  ``startedAt`` (``assignment_status``) under the job's resourceVersion before the runner hears of it.
+  its input was staged when its verdict was reached, ``verdicts``); a new one admitted at once gets no IN_QUEUE
+  status unless it is still untaken after ``QUEUED_WRITE_AFTER_MS`` (``unwritten_while_offered``). Attempt n starts
+  when a runner takes the job: the take writes IN_PROGRESS, ``attempts: n``, ``runnerPod`` and ``startedAt``
+  (``assignment_status``) under the job's resourceVersion before the runner hears of it.
 - While IN_PROGRESS the attempt is seen through its lease (``leases.lease_state``): running (with progress, written
   at most once a second), done (the runner's outcome), or lapsed (``RunnerLost``). ``EndLease`` forgets a lease once
   the attempt's end is recorded in the status.
@@ -15,8 +16,8 @@ Attempts (a job is never handed out twice, and only one attempt's end counts):
 - Cancel and deadline (counted from ``startedAt``, the assignment) end the job at once (CANCELLED, TIMED_OUT); the
   runner is told to stop at its next heartbeat (``stop_reason``) and its lease ends when it reports.
 
-Happy path writes: IN_QUEUE (once its verdict is in) → IN_PROGRESS (the take) → COMPLETED, and one Event
-"Completed": 3 status writes and an Event (plus progress, at most one write a second; plus the delete with
+Happy path writes: IN_PROGRESS (the take) → COMPLETED, and one Event "Completed": 2 status writes and an Event (plus
+IN_QUEUE first, once its verdict is in, for a job that waits; progress at most one write a second; the delete with
 ``ttlSecondsAfterFinished``).
 """
 
@@ -43,6 +44,7 @@ from .views import JobView
 
 QUEUED_MESSAGE = "waiting for a runner"
 PROGRESS_INTERVAL_MS = 1000  # at most one progress write a second per job
+QUEUED_WRITE_AFTER_MS = 10_000  # a new job offered at once is written IN_QUEUE only if still untaken then
 
 IN_QUEUE = JobState.IN_QUEUE.value
 IN_PROGRESS = JobState.IN_PROGRESS.value
@@ -244,10 +246,21 @@ def _waiting(job: JobView, now: int, config: OperatorConfig, slot: Slot, ended_m
         failure = job.status.get("lastFailure") or {}
         reason = "Retrying"
         message = _retrying(n, str(failure.get("reason") or "Unknown"), str(failure.get("message") or ""), config)
+    offer = (Offer(),) if slot.admit and ready else ()
+    if offer and unwritten_while_offered(job, now):
+        return Decision(offer, wake_at=submitted_at_ms(job) + QUEUED_WRITE_AFTER_MS)
     wanted = desired(job, now, IN_QUEUE, reason, message, **_first_fields(job), attempts=n,
                      queuePosition=slot.position)
-    offer = (Offer(),) if slot.admit and ready else ()
     return _write(job, wanted, *offer, wake_at=None if ready else when)
+
+
+def unwritten_while_offered(job: JobView, now: int) -> bool:
+    """A new job admitted at once is offered to runners without a status: the take writes IN_PROGRESS as its first
+    status. Every reader (the gateway, the CLI) already reads a job without a status as IN_QUEUE, so the IN_QUEUE
+    write would say nothing new to them; it is made only for a job still untaken ``QUEUED_WRITE_AFTER_MS`` after its
+    submission, for ``kubectl`` and its ``submittedAt``. A job held back by admission (a queue position) or waiting
+    for a retry is written at once."""
+    return job.state is None and job.attempts == 0 and now < submitted_at_ms(job) + QUEUED_WRITE_AFTER_MS
 
 
 def _in_flight(job: JobView, now: int, config: OperatorConfig, c: Controls, attempt: LeaseState,

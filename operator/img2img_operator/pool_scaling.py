@@ -175,6 +175,18 @@ def plan_scale(pool: Pool, runners: Sequence[Runner], queued: int, now_ms: int) 
 
 
 # ---- status -------------------------------------------------------------------------------------------------------
+POOL_STATUS_INTERVAL_MS = 1000  # at most one status write a second per pool: its counts move with every job
+
+
+def status_write_at(wanted: Mapping[str, Any], stored: Mapping[str, Any], last_written_ms: int | None,
+                    now_ms: int) -> int | None:
+    """When to write a pool's status: None when ``wanted`` is what is stored; else now, or, within
+    ``POOL_STATUS_INTERVAL_MS`` of its last write, once that interval has passed (then with what is wanted then)."""
+    if wanted == stored:
+        return None
+    return now_ms if last_written_ms is None else max(now_ms, last_written_ms + POOL_STATUS_INTERVAL_MS)
+
+
 def pool_status(pool: Pool, runners: Sequence[Runner], queued: int, now_ms: int, *,
                 generation: int | None = None, previous_conditions: Sequence[Mapping[str, Any]] = (),
                 failed_before_take: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:

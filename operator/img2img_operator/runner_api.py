@@ -12,8 +12,9 @@ namespace that has not ended. Anything else is 401.
   its deadline, or the lease is not the job's current one (``lifecycle.stop_reason``). A heartbeat of a lease an
   earlier operator process granted is adopted when the job's status still names that attempt on that runner.
 - done: records the outcome of the current lease, has the job decided at once (``Dispatcher.settle``) and answers
-  accepted once the attempt's end is in the job's status (503 until then: the runner asks again). Any other lease:
-  409 ``{accepted: false}``, nothing changed.
+  accepted once the attempt's end is in the job's status (503 until then: the runner asks again), with the runner's
+  next assignment when it sent its models and a job waits for it now (assigned as a take assigns, without waiting).
+  Any other lease: 409 ``{accepted: false}``, nothing changed.
 """
 
 from __future__ import annotations
@@ -130,16 +131,19 @@ class RunnerApi:
     # ---- what they do (for a runner already authenticated) ----------------------------------------------------
     async def serve_take(self, message: TakeRequest) -> Assignment | None:
         """An assignment for the runner within its wait, or None."""
-        runner = message.runner
+        return await self._take(message.runner, message.models,
+                                min(message.waitSeconds, self.config.runners.take_wait_seconds))
+
+    async def _take(self, runner: str, models: list[str], wait: float) -> Assignment | None:
+        """An assignment for ``runner`` within ``wait`` seconds (0: only a job that waits now), or None."""
         started = time.monotonic()
-        wait = min(message.waitSeconds, self.config.runners.take_wait_seconds)
-        self.registry.taking(runner, message.models, self.now_ms())
+        self.registry.taking(runner, models, self.now_ms())
         self.dispatcher.notify_takes()  # an idle runner more: others may leave it a job it holds warm
         self.dispatcher.poke()
         assignment = None
         try:
             while True:
-                assignment = await self._assign(runner, message.models)
+                assignment = await self._assign(runner, models)
                 left = wait - (time.monotonic() - started)
                 if assignment is not None or left <= 0:
                     return assignment
@@ -160,8 +164,9 @@ class RunnerApi:
         return HeartbeatReply(stop=stop, leaseSeconds=self.config.runners.lease_seconds)
 
     async def serve_done(self, done: Done) -> DoneReply | None:
-        """Accepted once the attempt's end is in the job's status; refused for a lease not current; None: not
-        recorded yet (the status write failed: the runner reports again)."""
+        """Accepted once the attempt's end is in the job's status, with the runner's next assignment when it asked
+        (``done.models``) and one is there; refused for a lease not current; None: not recorded yet (the status
+        write failed: the runner reports again)."""
         lease = self._lease(done.lease, done.runner)
         if lease is None:
             return DoneReply(accepted=False, reason=f"lease {done.lease} is not its job's current one")
@@ -169,7 +174,10 @@ class RunnerApi:
             lease.outcome = dict(done.outcome)
             lease.renewed_ms = self.now_ms()
         await self.dispatcher.settle(lease.uid)
-        return DoneReply(accepted=True) if self.leases.get(done.lease) is None else None
+        if self.leases.get(done.lease) is not None:
+            return None
+        following = await self._take(done.runner, done.models, 0) if done.models is not None else None
+        return DoneReply(accepted=True, assignment=following)
 
     # ---- helpers ----------------------------------------------------------------------------------------------
     async def _read(self, request: web.Request, model: type[BaseModel]) -> tuple[Any, web.Response | None]:

@@ -11,7 +11,8 @@ loaded at start), ``IMG2IMG_CATALOG``; optional ``IMG2IMG_MODEL_MEMORY_BUDGET`` 
   never gives up on the operator. 401/403: the operator does not accept this runner's token, which no retry mends:
   the runner exits 1 (its pod fails and is replaced).
 - an assignment: read ``input.json`` (presigned GET); ``s3://`` images through the assignment's presigned GETs;
-  execute; upload the images, then ``result.json`` (presigned PUTs); report ``done`` with the outcome; take again.
+  execute; upload the images, then ``result.json`` (presigned PUTs); report ``done`` with the outcome and the models
+  it serves: the answer may carry the next assignment; else take again.
 - heartbeats, from a thread, every ``heartbeatSeconds`` (sooner when progress moves, at most once a second) with
   step k of n. An answer ``stop`` interrupts the job at its next denoising step: ``cancelled`` -> outcome error
   CANCELLED, ``deadline`` -> TIMED_OUT, ``lost`` -> nothing is reported (the lease is not this runner's any more).
@@ -261,10 +262,13 @@ class Worker:
     def serve_forever(self) -> int:
         """Take and run jobs until ``stop``; returns 0. TokenRefused leaves it."""
         delay = BACKOFF_START
+        following: Assignment | None = None  # handed out with the answer to the last done
         while not self.terminating:
+            if following is not None:
+                following = self.serve_one(following)
+                continue
             try:
-                assignment = self.link.take(TakeRequest(runner=self.runner,
-                                                         models=self.catalog.servable(self.cache.held())))
+                assignment = self.link.take(TakeRequest(runner=self.runner, models=self.servable()))
             except Unreachable as exc:
                 log.warning("cannot take work (%s); asking again in %.1f s", exc, delay)
                 time.sleep(delay)
@@ -272,8 +276,11 @@ class Worker:
                 continue
             delay = BACKOFF_START
             if assignment is not None:
-                self.serve_one(assignment)
+                following = self.serve_one(assignment)
         return 0
+
+    def servable(self) -> list[str]:
+        return self.catalog.servable(self.cache.held())
 
     def stop(self) -> bool:
         """Leave the loop: at once when idle, else after the current job, which stops at its next step.
@@ -284,7 +291,8 @@ class Worker:
             lease.request_stop(TERMINATING)
         return lease is not None
 
-    def serve_one(self, assignment: Assignment) -> None:
+    def serve_one(self, assignment: Assignment) -> Assignment | None:
+        """Run an assignment and report it; the next one, when the operator answered the report with it."""
         started = now_ms()
         job = assignment.job
         with self._job_context(namespace=job.namespace, job=job.name, uid=job.uid, attempt=job.attempt), \
@@ -293,8 +301,7 @@ class Worker:
             try:
                 log.info("assigned (lease %s)", assignment.lease)
                 outcome = self.run(assignment, lease, started)
-                if outcome is not None:
-                    self.report(assignment, outcome)
+                return self.report(assignment, outcome) if outcome is not None else None
             finally:
                 self.lease = None
 
@@ -343,8 +350,10 @@ class Worker:
         outcome["finishedAt"] = outcome["finishedAt"] or now_ms()
         return outcome
 
-    def report(self, assignment: Assignment, outcome: dict[str, Any]) -> None:
-        done = Done(runner=self.runner, lease=assignment.lease, outcome=outcome)
+    def report(self, assignment: Assignment, outcome: dict[str, Any]) -> Assignment | None:
+        """Report the outcome, asking for the next job in the answer unless the runner is stopping; that job."""
+        done = Done(runner=self.runner, lease=assignment.lease, outcome=outcome,
+                    models=None if self.terminating else self.servable())
         delay = BACKOFF_START
         for attempt in range(1, DONE_ATTEMPTS + 1):
             try:
@@ -352,7 +361,7 @@ class Worker:
             except Unreachable as exc:
                 if attempt == DONE_ATTEMPTS:
                     log.error("cannot report the outcome (%s); giving up: the lease lapses", exc)
-                    return
+                    return None
                 log.warning("cannot report the outcome (%s); again in %.1f s", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -360,7 +369,8 @@ class Worker:
             if not reply.accepted:
                 log.warning("the operator refused the outcome (%s): the lease is not this runner's any more",
                             reply.reason)
-            return
+            return reply.assignment
+        return None
 
     @contextlib.contextmanager
     def _job_context(self, **fields: Any) -> Iterator[None]:

@@ -104,6 +104,17 @@ def test_a_warm_runner_loads_nothing_for_its_next_job(fake, start_worker):
     assert fake.authorizations == {f"Bearer {token(worker.runner)}"}
 
 
+def test_a_next_job_handed_out_in_the_answer_to_done_is_served_without_a_take(fake, start_worker):
+    fake.next_in_done = True
+    first, second = fake.submit(sd15_input(steps=2), name="first"), fake.submit(sd15_input(steps=2), name="second")
+    start_worker()
+    assert fake.outcome(first)["error"] is None and fake.outcome(second)["error"] is None
+    assert fake.handed_in_done == [second.lease]
+    done_first = next(d for d in fake.dones if d.lease == first.lease)
+    assert SD15 in done_first.models  # what it holds, as a take says
+    assert fake.result(second)["images"] == second.outputs.imageUris[:1]
+
+
 def test_heartbeats_carry_progress_step_k_of_n(fake, start_worker):
     start_worker()
     # A1111 img2img with Euler: int(0.5 * 10) + 1 = 6 sampler steps

@@ -39,6 +39,18 @@ def test_newest_resource_version_wins():
     assert len(changes) == 2 and cache.take_changed() == {UID} and cache.take_changed() == set()
 
 
+def test_a_view_read_again_follows_every_change_of_the_job():
+    cache, _, _ = make()
+    cache.job_event("ADDED", job_body(None, rv="10"))
+    assert cache.job_view(UID).state is None and cache.snapshot()[0].state is None
+    cache.job_event("MODIFIED", job_body({"status": "IN_QUEUE"}, rv="11"))
+    assert cache.job_view(UID).state == "IN_QUEUE" and cache.snapshot()[0].resource_version == "11"
+    assert cache.put_job(job_body({"status": "IN_PROGRESS", "attempts": 1}, rv="12"))
+    assert cache.job_view(UID).attempts == 1
+    cache.job_event("DELETED", job_body({"status": "IN_PROGRESS"}, rv="13"))
+    assert cache.job_view(UID) is None and cache.snapshot() == []
+
+
 def test_first_sight_is_recorded_only_for_live_additions():
     cache, _, clock = make()
     cache.job_event(None, job_body(None, uid="listed"))

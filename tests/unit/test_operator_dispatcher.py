@@ -25,6 +25,7 @@ from img2img_operator.cache import Cache
 from img2img_operator.dispatcher import Dispatcher
 from img2img_operator.kube import Conflict, Gone, Refused
 from img2img_operator.leases import LeaseTable
+from img2img_operator.lifecycle import QUEUED_WRITE_AFTER_MS
 from img2img_operator.metrics import Metrics
 from img2img_operator.runner_api import RunnerApi
 from img2img_operator.runner_pods import made_by_operator
@@ -325,8 +326,10 @@ class Runner:
     ``outcome(job name, attempt)``: None = success, else an error code."""
 
     def __init__(self, cluster: Cluster, name: str, steps: int = 2,
-                 outcome: Callable[[str, int], str | None] = lambda name, attempt: None):
+                 outcome: Callable[[str, int], str | None] = lambda name, attempt: None, follow: bool = False):
         self.c, self.name, self.steps, self.outcome = cluster, name, steps, outcome
+        self.follow = follow  # asks for its next job in its done (as img2img-runner serve does)
+        self.taken = 0  # assignments that came from a take (the others came with the answer to a done)
         self.assignment = None
         self.step = 0
         self.stopped: str | None = None
@@ -338,10 +341,8 @@ class Runner:
         if self.report is not None:
             await self._report(api)
         elif self.assignment is None:
-            self.assignment = await api.serve_take(TakeRequest(runner=self.name, models=HELD, waitSeconds=0.001))
-            if self.assignment is not None:
-                self.step, self.stopped = 0, None
-                self.served.append((self.assignment.job.name, self.assignment.job.attempt))
+            self._start(await api.serve_take(TakeRequest(runner=self.name, models=HELD, waitSeconds=0.001)))
+            self.taken += self.assignment is not None
         else:
             a = self.assignment
             reply = api.serve_heartbeat(Heartbeat(runner=self.name, lease=a.lease, step=self.step, steps=self.steps))
@@ -370,14 +371,22 @@ class Runner:
                     self.report = {"error": {"code": code, "message": f"{code} happened"}}
                 await self._report(api)
 
+    def _start(self, assignment: Any) -> None:
+        self.assignment = assignment
+        if assignment is not None:
+            self.step, self.stopped = 0, None
+            self.served.append((assignment.job.name, assignment.job.attempt))
+
     async def _report(self, api: RunnerApi) -> None:
         a = self.assignment
-        reply = await api.serve_done(Done(runner=self.name, lease=a.lease, outcome=self.report))
+        reply = await api.serve_done(Done(runner=self.name, lease=a.lease, outcome=self.report,
+                                          models=HELD if self.follow else None))
         if reply is None:
             return  # not recorded yet: report again next tick
         if not reply.accepted:
             self.refused.append(a.lease)
-        self.assignment, self.report = None, None
+        self.report = None
+        self._start(reply.assignment)
 
 
 class Fleet:
@@ -465,7 +474,31 @@ def test_a_batch_runs_each_job_once_with_at_most_two_at_a_time_by_priority():
         assert s["result"].endswith("/attempt-1/result.json") and "progress" not in s
 
 
-def test_happy_path_costs_three_status_writes_and_an_event_per_job_on_a_warm_runner():
+WIDE = config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}, "maxConcurrent": 10}},
+              retryBackoff={"initialSeconds": 1, "maxSeconds": 2},
+              runners={"namespace": RUNNER_NS, "leaseSeconds": 4, "heartbeatSeconds": 1, "takeWaitSeconds": 1},
+              policy={"default": {"maxRetries": 10}})
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["runner asks in done", "runner of an earlier version"])
+def test_a_runner_that_asks_in_its_done_gets_its_next_job_there_and_each_job_runs_once(follow):
+    cluster = Cluster()
+    cluster.add_pool("one", models=["sd_xl_base_1.0"], minReady=1, maxRunners=1)
+    fleet = Fleet(cluster, steps=0, follow=follow)
+    run(drive(cluster, WIDE, fleet, steps=6))  # the runner is up
+    for i in range(4):
+        cluster.submit(f"j{i}")
+    run(drive(cluster, WIDE, fleet, steps=40))
+    assert set(states(cluster).values()) == {"COMPLETED"}
+    assert fleet.served() == Counter({(f"j{i}", 1): 1 for i in range(4)})
+    (runner,) = fleet.runners.values()
+    # asking in done, only the first job came from a take; without models in done (an earlier runner), every one
+    assert runner.taken == (1 if follow else 4)
+    assert {cluster.status(f"j{i}")["runnerPod"] for i in range(4)} == {runner.name}
+
+
+def test_happy_path_costs_two_status_writes_and_an_event_per_job_on_a_warm_runner():
+    """IN_PROGRESS (the take) and COMPLETED: a job taken at once is never written IN_QUEUE."""
     cluster = Cluster()
     cluster.add_pool("warm", models=["sd_xl_base_1.0"], minReady=1)
     fleet = Fleet(cluster, steps=0)
@@ -476,7 +509,7 @@ def test_happy_path_costs_three_status_writes_and_an_event_per_job_on_a_warm_run
     run(drive(cluster, CFG, fleet, steps=8))
     assert states(cluster) == {"only": "COMPLETED"}
     writes = cluster.writes - before
-    assert writes["status"] == 3 and writes["event"] == 1 and writes["pod_create"] == 0 and writes["pod_delete"] == 0
+    assert writes["status"] == 2 and writes["event"] == 1 and writes["pod_create"] == 0 and writes["pod_delete"] == 0
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -498,6 +531,22 @@ def test_operator_killed_at_random_points_every_job_ends_right_and_no_attempt_ru
         # an attempt before the last one can only have been lost: its runner never heard of it (the operator died
         # between recording the assignment and answering), or heard nothing for leaseSeconds
         assert s["attempts"] == 1 or s["lastFailure"]["reason"] == "RunnerLost"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_operator_killed_at_random_points_while_done_hands_out_the_next_job_no_attempt_runs_twice(seed):
+    cluster = Cluster(seed)
+    cluster.add_pool("two", models=["sd_xl_base_1.0"], minReady=2, maxRunners=2)
+    fleet = Fleet(cluster, follow=True)
+    run(drive(cluster, WIDE, fleet, steps=6))  # the runners are up
+    for i in range(6):
+        cluster.submit(f"j{i}", retries=5)
+    restarts = run(drive(cluster, WIDE, fleet, steps=300, crash_every=(2, 12), max_busy=2, lag=seed % 3,
+                         until=lambda: set(states(cluster).values()) == {"COMPLETED"}))
+    assert restarts > 3
+    assert set(states(cluster).values()) == {"COMPLETED"}, states(cluster)
+    assert max(fleet.served().values()) == 1, "an attempt was handed out twice"
+    assert sum(r.taken for r in fleet.runners.values()) < len(fleet.served())  # some came with a done's answer
 
 
 def test_a_runner_deleted_mid_job_costs_one_retry_and_the_job_completes_once():
@@ -762,6 +811,7 @@ def test_a_runner_that_never_got_an_attempt_and_works_on_another_job_is_kept_and
 def test_a_stale_decision_is_refused_and_taken_again():
     cluster = Cluster()
     cluster.submit("s")
+    cluster.now += QUEUED_WRITE_AFTER_MS  # no runner took it: its IN_QUEUE status is due
 
     async def scenario():
         proc = Process(cluster, CFG)

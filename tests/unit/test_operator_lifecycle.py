@@ -107,9 +107,13 @@ CASES = [
     # --- new jobs
     Case("new job waits in the queue", None, slot=Slot(position=3), actions=["WriteStatus"], state="IN_QUEUE",
          extra={"queuePosition": 3, "attempts": 0, "id": UID, "runnerPod": None}),
-    Case("new job admitted at once: one write, offered to runners", None, slot=Slot(admit=True),
-         actions=["WriteStatus", "Offer"], state="IN_QUEUE",
+    Case("new job admitted at once: offered to runners with no status written", None, slot=Slot(admit=True),
+         now=T0 + SEC, actions=["Offer"]),
+    Case("new job admitted but still untaken 10 s after its submission: written IN_QUEUE", None,
+         slot=Slot(admit=True), now=T0 + 10 * SEC, actions=["WriteStatus", "Offer"], state="IN_QUEUE",
          extra={"attempts": 0, "runnerPod": None, "queuePosition": None}),
+    Case("new job held back by admission: IN_QUEUE with its position at once", None, slot=Slot(position=1),
+         now=T0 + SEC, actions=["WriteStatus"], state="IN_QUEUE", extra={"queuePosition": 1}),
     Case("refused spec fails at once", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
          state="FAILED", controls={"retries": 99, "priority": "high"}, extra={"attempts": 0, "runnerPod": None}, failure="InvalidSpec"),
     Case("unknown GPU class fails at once", None, slot=Slot(admit=True), actions=["WriteStatus", "Emit"],
@@ -483,8 +487,13 @@ def test_conditions_keep_their_transition_time_while_their_status_holds():
 
 
 # ---- the happy path's API writes ----------------------------------------------------------------------------------
+def test_an_unwritten_offered_job_is_decided_again_when_its_in_queue_write_is_due():
+    d = next_step(job(None), T0 + 2 * SEC, CONFIG, slot=Slot(admit=True))
+    assert d.status_patch is None and d.wake_at == T0 + 10 * SEC
+
+
 def test_happy_path_writes():
-    """Admitted at once: IN_QUEUE + (the take) IN_PROGRESS + COMPLETED + Event = 4 writes, without progress."""
+    """Admitted at once and taken: (the take) IN_PROGRESS + COMPLETED + Event = 3 writes, without progress."""
     writes = []
     j = job(None)
     d = next_step(j, T0 + SEC, CONFIG, slot=Slot(admit=True))
@@ -497,6 +506,6 @@ def test_happy_path_writes():
         d = next_step(j, T, CONFIG, attempt=attempt, result=result)
         writes += [type(a).__name__ for a in d.actions if not isinstance(a, EndLease)]
         j = job(applied(j.status, d.status_patch or {}))
-    assert writes == ["WriteStatus", "Offer", "WriteStatus", "WriteStatus", "Emit"]
+    assert writes == ["Offer", "WriteStatus", "WriteStatus", "Emit"]
     assert j.status["status"] == "COMPLETED"
     assert WriteStatus not in {type(a) for a in next_step(j, T, CONFIG).actions}

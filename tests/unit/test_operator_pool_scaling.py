@@ -16,6 +16,7 @@ from img2img_operator.pool_scaling import (
     pool_of,
     pool_status,
     queue_shares,
+    status_write_at,
 )
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -225,3 +226,12 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds():
     ready, stalled = conditions_by_type(status)["Ready"], conditions_by_type(status)["Stalled"]
     assert ready["lastTransitionTime"] == "2025-12-31T23:00:00Z"  # still True
     assert stalled["lastTransitionTime"] == "2026-01-01T00:00:01Z"  # became True now (whole seconds)
+
+
+def test_a_pools_status_is_written_at_most_once_a_second_and_not_at_all_when_unchanged():
+    busy = {"readyRunners": 8, "busyRunners": 8}
+    idle = {"readyRunners": 8, "busyRunners": 3}
+    assert status_write_at(busy, busy, None, 5_000) is None  # stored already
+    assert status_write_at(busy, {}, None, 5_000) == 5_000  # never written by this process: now
+    assert status_write_at(idle, busy, 4_800, 5_000) == 5_800  # written 200 ms ago: in 800 ms
+    assert status_write_at(idle, busy, 3_000, 5_000) == 5_000  # written 2 s ago: now
