@@ -1,7 +1,7 @@
 """The operator's picture of the cluster: jobs by uid, runner pods and RunnerPools by name (a reflector).
 
-Fed by watch events, by the responses of the operator's own writes, and by full lists (at start and every
-``timing.resyncSeconds``). No I/O here; the dispatcher reads ``snapshot()``, the runner endpoint reads jobs and pods.
+Fed by the reflectors (``Kube.reflect``: full lists, at start and every ``timing.resyncSeconds``, and the watch
+events between them) and by the responses of the operator's own writes. No I/O here; the dispatcher reads ``snapshot()``, the runner endpoint reads jobs and pods.
 
 Merging is newest-wins by resourceVersion (etcd's revision, compared as a number), so a late watch event never
 undoes a newer write response. Deleted objects leave a tombstone: a late event or an older list cannot bring them
@@ -88,9 +88,10 @@ class _Store:
     def gone(self, key: str) -> bool:
         return key in self._tombstones
 
-    def replace(self, items: Iterable[Body], list_rv: int | None) -> tuple[list[str], list[str]]:
-        """A full list: add what is new, drop what the list no longer has (unless newer than the list).
-        Returns (keys stored, keys dropped)."""
+    def replace(self, items: Iterable[Body], list_rv: int | None, namespace: str | None = None
+                ) -> tuple[list[str], list[str]]:
+        """A full list (of one namespace, else of all): add what is new, drop what the list no longer has (unless
+        newer than the list). Returns (keys stored, keys dropped)."""
         listed, stored = set(), []
         for body in items:
             listed.add(self._key(body))
@@ -100,7 +101,8 @@ class _Store:
         dropped = []
         for key, body in list(self.items.items()):
             rv = resource_version(body)
-            if key not in listed and (list_rv is None or rv is None or rv <= list_rv):
+            if (key not in listed and (namespace is None or _meta(body, "namespace") == namespace)
+                    and (list_rv is None or rv is None or rv <= list_rv)):
                 self.forget(key, list_rv)
                 dropped.append(key)
         return stored, dropped
@@ -158,8 +160,9 @@ class Cache:
         body = self._jobs.items.get(uid)
         return JobView.from_body(body, self._first_seen.get(uid)) if body is not None else None
 
-    def replace_jobs(self, items: Iterable[Body], list_rv: int | None) -> None:
-        stored, dropped = self._jobs.replace(items, list_rv)
+    def replace_jobs(self, items: Iterable[Body], list_rv: int | None, namespace: str | None = None) -> None:
+        """A full list of the jobs of ``namespace`` (None: of every namespace)."""
+        stored, dropped = self._jobs.replace(items, list_rv, namespace)
         for uid in stored + dropped:
             self._changed.add(uid)
         for uid in dropped:
