@@ -1,7 +1,8 @@
 """The operator's picture of the cluster: jobs by uid, runner pods and RunnerPools by name (a reflector).
 
 Fed by the reflectors (``Kube.reflect``: full lists, at start and every ``timing.resyncSeconds``, and the watch
-events between them) and by the responses of the operator's own writes. No I/O here; the dispatcher reads ``snapshot()``, the runner endpoint reads jobs and pods.
+events between them) and by the responses of the operator's own writes. No I/O here; the dispatcher reads
+``snapshot()``, the runner endpoint reads jobs and pods.
 
 Merging is newest-wins by resourceVersion (etcd's revision, compared as a number), so a late watch event never
 undoes a newer write response. Deleted objects leave a tombstone: a late event or an older list cannot bring them
@@ -73,7 +74,10 @@ class _Store:
             if tomb[0] is None or rv is None or rv <= tomb[0]:
                 return None
             del self._tombstones[key]
-        if not _newer(body, self.items.get(key)):
+        stored = self.items.get(key)
+        if stored is body:  # listed again, unchanged (``Cache.listed_job``): no second copy
+            return key
+        if not _newer(body, stored):
             return None
         self.items[key] = self._keep(body)
         return key
@@ -159,6 +163,16 @@ class Cache:
     def job_view(self, uid: str) -> JobView | None:
         body = self._jobs.items.get(uid)
         return JobView.from_body(body, self._first_seen.get(uid)) if body is not None else None
+
+    def listed_job(self, body: Body) -> Body:
+        """What a listed job becomes in memory, as its list page arrives: the cached body itself when the cache
+        holds this very version (a relist of 10,000 unchanged jobs then costs no second copy of them), else what the
+        cache keeps of it."""
+        stored = self._jobs.items.get(_meta(body, "uid"))
+        version = _meta(body, "resourceVersion")
+        if stored is not None and version and _meta(stored, "resourceVersion") == version:
+            return stored
+        return kept_of_job(body)
 
     def replace_jobs(self, items: Iterable[Body], list_rv: int | None, namespace: str | None = None) -> None:
         """A full list of the jobs of ``namespace`` (None: of every namespace)."""

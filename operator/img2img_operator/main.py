@@ -33,7 +33,7 @@ from img2img import API_GROUP
 from img2img.api.webhook_signing import PUBLIC_ENTRY, SECRET_ENTRY, new_secret_key, public_key_text, read_secret_key
 from img2img.kube_async import read_objects_of_any_depth
 
-from .cache import Cache, kept_of_job
+from .cache import Cache
 from .config import ConfigError, OperatorConfig, load_config
 from .dispatcher import Dispatcher
 from .elector import Elector, exit_process
@@ -155,7 +155,7 @@ class Runtime:
             self.jobs_listed.append(listed)
             self.job_reflectors.append(asyncio.create_task(kube.reflect(
                 kube.jobs_path(ns), {}, functools.partial(self.cache.replace_jobs, namespace=ns),
-                self.cache.job_event, relist_seconds=self.config.timing.resync_seconds, keep=kept_of_job,
+                self.cache.job_event, relist_seconds=self.config.timing.resync_seconds, keep=self.cache.listed_job,
                 listed=listed), name=f"jobs of {ns or 'every namespace'}"))
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port)
