@@ -23,13 +23,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import kopf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from img2img import API_GROUP
 from img2img.api.webhook_signing import PUBLIC_ENTRY, SECRET_ENTRY, new_secret_key, public_key_text, read_secret_key
 from img2img.kube_async import read_objects_of_any_depth
 
@@ -56,55 +54,14 @@ def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
-# ---- kopf storages that store nothing ----------------------------------------------------------------------------
-class NoDiffBase(kopf.DiffBaseStorage):
-    """No diff-base: no handler here detects changes, and the spec (up to 1.5 MB of images) is never copied."""
-
-    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
-        return {}
-
-    def fetch(self, *, body: Any) -> Any:
-        return None
-
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        return None
-
-
-class NoProgress(kopf.ProgressStorage):
-    """No handler progress: event handlers are stateless, nothing is written on the objects."""
-
-    def fetch(self, *, key: Any, body: Any) -> Any:
-        return None
-
-    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
-        return None
-
-    def purge(self, *, key: Any, body: Any, patch: Any) -> None:
-        return None
-
-    def touch(self, *, body: Any, patch: Any, value: Any) -> None:
-        return None
-
-    def clear(self, *, essence: Any) -> Any:
-        return essence
-
-
 def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """kopf handles no resource (no watch, no diff-base, no progress, no finalizer: nothing written on a job, the
+    spec with its inline images never copied); what is left of its settings is for login, startup and probes."""
     settings = kopf.OperatorSettings()
-    settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.progress_storage = NoProgress()
-    settings.persistence.finalizer = f"{API_GROUP}/finalizer"  # never added: no deletion handlers, no daemons
-    settings.posting.level = logging.WARNING  # kopf's own Events only for problems (our Events are the dispatcher's)
-    settings.posting.reporting_component = "img2img-operator"
-    settings.posting.event_name_prefix = "img2img-operator-"
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.peering.standalone = True  # one replica acts through the Lease (elector), not kopf's peering
-    # No namespace or CRD scanning (it needs cluster-wide list rights the chart does not grant): the namespaces are
-    # the configured ones (or all), and the CRD must exist when the operator starts.
+    # No namespace or CRD scanning (it needs cluster-wide list rights the chart does not grant).
     settings.scanning.disabled = True
     return settings
 

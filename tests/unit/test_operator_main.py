@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
 
-import kopf
 import pytest
-from img2img_operator.main import NoDiffBase, NoProgress, Runtime, build_registry, build_settings, main
+from img2img_operator.main import Runtime, build_registry, build_settings, main
 from img2img_operator.metrics import Metrics
 
 from operator_samples import CONFIG, RUNNER_KEY, config, job_body, runner_pod_body
@@ -19,21 +17,18 @@ from operator_samples import CONFIG, RUNNER_KEY, config, job_body, runner_pod_bo
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_kopf_stores_nothing_on_the_objects():
+def test_kopf_neither_scans_nor_peers():
     settings = build_settings(CONFIG)
-    assert isinstance(settings.persistence.diffbase_storage, NoDiffBase)
-    assert isinstance(settings.persistence.progress_storage, NoProgress)
-    body = kopf.Body(job_body(None))
-    assert settings.persistence.diffbase_storage.build(body=body) == {}  # the spec (images) is never copied
-    assert settings.persistence.diffbase_storage.fetch(body=body) is None
     assert settings.peering.standalone  # one replica acts through the Lease, not through kopf's peering
-    assert settings.posting.level == logging.WARNING
+    assert settings.scanning.disabled  # no cluster-wide list of namespaces or CRDs (the chart grants none)
 
 
 def test_registry_has_only_stateless_handlers():
     registry = build_registry(Runtime(CONFIG))
-    assert not registry._changing.get_all_handlers()  # no on.create/update/delete: no diff-base, no finalizer
-    assert not registry._spawning.get_all_handlers()  # no timers, no daemons: no finalizer
+    # no on.create/update/delete, no timers or daemons: kopf writes nothing on a job (no diff-base copy of the
+    # spec, no progress, no finalizer)
+    assert not registry._changing.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
     # no resource at all: jobs, runner pods and pools are watched by the runtime's own reflectors (kopf would list
     # the jobs unpaged and hold each one's whole body)
     assert not registry._watching.get_all_handlers()
