@@ -161,12 +161,12 @@ class Kube:
             return json.loads(text) if text else {}
 
     async def watch(self, path: str, query: Mapping[str, Any], resource_version: int | None,
-                    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(type, object) of each event after ``resource_version``, until the server ends the watch (bookmarks
-        move the version on). Raises Expired when the version is too old: list again."""
-        params = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS,
+                    seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each event after ``resource_version``, until the server ends the watch after
+        ``seconds`` (bookmarks move the version on). Raises Expired when the version is too old: list again."""
+        params = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": seconds,
                   "resourceVersion": str(resource_version) if resource_version is not None else None}
-        response = await self._send("GET", path, params, None, "application/json", WATCH_SECONDS + 30)
+        response = await self._send("GET", path, params, None, "application/json", seconds + 30)
         async with response:
             if response.status != 200:
                 text = await response.text()
@@ -203,8 +203,8 @@ class Kube:
                     listed.set()
                 delay = 1.0
                 relist_at = time.monotonic() + relist_seconds
-                while time.monotonic() < relist_at:
-                    async for kind, obj in self.watch(path, query, rv):
+                while (left := relist_at - time.monotonic()) > 0:
+                    async for kind, obj in self.watch(path, query, rv, min(WATCH_SECONDS, max(1, round(left)))):
                         rv = _rv({"metadata": obj.get("metadata")}) or rv
                         if kind != "BOOKMARK":
                             event(kind, obj)

@@ -120,9 +120,11 @@ def test_the_reflector_lists_in_pages_then_follows_the_watch_with_events_of_any_
     async def handler(request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
         queries.append(query)
+        lists = sum("watch" not in q for q in queries)
         if query.get("watch") != "true":
             items, token = pages[query.get("continue")]
-            meta = {"resourceVersion": "10" if "continue" not in query else "11", "continue": token}
+            version = "10" if lists <= 2 else "20"  # the second list (two pages) comes after the watch expired
+            meta = {"resourceVersion": version if "continue" not in query else "11", "continue": token}
             return web.json_response({"kind": "PodList", "metadata": meta, "items": items})
         response = web.StreamResponse()
         await response.prepare(request)
@@ -130,7 +132,7 @@ def test_the_reflector_lists_in_pages_then_follows_the_watch_with_events_of_any_
             for event in [{"type": "ADDED", "object": big},
                           {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "13"}}}]:
                 await response.write(json.dumps(event).encode() + b"\n")
-        else:  # the watch again from the bookmark's version: too old by now
+        elif query["resourceVersion"] == "13":  # the watch again from the bookmark's version: too old by now
             expired = {"kind": "Status", "code": 410, "message": "too old resource version: 13 (20)"}
             await response.write(json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n")
         await response.write_eof()
@@ -152,19 +154,18 @@ def test_the_reflector_lists_in_pages_then_follows_the_watch_with_events_of_any_
                 lambda kind, obj: events.append((kind, obj["metadata"]["name"], len(obj["spec"]["blob"]))),
                 relist_seconds=300, keep=lambda item: item["metadata"]["name"], listed=listed))
             await asyncio.wait_for(listed.wait(), 5)
-            while len(replaced) < 2:  # the second list, after the expired watch
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(_until(lambda: queries[-1].get("resourceVersion") == "20"), 10)
             task.cancel()
         finally:
             await kube.close()
 
     asyncio.run(serving(handler, scenario))
-    assert replaced == [(["a", "b", "c"], 10), (["a", "b", "c"], 10)]
+    assert replaced == [(["a", "b", "c"], 10), (["a", "b", "c"], 20)]
     assert events == [("ADDED", "d", 2**20)]
     lists = [q for q in queries if "watch" not in q]
     assert [q.get("continue") for q in lists[:2]] == [None, "p2"] and all(q["limit"] == "500" for q in lists)
     watches = [q for q in queries if "watch" in q]
-    assert [w["resourceVersion"] for w in watches[:2]] == ["10", "13"]  # from the list, then from the bookmark
+    assert [w["resourceVersion"] for w in watches][:3] == ["10", "13", "20"]  # from the list, the bookmark, the list
     assert all(q["labelSelector"] == "app=x" for q in queries)
 
 
@@ -182,3 +183,38 @@ def test_a_watch_from_an_expired_version_says_so():
             await kube.close()
 
     asyncio.run(serving(handler, scenario))
+
+
+def test_the_reflector_lists_again_every_relist_period_even_while_nothing_happens():
+    """``timing.resyncSeconds`` is kept: the watch asks the server to end it by then, and the list comes again."""
+    queries: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        queries.append(dict(request.query))
+        if request.query.get("watch") != "true":
+            return web.json_response({"kind": "PodList", "metadata": {"resourceVersion": "10"}, "items": []})
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(int(request.query["timeoutSeconds"]))  # a quiet watch, ended by the server on time
+        await response.write_eof()
+        return response
+
+    lists: list[int | None] = []
+
+    async def scenario(server: str) -> None:
+        kube = Kube(lambda: kopf.ConnectionInfo(server=server, token="t"))
+        try:
+            task = asyncio.create_task(kube.reflect(PODS, {}, lambda items, rv: lists.append(rv),
+                                                    lambda kind, obj: None, relist_seconds=1))
+            await asyncio.wait_for(_until(lambda: len(lists) >= 2), 10)
+            task.cancel()
+        finally:
+            await kube.close()
+
+    asyncio.run(serving(handler, scenario))
+    assert [q["timeoutSeconds"] for q in queries if "watch" in q][:1] == ["1"]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
