@@ -1,7 +1,8 @@
 """The operator's picture of the cluster: jobs by uid, runner pods and RunnerPools by name (a reflector).
 
-Fed by watch events, by the responses of the operator's own writes, and by full lists (at start and every
-``timing.resyncSeconds``). No I/O here; the dispatcher reads ``snapshot()``, the runner endpoint reads jobs and pods.
+Fed by the reflectors (``Kube.reflect``: full lists, at start and every ``timing.resyncSeconds``, and the watch
+events between them) and by the responses of the operator's own writes. No I/O here; the dispatcher reads
+``snapshot()``, the runner endpoint reads jobs and pods.
 
 Merging is newest-wins by resourceVersion (etcd's revision, compared as a number), so a late watch event never
 undoes a newer write response. Deleted objects leave a tombstone: a late event or an older list cannot bring them
@@ -78,7 +79,10 @@ class _Store:
             if tomb[0] is None or rv is None or rv <= tomb[0]:
                 return None
             del self._tombstones[key]
-        if not _newer(body, self.items.get(key)):
+        stored = self.items.get(key)
+        if stored is body:  # listed again, unchanged (``Cache.listed_job``): no second copy
+            return key
+        if not _newer(body, stored):
             return None
         self.items[key] = self._keep(body)
         return key
@@ -95,9 +99,10 @@ class _Store:
     def gone(self, key: str) -> bool:
         return key in self._tombstones
 
-    def replace(self, items: Iterable[Body], list_rv: int | None) -> tuple[list[str], list[str]]:
-        """A full list: add what is new, drop what the list no longer has (unless newer than the list).
-        Returns (keys stored, keys dropped)."""
+    def replace(self, items: Iterable[Body], list_rv: int | None, namespace: str | None = None
+                ) -> tuple[list[str], list[str]]:
+        """A full list (of one namespace, else of all): add what is new, drop what the list no longer has (unless
+        newer than the list). Returns (keys stored, keys dropped)."""
         listed, stored = set(), []
         for body in items:
             listed.add(self._key(body))
@@ -107,7 +112,8 @@ class _Store:
         dropped = []
         for key, body in list(self.items.items()):
             rv = resource_version(body)
-            if key not in listed and (list_rv is None or rv is None or rv <= list_rv):
+            if (key not in listed and (namespace is None or _meta(body, "namespace") == namespace)
+                    and (list_rv is None or rv is None or rv <= list_rv)):
                 self.forget(key, list_rv)
                 dropped.append(key)
         return stored, dropped
@@ -206,8 +212,19 @@ class Cache:
             self._views[uid] = (body, view)
         return view
 
-    def replace_jobs(self, items: Iterable[Body], list_rv: int | None) -> None:
-        stored, dropped = self._jobs.replace(items, list_rv)
+    def listed_job(self, body: Body) -> Body:
+        """What a listed job becomes in memory, as its list page arrives: the cached body itself when the cache
+        holds this very version (a relist of 10,000 unchanged jobs then costs no second copy of them), else what the
+        cache keeps of it (``keep_job``: an active job's input handed on for its verdict first)."""
+        stored = self._jobs.items.get(_meta(body, "uid"))
+        version = _meta(body, "resourceVersion")
+        if stored is not None and version and _meta(stored, "resourceVersion") == version:
+            return stored
+        return self.keep_job(body)
+
+    def replace_jobs(self, items: Iterable[Body], list_rv: int | None, namespace: str | None = None) -> None:
+        """A full list of the jobs of ``namespace`` (None: of every namespace)."""
+        stored, dropped = self._jobs.replace(items, list_rv, namespace)
         for uid in stored + dropped:
             self._changed.add(uid)
         for uid in dropped:

@@ -182,30 +182,11 @@ class Dispatcher:
         self._offers_changed = asyncio.Event()
 
     # ---- the loop ---------------------------------------------------------------------------------------------
-    async def resync(self) -> None:
-        ns = self.config.runners.namespace
-        pods, pods_rv = await self.kube.list_pods(ns)
-        pools, pools_rv = await self.kube.list_pools(ns)
-        jobs, jobs_rv = await self.kube.list_jobs(self.config.namespaces, keep=self.cache.keep_job)
-        self.cache.replace_pods(pods, pods_rv)
-        self.cache.replace_pools(pools, pools_rv)
-        self.cache.replace_jobs(jobs, jobs_rv)
-        log.debug("resynced: %d jobs, %d runner pods, %d pools", len(jobs), len(pods), len(pools))
-
     async def run(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self.resync()
-                break
-            except Exception as e:  # the API may not be reachable yet: keep trying
-                log.warning("cannot list jobs, runner pods and pools yet (%s); retrying in %.0f s", e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+        """Act, forever: started once the reflectors have listed jobs, runner pods and pools (the cache is whole)."""
         self.adopt_until = self.now_ms() + self.lease_ms
         self.synced = True
         log.info("dispatcher started: %d jobs, %d runner pods", len(self.cache), self.cache.pod_count())
-        last_resync = time.monotonic()
         while True:
             self.wake.clear()
             wake_at: int | None = None
@@ -218,12 +199,6 @@ class Dispatcher:
                 log.exception("dispatcher pass failed")
             self.last_pass = time.monotonic()
             self.metrics.pass_seconds.observe(self.last_pass - started)
-            if self.last_pass - last_resync >= self.config.timing.resync_seconds:
-                try:
-                    await self.resync()
-                    last_resync = time.monotonic()
-                except Exception as e:
-                    log.warning("resync failed: %s", e)
             timeout = self.config.timing.tick_seconds
             if wake_at is not None:
                 timeout = min(timeout, max(0.0, (wake_at - self.now_ms()) / 1000))

@@ -1,4 +1,9 @@
-"""Every call the operator makes to the Kubernetes API (kubernetes_asyncio), with raw dict bodies in and out.
+"""Every call the operator makes to the Kubernetes API, with raw dict bodies in and out, over aiohttp.
+
+The credentials are kopf's (``login``: a ``kopf.ConnectionInfo`` from the service account or the kubeconfig), read
+again when the API server answers 401 (a service account's bound token is rotated by the kubelet). No Kubernetes
+client library: kubernetes_asyncio's models alone cost the process about 70 MB of memory, and the operator sends and
+reads plain JSON.
 
 Writes are idempotent where the API allows: creating a pod whose name is taken creates nothing (409; never an
 adoption), deleting one that is gone is a success (404), a status patch carries the resourceVersion it was decided on (409 → decide again).
@@ -12,16 +17,18 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 from img2img import API_GROUP, API_VERSION, KIND, PLURAL
 from img2img.api.pool import POOL_PLURAL
-from img2img.kube_async import connect  # noqa: F401 - re-exported for main
 
 from .runner_pods import RUNNER_SELECTOR
 from .views import LABEL_LEADER
@@ -31,9 +38,19 @@ log = logging.getLogger("img2img_operator.kube")
 TIMEOUT = 30  # seconds per API call
 WATCH_SECONDS = 300  # a watch request's server-side timeout; the watch then starts again from where it was
 LIST_PAGE = 500  # items per list page
+WATCH_LINE_LIMIT = 64 * 2**20  # bytes of one watch event (aiohttp's own limit, 128 KiB, is below a job's 1.5 MiB)
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "img2img-operator"
+
+
+class ApiError(Exception):
+    """The API server refused a call: the HTTP ``status``, and the ``body`` it answered (its Status, as JSON text)."""
+
+    def __init__(self, status: int | None, body: str):
+        super().__init__(f"HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
 
 
 class Conflict(Exception):
@@ -74,46 +91,90 @@ def api_message(exc: Exception) -> str:
     return str(body or exc)
 
 
-OBJECT = {200: "object", 201: "object", 202: "object"}  # JSON bodies as plain dicts
+Login = Callable[[], kopf.ConnectionInfo | None]
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """Where the API server is and how to show who we are, from one reading of the credentials."""
+
+    server: str
+    headers: dict[str, str]
+    ssl: ssl.SSLContext
+    proxy: str | None
+
+    @classmethod
+    def of(cls, info: kopf.ConnectionInfo) -> _Endpoint:
+        headers = {**info.as_http_headers(), "Accept": "application/json", "User-Agent": COMPONENT}
+        return cls(info.server.rstrip("/"), headers, info.as_ssl_context(), info.proxy_url)
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient):
-        self.api = api
+    """The operator's API client: ``login`` gives the credentials (kopf's login handlers), read at the first call
+    and again whenever the API server answers 401."""
+
+    def __init__(self, login: Login):
+        self._login = login
+        self._endpoint: _Endpoint | None = None
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     async def close(self) -> None:
-        await self.api.close()
+        await self._session.close()
+
+    def _read_credentials(self) -> _Endpoint:
+        info = self._login()
+        if info is None:
+            raise RuntimeError("no Kubernetes credentials: neither a service account nor a kubeconfig")
+        self._endpoint = _Endpoint.of(info)
+        return self._endpoint
+
+    async def _send(self, method: str, path: str, query: Mapping[str, Any] | None, body: Any, content_type: str,
+                    timeout: float) -> aiohttp.ClientResponse:
+        """The response (to be read and released by the caller). When the API server no longer accepts the
+        credentials (401: a rotated service-account token), they are read again and the call made once more."""
+        params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (query or {}).items()
+                  if v is not None}
+        data = None if body is None else json.dumps(body).encode()
+
+        async def send(endpoint: _Endpoint) -> aiohttp.ClientResponse:
+            headers = {**endpoint.headers, "Content-Type": content_type} if data is not None else endpoint.headers
+            return await self._session.request(method, endpoint.server + path, params=params, data=data,
+                                               headers=headers, ssl=endpoint.ssl, proxy=endpoint.proxy,
+                                               timeout=aiohttp.ClientTimeout(total=timeout))
+
+        response = await send(self._endpoint or self._read_credentials())
+        if response.status == 401:
+            response.release()
+            log.info("the API server refused the credentials (401): reading them again")
+            response = await send(self._read_credentials())
+        return response
 
     async def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, Any] | None = None,
                       content_type: str = "application/json") -> dict[str, Any]:
-        """One API call with the client's authentication; a dict back; ApiException (``.status``) on errors."""
-        result = await self.api.call_api(
-            path, method,
-            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body, auth_settings=["BearerToken"], response_types_map=OBJECT,
-            _return_http_data_only=True, _preload_content=True, _request_timeout=TIMEOUT,
-        )
-        return result or {}
+        """One API call; its JSON answer as a dict; ApiError (``.status``) when the API server refuses it."""
+        response = await self._send(method, path, query, body, content_type, TIMEOUT)
+        async with response:
+            text = await response.read()
+            if response.status >= 400:
+                raise ApiError(response.status, text.decode(errors="replace"))
+            return json.loads(text) if text else {}
 
     async def watch(self, path: str, query: Mapping[str, Any], resource_version: int | None,
-                    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(type, object) of each event after ``resource_version``, until the server ends the watch (bookmarks
-        move the version on). Raises Expired when the version is too old: list again."""
-        params = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": WATCH_SECONDS,
+                    seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each event after ``resource_version``, until the server ends the watch after
+        ``seconds`` (bookmarks move the version on). Raises Expired when the version is too old: list again."""
+        params = {**query, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": seconds,
                   "resourceVersion": str(resource_version) if resource_version is not None else None}
-        response = await self.api.call_api(
-            path, "GET", query_params=[(k, v) for k, v in params.items() if v is not None],
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-            _preload_content=False, _request_timeout=WATCH_SECONDS + 30)
-        try:
+        response = await self._send("GET", path, params, None, "application/json", seconds + 30)
+        async with response:
             if response.status != 200:
+                text = await response.text()
                 if response.status == 410:
-                    raise Expired(await response.text())
-                raise ApiException(status=response.status, reason=(await response.text())[:500])
+                    raise Expired(text)
+                raise ApiError(response.status, text)
             while True:
-                line = await response.content.readline()
+                line = await response.content.readuntil(b"\n", max_size=WATCH_LINE_LIMIT)
                 if not line:
                     return
                 event = json.loads(line)
@@ -121,24 +182,29 @@ class Kube:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise Expired(obj.get("message") or "too old resource version")
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    raise ApiError(obj.get("code"), json.dumps(obj))
                 yield kind, obj
-        finally:
-            response.release()
 
     async def reflect(self, path: str, query: Mapping[str, Any],
                       replace: Callable[[list[dict[str, Any]], int | None], None],
-                      event: Callable[[str, dict[str, Any]], None]) -> None:
-        """Keep a cache in step with a collection, forever: list it (``replace(items, resourceVersion)``), then
-        follow its watch (``event(type, object)``); list again when the watch's version expires or a call fails."""
+                      event: Callable[[str, dict[str, Any]], None], *, relist_seconds: float,
+                      keep: Callable[[Any], Any] | None = None, listed: asyncio.Event | None = None) -> None:
+        """Keep a cache in step with a collection, forever: list it (``replace(items, resourceVersion)``, each
+        item trimmed by ``keep`` page by page; ``listed`` set), then follow its watch (``event(type, object)``);
+        list again when the watch's version expires, when a call fails, and every ``relist_seconds`` (healing
+        whatever an event handler missed)."""
         delay = 1.0
         while True:
             try:
-                items, rv = await self._list([""], lambda _: path, query)
+                items, rv = await self._list(path, query, keep)
                 replace(items, rv)
+                del items  # the cache holds what it keeps: not a second copy of the list during the watch
+                if listed is not None:
+                    listed.set()
                 delay = 1.0
-                while True:
-                    async for kind, obj in self.watch(path, query, rv):
+                relist_at = time.monotonic() + relist_seconds
+                while (left := relist_at - time.monotonic()) > 0:
+                    async for kind, obj in self.watch(path, query, rv, min(WATCH_SECONDS, max(1, round(left)))):
                         rv = _rv({"metadata": obj.get("metadata")}) or rv
                         if kind != "BOOKMARK":
                             event(kind, obj)
@@ -159,7 +225,7 @@ class Kube:
         ns = manifest["metadata"]["namespace"]
         try:
             return await self.request("POST", f"/api/v1/namespaces/{ns}/pods", body=dict(manifest))
-        except ApiException as e:
+        except ApiError as e:
             if e.status != 409:
                 raise
         return None
@@ -172,32 +238,29 @@ class Kube:
         try:
             data = await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body=body)
             return data if data.get("kind") == "Pod" else None
-        except ApiException as e:
+        except ApiError as e:
             if e.status in (404, 409):  # gone, or a newer pod of that name (precondition failed)
                 return None
             raise
 
-    async def _list(self, namespaces: Sequence[str], path: Callable[[str | None], str],
-                    query: Mapping[str, Any] | None = None, keep: Callable[[Any], Any] | None = None
+    async def _list(self, path: str, query: Mapping[str, Any], keep: Callable[[Any], Any] | None
                     ) -> tuple[list[dict[str, Any]], int | None]:
-        """Every item, in pages of LIST_PAGE; ``keep`` trims each page's items before the next page is read (with
-        thousands of jobs present, a whole unpaged list is what sets the operator's peak memory)."""
+        """Every item, in pages of LIST_PAGE, with the list's resourceVersion; ``keep`` trims each page's items
+        before the next page is read (with thousands of jobs present, a whole list is what sets the operator's peak
+        memory)."""
         items: list[Any] = []
-        rvs: list[int | None] = []
-        for ns in namespaces or [None]:
-            token: str | None = None
-            first = True
-            while first or token:
-                page_query = {**(query or {}), "limit": LIST_PAGE, "continue": token}
-                data = await self.request("GET", path(ns), query=page_query)
-                page = data.get("items") or []
-                items += [keep(item) for item in page] if keep else page
-                if first:
-                    rvs.append(_rv(data))  # every page of a list is one snapshot: the first page's version
-                first = False
-                token = (data.get("metadata") or {}).get("continue") or None
-        known = [r for r in rvs if r is not None]
-        return items, min(known) if known and len(known) == len(rvs) else None
+        rv: int | None = None
+        token: str | None = None
+        first = True
+        while first or token:
+            data = await self.request("GET", path, query={**query, "limit": LIST_PAGE, "continue": token})
+            page = data.pop("items", None) or []
+            items += [keep(item) for item in page] if keep else page
+            if first:
+                rv = _rv(data)  # every page of a list is one snapshot: the first page's version
+            first = False
+            token = (data.get("metadata") or {}).get("continue") or None
+        return items, rv
 
     @staticmethod
     def pods_path(namespace: str) -> str:
@@ -210,19 +273,12 @@ class Kube:
 
     POD_QUERY = {"labelSelector": RUNNER_SELECTOR}
 
-    async def list_pods(self, namespace: str) -> tuple[list[dict[str, Any]], int | None]:
-        """The runner pods (by label) of the runner namespace, with the list's resourceVersion."""
-        return await self._list([namespace], lambda ns: self.pods_path(str(ns)), self.POD_QUERY)
-
-    async def list_pools(self, namespace: str) -> tuple[list[dict[str, Any]], int | None]:
-        return await self._list([namespace], lambda ns: self.pools_path(str(ns)))
-
     async def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """Set a RunnerPool's status (a merge patch of the whole status: the operator is its one writer)."""
         try:
             return await self.request("PATCH", self.pools_path(namespace, name, "status"),
                                       body={"status": dict(status)}, content_type=MERGE_PATCH)
-        except ApiException as e:
+        except ApiError as e:
             if e.status == 404:
                 raise Gone(f"{namespace}/{name}") from None
             raise
@@ -235,7 +291,7 @@ class Kube:
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", self._lease_path(namespace, name))
-        except ApiException as e:
+        except ApiError as e:
             if e.status == 404:
                 return None
             raise
@@ -251,7 +307,7 @@ class Kube:
             if resource_version is None:
                 return await self.request("POST", self._lease_path(namespace), body=body)
             return await self.request("PUT", self._lease_path(namespace, name), body=body)
-        except ApiException as e:
+        except ApiError as e:
             if e.status == 409:
                 raise Conflict(f"Lease {namespace}/{name} changed since resourceVersion {resource_version}") from None
             raise
@@ -265,7 +321,7 @@ class Kube:
             try:
                 await self.request("PATCH", f"{self.pods_path(namespace)}/{name}", content_type=MERGE_PATCH,
                                    body={"metadata": {"labels": {LABEL_LEADER: value}}})
-            except ApiException as e:
+            except ApiError as e:
                 if e.status != 404 or name == pod:  # a former leader's pod may be gone already
                     raise
 
@@ -278,7 +334,7 @@ class Kube:
             try:
                 secret = await self.request("GET", f"{path}/{name}")
                 return base64.b64decode((secret.get("data") or {})[entry])
-            except ApiException as e:
+            except ApiError as e:
                 if e.status != 404:
                     raise
             except KeyError:
@@ -289,7 +345,7 @@ class Kube:
                     "data": {entry: base64.b64encode(new_value()).decode()}}
             try:
                 await self.request("POST", path, body=body)
-            except ApiException as e:
+            except ApiError as e:
                 if e.status != 409:
                     raise
         raise RuntimeError(f"cannot read or create the Secret {namespace}/{name}")
@@ -300,7 +356,7 @@ class Kube:
         try:
             await self.request("PATCH", f"{path}/{name}", body={"data": dict(data)}, content_type=MERGE_PATCH)
             return
-        except ApiException as e:
+        except ApiError as e:
             if e.status != 404:
                 raise
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": dict(data),
@@ -308,13 +364,13 @@ class Kube:
                              "labels": {"app.kubernetes.io/managed-by": COMPONENT}}}
         try:
             await self.request("POST", path, body=body)
-        except ApiException as e:
+        except ApiError as e:
             if e.status != 409:  # made meanwhile by another replica, with the same key
                 raise
 
     # ---- jobs -------------------------------------------------------------------------------------------------
     @staticmethod
-    def _jobs_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    def jobs_path(namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
         base = f"/apis/{API_GROUP}/{API_VERSION}"
         path = f"{base}/namespaces/{namespace}/{PLURAL}" if namespace else f"{base}/{PLURAL}"
         if name:
@@ -323,19 +379,10 @@ class Kube:
             path += f"/{sub}"
         return path
 
-    async def list_jobs(self, namespaces: Sequence[str], keep: Callable[[Any], Any] | None = None
-                        ) -> tuple[list[dict[str, Any]], int | None]:
-        def typed(item: dict[str, Any]) -> Any:
-            item.setdefault("apiVersion", f"{API_GROUP}/{API_VERSION}")
-            item.setdefault("kind", KIND)
-            return keep(item) if keep else item
-
-        return await self._list(namespaces, self._jobs_path, keep=typed)
-
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.request("GET", self._jobs_path(namespace, name))
-        except ApiException as e:
+            return await self.request("GET", self.jobs_path(namespace, name))
+        except ApiError as e:
             if e.status == 404:
                 return None
             raise
@@ -351,9 +398,9 @@ class Kube:
         """
         ops = status_json_patch(status, current, resource_version)
         try:
-            return await self.request("PATCH", self._jobs_path(namespace, name, "status"), body=ops,
+            return await self.request("PATCH", self.jobs_path(namespace, name, "status"), body=ops,
                                       content_type=JSON_PATCH)
-        except ApiException as e:
+        except ApiError as e:
             if e.status == 409:
                 raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
             if e.status == 404:
@@ -365,9 +412,9 @@ class Kube:
     async def delete_job(self, namespace: str, name: str, uid: str) -> bool:
         body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
         try:
-            await self.request("DELETE", self._jobs_path(namespace, name), body=body)
+            await self.request("DELETE", self.jobs_path(namespace, name), body=body)
             return True
-        except ApiException as e:
+        except ApiError as e:
             if e.status in (404, 409):
                 return False
             raise

@@ -1,33 +1,33 @@
-"""``img2img-operator``: kopf for watching jobs, login and health; the dispatcher and the runner endpoint for
-everything else, in the replica that leads.
+"""``img2img-operator``: kopf for login, health, startup and cleanup; the reflectors, the dispatcher and the runner
+endpoint for everything else, the last two in the replica that leads.
 
-kopf is used statelessly: an ``@kopf.on.event`` handler feeds the cache with jobs; kopf writes nothing on the
-objects — no diff-base annotation (the spec, with its inline images, is never copied), no progress, no finalizers.
-Runner pods and RunnerPools live in the runner namespace only, which need not be a namespace whose jobs are watched
-(and the operator has no rights on pods anywhere else): they are watched by two reflectors of their own
-(``Kube.reflect``), since kopf watches every resource in the same namespaces. The dispatcher, the runner endpoint
-and the webhook deliveries are the only writers, and run only in the leader (``elector``): kopf runs its startup
-handlers in every replica (its peering pauses watching, not them), so startup only stands for election, and the
-replica starts acting once it holds the Lease: it reads (or makes) the runner-token key and the webhook signing key,
-publishes the signing key's public key, and starts them. A standby keeps its job cache warm and serves health and
-metrics, nothing else: it writes nothing.
+kopf handles no resource: it would list jobs unpaged and hold a worker with each job's whole body (with 10,000 jobs
+present, most of the operator's memory), and write on them. Jobs are watched by the operator's own reflectors
+(``Kube.reflect``: paged lists, each page trimmed to what the cache keeps, then a watch), one per watched namespace
+or one for all, in every replica; runner pods and RunnerPools, in the runner namespace only (which need not be a
+namespace whose jobs are watched, and the operator has no rights on pods anywhere else), by two more in the leader.
+The dispatcher, the runner endpoint and the webhook deliveries are the only writers, and run only in the leader
+(``elector``): kopf runs its startup handlers in every replica (its peering pauses watching, not them), so startup
+only stands for election, and the replica starts acting once it holds the Lease: it reads (or makes) the runner-token
+key and the webhook signing key, publishes the signing key's public key, and starts them; the dispatcher acts once
+the reflectors have listed. A standby keeps its job cache warm and serves health and metrics, nothing else: it writes
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import kopf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from img2img import API_GROUP, API_VERSION, PLURAL
 from img2img.api.webhook_signing import PUBLIC_ENTRY, SECRET_ENTRY, new_secret_key, public_key_text, read_secret_key
 from img2img.kube_async import read_objects_of_any_depth
 
@@ -36,7 +36,7 @@ from .cleanup import Cleanup
 from .config import ConfigError, OperatorConfig, load_config
 from .dispatcher import Dispatcher
 from .elector import Elector, exit_process
-from .kube import Kube, connect
+from .kube import Kube
 from .leases import LeaseTable
 from .metrics import Metrics
 from .runner_api import RunnerApi
@@ -50,55 +50,19 @@ KEY_BYTES = 32  # the runner-token key, when the operator creates it
 log = logging.getLogger("img2img_operator")
 
 
-# ---- kopf storages that store nothing ----------------------------------------------------------------------------
-class NoDiffBase(kopf.DiffBaseStorage):
-    """No diff-base: no handler here detects changes, and the spec (up to 1.5 MB of images) is never copied."""
-
-    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
-        return {}
-
-    def fetch(self, *, body: Any) -> Any:
-        return None
-
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        return None
-
-
-class NoProgress(kopf.ProgressStorage):
-    """No handler progress: event handlers are stateless, nothing is written on the objects."""
-
-    def fetch(self, *, key: Any, body: Any) -> Any:
-        return None
-
-    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
-        return None
-
-    def purge(self, *, key: Any, body: Any, patch: Any) -> None:
-        return None
-
-    def touch(self, *, body: Any, patch: Any, value: Any) -> None:
-        return None
-
-    def clear(self, *, essence: Any) -> Any:
-        return essence
+def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """The credentials, kopf's and the operator's client's: the pod's service account, else the kubeconfig."""
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
 def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """kopf handles no resource (no watch, no diff-base, no progress, no finalizer: nothing written on a job, the
+    spec with its inline images never copied); what is left of its settings is for login, startup and probes."""
     settings = kopf.OperatorSettings()
-    settings.persistence.diffbase_storage = NoDiffBase()
-    settings.persistence.progress_storage = NoProgress()
-    settings.persistence.finalizer = f"{API_GROUP}/finalizer"  # never added: no deletion handlers, no daemons
-    settings.posting.level = logging.WARNING  # kopf's own Events only for problems (our Events are the dispatcher's)
-    settings.posting.reporting_component = "img2img-operator"
-    settings.posting.event_name_prefix = "img2img-operator-"
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.peering.standalone = True  # one replica acts through the Lease (elector), not kopf's peering
-    # No namespace or CRD scanning (it needs cluster-wide list rights the chart does not grant): the namespaces are
-    # the configured ones (or all), and the CRD must exist when the operator starts.
+    # No namespace or CRD scanning (it needs cluster-wide list rights the chart does not grant).
     settings.scanning.disabled = True
     return settings
 
@@ -119,6 +83,8 @@ class Runtime:
         self.leading: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
         self.cleaning: asyncio.Task | None = None  # deletes the S3 areas of deleted jobs (``cleanup``)
+        self.job_reflectors: list[asyncio.Task] = []
+        self.jobs_listed: list[asyncio.Event] = []  # one per job reflector: set once it has listed
         self.reflectors: list[asyncio.Task] = []
         self.started = time.monotonic()
         self.key: bytes | None = None  # signs runner tokens: read (or made) at startup
@@ -140,9 +106,16 @@ class Runtime:
         if self.dispatcher is not None:
             self.dispatcher.poke()
 
-    async def begin(self) -> None:
-        """At startup, in every replica: connect, serve metrics, stand for election."""
-        self.kube = kube = Kube(await connect())
+    async def begin(self, settings: kopf.OperatorSettings) -> None:
+        """At startup, in every replica: connect, watch the jobs, serve metrics, stand for election."""
+        self.kube = kube = Kube(functools.partial(login, settings))
+        for ns in self.config.namespaces or [None]:  # None: every namespace, in one list and watch
+            listed = asyncio.Event()
+            self.jobs_listed.append(listed)
+            self.job_reflectors.append(asyncio.create_task(kube.reflect(
+                kube.jobs_path(ns), {}, functools.partial(self.cache.replace_jobs, namespace=ns),
+                self.cache.job_event, relist_seconds=self.config.timing.resync_seconds, keep=self.cache.listed_job,
+                listed=listed), name=f"jobs of {ns or 'every namespace'}"))
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port)
         self.elector = Elector(kube, self.config.leader_election, self.config.runners.namespace, kube.instance)
@@ -180,20 +153,32 @@ class Runtime:
         self.runner_api = RunnerApi(self.config, self.cache, self.dispatcher, leases, registry, kube, staging,
                                     self.metrics, key)
         await self.runner_api.start()
-        self.task = asyncio.create_task(self.dispatcher.run(), name="img2img dispatcher")
         cleanup = Cleanup(self.config, self.cache, staging, leases.holds)
         self.cache.on_job_gone = cleanup.job_gone
         dispatcher = self.dispatcher
         self.cleaning = asyncio.create_task(cleanup.run(lambda: dispatcher.synced), name="S3 cleanup")
+        resync = self.config.timing.resync_seconds
+        pods_listed, pools_listed = asyncio.Event(), asyncio.Event()
         self.reflectors = [
             asyncio.create_task(kube.reflect(kube.pods_path(runners.namespace), kube.POD_QUERY,
-                                             self.cache.replace_pods, self.cache.pod_event), name="runner pods"),
+                                             self.cache.replace_pods, self.cache.pod_event, relist_seconds=resync,
+                                             listed=pods_listed), name="runner pods"),
             asyncio.create_task(kube.reflect(kube.pools_path(runners.namespace), {},
-                                             self.cache.replace_pools, self.cache.pool_event), name="runner pools"),
+                                             self.cache.replace_pools, self.cache.pool_event, relist_seconds=resync,
+                                             listed=pools_listed), name="runner pools"),
         ]
+        self.task = asyncio.create_task(self._dispatch([*self.jobs_listed, pods_listed, pools_listed]),
+                                        name="img2img dispatcher")
         log.info("operator started (namespaces: %s; runners in %s, endpoint on :%d; GPU classes: %s; metrics on "
                  ":%s)", ", ".join(self.config.namespaces) or "all", runners.namespace, runners.port,
                  ", ".join(self.config.gpu_classes), self.config.metrics_port)
+
+    async def _dispatch(self, listed: list[asyncio.Event]) -> None:
+        """The dispatcher, once every reflector has listed (the cache holds the whole picture)."""
+        assert self.dispatcher is not None
+        for event in listed:
+            await event.wait()
+        await self.dispatcher.run()
 
     async def signing_key(self, kube: Kube) -> Ed25519PrivateKey:
         """The webhook signing key (its Secret made when missing), its public key published beside it."""
@@ -210,7 +195,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop renewing the Lease and acting, then release the Lease (a standby takes over at once)."""
-        for task in [self.leading, *self.reflectors, self.task, self.cleaning]:
+        for task in [self.leading, *self.reflectors, self.task, self.cleaning, *self.job_reflectors]:
             if task is not None:
                 task.cancel()
                 try:
@@ -246,12 +231,12 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def credentials(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+        return login(settings)
 
     @kopf.on.startup(registry=registry)
-    async def startup(**_: Any) -> None:
-        await runtime.begin()
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        await runtime.begin(settings)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -260,10 +245,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.probe(id="dispatcher", registry=registry)
     def probe(**_: Any) -> dict[str, Any]:
         return runtime.health()
-
-    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    def job_event(event: dict[str, Any], **_: Any) -> None:
-        runtime.cache.job_event(event.get("type"), event["object"])
 
     return registry
 
@@ -299,7 +280,7 @@ def configure_logging(config: OperatorConfig, level: str | None = None) -> None:
     if level != "DEBUG":
         # kopf logs every event handler call at INFO: only its warnings, unless debugging
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    for noisy in ("botocore", "boto3", "urllib3", "kubernetes_asyncio", "aiohttp.access"):
+    for noisy in ("botocore", "boto3", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -17,7 +17,7 @@ from img2img_operator.config import WebhooksConfig, parse_config
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_VALUES = sorted(EXAMPLES.glob("values-*.yaml"))
 
-# The operator's API calls (img2img_operator.kube, and kopf's watches and events; docs/gitops.md, "RBAC"):
+# The operator's API calls (img2img_operator.kube: kopf handles no resource; docs/gitops.md, "RBAC"):
 # nothing more is granted. kopf scans neither namespaces nor CRDs (settings.scanning.disabled).
 # On jobs, where they are watched: no pods, no Secrets, nothing else in the tenants' namespaces.
 OPERATOR_RULES = {

@@ -98,6 +98,35 @@ def test_full_list_drops_what_vanished_unless_newer_than_the_list():
     assert [p.name for p in cache.pods()] == ["l4-bbbbb"]
 
 
+def test_a_namespaces_list_drops_only_that_namespaces_jobs():
+    """One reflector per watched namespace: each one's list speaks for its namespace alone."""
+    cache, _, _ = make()
+    cache.job_event(None, job_body(None, uid="a", name="a", namespace="one", rv="10"))
+    cache.job_event(None, job_body(None, uid="b", name="b", namespace="two", rv="11"))
+    cache.replace_jobs([], list_rv=20, namespace="one")
+    assert [v.uid for v in cache.snapshot()] == ["b"]
+    cache.replace_jobs([], list_rv=20)  # a list of every namespace
+    assert cache.snapshot() == []
+
+
+def test_a_relist_of_unchanged_jobs_keeps_the_cached_bodies_and_trims_the_changed_ones():
+    """A periodic relist of thousands of finished jobs costs no second copy of them in memory."""
+    cache, _, _ = make()
+    done = {"status": "COMPLETED", "output": {"images": ["s3://b/k/0.png"]}}
+    listed = [cache.listed_job(job_body(done, uid="a", name="a", rv="10")),
+              cache.listed_job(job_body(done, uid="b", name="b", rv="11"))]
+    cache.replace_jobs(listed, list_rv=12)
+    first = {uid: cache.job(uid) for uid in "ab"}
+    listed = [cache.listed_job(job_body(done, uid="a", name="a", rv="10")),
+              cache.listed_job(job_body(done, uid="b", name="b", rv="15"))]
+    assert listed[0] is first["a"]  # the very object the cache holds
+    assert listed[1] is not first["b"] and "output" not in listed[1]["status"]  # a new version, trimmed
+    cache.take_changed()
+    cache.replace_jobs(listed, list_rv=16)
+    assert cache.job("a") is first["a"] and cache.job("b")["metadata"]["resourceVersion"] == "15"
+    assert cache.take_changed() == {"a", "b"}  # both decided on again, as after any list
+
+
 def test_objects_without_identity_are_ignored():
     cache, changes, _ = make()
     cache.job_event(None, {"metadata": {"name": "x"}})

@@ -210,8 +210,8 @@ class FakeKube:
         self.c._emit("pool", "MODIFIED", self.c._bump(pool))
         return copy.deepcopy(pool)
 
-    async def list_jobs(self, namespaces, keep=None):
-        return [(keep or (lambda j: j))(copy.deepcopy(j)) for j in self.c.jobs.values()], self.c.rv
+    async def list_jobs(self):
+        return [copy.deepcopy(j) for j in self.c.jobs.values()], self.c.rv
 
     async def read_job(self, namespace, name):
         job = self.c.jobs.get((namespace, name))
@@ -294,7 +294,10 @@ class Process:
         self.lag = lag
 
     async def start(self) -> None:
-        await self.dispatcher.resync()
+        """The reflectors' first lists, then the dispatcher starts acting."""
+        self.cache.replace_pods(*await self.kube.list_pods(RUNNER_NS))
+        self.cache.replace_pools(*await self.kube.list_pools(RUNNER_NS))
+        self.cache.replace_jobs(*await self.kube.list_jobs())
         self.dispatcher.adopt_until = self.c.now + int(self.dispatcher.config.runners.lease_seconds * 1000)
         self.dispatcher.synced = True
 
