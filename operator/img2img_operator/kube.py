@@ -74,6 +74,15 @@ class Refused(Exception):
 TOO_LARGE_FOR_ETCD = ("etcdserver: request is too large", "ResourceExhausted")
 
 
+RESOURCE_VERSION_PATH = "/metadata/resourceVersion"
+
+
+def stale_view(status: int | None, body: Any) -> bool:
+    """Whether a JSON patch was refused because its ``test`` of the resourceVersion failed: the job moved since the
+    decision (the API server answers 422 for any patch that does not apply; its cause names the failed test)."""
+    return status == 422 and f"testing value {RESOURCE_VERSION_PATH} failed" in str(body or "")
+
+
 def refused_for_good(status: int | None, message: str) -> bool:
     """Whether a refused write would be refused again whatever the retries: the object is invalid (422: a schema
     limit such as a field's maxLength), or too large for an API request (413) or for etcd (a 500 naming its limit)."""
@@ -401,7 +410,7 @@ class Kube:
             return await self.request("PATCH", self.jobs_path(namespace, name, "status"), body=ops,
                                       content_type=JSON_PATCH)
         except ApiError as e:
-            if e.status == 409:
+            if e.status == 409 or stale_view(e.status, e.body):
                 raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
             if e.status == 404:
                 raise Gone(f"{namespace}/{name}") from None
@@ -451,11 +460,14 @@ class Kube:
 
 def status_json_patch(status: Mapping[str, Any], current: Mapping[str, Any] | None,
                       resource_version: str | None) -> list[dict[str, Any]]:
-    """JSON patch operations setting (or removing, for None) top-level status keys; with the resourceVersion as an
-    optimistic lock (replacing it with the value decided on makes the API server answer 409 if it moved)."""
+    """JSON patch operations setting (or removing, for None) top-level status keys, on the condition the job is
+    still at the resourceVersion decided on: a ``test`` of it first (a stale view fails there, before an operation
+    that only applies to that version, such as removing a key, would fail with an error like any other), and
+    replacing it with that value (the API server answers 409 if the job moves while the patch is applied)."""
     ops: list[dict[str, Any]] = []
     if resource_version:
-        ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version})
+        ops.append({"op": "test", "path": RESOURCE_VERSION_PATH, "value": resource_version})
+        ops.append({"op": "replace", "path": RESOURCE_VERSION_PATH, "value": resource_version})
     if not current:
         ops.append({"op": "add", "path": "/status", "value": {k: v for k, v in status.items() if v is not None}})
         return ops

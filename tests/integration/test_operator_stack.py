@@ -833,6 +833,43 @@ def test_the_operators_list_reads_every_page_and_trims_each(stack, namespace, mo
     assert rv == int(versions[0])  # the pages are one snapshot: its version is the first page's
 
 
+def test_a_status_patch_decided_on_a_stale_view_is_a_conflict_not_a_refusal(stack, namespace, monkeypatch):
+    """A status write decided on an older version of the job (here: removing a key the job no longer has) is a
+    conflict, decided again on a fresh read; the API server refuses such a patch with 422 like an invalid object, and
+    a refusal for good would end the job FAILED (StatusRefused)."""
+    import asyncio
+    import functools
+
+    import kopf
+    from img2img_operator import kube as kube_module
+    from img2img_operator.main import login
+
+    create(stack, namespace, "stale")
+    seen = get(stack, namespace, "stale")
+    stack.kubectl("annotate", "-n", namespace, "img2imgjob", "stale", "moved=yes")  # the job moves on
+    monkeypatch.setenv("KUBECONFIG", str(stack.kubeconfig))
+
+    async def write(resource_version):
+        kube = kube_module.Kube(functools.partial(login, kopf.OperatorSettings()))
+        try:
+            await kube.patch_job_status(namespace, "stale", {"gone": None}, resource_version, {"gone": 1})
+        finally:
+            await kube.close()
+
+    with pytest.raises(kube_module.Conflict):
+        asyncio.run(write(seen["metadata"]["resourceVersion"]))
+    # on the job as it is, the same patch does not apply: refused for good (read again if the operator moved it)
+    for _ in range(10):
+        try:
+            asyncio.run(write(get(stack, namespace, "stale")["metadata"]["resourceVersion"]))
+        except kube_module.Conflict:
+            continue
+        except kube_module.Refused:
+            break
+    else:
+        pytest.fail("a patch that does not apply to the current job was never refused")
+
+
 # ---- tenancy: one namespace cannot write, read or impersonate for another (docs/security.md) ------------------------
 def s3_keys(stack, prefix: str) -> list[str]:
     listed = stack.s3().list_objects_v2(Bucket=stack.bucket, Prefix=prefix)

@@ -196,6 +196,7 @@ def test_status_json_patch_keeps_nulls_inside_values_and_locks_on_the_resource_v
                              "runnerPod": None, "queuePosition": None},
                             {"status": "IN_PROGRESS", "runnerPod": "x-1"}, "42")
     assert ops == [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "42"},
         {"op": "replace", "path": "/metadata/resourceVersion", "value": "42"},
         {"op": "add", "path": "/status/status", "value": "COMPLETED"},
         {"op": "add", "path": "/status/output", "value": {"parameters": {"init_images": None}}},
