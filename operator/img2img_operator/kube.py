@@ -77,10 +77,14 @@ TOO_LARGE_FOR_ETCD = ("etcdserver: request is too large", "ResourceExhausted")
 RESOURCE_VERSION_PATH = "/metadata/resourceVersion"
 
 
-def stale_view(status: int | None, body: Any) -> bool:
-    """Whether a JSON patch was refused because its ``test`` of the resourceVersion failed: the job moved since the
-    decision (the API server answers 422 for any patch that does not apply; its cause names the failed test)."""
-    return status == 422 and f"testing value {RESOURCE_VERSION_PATH} failed" in str(body or "")
+# What the API server says (422, no cause given) for a JSON patch that does not apply to the object as it is.
+PATCH_NOT_APPLIED = "the server rejected our request due to an error in our request"
+
+
+def patch_not_applied(status: int | None, message: str) -> bool:
+    """Whether a JSON patch was refused because it does not apply to the object as stored (a failed ``test``, a
+    removed key that is not there), as opposed to an object the patch would make invalid (422 naming its fields)."""
+    return status == 422 and message == PATCH_NOT_APPLIED
 
 
 def refused_for_good(status: int | None, message: str) -> bool:
@@ -410,13 +414,23 @@ class Kube:
             return await self.request("PATCH", self.jobs_path(namespace, name, "status"), body=ops,
                                       content_type=JSON_PATCH)
         except ApiError as e:
-            if e.status == 409 or stale_view(e.status, e.body):
+            moved = e.status == 409 or (patch_not_applied(e.status, api_message(e))
+                                        and await self._moved(namespace, name, resource_version))
+            if moved:
                 raise Conflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
             if e.status == 404:
                 raise Gone(f"{namespace}/{name}") from None
             if refused_for_good(e.status, api_message(e)):
                 raise Refused(f"HTTP {e.status}: {api_message(e)}") from None
             raise
+
+    async def _moved(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether the job is no longer at ``resource_version`` (a patch that did not apply was decided on an older
+        version of it: decide again), else the patch itself is wrong for it (refused for good)."""
+        if not resource_version:
+            return False
+        current = await self.read_job(namespace, name)
+        return current is None or (current.get("metadata") or {}).get("resourceVersion") != resource_version
 
     async def delete_job(self, namespace: str, name: str, uid: str) -> bool:
         body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
@@ -461,9 +475,10 @@ class Kube:
 def status_json_patch(status: Mapping[str, Any], current: Mapping[str, Any] | None,
                       resource_version: str | None) -> list[dict[str, Any]]:
     """JSON patch operations setting (or removing, for None) top-level status keys, on the condition the job is
-    still at the resourceVersion decided on: a ``test`` of it first (a stale view fails there, before an operation
-    that only applies to that version, such as removing a key, would fail with an error like any other), and
-    replacing it with that value (the API server answers 409 if the job moves while the patch is applied)."""
+    still at the resourceVersion decided on: a ``test`` of it first (a stale view fails there, not half-way, say on
+    removing a key the job no longer has), and replacing it with that value (the API server answers 409 if the job
+    moves while the patch is applied). A patch that does not apply is a 422 like an invalid object:
+    ``patch_job_status`` tells them apart."""
     ops: list[dict[str, Any]] = []
     if resource_version:
         ops.append({"op": "test", "path": RESOURCE_VERSION_PATH, "value": resource_version})
