@@ -65,6 +65,7 @@ log = logging.getLogger("img2img_operator.runner_api")
 MAX_BODY = 1 << 20  # an outcome is small; a runner never sends more
 PRESIGN_SLACK_SECONDS = 600  # the URLs outlive the job's deadline by this much (uploads after the last step)
 TAKE_TRIES = 5  # conflicts in a row before a take gives up this round
+SHUTDOWN_SECONDS = 3.0  # how long stop() lets calls under way finish
 
 
 class RunnerApi:
@@ -83,6 +84,7 @@ class RunnerApi:
         self.clock = clock
         self.rng = rng or random.SystemRandom()
         self._runner: web.AppRunner | None = None
+        self.stopping = False  # set by stop(): waiting takes answer "no work" at once, and no job is handed out
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -94,12 +96,18 @@ class RunnerApi:
         app.router.add_post(DONE, self.done)
         return app
 
-    async def start(self, host: str = "0.0.0.0") -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+    async def start(self, host: str = "0.0.0.0", port: int | None = None) -> None:
+        # a call still under way SHUTDOWN_SECONDS into stop() is cut: the Lease must be released before its renew
+        # deadline passes, or the process ends without releasing it and the standby waits out the lease duration
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, self.config.runners.port).start()
+        await web.TCPSite(self._runner, host, self.config.runners.port if port is None else port).start()
 
     async def stop(self) -> None:
+        """Stop serving: waiting takes end now with no work (a runner's long poll would otherwise hold the shutdown
+        for up to ``takeWaitSeconds``), then the server closes."""
+        self.stopping = True
+        self.dispatcher.notify_takes()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -142,12 +150,13 @@ class RunnerApi:
         self.dispatcher.poke()
         assignment = None
         try:
-            while True:
+            while not self.stopping:
                 assignment = await self._assign(runner, models)
                 left = wait - (time.monotonic() - started)
                 if assignment is not None or left <= 0:
                     return assignment
                 await self.dispatcher.offers_changed(left)
+            return None
         finally:
             self.registry.took(runner, self.now_ms(), assigned=assignment is not None)
             self.dispatcher.poke()

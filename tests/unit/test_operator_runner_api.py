@@ -144,3 +144,40 @@ def test_an_assignment_grants_exactly_the_jobs_reads_and_its_attempts_writes(pro
     assert (a.leaseSeconds, a.heartbeatSeconds) == (4, 1)
     status = cluster.status("s3job")
     assert (status["status"], status["attempts"], status["runnerPod"]) == ("IN_PROGRESS", 1, "l4-aaaaa")
+
+
+def test_a_runners_waiting_take_does_not_hold_the_operators_shutdown():
+    """On stop, a take waiting for work (a runner's long poll, up to takeWaitSeconds) answers "no work" at once: the
+    stopping leader must release its Lease before the renew deadline, or its standby waits out the lease duration."""
+    import socket
+    import time
+
+    import aiohttp
+    from operator_samples import config
+
+    cluster = Cluster()
+    runner_pod(cluster, "l4-aaaaa")
+    process = Process(cluster, config(gpuClasses={"l4": {"resources": {"nvidia.com/gpu": 1}}},
+                                      runners={"namespace": "img2img-system", "takeWaitSeconds": 30}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go() -> tuple[int, float]:
+        await process.start()
+        process.deliver()
+        await process.api.start("127.0.0.1", port)
+        async with aiohttp.ClientSession() as session:
+            take = asyncio.create_task(session.post(
+                f"http://127.0.0.1:{port}{TAKE}", data=json.dumps({**TAKE_BODY, "waitSeconds": 30}),
+                headers={"Authorization": f"Bearer {runner_token(KEY, 'l4-aaaaa')}"}))
+            await asyncio.sleep(0.5)
+            assert not take.done()  # no work: it waits
+            started = time.monotonic()
+            await process.api.stop()
+            response = await asyncio.wait_for(take, 10)
+            return response.status, time.monotonic() - started
+
+    status, took = asyncio.run(go())
+    assert status == 204
+    assert took < 2, took
