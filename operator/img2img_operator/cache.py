@@ -36,6 +36,8 @@ def kept_of_job(body: Body, input_bytes: int | None = None) -> Body:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     finished = status.get("status") in TERMINAL
+    if "managedFields" not in meta and "input" not in spec and not (finished and "output" in status):
+        return body  # kept already (a listed page's job, stored): nothing to copy
     kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
             "spec": {k: v for k, v in spec.items() if k != "input"}}
     if "input" in spec and not finished:
