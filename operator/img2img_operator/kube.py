@@ -173,6 +173,15 @@ class Kube:
                 raise ApiError(response.status, text.decode(errors="replace"))
             return json.loads(text) if text else {}
 
+    async def _read(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``; None when there is none (404)."""
+        try:
+            return await self.request("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
     async def watch(self, path: str, query: Mapping[str, Any], resource_version: int | None,
                     seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(type, object) of each event after ``resource_version``, until the server ends the watch after
@@ -302,12 +311,7 @@ class Kube:
         return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases" + (f"/{name}" if name else "")
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.request("GET", self._lease_path(namespace, name))
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._read(self._lease_path(namespace, name))
 
     async def write_lease(self, namespace: str, name: str, spec: Mapping[str, Any], resource_version: str | None
                           ) -> dict[str, Any]:
@@ -393,12 +397,7 @@ class Kube:
         return path
 
     async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.request("GET", self.jobs_path(namespace, name))
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._read(self.jobs_path(namespace, name))
 
     async def patch_job_status(self, namespace: str, name: str, status: Mapping[str, Any],
                                resource_version: str | None, current: Mapping[str, Any] | None = None
