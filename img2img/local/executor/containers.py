@@ -133,27 +133,25 @@ class PodContainers:
             if has_own_network(pod):
                 self.netns = self.kubelet.networks.create(self.uid)
         except OSError as e:
-            msg = f"Failed to create pod sandbox: setting up its network namespace: {e}"
-            if msg != self.last_mount_error:
-                log.warning("pod %s: %s", self.key, msg)
-                self.event("Warning", "FailedCreatePodSandBox", msg)
-                self.last_mount_error = msg
-            self.volume_retry_at = now + dt.timedelta(seconds=2)
-            return False
+            return self._sandbox_failed("FailedCreatePodSandBox",
+                                        f"Failed to create pod sandbox: setting up its network namespace: {e}", now)
         try:
             self.volumes = prepare_volumes(pod, self.dir / "volumes", kube=self.kubelet.kube,
                                            pvc_root=cfg.state_dir / "pvc", pod_ip=cfg.pod_ip, host_ip=cfg.host_ip,
                                            node_allocatable=self.kubelet.node.allocatable)
         except VolumeError as e:
-            msg = str(e)
-            if msg != self.last_mount_error:
-                log.warning("pod %s: %s", self.key, msg)
-                self.event("Warning", "FailedMount", msg)
-                self.last_mount_error = msg
-            self.volume_retry_at = now + dt.timedelta(seconds=2)
-            return False
+            return self._sandbox_failed("FailedMount", str(e), now)
         self.sandbox_ready = True
         return True
+
+    def _sandbox_failed(self, reason: str, msg: str, now: dt.datetime) -> bool:
+        """The pod's sandbox could not be set up: a Warning event (once per distinct message), retried in 2 s."""
+        if msg != self.last_mount_error:
+            log.warning("pod %s: %s", self.key, msg)
+            self.event("Warning", reason, msg)
+            self.last_mount_error = msg
+        self.volume_retry_at = now + dt.timedelta(seconds=2)
+        return False
 
     def _crash_loop(self, r: ContainerRun, now: dt.datetime) -> None:
         """A terminated container that the restart policy restarts: back-off first (the first restart is at once)."""
