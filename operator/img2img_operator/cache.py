@@ -20,10 +20,9 @@ from typing import Any
 from img2img.api.status import TERMINAL
 
 from .status import json_size
-from .views import INPUT_BYTES, JobView, PodView, resource_version
+from .views import INPUT_BYTES, JobView, Key, PodView, resource_version
 
 Body = Mapping[str, Any]
-Key = tuple[str, int]  # a job's (uid, generation)
 TOMBSTONE_SECONDS = 600
 
 

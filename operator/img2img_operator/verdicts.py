@@ -22,10 +22,9 @@ from img2img.api.status import TERMINAL
 from .config import OperatorConfig
 from .controls import Checked, controls_from
 from .lifecycle import IN_PROGRESS, IN_QUEUE
-from .views import JobView
+from .views import JobView, Key
 
 PENDING_INPUT_BYTES = 32 * 1024 * 1024  # inputs held until their job's verdict, together; beyond: read again
-Key = tuple[str, int]  # a job's (uid, generation)
 
 
 def key_of(job: JobView) -> Key:

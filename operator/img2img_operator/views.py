@@ -24,6 +24,7 @@ ANNOTATION_SUBMITTED_AT = f"{API_GROUP}/submitted-at"
 RUNNER_CONTAINER = "runner"
 # the size of a job's spec.input as JSON, on the body the cache keeps instead of the input (``cache.kept_of_job``)
 INPUT_BYTES = "inputBytes"
+Key = tuple[str, int]  # a job's (uid, generation): what a verdict and a staged input belong to
 
 
 def resource_version(body: Mapping[str, Any]) -> int | None:
