@@ -214,7 +214,7 @@ class Dispatcher:
         """The job's verdict; None until it is reached (``_validate`` started now, unless under way or backing off
         after a failure)."""
         key = key_of(job)
-        checked = without_input(job, self.config) or self.verdicts.get(key)
+        checked = self.verdicts.get(key) or without_input(job, self.config)
         if checked is None and key not in self._validating and self._errors.get(job.uid, (0, 0))[1] <= self.now_ms():
             self._validating[key] = asyncio.create_task(self._validate(job), name=f"validate {job.key}")
         return checked
@@ -318,7 +318,7 @@ class Dispatcher:
             decision = next_step(job, now, self.config, checked=checked, slot=slot, attempt=attempt,
                                  ended_ms=self._ended(job))
             next_wake = _min(next_wake, decision.wake_at)
-            if decision.actions == (Offer(),) and (job.uid, job.generation) in self._offered:
+            if decision.actions == (Offer(),) and key_of(job) in self._offered:
                 continue  # offered already: a waiting job costs a pass no task
             if decision.actions or decision.fetch_result:
                 work.append(self._guarded(semaphore, job, checked, slot, attempt, decision))
